@@ -1,0 +1,100 @@
+# Kyomi Analytics collector.
+#
+#   make run    start the collector on the embedded default with an example workspace
+#   make test   install what the tests need, then run gofmt, go vet and every test with -race
+#   make build  build bin/collector and bin/loadgen
+#   make deps   fetch the embedded ClickHouse engine and the Debian packages the tests use
+#   make fuzz   run every fuzz target for FUZZTIME each
+
+SHELL := /bin/bash
+GO    ?= go
+
+# The embedded ClickHouse engine (chDB) is a 559 MB shared library shipped in an npm package.
+# It is fetched once into a cache outside the repository; CHDB_LIB_PATH overrides the location.
+CHDB_VERSION  := 26.5.3
+CHDB_CACHE    ?= $(HOME)/.cache/kyomi/$(CHDB_VERSION)
+CHDB_LIB_PATH ?= $(CHDB_CACHE)/libchdb.so
+export CHDB_LIB_PATH
+
+# Debian packages the tests drive for real: Redis (salt, revocation), Chromium (tracking script),
+# promtool (alert rules), wrk (load comparisons).
+APT_PACKAGES := redis-server chromium prometheus wrk
+APT_BINARIES := /usr/bin/redis-server /usr/bin/chromium /usr/bin/promtool /usr/bin/wrk
+
+FUZZTIME  ?= 30s
+TESTFLAGS ?=
+TESTLOG   ?= $(CURDIR)/bin/test.log
+
+.PHONY: all build run test deps deps-chdb deps-apt fuzz fuzz-short vet fmt-check generate clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	$(GO) build -o bin/collector ./cmd/collector
+	$(GO) build -o bin/loadgen ./cmd/loadgen
+
+deps: deps-chdb deps-apt
+
+deps-chdb: $(CHDB_LIB_PATH)
+
+$(CHDB_LIB_PATH):
+	@echo "fetching the embedded ClickHouse engine (@chdb/lib-linux-x64-gnu@$(CHDB_VERSION), 167 MB download) into $(CHDB_CACHE)"
+	@mkdir -p "$(CHDB_CACHE)"
+	@tmp=$$(mktemp -d) && \
+	  (cd "$$tmp" && npm pack --silent "@chdb/lib-linux-x64-gnu@$(CHDB_VERSION)" >/dev/null) && \
+	  tar -xzf "$$tmp"/chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz -C "$$tmp" package/libchdb.so && \
+	  mv "$$tmp/package/libchdb.so" "$(CHDB_LIB_PATH).part" && mv "$(CHDB_LIB_PATH).part" "$(CHDB_LIB_PATH)" && \
+	  rm -rf "$$tmp"
+
+deps-apt:
+	@missing=""; for b in $(APT_BINARIES); do [ -x "$$b" ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+run: deps-chdb build
+	@mkdir -p data
+	@bin/collector demo-hint
+	exec bin/collector serve -config testdata/workspaces.example.yaml -data-dir data \
+	  -geoip data/demo-geo.mmdb -trusted-proxies 127.0.0.1/32,::1/128
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+# test runs a short fuzz pass over every target, then every test with the race detector, and
+# prints the go test summary lines (package ok/FAIL lines and a passed/failed count) last;
+# the full log is in $(TESTLOG).
+test: deps fmt-check vet
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$${FUZZ_SHORT:-5s}
+	@mkdir -p bin
+	@status=0; \
+	$(GO) test -race -count=1 -v -timeout 30m $(TESTFLAGS) ./... > "$(TESTLOG)" 2>&1 || status=$$?; \
+	grep -E -- '--- SKIP' -A1 "$(TESTLOG)" | head -40; \
+	grep -E '^(ok|FAIL|panic:)|^\s*--- FAIL' "$(TESTLOG)"; \
+	if [ $$status -ne 0 ]; then echo "go test failed (exit $$status); last lines of $(TESTLOG):"; tail -80 "$(TESTLOG)"; fi; \
+	pass=$$(grep -c -E '^\s*--- PASS' "$(TESTLOG)"); fail=$$(grep -c -E '^\s*--- FAIL' "$(TESTLOG)"); skip=$$(grep -c -E '^\s*--- SKIP' "$(TESTLOG)"); \
+	echo "tests: $$pass passed, $$fail failed, $$skip skipped"; \
+	exit $$status
+
+# fuzz runs every Fuzz target in the tree for FUZZTIME; new crashers land in the package's testdata/fuzz.
+fuzz:
+	@mkdir -p bin; for f in $$(grep -rl --include='*_test.go' -E '^func Fuzz' .); do \
+	  pkg=./$$(dirname $$f); \
+	  for t in $$(grep -h -o -E '^func Fuzz[A-Za-z0-9_]+' $$f | sed 's/func //'); do \
+	    echo "fuzz $$pkg $$t for $(FUZZTIME)"; \
+	    if ! $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$pkg > bin/fuzz.log 2>&1; then \
+	      cat bin/fuzz.log; echo "fuzz target $$t in $$pkg failed"; exit 1; fi; \
+	  done; \
+	done
+
+generate:
+	$(GO) generate ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kyomi/collector/collector/clientip"
+)
+
+// config is everything the collector binary is told at start: flags, each of which can also be
+// given as the environment variable COLLECTOR_<NAME> (upper case, '-' becomes '_'). A flag on the
+// command line wins over the environment.
+type config struct {
+	Listen            string
+	ConfigPath        string
+	DataDir           string
+	ClickHouse        string
+	ClickHouseCluster string
+	Redis             string
+	GeoIP             string
+	TrustedProxies    string
+	JWKS              string
+	RevokedJTI        string
+	TLSCert           string
+	TLSKey            string
+	TLSMinVersion     string
+	LogLevel          string
+
+	SpoolMaxBytes     int64
+	SpoolSyncInterval time.Duration
+	BatchRows         int
+	BatchAge          time.Duration
+	UACacheSize       int
+
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	IdleTimeout     time.Duration
+	MaxConns        int
+	MaxConnsPerIP   int
+	ShutdownTimeout time.Duration
+
+	RateClient    float64
+	RateWorkspace float64
+	BotStrict     bool
+	Datacenters   string
+
+	trusted []netip.Prefix // parsed TrustedProxies, set by validate
+}
+
+// newFlagSet declares every flag of `serve` (and of the other subcommands, which share them)
+// with its default; the comments on defaults say why the numbers are what they are.
+func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.Listen, "listen", ":8080", "address to serve HTTP (or HTTPS with -tls-cert) on, host:port")
+	fs.StringVar(&c.ConfigPath, "config", "", "workspaces file (YAML: tiers and workspaces with their domains); reloaded on SIGHUP and when it changes")
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory for the embedded ClickHouse data, the local salt and the spool")
+	fs.StringVar(&c.ClickHouse, "clickhouse", "", "ClickHouse server DSN (clickhouse://user:pass@host:9000/analytics?secure=true); empty runs the embedded engine in -data-dir")
+	fs.StringVar(&c.ClickHouseCluster, "clickhouse-cluster", "", "cluster name: migrations run ON CLUSTER with ReplicatedMergeTree tables and a Distributed events table")
+	fs.StringVar(&c.Redis, "redis", "", "Redis URL (redis://[:pass@]host:6379/db or rediss:// for TLS) that shares the daily salt and revoked tokens across nodes; empty uses a local salt file")
+	fs.StringVar(&c.GeoIP, "geoip", "", "GeoIP2/GeoLite2 or DB-IP city .mmdb file for country, region and city; empty disables geo enrichment")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs or addresses of proxies whose X-Forwarded-For/Forwarded headers are believed")
+	fs.StringVar(&c.JWKS, "jwks", "", "URL or file of the JWKS holding the ES256 public keys that sign query tokens; empty disables the query path")
+	fs.StringVar(&c.RevokedJTI, "revoked-jti", "", "file of revoked token ids (jti), one per line, reloaded when it changes; with -redis the set 'revoked_jti' is checked too")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain; with -tls-key serves HTTPS; reloaded on SIGHUP")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for -tls-cert")
+	fs.StringVar(&c.TLSMinVersion, "tls-min-version", "1.3", "lowest TLS version accepted: 1.3 or 1.2")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error; logs are JSON on stdout")
+
+	// 1 GiB of spool holds several million events (about 150 bytes each): hours of a sink outage at
+	// a busy site. Past it, new events get 503 rather than being dropped silently.
+	fs.Int64Var(&c.SpoolMaxBytes, "spool-max-bytes", 1<<30, "bytes the on-disk spool may hold before new events are refused with 503")
+	// 0 means every 202 follows an fsync (group-committed across concurrent requests): nothing
+	// acknowledged is lost on a crash of the process or the machine.
+	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", 0, "0 = fsync before every acknowledgement (group commit); >0 = acknowledge at once and fsync at this interval, losing at most that window on a machine crash")
+	// ClickHouse prefers few large inserts: 10k rows or one second, whichever comes first.
+	fs.IntVar(&c.BatchRows, "batch-rows", 10000, "flush to ClickHouse after this many rows; each flush is one INSERT")
+	fs.DurationVar(&c.BatchAge, "batch-age", time.Second, "flush to ClickHouse when the oldest pending event is this old")
+	fs.IntVar(&c.UACacheSize, "ua-cache-size", 10000, "parsed user agents kept in memory (entries); real traffic has a long tail but a short head")
+
+	// Finite timeouts cut slow clients (slowloris); a beacon is under 8 KiB and arrives at once.
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", 10*time.Second, "longest time to read one request, headers and body")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "longest time to write one answer")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "how long an idle keep-alive connection stays open")
+	fs.IntVar(&c.MaxConns, "max-conns", 20000, "concurrent connections served; more are refused")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, "concurrent connections per peer address (0 = no limit; behind a load balancer every peer is the balancer)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, longest time to drain requests and flush the spool to ClickHouse")
+
+	fs.Float64Var(&c.RateClient, "rate-client", 50, "events per second one client (IP, IPv6 grouped by /64) may send before 429; 0 disables")
+	fs.Float64Var(&c.RateWorkspace, "rate-workspace", 0, "events per second one workspace may receive before 429; 0 disables")
+	fs.BoolVar(&c.BotStrict, "bot-strict", false, "also drop events without an Accept-Language header (real browsers send one)")
+	fs.StringVar(&c.Datacenters, "datacenter-ranges", "", "file of data-centre CIDRs, one per line; events from them are dropped as bots")
+	return fs
+}
+
+// envName is the environment variable that sets a flag.
+func envName(flagName string) string {
+	return "COLLECTOR_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig parses args, then fills every flag not given on the command line from its
+// COLLECTOR_* variable, then validates. It returns every problem it found, not only the first.
+func parseConfig(name string, args []string, env func(string) string, out io.Writer) (*config, *flag.FlagSet, error) {
+	c := &config{}
+	fs := newFlagSet(name, c, out)
+	if err := fs.Parse(args); err != nil {
+		return nil, fs, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		v := env(envName(f.Name))
+		if v == "" {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("environment %s: %w", envName(f.Name), err))
+		}
+	})
+	errs = append(errs, c.validate()...)
+	return c, fs, errors.Join(errs...)
+}
+
+// validate checks every setting and returns all problems; it never fixes a value.
+func (c *config) validate() []error {
+	var errs []error
+	bad := func(flagName, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("-%s: %s", flagName, fmt.Sprintf(format, a...)))
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		bad("listen", "want host:port, got %q", c.Listen)
+	}
+	if c.DataDir == "" {
+		bad("data-dir", "must not be empty")
+	}
+	if c.ConfigPath != "" {
+		if st, err := os.Stat(c.ConfigPath); err != nil {
+			bad("config", "cannot read workspaces file: %v", err)
+		} else if st.IsDir() {
+			bad("config", "%s is a directory, want a YAML file", c.ConfigPath)
+		}
+	}
+	if c.ClickHouse != "" && !strings.HasPrefix(c.ClickHouse, "clickhouse://") && !strings.HasPrefix(c.ClickHouse, "tcp://") {
+		bad("clickhouse", "want a clickhouse:// DSN")
+	}
+	if c.ClickHouseCluster != "" && c.ClickHouse == "" {
+		bad("clickhouse-cluster", "needs -clickhouse: the embedded engine is a single node")
+	}
+	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") && !strings.HasPrefix(c.Redis, "unix://") {
+		bad("redis", "want a redis://, rediss:// or unix:// URL")
+	}
+	for _, f := range []struct{ name, path string }{{"geoip", c.GeoIP}, {"revoked-jti", c.RevokedJTI}, {"datacenter-ranges", c.Datacenters}, {"tls-cert", c.TLSCert}, {"tls-key", c.TLSKey}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			bad(f.name, "cannot read %s", f.path)
+		}
+	}
+	if c.JWKS != "" && !strings.HasPrefix(c.JWKS, "http://") && !strings.HasPrefix(c.JWKS, "https://") {
+		if _, err := os.Stat(c.JWKS); err != nil {
+			bad("jwks", "want an http(s) URL or a readable file, got %q", c.JWKS)
+		}
+	}
+	if p, err := clientip.ParsePrefixes(c.TrustedProxies); err != nil {
+		bad("trusted-proxies", "%v", err)
+	} else {
+		c.trusted = p
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("tls-cert", "-tls-cert and -tls-key go together")
+	}
+	if c.TLSMinVersion != "1.3" && c.TLSMinVersion != "1.2" {
+		bad("tls-min-version", "want 1.3 or 1.2, got %q", c.TLSMinVersion)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "want debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if c.SpoolMaxBytes < 1<<20 {
+		bad("spool-max-bytes", "must be at least 1 MiB, got %d", c.SpoolMaxBytes)
+	}
+	if c.SpoolSyncInterval < 0 || c.SpoolSyncInterval > time.Minute {
+		bad("spool-sync-interval", "must be between 0 and 1m, got %s", c.SpoolSyncInterval)
+	}
+	if c.BatchRows < 1 || c.BatchRows > 1_000_000 {
+		bad("batch-rows", "must be between 1 and 1000000, got %d", c.BatchRows)
+	}
+	if c.BatchAge < 10*time.Millisecond || c.BatchAge > 10*time.Minute {
+		bad("batch-age", "must be between 10ms and 10m, got %s", c.BatchAge)
+	}
+	if c.UACacheSize < 0 {
+		bad("ua-cache-size", "must not be negative")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"read-timeout", c.ReadTimeout}, {"write-timeout", c.WriteTimeout}, {"idle-timeout", c.IdleTimeout}, {"shutdown-timeout", c.ShutdownTimeout}} {
+		if d.v <= 0 {
+			bad(d.name, "must be positive, got %s", d.v)
+		}
+	}
+	if c.MaxConns < 1 {
+		bad("max-conns", "must be at least 1")
+	}
+	if c.MaxConnsPerIP < 0 {
+		bad("max-conns-per-ip", "must not be negative")
+	}
+	if c.RateClient < 0 || c.RateWorkspace < 0 {
+		bad("rate-client", "rates must not be negative")
+	}
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errs
+}

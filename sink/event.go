@@ -1,0 +1,52 @@
+// Package sink stores accepted events in ClickHouse: the row type and its
+// column mapping, the schema and its migrations, the batcher that moves
+// events from the durable spool into the store, and the two stores (the
+// embedded chDB engine and a ClickHouse server through clickhouse-go/v2).
+package sink
+
+import "time"
+
+// Event is one accepted, enriched and already-anonymised beacon event: the
+// row written to analytics.events. It never holds an IP address or a raw user
+// agent; the visitor is known only by VisitorID, a keyed hash made with the
+// day's salt.
+//
+// An Event is a plain value. Code on the hot path may point its strings at
+// pooled buffers as long as the Event is encoded before the buffers are
+// reused; everything that keeps an Event must own its memory.
+type Event struct {
+	WorkspaceID   string    // workspace the domain belongs to
+	Domain        string    // configured domain the event was sent for
+	TS            time.Time // receive time, UTC, millisecond precision
+	Name          string    // "pageview" or a custom event name
+	Hostname      string    // host of the page URL
+	Pathname      string    // path of the page URL, no query; with the fragment in hash mode
+	VisitorID     uint64    // keyed hash of (workspace, domain, IP, UA) with the day's salt
+	RetentionDays uint16    // from the workspace's tier at ingest; drives the TTL
+
+	Referrer       string // referrer host and path, no query string
+	ReferrerSource string // "Google", "Twitter", ...; empty for direct traffic
+	UTMSource      string
+	UTMMedium      string
+	UTMCampaign    string
+	UTMContent     string
+	UTMTerm        string
+	ClickIDParam   string // name of the click id parameter seen (gclid, fbclid, ...), never its value
+
+	CountryCode string // ISO 3166-1 alpha-2, empty when unknown
+	Region      string // ISO 3166-2 subdivision code or name, empty when unknown
+	City        string
+
+	Browser        string
+	BrowserVersion string // major version
+	OS             string
+	OSVersion      string
+	Device         string // "desktop", "mobile", "tablet"
+
+	Interactive     bool    // false for non-interactive events (Plausible "i": false)
+	RevenueAmount   float64 // 0 when the event carries no revenue
+	RevenueCurrency string  // ISO 4217, empty when the event carries no revenue
+
+	PropKeys   []string // custom properties, PropKeys[i] goes with PropValues[i]
+	PropValues []string
+}
