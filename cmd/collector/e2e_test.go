@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binPath is the collector binary built once for the end-to-end tests in this package.
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "collector-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "collector")
+	build := exec.Command("go", "build", "-o", binPath, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "cannot build the collector binary:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is one running collector process started by a test.
+type proc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string // host:port it serves on
+	logs *lockedBuffer
+	done chan error
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// freeAddr returns a loopback address with a port nobody listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startCollector runs `collector serve` with args plus -listen, and waits until /readyz answers 200.
+func startCollector(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	p := startCollectorNoWait(t, env, args...)
+	p.waitReady(60 * time.Second)
+	return p
+}
+
+func startCollectorNoWait(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(binPath, append([]string{"serve", "-listen", addr}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	logs := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("cannot start collector: %v", err)
+	}
+	p := &proc{t: t, cmd: cmd, addr: addr, logs: logs, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func (p *proc) waitReady(limit time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-p.done:
+			p.t.Fatalf("collector exited before it was ready: %v\n%s", err, p.logs.String())
+		default:
+		}
+		resp, err := http.Get("http://" + p.addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.t.Fatalf("collector not ready after %s\n%s", limit, p.logs.String())
+}
+
+// stop sends sig and waits for the process to exit, returning its exit error.
+func (p *proc) stop(sig syscall.Signal, limit time.Duration) error {
+	p.t.Helper()
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(limit):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		p.t.Fatalf("collector did not exit within %s of %v\n%s", limit, sig, p.logs.String())
+		return nil
+	}
+}
+
+// beacon is one POST /api/event.
+type beacon struct {
+	body   string
+	ip     string // sent as X-Forwarded-For (the collector trusts 127.0.0.1)
+	ua     string
+	origin string
+	ctype  string
+}
+
+const chromeUA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+
+func (p *proc) send(t *testing.T, b beacon) (int, http.Header, string) {
+	t.Helper()
+	ctype := b.ctype
+	if ctype == "" {
+		ctype = "text/plain"
+	}
+	req, err := http.NewRequest("POST", "http://"+p.addr+"/api/event", strings.NewReader(b.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", ctype)
+	req.Header.Set("Accept-Language", "en-GB,en;q=0.9")
+	if b.ua != "" {
+		req.Header.Set("User-Agent", b.ua)
+	}
+	if b.ip != "" {
+		req.Header.Set("X-Forwarded-For", b.ip)
+	}
+	if b.origin != "" {
+		req.Header.Set("Origin", b.origin)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST /api/event: %v", err)
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	_, _ = body.ReadFrom(resp.Body)
+	return resp.StatusCode, resp.Header, body.String()
+}
+
+// sql runs `collector sql` against dataDir and returns the TSV lines.
+func sql(t *testing.T, dataDir, query string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, binPath, "sql", "-data-dir", dataDir, query).CombinedOutput()
+	if err != nil {
+		t.Fatalf("collector sql %q: %v\n%s", query, err, out)
+	}
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	for sc.Scan() {
+		if sc.Text() != "" {
+			lines = append(lines, sc.Text())
+		}
+	}
+	return lines
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}

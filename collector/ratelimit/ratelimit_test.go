@@ -1,0 +1,121 @@
+package ratelimit
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeClock is a clock the test moves by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func TestBurstThenRate(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l := New(Config{Rate: 10, Burst: 5, MaxKeys: 1000}, clk.now, nil)
+	a := netip.MustParseAddr("198.51.100.1")
+	for i := 0; i < 5; i++ {
+		if !l.AllowAddr(a) {
+			t.Fatalf("event %d of the burst refused", i)
+		}
+	}
+	if l.AllowAddr(a) {
+		t.Fatal("sixth event at once allowed past a burst of 5")
+	}
+	clk.add(100 * time.Millisecond) // one interval at 10/s
+	if !l.AllowAddr(a) {
+		t.Fatal("event after one interval refused")
+	}
+	if l.AllowAddr(a) {
+		t.Fatal("second event within the interval allowed")
+	}
+	if other := netip.MustParseAddr("198.51.100.2"); !l.AllowAddr(other) {
+		t.Fatal("another client was limited by the first one's flood")
+	}
+}
+
+func TestIPv6GroupedBy64(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l := New(Config{Rate: 1, Burst: 2, MaxKeys: 1000}, clk.now, nil)
+	cases := []struct {
+		name string
+		addr string
+		want bool
+	}{
+		{"first address of the /64", "2001:db8:1:2::1", true},
+		{"another address in the same /64", "2001:db8:1:2:ffff::9", true},
+		{"third in the /64 is over the burst", "2001:db8:1:2::abcd", false},
+		{"neighbouring /64 has its own bucket", "2001:db8:1:3::1", true},
+		{"IPv4-mapped form counts as IPv4", "::ffff:198.51.100.9", true},
+	}
+	for _, tc := range cases {
+		if got := l.AllowAddr(netip.MustParseAddr(tc.addr)); got != tc.want {
+			t.Errorf("%s: allow = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestDisabledAndKeys(t *testing.T) {
+	off := New(Config{}, nil, nil)
+	for i := 0; i < 1000; i++ {
+		if !off.AllowKey("ws") {
+			t.Fatal("a disabled limiter refused")
+		}
+	}
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l := New(Config{Rate: 1, Burst: 1, MaxKeys: 64}, clk.now, nil)
+	if !l.AllowKey("ws_a") || l.AllowKey("ws_a") {
+		t.Fatal("workspace key not limited to a burst of 1")
+	}
+	if !l.AllowKey("ws_b") {
+		t.Fatal("another workspace was limited")
+	}
+}
+
+func TestMemoryBounded(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	overflows := 0
+	l := New(Config{Rate: 0.001, Burst: 1, MaxKeys: 640}, clk.now, func() { overflows++ })
+	for i := 0; i < 100_000; i++ {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		l.AllowAddr(a)
+	}
+	total := 0
+	for i := range l.shards {
+		total += len(l.shards[i].tat)
+	}
+	if total > 640 {
+		t.Fatalf("limiter holds %d keys, cap is 640", total)
+	}
+	if overflows == 0 {
+		t.Fatal("a flood of distinct busy keys caused no overflow count")
+	}
+	// Once buckets drain, room is made again and new keys are tracked.
+	clk.add(time.Hour * 1000)
+	before := overflows
+	l.AllowAddr(netip.MustParseAddr("192.0.2.1"))
+	if overflows != before {
+		t.Fatal("drained keys were not evicted")
+	}
+}
+
+func BenchmarkAllowAddr(b *testing.B) {
+	l := New(Config{Rate: 1e9, Burst: 1 << 20, MaxKeys: 1 << 16}, nil, nil)
+	a := netip.MustParseAddr("2001:db8::1")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.AllowAddr(a)
+		}
+	})
+}
