@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/valyala/fasthttp"
+
+	"github.com/kyomi/collector/collector"
+	"github.com/kyomi/collector/collector/bot"
+	"github.com/kyomi/collector/collector/clientip"
+	"github.com/kyomi/collector/collector/enrich"
+	"github.com/kyomi/collector/collector/query"
+	"github.com/kyomi/collector/collector/ratelimit"
+	"github.com/kyomi/collector/collector/workspace"
+	"github.com/kyomi/collector/salt"
+	"github.com/kyomi/collector/script"
+	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/spool"
+)
+
+// serveCmd runs the collector until SIGTERM or SIGINT, then drains: it stops accepting, lets the
+// requests in flight finish, flushes the spool into ClickHouse and closes the store, all within
+// -shutdown-timeout. Events the flush could not deliver stay in the spool for the next start.
+func serveCmd(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) int {
+	c, _, code := loadConfig("serve", args, env, stderr)
+	if code >= 0 {
+		return code
+	}
+	log := newLogger(stdout, c.LogLevel)
+	if err := serve(ctx, c, log); err != nil {
+		log.Error("collector stopped", "err", err)
+		fmt.Fprintf(stderr, "collector: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, c *config, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("cannot create data directory: %w", err)
+	}
+
+	registry, err := workspace.Open(c.ConfigPath, workspace.Options{Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	defer registry.Close()
+
+	store, err := openStore(ctx, c, log, reg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	var salts interface {
+		salt.Source
+		Ready() error
+		Close() error
+	}
+	if c.Redis != "" {
+		salts, err = salt.NewRedis(ctx, c.Redis, salt.WithLogger(log), salt.WithRegisterer(reg))
+	} else {
+		salts, err = salt.NewLocal(filepath.Join(c.DataDir, "salt"), salt.WithLogger(log), salt.WithRegisterer(reg))
+	}
+	if err != nil {
+		return fmt.Errorf("cannot start the salt source: %w", err)
+	}
+	defer salts.Close()
+
+	sp, err := spool.Open(filepath.Join(c.DataDir, "spool"), spool.Options{
+		MaxBytes: c.SpoolMaxBytes, SyncInterval: c.SpoolSyncInterval, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot open the spool: %w", err)
+	}
+	shipper, err := sink.NewShipper(sp, store, sink.ShipperOptions{
+		MaxRows: c.BatchRows, MaxAge: c.BatchAge, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		sp.Close()
+		return err
+	}
+
+	var geo *enrich.GeoDB
+	if c.GeoIP != "" {
+		if geo, err = enrich.OpenGeoDB(c.GeoIP); err != nil {
+			return err
+		}
+		defer geo.Close()
+	}
+	filter, err := bot.NewFilter(bot.Config{Strict: c.BotStrict, DatacenterFile: c.Datacenters})
+	if err != nil {
+		return err
+	}
+
+	routes := map[string]fasthttp.RequestHandler{}
+	script.Register(routes)
+	if c.JWKS != "" {
+		qh, err := query.NewHandler(query.Config{JWKS: c.JWKS, RevokedFile: c.RevokedJTI, Redis: c.Redis}, store, log, reg)
+		if err != nil {
+			return err
+		}
+		defer qh.Close()
+		routes["/api/query"] = qh.HTTP
+		routes["/connect/v1"] = qh.WebSocket
+	}
+
+	srv, err := collector.NewServer(collector.Config{
+		Logger:     log,
+		Registerer: reg,
+		Gatherer:   reg,
+		Registry:   registry,
+		Resolver:   clientip.NewResolver(c.trusted),
+		UA:         enrich.NewUAParser(c.UACacheSize),
+		Geo:        geo,
+		Bots:       filter,
+		Salts:      salts,
+		Spool:      sp,
+		ClientRate: ratelimit.New(ratelimit.Config{Rate: c.RateClient, Burst: int(c.RateClient) + 1, MaxKeys: 1 << 20}, nil, nil),
+		WSRate:     ratelimit.New(ratelimit.Config{Rate: c.RateWorkspace, Burst: int(c.RateWorkspace) + 1, MaxKeys: 1 << 16}, nil, nil),
+		Routes:     routes,
+		Ready:      []func() error{salts.Ready, sp.Ready, shipper.Ready},
+		HSTS:       c.TLSCert != "",
+	})
+	if err != nil {
+		return err
+	}
+	hs := &fasthttp.Server{
+		Handler:                       srv.Handler(),
+		Name:                          "kyomi-collector",
+		ReadTimeout:                   c.ReadTimeout,
+		WriteTimeout:                  c.WriteTimeout,
+		IdleTimeout:                   c.IdleTimeout,
+		Concurrency:                   c.MaxConns,
+		MaxConnsPerIP:                 c.MaxConnsPerIP,
+		MaxRequestBodySize:            collector.MaxBodyBytes,
+		ReadBufferSize:                8 << 10, // request line and headers; larger headers get 431
+		DisableHeaderNamesNormalizing: false,
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 false,
+		CloseOnShutdown:               true,
+		Logger:                        fasthttpLogger{log},
+	}
+
+	var certs *certReloader
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", c.Listen, err)
+	}
+	if c.TLSCert != "" {
+		if certs, err = newCertReloader(c.TLSCert, c.TLSKey); err != nil {
+			ln.Close()
+			return err
+		}
+		ln = tls.NewListener(ln, certs.tlsConfig(c.TLSMinVersion))
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := registry.Reload(); err != nil {
+				log.Error("workspaces reload failed; the previous configuration stays in force", "err", err)
+			}
+			if certs != nil {
+				if err := certs.Reload(); err != nil {
+					log.Error("TLS certificate reload failed; the previous certificate stays in use", "err", err)
+				} else {
+					log.Info("TLS certificate reloaded")
+				}
+			}
+		}
+	}()
+
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	log.Info("collector started", "listen", ln.Addr().String(), "tls", certs != nil,
+		"store", storeKind(c), "salt", saltKind(c), "workspaces", registry.Len())
+
+	select {
+	case err := <-served:
+		shipper.Close(context.Background())
+		sp.Close()
+		return fmt.Errorf("server stopped: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining requests and flushing the spool", "timeout", c.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	if err := hs.ShutdownWithContext(sctx); err != nil {
+		log.Warn("requests still running at the shutdown deadline", "err", err)
+	}
+	var errs []error
+	if err := shipper.Close(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("cannot flush every spooled event (they stay in the spool for the next start): %w", err))
+	}
+	if err := sp.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	log.Info("collector stopped")
+	return errors.Join(errs...)
+}
+
+func storeKind(c *config) string {
+	if c.ClickHouse == "" {
+		return "embedded"
+	}
+	return "server"
+}
+
+func saltKind(c *config) string {
+	if c.Redis == "" {
+		return "local"
+	}
+	return "redis"
+}
+
+// openStore opens the configured ClickHouse store and applies the schema migrations.
+func openStore(ctx context.Context, c *config, log *slog.Logger, reg prometheus.Registerer) (sink.Store, error) {
+	var (
+		store sink.Store
+		err   error
+	)
+	if c.ClickHouse == "" {
+		store, err = sink.OpenEmbedded(embeddedDir(c))
+	} else {
+		store, err = sink.OpenServer(c.ClickHouse)
+	}
+	if err != nil {
+		return nil, err
+	}
+	mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := sink.Migrate(mctx, store, sink.SchemaConfig{Cluster: c.ClickHouseCluster}); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return store, nil
+}
+
+// fasthttpLogger sends fasthttp's own messages (connection errors and the like) through slog. They
+// can carry a peer address, so they are logged at debug level without arguments.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("http server", "msg", format)
+}
