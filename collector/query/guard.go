@@ -1,0 +1,421 @@
+package query
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Store is the part of the ClickHouse store the query path uses: one
+// statement in, its output in the named ClickHouse format out (TSVRaw,
+// JSONCompact, ArrowStream). sink's embedded and server stores provide it.
+type Store interface {
+	Raw(ctx context.Context, sql, format string) ([]byte, error)
+}
+
+// RefusedError is a query the guard will not run. Reason is safe to show to
+// the caller: it names the construct refused, never data.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return "query refused: " + e.Reason }
+
+func refused(format string, args ...any) error {
+	return &RefusedError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// EventsTable is the one table the query path reads; inside a query the
+// name `events` is bound to the caller's rows of it.
+const EventsTable = "analytics.events"
+
+// MaxSQLBytes bounds the size of a query text.
+const MaxSQLBytes = 64 << 10
+
+// Guard decides whether a SQL text may run for a workspace and builds the
+// statement that runs. It uses ClickHouse's own parser and analyzer through
+// the store, so what it inspects is what executes:
+//
+//  1. formatQuerySingleLine(sql) parses the text (one statement only) and
+//     gives the canonical form; only the canonical form is used afterwards,
+//     so comments, odd whitespace and unicode tricks are gone;
+//  2. EXPLAIN AST: one SELECT (UNION/INTERSECT/EXCEPT, CTEs, subqueries,
+//     joins), node types from an allow list, no SETTINGS/FORMAT/INTO OUTFILE,
+//     no table functions, no qualified table names, no function from the
+//     deny list (see deniedFunction);
+//  3. EXPLAIN QUERY TREE of the wrapped statement (see Wrap): after name
+//     resolution every table read must be analytics.events, reached only
+//     through the workspace-scoped `events` CTE; no table functions and no
+//     denied function after alias resolution.
+//
+// The executed statement also carries additional_table_filters on
+// analytics.events for the workspace (defence in depth) and hard limits in
+// its outermost SETTINGS clause, which the caller cannot override because a
+// SETTINGS clause in the caller's text is refused (settings in the text
+// override settings sent with it, measured on chDB 26.5).
+// A Guard is safe for concurrent use.
+type Guard struct {
+	Store  Store
+	Limits Limits
+}
+
+// Limits are the ClickHouse limits every query path statement runs with.
+type Limits struct {
+	MaxRows          int   // rows returned at most; params.max_rows may lower it
+	MaxResultBytes   int64 // max_result_bytes
+	MaxMemory        int64 // max_memory_usage in bytes
+	MaxExecutionSecs int   // max_execution_time
+	MaxRowsToRead    int64 // max_rows_to_read
+}
+
+// DefaultLimits suit an interactive dashboard or agent: 10k rows, 64 MiB of
+// result, 1 GiB of memory, 30 s, 200M rows scanned.
+var DefaultLimits = Limits{
+	MaxRows:          10000,
+	MaxResultBytes:   64 << 20,
+	MaxMemory:        1 << 30,
+	MaxExecutionSecs: 30,
+	MaxRowsToRead:    200_000_000,
+}
+
+// Prepared is a checked query ready to run.
+type Prepared struct {
+	Body     string // the scoped statement, without LIMIT and SETTINGS
+	Settings string // the SETTINGS list with the limits
+	MaxRows  int    // rows the caller may receive
+}
+
+// SQL returns the statement to execute, returning at most limit rows.
+func (p *Prepared) SQL(limit int) string {
+	return p.Body + " LIMIT " + strconv.Itoa(limit) + " SETTINGS " + p.Settings
+}
+
+// quoteString returns s as a ClickHouse single-quoted string literal.
+func quoteString(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('\'')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\', '\'':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case 0:
+			b.WriteString(`\0`)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
+}
+
+// Prepare checks sql for workspace wid and returns the statement to run,
+// or a *RefusedError, or an error of the store.
+func (g *Guard) Prepare(ctx context.Context, wid, sql string, maxRows int) (*Prepared, error) {
+	if !validWID(wid) {
+		return nil, refused("invalid workspace")
+	}
+	canonical, err := g.Canonical(ctx, sql)
+	if err != nil {
+		return nil, err
+	}
+	ast, err := g.Store.Raw(ctx, "EXPLAIN AST "+canonical, "TSVRaw")
+	if err != nil {
+		return nil, refused("cannot analyse query")
+	}
+	if err := CheckAST(string(ast)); err != nil {
+		return nil, err
+	}
+	maxRows = g.clampRows(maxRows)
+	p := g.scoped(wid, canonical, maxRows)
+	tree, err := g.Store.Raw(ctx, "EXPLAIN QUERY TREE "+p.Body+" SETTINGS "+p.Settings, "TSVRaw")
+	if err != nil {
+		return nil, refused("cannot analyse query: %s", engineMessage(err))
+	}
+	if err := CheckQueryTree(string(tree)); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// scoped wraps a trusted or checked canonical statement for wid with the
+// limits; maxRows must already be clamped.
+func (g *Guard) scoped(wid, canonical string, maxRows int) *Prepared {
+	lim := g.Limits
+	if lim.MaxRows <= 0 {
+		lim = DefaultLimits
+	}
+	return &Prepared{Body: g.wrap(wid, canonical), Settings: g.settings(wid, lim, maxRows), MaxRows: maxRows}
+}
+
+// clampRows applies the configured row limit to a requested one (0: the limit).
+func (g *Guard) clampRows(maxRows int) int {
+	lim := g.Limits.MaxRows
+	if lim <= 0 {
+		lim = DefaultLimits.MaxRows
+	}
+	if maxRows <= 0 || maxRows > lim {
+		return lim
+	}
+	return maxRows
+}
+
+// Canonical parses sql with the engine's parser and returns its canonical
+// single-line form.
+func (g *Guard) Canonical(ctx context.Context, sql string) (string, error) {
+	if len(sql) == 0 || len(sql) > MaxSQLBytes {
+		return "", refused("query empty or larger than %d bytes", MaxSQLBytes)
+	}
+	if !utf8.ValidString(sql) || strings.IndexByte(sql, 0) >= 0 {
+		return "", refused("query is not valid UTF-8 text")
+	}
+	out, err := g.Store.Raw(ctx, "SELECT formatQuerySingleLine("+quoteString(sql)+")", "JSONCompactEachRow")
+	if err != nil {
+		return "", refused("cannot parse query: %s", engineMessage(err))
+	}
+	var row []string
+	if err := json.Unmarshal(out, &row); err != nil || len(row) != 1 {
+		return "", refused("cannot parse query")
+	}
+	c := strings.TrimSpace(row[0])
+	if strings.HasSuffix(c, ";") {
+		c = strings.TrimSpace(strings.TrimSuffix(c, ";"))
+	}
+	return c, nil
+}
+
+// wrap binds `events` to the workspace's rows. The caller's statement is a
+// subquery so its own WITH clause, UNION or ORDER BY keep their meaning;
+// ClickHouse keeps the subquery's order for a plain outer SELECT *.
+func (g *Guard) wrap(wid, canonical string) string {
+	return "WITH events AS (SELECT * FROM " + EventsTable + " WHERE workspace_id = " + quoteString(wid) +
+		") SELECT * FROM (" + canonical + ")"
+}
+
+func (g *Guard) settings(wid string, lim Limits, maxRows int) string {
+	filter := "workspace_id = " + quoteString(wid)
+	return strings.Join([]string{
+		"readonly=1",
+		"additional_table_filters={" + quoteString(EventsTable) + ":" + quoteString(filter) + "}",
+		"max_result_rows=" + strconv.Itoa(maxRows+1), "result_overflow_mode='throw'",
+		"max_result_bytes=" + strconv.FormatInt(lim.MaxResultBytes, 10),
+		"max_memory_usage=" + strconv.FormatInt(lim.MaxMemory, 10),
+		"max_execution_time=" + strconv.Itoa(lim.MaxExecutionSecs), "timeout_overflow_mode='throw'",
+		"max_rows_to_read=" + strconv.FormatInt(lim.MaxRowsToRead, 10), "read_overflow_mode='throw'",
+		"allow_introspection_functions=0",
+		"allow_ddl=0",
+	}, ", ")
+}
+
+// allowedNodes are the AST node types a read-only SELECT is made of.
+// Anything else (Set for SETTINGS, QueryParameter, statements other than
+// SELECT, nodes added by future ClickHouse versions) is refused.
+var allowedNodes = map[string]bool{
+	"SelectWithUnionQuery": true, "SelectIntersectExceptQuery": true, "SelectQuery": true,
+	"ExpressionList": true, "TablesInSelectQuery": true, "TablesInSelectQueryElement": true,
+	"TableExpression": true, "TableIdentifier": true, "TableJoin": true, "ArrayJoin": true,
+	"Subquery": true, "WithElement": true, "Function": true, "Identifier": true, "Literal": true,
+	"Asterisk": true, "QualifiedAsterisk": true, "OrderByElement": true, "WindowDefinition": true,
+	"WindowListElement": true, "SampleRatio": true, "InterpolateElement": true,
+	"ColumnsRegexpMatcher": true, "ColumnsListMatcher": true, "QualifiedColumnsRegexpMatcher": true,
+	"QualifiedColumnsListMatcher": true, "ColumnsTransformerList": true, "ColumnsApplyTransformer": true,
+	"ColumnsExceptTransformer": true, "ColumnsReplaceTransformer": true,
+	"ColumnsReplaceTransformer::Replacement": true,
+}
+
+type astNode struct {
+	depth int
+	typ   string
+	rest  string
+}
+
+func parseASTLines(text string) []astNode {
+	var nodes []astNode
+	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		d := len(line) - len(strings.TrimLeft(line, " "))
+		f := strings.TrimLeft(line, " ")
+		typ, rest, _ := strings.Cut(f, " ")
+		nodes = append(nodes, astNode{depth: d, typ: typ, rest: rest})
+	}
+	return nodes
+}
+
+// CheckAST checks the text of EXPLAIN AST for a statement; see Guard.
+func CheckAST(text string) error {
+	nodes := parseASTLines(text)
+	if len(nodes) == 0 || nodes[0].depth != 0 || nodes[0].typ != "SelectWithUnionQuery" {
+		return refused("only SELECT statements are allowed")
+	}
+	if nodes[0].rest != "(children 1)" {
+		return refused("FORMAT and INTO OUTFILE clauses are not allowed")
+	}
+	var stack []string // types of the ancestors by depth
+	for i, n := range nodes {
+		if i > 0 && n.depth == 0 {
+			return refused("only one statement is allowed")
+		}
+		if n.depth > len(stack) {
+			return refused("cannot analyse query")
+		}
+		stack = stack[:n.depth]
+		parent := ""
+		if n.depth > 0 {
+			parent = stack[n.depth-1]
+		}
+		stack = append(stack, n.typ)
+		if n.typ == "Set" {
+			return refused("SETTINGS clause is not allowed")
+		}
+		if !allowedNodes[n.typ] {
+			return refused("%s is not allowed", n.typ)
+		}
+		name, _, _ := strings.Cut(n.rest, " ")
+		switch n.typ {
+		case "TableIdentifier":
+			if strings.Contains(name, ".") || name == "" {
+				return refused("qualified table names are not allowed; use events")
+			}
+		case "Function":
+			if parent == "TableExpression" {
+				return refused("table functions are not allowed")
+			}
+			if deniedFunction(name) {
+				return refused("function %s is not allowed", safeName(name))
+			}
+		}
+	}
+	return nil
+}
+
+// CheckQueryTree checks the text of EXPLAIN QUERY TREE for the wrapped
+// statement; see Guard.
+func CheckQueryTree(text string) error {
+	for _, line := range strings.Split(text, "\n") {
+		l := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(l, "TABLE_FUNCTION"):
+			return refused("table functions are not allowed")
+		case strings.HasPrefix(l, "TABLE "):
+			if field(l, "table_name") != EventsTable {
+				return refused("only the events table may be read")
+			}
+		case strings.HasPrefix(l, "FUNCTION "):
+			if name := field(l, "function_name"); deniedFunction(name) {
+				return refused("function %s is not allowed", safeName(name))
+			}
+		}
+	}
+	return nil
+}
+
+// field extracts "key: value" from a query tree line ("k1: v1, k2: v2").
+func field(line, key string) string {
+	i := strings.Index(line, " "+key+": ")
+	if i < 0 {
+		return ""
+	}
+	v := line[i+len(key)+3:]
+	if j := strings.Index(v, ", "); j >= 0 {
+		v = v[:j]
+	}
+	return v
+}
+
+func safeName(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return strconv.Quote(s)
+}
+
+// deniedExact are functions that reach outside the events table or the
+// query (files, URLs, dictionaries, Join tables, other tables' metadata),
+// leak server identity or configuration (user, database, host, settings,
+// macros, ports, versions, disks), or only burn resources (sleep).
+// Everything else computes on the rows it is given and is harmless inside
+// the limits: runningDifference, arrayJoin, formatQuery and friends.
+var deniedExact = map[string]bool{
+	"file": true, "url": true, "joinget": true, "joingetornull": true,
+	"getsetting": true, "getsettingordefault": true, "getmergetreesetting": true, "getserversetting": true,
+	"hascolumnintable": true, "currentuser": true, "current_user": true, "user": true,
+	"currentdatabase": true, "current_database": true, "database": true, "schema": true,
+	"currentschemas": true, "current_schemas": true, "currentprofiles": true, "enabledprofiles": true,
+	"defaultprofiles": true, "currentroles": true, "enabledroles": true, "defaultroles": true,
+	"hostname": true, "fqdn": true, "fullhostname": true, "getmacro": true, "getserverport": true,
+	"tcpport": true, "serveruuid": true, "uptime": true, "version": true, "buildid": true,
+	"revision": true, "displayname": true, "sleep": true, "sleepeachrow": true,
+	"queryid": true, "query_id": true, "initialqueryid": true, "initial_query_id": true,
+	"currentqueryid": true, "current_query_id": true, "initialquerystarttime": true,
+	"initial_query_start_time": true, "querystring": true, "querystringandfragment": true,
+	"shardnum": true, "shardcount": true, "getclienthttpheader": true, "getoskernelversion": true,
+	"zookeepersessionuptime": true, "transactionid": true, "transactionlatestsnapshot": true,
+	"transactionoldestsnapshot": true, "catboostevaluate": true, "naivebayesclassifier": true,
+	"addresstoline": true, "addresstolinewithinlines": true, "addresstosymbol": true, "demangle": true,
+	"logtrace": true, "connectionid": true, "connection_id": true, "globalvariable": true,
+	"hasthreadfuzzer": true, "filesystemavailable": true, "filesystemcapacity": true,
+	"filesystemunreserved": true, "filesystemfree": true, "input": true, "dictionary": true,
+	"s3": true, "hdfs": true, "remote": true, "remotesecure": true, "cluster": true,
+	"clusterallreplicas": true, "mysql": true, "postgresql": true, "jdbc": true, "odbc": true,
+	"merge": true, "view": true, "executable": true, "numbers": true, "generaterandom": true,
+}
+
+// deniedPrefixes cover function families: dictionaries, internal functions,
+// storage-backed functions.
+var deniedPrefixes = []string{"dict", "__", "filesystem", "s3", "azure", "hdfs", "remote", "mongo", "redis", "sqlite", "getserver", "getclient"}
+
+func deniedFunction(name string) bool {
+	n := strings.ToLower(strings.Trim(name, "`\""))
+	if deniedExact[n] {
+		return true
+	}
+	for _, p := range deniedPrefixes {
+		if strings.HasPrefix(n, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// engineMessage extracts a short, caller-safe message from a ClickHouse
+// exception: the text after "DB::Exception: " up to the scope/stack part,
+// at most 300 bytes. It never contains the wrapper (workspace filter),
+// which ClickHouse prints only in the "In scope" part.
+func engineMessage(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, "DB::Exception: "); i >= 0 {
+		s = s[i+len("DB::Exception: "):]
+	}
+	for _, cut := range []string{": In scope", ": While processing", ". Stack trace", ": while executing", "\n"} {
+		if i := strings.Index(s, cut); i >= 0 {
+			s = s[:i]
+		}
+	}
+	if strings.Contains(s, "workspace_id = ") {
+		return "query failed"
+	}
+	if len(s) > 300 {
+		s = s[:300]
+	}
+	return s
+}
+
+// engineCode returns the ClickHouse error code number in err, or 0.
+func engineCode(err error) int {
+	var s = err.Error()
+	i := strings.Index(s, "Code: ")
+	if i < 0 {
+		return 0
+	}
+	s = s[i+6:]
+	j := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	if j < 0 {
+		j = len(s)
+	}
+	n, _ := strconv.Atoi(s[:j])
+	return n
+}

@@ -1,0 +1,170 @@
+package script
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// serve starts a real fasthttp server with handler on a free loopback port and returns its
+// base URL ("http://127.0.0.1:PORT"). The server stops when the test ends.
+func serve(t testing.TB, handler fasthttp.RequestHandler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("cannot listen: %v", err)
+	}
+	// A short idle duration lets the worker pool's cleaner goroutine exit soon after Shutdown.
+	srv := &fasthttp.Server{Handler: handler, ReadTimeout: 10 * time.Second, MaxIdleWorkerDuration: 50 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		if err := srv.Shutdown(); err != nil {
+			t.Errorf("cannot shut down server: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("server stopped with: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// checkGoroutines fails the test if, once it ends, more goroutines run than before it started.
+// fasthttp's process-wide Date header updater is started once and never stops; it is not ours.
+func checkGoroutines(t testing.TB) {
+	t.Helper()
+	before := countGoroutines()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for countGoroutines() > before && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := countGoroutines(); n > before {
+			buf := make([]byte, 1<<16)
+			t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
+		}
+	})
+}
+
+func countGoroutines() int {
+	buf := make([]byte, 1<<20)
+	stacks := strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")
+	n := 0
+	for _, s := range stacks {
+		if !strings.Contains(s, "fasthttp.updateServerDate") {
+			n++
+		}
+	}
+	return n
+}
+
+// rawClient never asks for or decodes compression by itself, so tests see the wire bytes.
+func rawClient(t testing.TB) *http.Client {
+	t.Helper()
+	tr := &http.Transport{DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+func TestServe(t *testing.T) {
+	checkGoroutines(t)
+	base := serve(t, Handler())
+	client := rawClient(t)
+	def := assets["script"]
+	full := assets["script.file-downloads.hash.outbound-links"]
+	if full == nil {
+		t.Fatal("full variant missing")
+	}
+	tests := []struct {
+		name     string
+		method   string
+		path     string
+		header   map[string]string
+		status   int
+		encoding string
+		body     []byte
+		etag     string
+	}{
+		{name: "identity", method: "GET", path: "/js/script.js", status: 200, body: def.identity.body, etag: def.identity.etag},
+		{name: "gzip", method: "GET", path: "/js/script.js", header: map[string]string{"Accept-Encoding": "gzip, deflate"}, status: 200, encoding: "gzip", body: def.gz.body, etag: def.gz.etag},
+		{name: "brotli preferred", method: "GET", path: "/js/script.js", header: map[string]string{"Accept-Encoding": "gzip, deflate, br, zstd"}, status: 200, encoding: "br", body: def.br.body, etag: def.br.etag},
+		{name: "brotli refused", method: "GET", path: "/js/script.js", header: map[string]string{"Accept-Encoding": "br;q=0, gzip;q=0.5"}, status: 200, encoding: "gzip", body: def.gz.body, etag: def.gz.etag},
+		{name: "star", method: "GET", path: "/js/script.js", header: map[string]string{"Accept-Encoding": "*"}, status: 200, encoding: "br", body: def.br.body, etag: def.br.etag},
+		{name: "all refused falls back to identity", method: "GET", path: "/js/script.js", header: map[string]string{"Accept-Encoding": "gzip;q=0, br;q=0.000"}, status: 200, body: def.identity.body, etag: def.identity.etag},
+		{name: "variant in any order", method: "GET", path: "/js/script.outbound-links.hash.file-downloads.js", status: 200, body: full.identity.body, etag: full.identity.etag},
+		{name: "head", method: "HEAD", path: "/js/script.js", header: map[string]string{"Accept-Encoding": "br"}, status: 200, encoding: "br", body: []byte{}, etag: def.br.etag},
+		{name: "not modified", method: "GET", path: "/js/script.js", header: map[string]string{"Accept-Encoding": "br", "If-None-Match": `"x", ` + def.br.etag}, status: 304, encoding: "", body: []byte{}, etag: def.br.etag},
+		{name: "not modified weak", method: "GET", path: "/js/script.js", header: map[string]string{"If-None-Match": "W/" + def.identity.etag}, status: 304, body: []byte{}, etag: def.identity.etag},
+		{name: "other coding's etag does not match", method: "GET", path: "/js/script.js", header: map[string]string{"Accept-Encoding": "gzip", "If-None-Match": def.br.etag}, status: 200, encoding: "gzip", body: def.gz.body, etag: def.gz.etag},
+		{name: "unknown variant", method: "GET", path: "/js/script.tagged-events.js", status: 404},
+		{name: "repeated extension", method: "GET", path: "/js/script.hash.hash.js", status: 404},
+		{name: "empty extension", method: "GET", path: "/js/script..js", status: 404},
+		{name: "other file", method: "GET", path: "/js/other.js", status: 404},
+		{name: "outside prefix", method: "GET", path: "/script.js", status: 404},
+		{name: "post", method: "POST", path: "/js/script.js", status: 405},
+		{name: "options", method: "OPTIONS", path: "/js/script.js", status: 405},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(context.Background(), tc.method, base+tc.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tc.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("cannot %s %s: %v", tc.method, tc.path, err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("cannot read body: %v", err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			switch tc.status {
+			case 405:
+				if got := resp.Header.Get("Allow"); got != "GET, HEAD" {
+					t.Errorf("Allow %q", got)
+				}
+				return
+			case 404:
+				return
+			}
+			want := map[string]string{
+				"Cache-Control":                "public, max-age=86400, stale-while-revalidate=604800",
+				"Vary":                         "Accept-Encoding",
+				"Cross-Origin-Resource-Policy": "cross-origin",
+				"ETag":                         tc.etag,
+				"Content-Encoding":             tc.encoding,
+			}
+			if tc.status == 200 {
+				want["Content-Type"] = "text/javascript; charset=utf-8"
+			}
+			for k, v := range want {
+				if got := resp.Header.Get(k); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+			if tc.method == "HEAD" && resp.ContentLength != int64(len(def.br.body)) {
+				t.Errorf("HEAD Content-Length %d, want %d", resp.ContentLength, len(def.br.body))
+			}
+			if string(body) != string(tc.body) {
+				t.Errorf("body differs: %d bytes, want %d", len(body), len(tc.body))
+			}
+			if !strings.HasPrefix(tc.etag, `"`) || !strings.HasSuffix(tc.etag, `"`) {
+				t.Errorf("etag %s is not a quoted strong validator", tc.etag)
+			}
+		})
+	}
+}

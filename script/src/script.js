@@ -1,0 +1,185 @@
+// Kyomi Analytics tracking script: the readable source.
+//
+// The build (script/internal/gen, run by `go generate ./script`) minifies this file with
+// esbuild once per variant and writes script/dist/*.min.js. The free identifiers HASH,
+// OUTBOUND and FILES are compile-time constants set per variant; esbuild removes the code
+// behind a false constant, so the default script carries none of it.
+//
+// Promises kept here: no cookies, no storage writes (the opt-out key is only READ), no
+// fingerprinting, and every request is a CORS "simple request" (POST with a text/plain body)
+// so the browser never sends a preflight.
+(function () {
+  var w = window;
+  var doc = document;
+  var loc = location;
+  var hist = history;
+  var script = doc.currentScript;
+  var attr = function (name) {
+    return script.getAttribute('data-' + name);
+  };
+  // The endpoint defaults to the origin that served this script.
+  var api = attr('api') || new URL(script.src).origin + '/api/event';
+  var domain = attr('domain') || loc.hostname;
+  var hashMode = HASH || attr('hash') != null;
+  // data-exclude="/admin/*, /preview/**": '*' matches within one path segment, '**' across
+  // segments; a trailing slash is optional.
+  var excluded = (attr('exclude') || '')
+    .split(',')
+    .filter(function (glob) {
+      return glob.trim();
+    })
+    .map(function (glob) {
+    return new RegExp(
+      '^' +
+        glob
+          .trim()
+          .replace(/[.+?^${}()|[\]\\]/g, '\\$&')
+          .replace(/\*\*?/g, function (star) {
+            return star[1] ? '.*' : '[^/]*';
+          }) +
+        '/?$'
+    );
+  });
+  var lastPage;
+
+  // ignored answers why an event must not be sent, or nothing when it may be sent.
+  function ignored() {
+    if (
+      attr('allow-local') == null &&
+      (/^(localhost|127\.|\[::1\]$)/.test(loc.hostname) || loc.protocol == 'file:')
+    ) {
+      return 1;
+    }
+    // The site owner opts their own browser out with localStorage.kyomi_ignore = 'true'
+    // (set by hand in the devtools console; this script never writes storage). Reading
+    // storage throws where the user blocks it, which means no opt-out.
+    try {
+      if (localStorage.kyomi_ignore == 'true') {
+        return 1;
+      }
+    } catch (e) {}
+    var path = loc.pathname + (hashMode ? loc.hash : '');
+    return excluded.some(function (re) {
+      return re.test(path);
+    });
+  }
+
+  // track sends one event. options: props (string map), revenue ({amount, currency}),
+  // callback (called once the request is done or the event was ignored), interactive
+  // (false keeps the event out of bounce-rate computation), u (URL override, for manual mode).
+  function track(name, options) {
+    options = options || {};
+    var callback = options.callback;
+    if (ignored()) {
+      return callback && callback();
+    }
+    var payload = {
+      n: name,
+      u: options.u || loc.href,
+      d: domain,
+      r: doc.referrer || null,
+    };
+    if (options.props) {
+      payload.p = options.props;
+    }
+    if (options.revenue) {
+      payload.$ = options.revenue;
+    }
+    if (hashMode) {
+      payload.h = 1;
+    }
+    if (options.interactive === false) {
+      payload.i = false;
+    }
+    var body = JSON.stringify(payload);
+    // A string body makes the request text/plain;charset=UTF-8, a CORS-safelisted type:
+    // no preflight. keepalive lets the request outlive the page (outbound clicks, unload).
+    if (w.fetch) {
+      fetch(api, { method: 'POST', body: body, keepalive: true, credentials: 'omit' }).then(
+        function (response) {
+          callback && callback({ status: response.status });
+        },
+        function () {
+          callback && callback({ status: 0 });
+        }
+      );
+    } else {
+      navigator.sendBeacon(api, body);
+      callback && callback();
+    }
+  }
+
+  // page counts a page view when the path (plus hash in hash mode) differs from the last
+  // one counted: replaceState that keeps the path, or a repeated pushState, counts nothing.
+  function page() {
+    var path = loc.pathname + (hashMode ? loc.hash : '');
+    if (path != lastPage) {
+      lastPage = path;
+      track('pageview');
+    }
+  }
+
+  // Calls queued by the stub before this script loaded, from either global, are replayed
+  // in order, kyomi's first, after the automatic page view.
+  var queue = ((w.kyomi && w.kyomi.q) || []).concat((w.plausible && w.plausible.q) || []);
+  w.kyomi = w.plausible = track;
+
+  if (attr('manual') == null) {
+    ['pushState', 'replaceState'].forEach(function (method) {
+      var original = hist[method];
+      hist[method] = function () {
+        var result = original.apply(this, arguments);
+        page();
+        return result;
+      };
+    });
+    w.addEventListener(hashMode ? 'hashchange' : 'popstate', page);
+    // A page restored from the back/forward cache is a new view of the page.
+    w.addEventListener('pageshow', function (event) {
+      if (event.persisted) {
+        lastPage = 0;
+        page();
+      }
+    });
+    // A prerendered page counts only once the user actually sees it.
+    if (doc.visibilityState == 'prerender') {
+      doc.addEventListener('visibilitychange', function () {
+        lastPage || doc.visibilityState != 'visible' || page();
+      });
+    } else {
+      page();
+    }
+  }
+
+  queue.forEach(function (args) {
+    track.apply(0, args);
+  });
+
+  if (OUTBOUND || FILES) {
+    // Link clicks are sent with keepalive and never delay the navigation.
+    ['click', 'auxclick'].forEach(function (type) {
+      doc.addEventListener(type, function (event) {
+        var link = event.target.closest && event.target.closest('a[href]');
+        if (!link || (type != 'click' && event.button != 1)) {
+          return;
+        }
+        var url = link.href.split(/[?#]/)[0];
+        if (
+          FILES &&
+          (
+            attr('file-types') ||
+            'pdf,xlsx,docx,txt,rtf,csv,exe,key,pps,ppt,pptx,7z,pkg,rar,gz,zip,avi,mov,mp4,mpeg,wmv,midi,mp3,wav,wma,dmg'
+          )
+            .split(',')
+            .some(function (ext) {
+              return url.slice(-ext.trim().length - 1).toLowerCase() == '.' + ext.trim();
+            })
+        ) {
+          track('File Download', { props: { url: url } });
+        } else if (OUTBOUND && /^https?:$/.test(link.protocol) && link.host != loc.host) {
+          track('Outbound Link: Click', { props: { url: link.href } });
+        }
+      });
+    });
+  }
+})();

@@ -1,0 +1,299 @@
+// Package chdb runs the embedded ClickHouse engine (chDB, libchdb.so) inside
+// the process. The library is loaded at run time with purego, so the binary
+// needs no cgo and starts without the library when the embedded engine is not
+// used.
+//
+// The engine allows one open connection per process. A Conn is safe for
+// concurrent use by several goroutines; Close waits for running queries.
+package chdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+)
+
+// Version is the chDB release the collector is built and tested against.
+const Version = "26.5.3"
+
+// LibPathEnv is the environment variable that overrides the library path.
+const LibPathEnv = "CHDB_LIB_PATH"
+
+// DefaultLibPath returns where the library is looked for when LibPathEnv is
+// unset: $HOME/.cache/kyomi/<Version>/libchdb.so, where `make deps` puts it.
+func DefaultLibPath() string {
+	if p := os.Getenv(LibPathEnv); p != "" {
+		return p
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = "/root"
+	}
+	return filepath.Join(home, ".cache", "kyomi", Version, "libchdb.so")
+}
+
+// ErrAlreadyOpen is returned by Open while another Conn of this process is
+// open: the engine holds one connection per process.
+var ErrAlreadyOpen = errors.New("an embedded ClickHouse connection is already open in this process")
+
+// ErrClosed is returned by Query after Close.
+var ErrClosed = errors.New("embedded ClickHouse connection is closed")
+
+// library holds the resolved entry points of libchdb.so (chdb.h, v3 API).
+type library struct {
+	connect     func(argc int32, argv unsafe.Pointer) unsafe.Pointer // chdb_connection *chdb_connect(int, char **)
+	closeConn   func(conn unsafe.Pointer)                            // void chdb_close_conn(chdb_connection *)
+	queryN      func(conn, query unsafe.Pointer, qlen uintptr, format unsafe.Pointer, flen uintptr) unsafe.Pointer
+	buffer      func(res unsafe.Pointer) unsafe.Pointer // char *chdb_result_buffer(chdb_result *)
+	length      func(res unsafe.Pointer) uintptr        // size_t chdb_result_length(chdb_result *)
+	errMsg      func(res unsafe.Pointer) unsafe.Pointer // const char *chdb_result_error(chdb_result *)
+	rowsRead    func(res unsafe.Pointer) uint64         // uint64_t chdb_result_rows_read(chdb_result *)
+	bytesRead   func(res unsafe.Pointer) uint64         // uint64_t chdb_result_bytes_read(chdb_result *)
+	destroy     func(res unsafe.Pointer)                // void chdb_destroy_query_result(chdb_result *)
+	setSignals  func(enabled int32)                     // void chdb_set_signal_handlers_enabled(int)
+	loadedIn    time.Duration
+	loadedFrom  string
+	hasSignalFn bool
+}
+
+var (
+	loadOnce sync.Once
+	lib      *library
+	errLoad  error
+	loadPath string
+)
+
+// Load loads libchdb.so from DefaultLibPath once per process and returns how
+// long the dlopen took. Later calls return the first result. Open calls it;
+// calling it early moves the cost (hundreds of milliseconds for the 550 MB
+// library) to a moment of the caller's choosing.
+func Load() (time.Duration, error) {
+	loadOnce.Do(func() {
+		loadPath = DefaultLibPath()
+		lib, errLoad = load(loadPath)
+	})
+	if errLoad != nil {
+		return 0, errLoad
+	}
+	return lib.loadedIn, nil
+}
+
+func load(path string) (*library, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("embedded ClickHouse engine not found at %s: run `make deps` or set %s", path, LibPathEnv)
+	}
+	start := time.Now()
+	h, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	if err != nil {
+		return nil, fmt.Errorf("cannot load embedded ClickHouse engine from %s (run `make deps` or set %s): %w", path, LibPathEnv, err)
+	}
+	l := &library{loadedFrom: path}
+	syms := []struct {
+		name string
+		fn   any
+	}{
+		{"chdb_connect", &l.connect},
+		{"chdb_close_conn", &l.closeConn},
+		{"chdb_query_n", &l.queryN},
+		{"chdb_result_buffer", &l.buffer},
+		{"chdb_result_length", &l.length},
+		{"chdb_result_error", &l.errMsg},
+		{"chdb_result_rows_read", &l.rowsRead},
+		{"chdb_result_bytes_read", &l.bytesRead},
+		{"chdb_destroy_query_result", &l.destroy},
+	}
+	for _, s := range syms {
+		sym, err := purego.Dlsym(h, s.name)
+		if err != nil {
+			return nil, fmt.Errorf("cannot use embedded ClickHouse engine at %s: symbol %s missing (need chDB %s): %w", path, s.name, Version, err)
+		}
+		purego.RegisterFunc(s.fn, sym)
+	}
+	if sym, err := purego.Dlsym(h, "chdb_set_signal_handlers_enabled"); err == nil {
+		purego.RegisterFunc(&l.setSignals, sym)
+		l.hasSignalFn = true
+	}
+	l.loadedIn = time.Since(start)
+	return l, nil
+}
+
+// Conn is the process's connection to the embedded engine. Its methods are
+// safe for concurrent use; Close waits until running queries return.
+type Conn struct {
+	mu     sync.RWMutex // read-held by queries, write-held by Close
+	handle unsafe.Pointer
+	closed bool
+	dir    string
+}
+
+var openConn atomic.Bool
+
+// Open loads the library when needed and opens the engine on the data
+// directory dir, creating it. It fails with ErrAlreadyOpen while another
+// Conn of this process is open.
+func Open(dir string) (*Conn, error) {
+	if _, err := Load(); err != nil {
+		return nil, err
+	}
+	if !openConn.CompareAndSwap(false, true) {
+		return nil, ErrAlreadyOpen
+	}
+	c, err := open(dir)
+	if err != nil {
+		openConn.Store(false)
+		return nil, err
+	}
+	return c, nil
+}
+
+func open(dir string) (*Conn, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("cannot resolve data directory %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("cannot create data directory %s: %w", abs, err)
+	}
+	// The engine installs handlers for SIGSEGV, SIGBUS, SIGABRT... that
+	// would take those signals away from the Go runtime (nil-pointer panics,
+	// crash reports). Opt out, then put Go's handlers back, because opting
+	// out resets those signals to SIG_DFL.
+	if lib.hasSignalFn {
+		saved := saveSignals()
+		lib.setSignals(0)
+		restoreSignals(saved)
+	}
+	saved := saveSignals()
+
+	args := []string{"clickhouse", "--path=" + abs}
+	cargs := make([][]byte, len(args))
+	argv := make([]unsafe.Pointer, len(args)+1)
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	for i, a := range args {
+		cargs[i] = append([]byte(a), 0)
+		pin.Pin(&cargs[i][0])
+		argv[i] = unsafe.Pointer(&cargs[i][0])
+	}
+	pin.Pin(&argv[0])
+	h := lib.connect(int32(len(args)), unsafe.Pointer(&argv[0]))
+	restoreSignals(saved)
+	runtime.KeepAlive(cargs)
+	runtime.KeepAlive(argv)
+	if h == nil {
+		return nil, fmt.Errorf("cannot open embedded ClickHouse engine on %s: connect failed (another process may hold the directory)", abs)
+	}
+	return &Conn{handle: h, dir: abs}, nil
+}
+
+// Dir returns the absolute data directory the connection was opened on.
+func (c *Conn) Dir() string { return c.dir }
+
+// Stats are the counters the engine reports for one query.
+type Stats struct {
+	RowsRead, BytesRead uint64
+	Elapsed             time.Duration
+}
+
+// Query runs one SQL statement and returns its output in format (for
+// example "TSV", "JSONCompact", "RowBinary", "ArrowStream"; "" means the
+// engine default). The returned slice is owned by the caller. An engine
+// error is returned with its message, scrubbed of the SQL text and of quoted
+// values, which may hold data.
+//
+// The engine cannot cancel a running statement from here: ctx is checked
+// before the call only; bound statements with ClickHouse settings such as
+// max_execution_time.
+func (c *Conn) Query(ctx context.Context, sql, format string) ([]byte, error) {
+	out, _, err := c.QueryStats(ctx, []byte(sql), format)
+	return out, err
+}
+
+// QueryStats is Query for a statement held in a byte slice (an INSERT with
+// inline data, for example, without copying it into a string), also
+// returning the engine's counters. sql is not retained.
+func (c *Conn) QueryStats(ctx context.Context, sql []byte, format string) ([]byte, Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, Stats{}, fmt.Errorf("cannot run query: %w", err)
+	}
+	if len(sql) == 0 {
+		return nil, Stats{}, errors.New("cannot run query: empty statement")
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return nil, Stats{}, ErrClosed
+	}
+	fmtb := append([]byte(format), 0)
+	conn := *(*unsafe.Pointer)(c.handle) // chdb_connection from chdb_connection *
+	start := time.Now()
+	res := lib.queryN(conn, unsafe.Pointer(unsafe.SliceData(sql)), uintptr(len(sql)), unsafe.Pointer(&fmtb[0]), uintptr(len(format)))
+	runtime.KeepAlive(sql)
+	runtime.KeepAlive(fmtb)
+	if res == nil {
+		return nil, Stats{}, errors.New("cannot run query: embedded engine returned no result")
+	}
+	defer lib.destroy(res)
+	st := Stats{Elapsed: time.Since(start)}
+	if e := lib.errMsg(res); e != nil {
+		msg := goString(e)
+		if msg != "" {
+			return nil, st, &EngineError{Message: Scrub(msg, sql)}
+		}
+	}
+	st.RowsRead = lib.rowsRead(res)
+	st.BytesRead = lib.bytesRead(res)
+	n := lib.length(res)
+	if n == 0 {
+		return nil, st, nil
+	}
+	buf := lib.buffer(res)
+	if buf == nil {
+		return nil, st, nil
+	}
+	out := make([]byte, n)
+	copy(out, unsafe.Slice((*byte)(buf), n))
+	return out, st, nil
+}
+
+// Close closes the connection after running queries return, so that
+// another Open in this process can succeed. Calling Close twice is safe.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	saved := saveSignals()
+	lib.closeConn(c.handle)
+	restoreSignals(saved)
+	c.handle = nil
+	openConn.Store(false)
+	return nil
+}
+
+// EngineError is an error reported by the engine. Message is scrubbed of
+// the statement text and quoted literals.
+type EngineError struct {
+	Message string
+}
+
+func (e *EngineError) Error() string { return "embedded ClickHouse: " + e.Message }
+
+func goString(p unsafe.Pointer) string {
+	var n int
+	for *(*byte)(unsafe.Add(p, n)) != 0 {
+		n++
+	}
+	return string(unsafe.Slice((*byte)(p), n))
+}

@@ -1,0 +1,178 @@
+package chdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var testConn *Conn
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "chdb-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	d, err := Load()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "libchdb.so loaded in %v\n", d)
+	testConn, err = Open(filepath.Join(dir, "db"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = testConn.Close()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestQuery(t *testing.T) {
+	tests := []struct {
+		name, sql, format, want string
+	}{
+		{"tsv", "SELECT 1, 'a'", "TSV", "1\ta\n"},
+		{"csv", "SELECT 2 AS x", "CSV", "2\n"},
+		{"empty result", "SELECT 1 WHERE 0", "TSV", ""},
+		{"numbers", "SELECT sum(number) FROM numbers(1000)", "TSV", "499500\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := testConn.Query(context.Background(), tc.sql, tc.format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(out) != tc.want {
+				t.Fatalf("got %q, want %q", out, tc.want)
+			}
+		})
+	}
+}
+
+func TestQueryErrorScrubbed(t *testing.T) {
+	tests := []struct {
+		name, sql, secret, wantIn string
+	}{
+		{"syntax", "SELEC 'ua Mozilla/5.0 secret' FROM x", "Mozilla", "SYNTAX_ERROR"},
+		{"unknown table", "SELECT '203.0.113.7' FROM default.nope_table", "203.0.113.7", "nope_table"},
+		{"bad cast", "SELECT toUInt8('198.51.100.9 secret')", "198.51.100.9", "Code:"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := testConn.Query(context.Background(), tc.sql, "TSV")
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			var ee *EngineError
+			if !errors.As(err, &ee) {
+				t.Fatalf("want *EngineError, got %T %v", err, err)
+			}
+			if strings.Contains(err.Error(), tc.secret) || strings.Contains(err.Error(), tc.sql) {
+				t.Fatalf("error echoes data: %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.wantIn) {
+				t.Fatalf("error %q lacks %q", err, tc.wantIn)
+			}
+		})
+	}
+}
+
+func TestScrub(t *testing.T) {
+	tests := []struct {
+		name, msg, sql, want string
+	}{
+		{"identifier kept", "Table 'analytics.x' does not exist", "", "Table 'analytics.x' does not exist"},
+		{"ip redacted", "Cannot parse '10.0.0.1'", "", "Cannot parse '<redacted>'"},
+		{"unterminated", "bad 'abc def", "", "bad '<redacted>"},
+		{"sql line", "near: insert into t values 42", "insert into t values 42", "near: <statement>"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Scrub(tc.msg, []byte(tc.sql)); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestConcurrentQueries(t *testing.T) {
+	ctx := context.Background()
+	if _, err := testConn.Query(ctx, "CREATE TABLE IF NOT EXISTS default.conc (g UInt32, n UInt64) ENGINE = MergeTree ORDER BY g", ""); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				if _, err := testConn.Query(ctx, fmt.Sprintf("INSERT INTO default.conc VALUES (%d, %d)", g, i), ""); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := testConn.Query(ctx, "SELECT count() FROM default.conc", "TSV"); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	out, err := testConn.Query(ctx, "SELECT count(), uniqExact(g) FROM default.conc", "TSV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != "160\t8\n" {
+		t.Fatalf("got %q", out)
+	}
+}
+
+func TestSecondOpenRefused(t *testing.T) {
+	_, err := Open(t.TempDir())
+	if !errors.Is(err, ErrAlreadyOpen) {
+		t.Fatalf("got %v, want ErrAlreadyOpen", err)
+	}
+}
+
+func TestCanceledContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := testConn.Query(ctx, "SELECT 1", "TSV"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestMissingLibrary(t *testing.T) {
+	_, err := load("/nonexistent/libchdb.so")
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	want := "embedded ClickHouse engine not found at /nonexistent/libchdb.so: run `make deps` or set CHDB_LIB_PATH"
+	if err.Error() != want {
+		t.Fatalf("got %q, want %q", err, want)
+	}
+}
+
+// TestGoSignalsSurvive checks that the Go runtime still turns a nil
+// dereference into a recoverable panic after the engine started.
+func TestGoSignalsSurvive(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("no panic")
+		}
+	}()
+	var p *int
+	_ = *p //nolint:govet // deliberate nil dereference
+}
