@@ -47,7 +47,7 @@ func NewLocal(dir string, opts ...Option) (*Local, error) {
 	if err := l.refresh(context.Background()); err != nil {
 		return nil, err
 	}
-	l.startLoop(l.refresh)
+	l.startLoop(l.refresh, nil)
 	return l, nil
 }
 
@@ -202,14 +202,15 @@ func (l *Local) removeExpired(now time.Time) error {
 	return errors.Join(errs...)
 }
 
-// removeTemps deletes temporary files a crash may have left behind.
+// removeTemps deletes temporary files a crash may have left behind: those
+// older than a minute, so a creator running right now keeps its own.
 func (l *Local) removeTemps() {
 	ents, err := os.ReadDir(l.dir)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
+		if fi, err := e.Info(); err == nil && strings.HasPrefix(e.Name(), ".tmp-") && time.Since(fi.ModTime()) > time.Minute {
 			_ = os.Remove(filepath.Join(l.dir, e.Name()))
 		}
 	}

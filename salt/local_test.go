@@ -81,7 +81,7 @@ func TestLocalRotationAndExpiry(t *testing.T) {
 	checkGoroutines(t)
 	dir := t.TempDir()
 	clk := newFakeClock(mustTime(t, "2026-11-23T10:00:00Z"))
-	l, _ := newTestLocal(t, dir, clk)
+	l, _ := newTestLocal(t, dir, clk, withManualRefresh())
 	file := func(day string) string { return filepath.Join(dir, "salt", day) }
 	exists := func(day string) bool {
 		_, err := os.Stat(file(day))

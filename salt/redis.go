@@ -58,10 +58,8 @@ func NewRedis(ctx context.Context, rawURL string, opts ...Option) (*Redis, error
 		return nil, err
 	}
 	r := &Redis{core: c, client: redis.NewClient(ro)}
-	if err := r.refresh(ctx); err != nil {
-		cfg.logger.Warn("cannot fetch salt from redis at start; retrying", "err", err.Error())
-	}
-	r.startLoop(r.refresh)
+	// An error is logged by refresh (state unavailable) and retried by the loop.
+	r.startLoop(r.refresh, r.refresh(ctx))
 	return r, nil
 }
 

@@ -268,3 +268,7 @@ func TestSaltIsRedacted(t *testing.T) {
 		})
 	}
 }
+
+// withManualRefresh starts no background loop: the test calls refresh
+// itself, so the order of Redis operations between nodes is the test's.
+func withManualRefresh() Option { return func(c *config) { c.manual = true } }

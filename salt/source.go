@@ -25,6 +25,7 @@ type config struct {
 	refresh  time.Duration
 	retry    time.Duration
 	prefetch time.Duration
+	manual   bool // tests: no background loop, refresh is called by hand
 }
 
 // Defaults. A refresh a minute costs one or two Redis round trips per node
@@ -273,7 +274,7 @@ func (c *core) wake() {
 
 // run calls refresh until Close: every refresh interval, at each midnight
 // and prefetch start, and after retry when refresh failed.
-func (c *core) run(refresh func(context.Context) error) {
+func (c *core) run(refresh func(context.Context) error, err error) {
 	defer close(c.done)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -287,7 +288,6 @@ func (c *core) run(refresh func(context.Context) error) {
 	// Go ≥ 1.23 timers: Reset after Stop never delivers a stale tick.
 	t := time.NewTimer(c.cfg.refresh)
 	defer t.Stop()
-	var err error
 	for {
 		wait := c.cfg.refresh
 		if err != nil {
@@ -312,8 +312,15 @@ func (c *core) run(refresh func(context.Context) error) {
 	}
 }
 
-// startLoop runs refresh in the background until close.
-func (c *core) startLoop(refresh func(context.Context) error) { go c.run(refresh) }
+// startLoop runs refresh in the background until close; first is the result
+// of the refresh made before, which decides how soon the loop tries again.
+func (c *core) startLoop(refresh func(context.Context) error, first error) {
+	if c.cfg.manual {
+		close(c.done)
+		return
+	}
+	go c.run(refresh, first)
+}
 
 // close stops the loop and waits for it.
 func (c *core) close() {

@@ -146,6 +146,44 @@ func variantKey(name string) (string, bool) {
 	return strings.Join(append([]string{"script"}, ext...), "."), true
 }
 
+// Register adds Serve to routes under every path it answers with 200: each variant with its
+// extensions in any order, for example "/js/script.js" and both
+// "/js/script.hash.outbound-links.js" and "/js/script.outbound-links.hash.js". It suits a
+// router that matches exact paths; a prefix router can mount Handler at PathPrefix instead.
+func Register(routes map[string]fasthttp.RequestHandler) {
+	for _, p := range Paths() {
+		routes[p] = Serve
+	}
+}
+
+// Paths returns, sorted, every URL path Serve answers with 200 (see Register). The result is a
+// new slice on each call.
+func Paths() []string {
+	var out []string
+	for _, a := range assets {
+		ext := strings.Split(a.name, ".")[1:]
+		permute(ext, 0, func(order []string) {
+			out = append(out, PathPrefix+strings.Join(append([]string{"script"}, order...), ".")+".js")
+		})
+	}
+	sort.Strings(out)
+	return out
+}
+
+// permute calls visit with every ordering of s[k:] after the fixed prefix s[:k]. It reorders s
+// in place and restores it before returning.
+func permute(s []string, k int, visit func([]string)) {
+	if k >= len(s) {
+		visit(s)
+		return
+	}
+	for i := k; i < len(s); i++ {
+		s[k], s[i] = s[i], s[k]
+		permute(s, k+1, visit)
+		s[k], s[i] = s[i], s[k]
+	}
+}
+
 // Handler returns the fasthttp handler for GET and HEAD under PathPrefix. Mount it for paths
 // starting with PathPrefix; it answers 404 for unknown variants and 405 for other methods.
 // It is safe for concurrent use: the assets are built once at init and never modified.

@@ -168,3 +168,38 @@ func TestServe(t *testing.T) {
 		})
 	}
 }
+
+// TestRegister serves every registered path through an exact-match router and checks that each
+// is a working variant and that the set covers every ordering of the extensions.
+func TestRegister(t *testing.T) {
+	routes := map[string]fasthttp.RequestHandler{}
+	Register(routes)
+	// 1 default + 3 with one extension + 3×2 with two + 3×2×1 with three.
+	if len(routes) != 1+3+6+6 {
+		t.Errorf("registered %d paths, want 16: %v", len(routes), Paths())
+	}
+	for _, p := range []string{"/js/script.js", "/js/script.file-downloads.hash.js", "/js/script.outbound-links.file-downloads.hash.js"} {
+		if routes[p] == nil {
+			t.Errorf("%s not registered", p)
+		}
+	}
+	base := serve(t, func(ctx *fasthttp.RequestCtx) {
+		if h := routes[string(ctx.Path())]; h != nil {
+			h(ctx)
+			return
+		}
+		ctx.Error("no route", fasthttp.StatusTeapot)
+	})
+	client := rawClient(t)
+	for p := range routes {
+		resp, err := client.Get(base + p)
+		if err != nil {
+			t.Fatalf("cannot GET %s: %v", p, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(string(body), "(function(){") {
+			t.Errorf("GET %s: status %d, body %.20q, err %v", p, resp.StatusCode, body, err)
+		}
+	}
+}

@@ -221,13 +221,6 @@ func (j *JWKS) Key(ctx context.Context, kid string, refresh bool) (*ecdsa.Public
 	return k, nil
 }
 
-// fetchedAt says when keys were last read; tests use it to check rate limiting.
-func (j *JWKS) fetchedAt() time.Time {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.fetched
-}
-
 func (j *JWKS) load(ctx context.Context) (map[string]*ecdsa.PublicKey, error) {
 	var data []byte
 	if strings.HasPrefix(j.Location, "http://") || strings.HasPrefix(j.Location, "https://") {

@@ -130,9 +130,11 @@ func (g *Guard) Prepare(ctx context.Context, wid, sql string, maxRows int) (*Pre
 	}
 	maxRows = g.clampRows(maxRows)
 	p := g.scoped(wid, canonical, maxRows)
-	tree, err := g.Store.Raw(ctx, "EXPLAIN QUERY TREE "+p.Body+" SETTINGS "+p.Settings, "TSVRaw")
+	tree, err := g.Store.Raw(ctx, "EXPLAIN QUERY TREE "+p.Body+" SETTINGS "+g.explainSettings(wid), "TSVRaw")
 	if err != nil {
-		return nil, refused("cannot analyse query: %s", engineMessage(err))
+		// The statement passed the parser checks; the analyzer found it
+		// invalid (unknown column, type error): a failed query, not a refusal.
+		return nil, fmt.Errorf("cannot analyse query: %w", err)
 	}
 	if err := CheckQueryTree(string(tree)); err != nil {
 		return nil, err
@@ -194,6 +196,23 @@ func (g *Guard) wrap(wid, canonical string) string {
 		") SELECT * FROM (" + canonical + ")"
 }
 
+// explainSettings are the settings of the EXPLAIN QUERY TREE run: the
+// analyzer may evaluate constant scalar subqueries, so it runs read-only,
+// scoped and time-bounded too (result limits would apply to the plan text).
+func (g *Guard) explainSettings(wid string) string {
+	lim := g.Limits
+	if lim.MaxRows <= 0 {
+		lim = DefaultLimits
+	}
+	return strings.Join([]string{
+		"readonly=1",
+		"additional_table_filters={" + quoteString(EventsTable) + ":" + quoteString("workspace_id = "+quoteString(wid)) + "}",
+		"max_execution_time=" + strconv.Itoa(lim.MaxExecutionSecs), "timeout_overflow_mode='throw'",
+		"max_rows_to_read=" + strconv.FormatInt(lim.MaxRowsToRead, 10), "read_overflow_mode='throw'",
+		"allow_introspection_functions=0",
+	}, ", ")
+}
+
 func (g *Guard) settings(wid string, lim Limits, maxRows int) string {
 	filter := "workspace_id = " + quoteString(wid)
 	return strings.Join([]string{
@@ -206,6 +225,8 @@ func (g *Guard) settings(wid string, lim Limits, maxRows int) string {
 		"max_rows_to_read=" + strconv.FormatInt(lim.MaxRowsToRead, 10), "read_overflow_mode='throw'",
 		"allow_introspection_functions=0",
 		"allow_ddl=0",
+		// 64-bit integers as strings: visitor ids exceed JavaScript's 2^53.
+		"output_format_json_quote_64bit_integers=1",
 	}, ", ")
 }
 
@@ -280,6 +301,10 @@ func CheckAST(text string) error {
 			if strings.Contains(name, ".") || name == "" {
 				return refused("qualified table names are not allowed; use events")
 			}
+		case "Identifier":
+			if db, _, ok := strings.Cut(name, "."); ok && databaseNames[strings.ToLower(strings.Trim(db, "`\""))] {
+				return refused("names qualified with a database are not allowed")
+			}
 		case "Function":
 			if parent == "TableExpression" {
 				return refused("table functions are not allowed")
@@ -292,6 +317,10 @@ func CheckAST(text string) error {
 	return nil
 }
 
+// databaseNames are the databases of the engine; an identifier qualified
+// with one (`x IN analytics.events`) names a table outside `events`.
+var databaseNames = map[string]bool{"analytics": true, "system": true, "information_schema": true, "default": true, "_temporary_and_external_tables": true}
+
 // CheckQueryTree checks the text of EXPLAIN QUERY TREE for the wrapped
 // statement; see Guard.
 func CheckQueryTree(text string) error {
@@ -300,8 +329,10 @@ func CheckQueryTree(text string) error {
 		switch {
 		case strings.HasPrefix(l, "TABLE_FUNCTION"):
 			return refused("table functions are not allowed")
-		case strings.HasPrefix(l, "TABLE "):
-			if field(l, "table_name") != EventsTable {
+		case strings.HasPrefix(l, "TABLE id:"):
+			// system.one is the implicit source of a SELECT without FROM;
+			// naming it explicitly is refused by CheckAST.
+			if tn := field(l, "table_name"); tn != EventsTable && tn != "system.one" {
 				return refused("only the events table may be read")
 			}
 		case strings.HasPrefix(l, "FUNCTION "):

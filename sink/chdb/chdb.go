@@ -129,7 +129,12 @@ func load(path string) (*library, error) {
 // Conn is the process's connection to the embedded engine. Its methods are
 // safe for concurrent use; Close waits until running queries return.
 type Conn struct {
-	mu     sync.RWMutex // read-held by queries, write-held by Close
+	// mu serialises queries and Close. The engine runs one statement of
+	// a connection at a time anyway, and a failed statement can leave
+	// partial output behind that the next statement would return first
+	// (measured with JSONCompact and result_overflow_mode='throw'); the
+	// connection drains it under mu before anyone else queries.
+	mu     sync.Mutex
 	handle unsafe.Pointer
 	closed bool
 	dir    string
@@ -228,11 +233,25 @@ func (c *Conn) QueryStats(ctx context.Context, sql []byte, format string) ([]byt
 	if len(sql) == 0 {
 		return nil, Stats{}, errors.New("cannot run query: empty statement")
 	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
 		return nil, Stats{}, ErrClosed
 	}
+	out, st, err := c.query(sql, format)
+	if err != nil {
+		c.drain()
+	}
+	return out, st, err
+}
+
+// drain runs a statement whose output is known and discards it, so output
+// a failed statement left behind does not reach the next caller.
+func (c *Conn) drain() {
+	_, _, _ = c.query([]byte("SELECT 1"), "TSV")
+}
+
+func (c *Conn) query(sql []byte, format string) ([]byte, Stats, error) {
 	fmtb := append([]byte(format), 0)
 	conn := *(*unsafe.Pointer)(c.handle) // chdb_connection from chdb_connection *
 	start := time.Now()

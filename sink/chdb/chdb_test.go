@@ -176,3 +176,20 @@ func TestGoSignalsSurvive(t *testing.T) {
 	var p *int
 	_ = *p //nolint:govet // deliberate nil dereference
 }
+
+// TestNoOutputLeaksAfterError checks that the partial output of a failed
+// statement does not reach the next statement.
+func TestNoOutputLeaksAfterError(t *testing.T) {
+	ctx := context.Background()
+	_, err := testConn.Query(ctx, "SELECT number FROM numbers(10) SETTINGS max_result_rows = 5, result_overflow_mode = 'throw'", "JSONCompact")
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	out, err := testConn.Query(ctx, "SELECT 'next'", "TSV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != "next\n" {
+		t.Fatalf("got %q", out)
+	}
+}

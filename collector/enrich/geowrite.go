@@ -1,0 +1,131 @@
+package enrich
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
+)
+
+// WriteTestGeoDB writes a small GeoIP2-City-layout database to path, for
+// tests and for demo runs (`make run`). Keys of entries are CIDR prefixes
+// or single addresses; reserved ranges (loopback, private, documentation)
+// are allowed. A Region of the form "CC-XX" is stored as subdivision
+// iso_code "XX", so Lookup returns it unchanged. The file is written to a
+// temporary name and renamed into place.
+func WriteTestGeoDB(path string, entries map[string]Geo) error {
+	return writeGeoDB(path, "GeoLite2-City", entries, func(g Geo) mmdbtype.Map {
+		m := mmdbtype.Map{}
+		if g.CountryCode != "" {
+			m["country"] = mmdbtype.Map{
+				"iso_code": mmdbtype.String(g.CountryCode),
+				"names":    mmdbtype.Map{"en": mmdbtype.String(g.CountryCode)},
+			}
+		}
+		if g.Region != "" {
+			code := strings.TrimPrefix(g.Region, g.CountryCode+"-")
+			m["subdivisions"] = mmdbtype.Slice{mmdbtype.Map{"iso_code": mmdbtype.String(code)}}
+		}
+		if g.City != "" {
+			m["city"] = mmdbtype.Map{"names": mmdbtype.Map{"en": mmdbtype.String(g.City), "de": mmdbtype.String(g.City)}}
+		}
+		return m
+	})
+}
+
+// WriteTestFlatGeoDB writes a small database in the flat DB-IP layout of
+// ip-location-db (country_code, state1, city) to path, for tests.
+func WriteTestFlatGeoDB(path string, entries map[string]Geo) error {
+	return writeGeoDB(path, "ip-location-db-dbip-city", entries, func(g Geo) mmdbtype.Map {
+		return mmdbtype.Map{
+			"country_code": mmdbtype.String(g.CountryCode),
+			"state1":       mmdbtype.String(g.Region),
+			"city":         mmdbtype.String(g.City),
+		}
+	})
+}
+
+// DemoGeoEntries returns the locations written by WriteDemoGeoDB: loopback
+// and the documentation ranges (RFC 5737, RFC 3849), so that a local run
+// and load tests show countries without real GeoIP data.
+func DemoGeoEntries() map[string]Geo {
+	return map[string]Geo{
+		"127.0.0.0/8":     {CountryCode: "DE", Region: "DE-BE", City: "Berlin"},
+		"::1/128":         {CountryCode: "DE", Region: "DE-BE", City: "Berlin"},
+		"192.0.2.0/24":    {CountryCode: "US", Region: "US-CA", City: "San Francisco"},
+		"198.51.100.0/24": {CountryCode: "GB", Region: "GB-ENG", City: "London"},
+		"203.0.113.0/24":  {CountryCode: "JP", Region: "JP-13", City: "Tokyo"},
+		"2001:db8::/32":   {CountryCode: "FR", Region: "FR-IDF", City: "Paris"},
+	}
+}
+
+// WriteDemoGeoDB writes DemoGeoEntries as a GeoIP2-layout database to path.
+func WriteDemoGeoDB(path string) error {
+	return WriteTestGeoDB(path, DemoGeoEntries())
+}
+
+func writeGeoDB(path, dbType string, entries map[string]Geo, record func(Geo) mmdbtype.Map) error {
+	tree, err := mmdbwriter.New(mmdbwriter.Options{
+		DatabaseType:            dbType,
+		Description:             map[string]string{"en": "Kyomi collector test database"},
+		IncludeReservedNetworks: true,
+		IPVersion:               6,
+		RecordSize:              24,
+		Languages:               []string{"en"},
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create GeoIP tree: %w", err)
+	}
+	var errs []error
+	for key, g := range entries {
+		p, err := parseNetwork(key)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ipnet := &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+		if err := tree.Insert(ipnet, record(g)); err != nil {
+			errs = append(errs, fmt.Errorf("cannot insert %s: %w", key, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".geo-*.mmdb")
+	if err != nil {
+		return fmt.Errorf("cannot create GeoIP database file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tree.WriteTo(tmp); err != nil {
+		_ = tmp.Close()
+		return fmt.Errorf("cannot write GeoIP database %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("cannot write GeoIP database %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("cannot write GeoIP database %s: %w", path, err)
+	}
+	return nil
+}
+
+func parseNetwork(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("cannot parse network %q: %w", s, err)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("cannot parse network %q: %w", s, err)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}

@@ -1,0 +1,196 @@
+package enrich
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+)
+
+// Page is what the collector keeps of an event URL. Strings may alias the
+// rawURL given to ParsePage (no copies are made unless decoding needs one):
+// callers that keep a Page beyond the input's lifetime must own the input.
+type Page struct {
+	Hostname     string // lower case, without "www.", port and user info
+	Pathname     string // path without query; "/" when empty; plus "#fragment" in hash mode
+	UTMSource    string
+	UTMMedium    string
+	UTMCampaign  string
+	UTMContent   string
+	UTMTerm      string
+	ClickIDParam string // name of the first click id parameter seen, never its value
+}
+
+// Errors returned by ParsePage. They name the problem without echoing the
+// URL, which may carry personal data in its query string.
+var (
+	ErrURLScheme = errors.New("url must be http or https")
+	ErrURLHost   = errors.New("url has no valid host")
+	ErrURLEmpty  = errors.New("url is empty")
+)
+
+// clickIDParams are the advertising click id parameters whose presence (never
+// value) is recorded, in the order they are preferred when several appear.
+var clickIDParams = [...]string{
+	"gclid", "fbclid", "msclkid", "ttclid", "twclid", "li_fat_id", "dclid", "gbraid", "wbraid",
+}
+
+// ParsePage parses the event URL; hashMode keeps the fragment in Pathname.
+// Errors name the problem ("url must be http or https", ...). Query strings
+// other than utm_* and click ids are dropped; UTM values are query-unescaped
+// (invalid escapes are kept verbatim). ParsePage is safe on any input and
+// allocates only when the host has upper case letters or a value is escaped.
+func ParsePage(rawURL string, hashMode bool) (Page, error) {
+	var p Page
+	s := strings.TrimSpace(rawURL)
+	if s == "" {
+		return p, ErrURLEmpty
+	}
+	rest, ok := cutScheme(s)
+	if !ok {
+		return p, ErrURLScheme
+	}
+	host, rest := splitAuthority(rest)
+	if host == "" {
+		return p, ErrURLHost
+	}
+	p.Hostname = strings.TrimPrefix(host, "www.")
+	if p.Hostname == "" || !validHost(p.Hostname) {
+		return Page{}, ErrURLHost
+	}
+
+	path, query, fragment := rest, "", ""
+	if i := strings.IndexByte(path, '#'); i >= 0 {
+		path, fragment = path[:i], path[i+1:]
+	}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path, query = path[:i], path[i+1:]
+	}
+	if path == "" {
+		path = "/"
+	}
+	p.Pathname = path
+	if hashMode && fragment != "" {
+		// In hash routing the route lives in the fragment; a query string
+		// inside the fragment ("#/a?utm_source=x") carries the route's UTM
+		// parameters and is dropped from Pathname like any query.
+		route, fq, _ := strings.Cut(fragment, "?")
+		if route != "" {
+			p.Pathname = joinHash(path, route, rest)
+		}
+		if query == "" {
+			query = fq
+		}
+	}
+	parseQuery(&p, query)
+	return p, nil
+}
+
+// joinHash returns path+"#"+route, as a substring of rest when they are
+// contiguous there (no allocation).
+func joinHash(path, route, rest string) string {
+	if len(path) <= len(rest) && strings.HasPrefix(rest, path) {
+		n := len(path) + 1 + len(route)
+		if n <= len(rest) && rest[len(path)] == '#' {
+			return rest[:n]
+		}
+	}
+	return path + "#" + route
+}
+
+// cutScheme removes a case-insensitive "http://" or "https://" prefix.
+func cutScheme(s string) (string, bool) {
+	switch {
+	case len(s) >= 7 && strings.EqualFold(s[:7], "http://"):
+		return s[7:], true
+	case len(s) >= 8 && strings.EqualFold(s[:8], "https://"):
+		return s[8:], true
+	}
+	return "", false
+}
+
+// splitAuthority splits "user@Host:port/path?q" into the lower-cased host
+// without user info, port and trailing dot, and the rest starting at the
+// first '/', '?' or '#'.
+func splitAuthority(s string) (host, rest string) {
+	end := strings.IndexAny(s, "/?#\\")
+	if end < 0 {
+		end = len(s)
+	}
+	auth := s[:end]
+	rest = s[end:]
+	if strings.IndexByte(rest, '\\') == 0 {
+		// Browsers treat a backslash after the authority as a slash.
+		rest = "/" + rest[1:]
+	}
+	if i := strings.LastIndexByte(auth, '@'); i >= 0 {
+		auth = auth[i+1:]
+	}
+	if strings.HasPrefix(auth, "[") {
+		if i := strings.IndexByte(auth, ']'); i >= 0 {
+			auth = auth[:i+1]
+		}
+	} else if i := strings.LastIndexByte(auth, ':'); i >= 0 {
+		auth = auth[:i]
+	}
+	auth = strings.TrimSuffix(auth, ".")
+	return lowerASCII(auth), rest
+}
+
+// lowerASCII lower-cases ASCII letters, allocating only when there are upper
+// case ones.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+func parseQuery(p *Page, q string) {
+	for q != "" {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if len(k) > 4 && k[:4] == "utm_" {
+			var dst *string
+			switch k[4:] {
+			case "source":
+				dst = &p.UTMSource
+			case "medium":
+				dst = &p.UTMMedium
+			case "campaign":
+				dst = &p.UTMCampaign
+			case "content":
+				dst = &p.UTMContent
+			case "term":
+				dst = &p.UTMTerm
+			}
+			if dst != nil && *dst == "" {
+				*dst = unescape(v)
+			}
+			continue
+		}
+		if p.ClickIDParam == "" {
+			for _, c := range clickIDParams {
+				if k == c {
+					p.ClickIDParam = c
+					break
+				}
+			}
+		}
+	}
+}
+
+// unescape query-unescapes v, keeping it verbatim when it is not validly
+// escaped; it allocates only when v contains '%' or '+'.
+func unescape(v string) string {
+	if strings.IndexByte(v, '%') < 0 && strings.IndexByte(v, '+') < 0 {
+		return v
+	}
+	u, err := url.QueryUnescape(v)
+	if err != nil {
+		return v
+	}
+	return u
+}

@@ -1,0 +1,394 @@
+// Package enrich turns what a beacon request carries into the columns the
+// collector stores: browser, OS and device from the user agent (with bot
+// verdicts), country/region/city from a GeoIP database, the page URL's host,
+// path, UTM parameters and click id, and the referrer's source. It keeps no
+// raw user agent or address beyond a bounded in-memory parse cache and
+// never logs.
+package enrich
+
+import (
+	_ "embed"
+	"hash/maphash"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mssola/useragent"
+)
+
+// Bot reasons set in UA.BotReason. They are the stable strings the bot
+// filter reports in X-Collector-Dropped and as a metric label.
+const (
+	ReasonEmptyUA  = "empty_ua" // no User-Agent, or only white space
+	ReasonBotUA    = "bot_ua"   // a crawler, tool or library, by name or shape
+	ReasonHeadless = "headless" // a headless or automated browser
+)
+
+// Device classes set in UA.Device.
+const (
+	DeviceDesktop = "desktop"
+	DeviceMobile  = "mobile"
+	DeviceTablet  = "tablet"
+)
+
+// UA is the parsed form of a user agent. Its strings are immutable and may
+// be shared by every caller that parsed the same user agent.
+type UA struct {
+	Browser        string // "Chrome", "Firefox", "Safari", "Microsoft Edge", ...; empty when unknown
+	BrowserVersion string // major version only ("124")
+	OS             string // "Windows", "macOS", "iOS", "Android", "Linux", "Chrome OS", ...
+	OSVersion      string // "10", "14", "17.4", "10.15"; empty when unknown
+	Device         string // DeviceDesktop, DeviceMobile or DeviceTablet
+	Bot            bool   // true when the user agent is automated
+	BotReason      string // ReasonEmptyUA, ReasonBotUA or ReasonHeadless when Bot
+}
+
+const (
+	// uaShards spreads the cache over independently locked maps so that
+	// parallel fasthttp workers rarely wait on each other.
+	uaShards = 16
+	// maxCachedUA is the longest user agent that is cached; longer ones
+	// (real browsers send 100 to 300 bytes) are parsed every time so that
+	// the cache's memory stays bounded by cacheSize*maxCachedUA.
+	maxCachedUA = 1024
+	// maxParsedUA caps what is handed to the parser; the handler limits
+	// headers further, this only keeps the parse cost bounded on any input.
+	maxParsedUA = 4096
+	// DefaultUACacheSize is a cache size for NewUAParser that holds the
+	// distinct user agents of a busy site's day in a few megabytes.
+	DefaultUACacheSize = 20000
+)
+
+// UAParser parses user agents with mssola/useragent behind a bounded cache;
+// safe for concurrent use. A cache hit does not allocate.
+type UAParser struct {
+	seed     maphash.Seed
+	perShard int
+	shards   [uaShards]uaShard
+}
+
+type uaShard struct {
+	mu     sync.RWMutex
+	m      map[string]UA
+	hits   atomic.Uint64
+	misses atomic.Uint64
+	_      [64]byte // keep shards on separate cache lines
+}
+
+// NewUAParser returns a parser whose cache holds about cacheSize user
+// agents (rounded up to a multiple of 16); when a shard is full a random
+// entry is evicted. cacheSize <= 0 disables the cache.
+func NewUAParser(cacheSize int) *UAParser {
+	p := &UAParser{seed: maphash.MakeSeed()}
+	if cacheSize > 0 {
+		p.perShard = (cacheSize + uaShards - 1) / uaShards
+		for i := range p.shards {
+			p.shards[i].m = make(map[string]UA, min(p.perShard, 1024))
+		}
+	}
+	return p
+}
+
+// Parse returns the parsed user agent. The returned strings are owned and
+// immutable (cached); ua is not retained. A cache hit does not allocate.
+func (p *UAParser) Parse(ua []byte) UA {
+	if p.perShard == 0 || len(ua) > maxCachedUA {
+		return ParseUA(string(ua))
+	}
+	sh := &p.shards[maphash.Bytes(p.seed, ua)%uaShards]
+	sh.mu.RLock()
+	v, ok := sh.m[string(ua)]
+	sh.mu.RUnlock()
+	if ok {
+		sh.hits.Add(1)
+		return v
+	}
+	sh.misses.Add(1)
+	s := string(ua)
+	v = ParseUA(s)
+	sh.mu.Lock()
+	if len(sh.m) >= p.perShard {
+		// Map iteration starts at a random entry: random eviction, O(1).
+		for k := range sh.m {
+			delete(sh.m, k)
+			break
+		}
+	}
+	sh.m[s] = v
+	sh.mu.Unlock()
+	return v
+}
+
+// CacheStats returns the number of cache hits and misses since the parser
+// was made, for a metrics collector to export.
+func (p *UAParser) CacheStats() (hits, misses uint64) {
+	for i := range p.shards {
+		hits += p.shards[i].hits.Load()
+		misses += p.shards[i].misses.Load()
+	}
+	return hits, misses
+}
+
+// CacheLen returns the number of cached user agents.
+func (p *UAParser) CacheLen() int {
+	n := 0
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.RLock()
+		n += len(sh.m)
+		sh.mu.RUnlock()
+	}
+	return n
+}
+
+// ParseUA parses one user agent without a cache. The returned strings may
+// alias s. It is safe on any input.
+func ParseUA(s string) UA {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return UA{Device: DeviceDesktop, Bot: true, BotReason: ReasonEmptyUA}
+	}
+	if len(t) > maxParsedUA {
+		t = t[:maxParsedUA]
+	}
+	var u UA
+	u.Bot, u.BotReason = botVerdict(t)
+	mua := useragent.New(t)
+	if !u.Bot && mua.Bot() {
+		u.Bot, u.BotReason = true, ReasonBotUA
+	}
+	u.Browser, u.BrowserVersion = detectBrowser(t)
+	if u.Browser == "" && !u.Bot {
+		name, version := mua.Browser()
+		u.Browser, u.BrowserVersion = name, majorVersion(version)
+	}
+	u.OS, u.OSVersion = detectOS(t)
+	if u.OS == "" {
+		u.OS = mua.OSInfo().Name
+	}
+	u.Device = detectDevice(t)
+	return u
+}
+
+//go:embed crawlers.txt
+var crawlersTxt string
+
+// crawlerList is the parsed crawlers.txt.
+var crawlerList = parseCrawlerList(crawlersTxt)
+
+type crawlers struct {
+	markers    []string // lower-case substrings that mark a bot
+	exceptions []string // lower-case browser tokens removed before matching
+}
+
+func parseCrawlerList(txt string) crawlers {
+	var c crawlers
+	seen := map[string]bool{}
+	for _, line := range strings.Split(txt, "\n") {
+		line = strings.TrimRight(line, "\r")
+		if line == "" || line[0] == '#' || seen[line] {
+			continue
+		}
+		seen[line] = true
+		if line[0] == '!' {
+			c.exceptions = append(c.exceptions, line[1:])
+			continue
+		}
+		c.markers = append(c.markers, line)
+	}
+	return c
+}
+
+// headlessMarkers name headless and automated browsers; they are reported
+// as ReasonHeadless rather than ReasonBotUA.
+var headlessMarkers = [...]string{
+	"headlesschrome", "headless", "phantomjs", "puppeteer", "playwright", "selenium",
+	"webdriver", "slimerjs", "htmlunit", "cypress", "nightmare", "lighthouse", "zombie.js",
+}
+
+// botVerdict classifies a non-empty user agent by markers and by shape.
+func botVerdict(s string) (bool, string) {
+	low := strings.ToLower(s)
+	for _, m := range headlessMarkers {
+		if strings.Contains(low, m) {
+			return true, ReasonHeadless
+		}
+	}
+	for _, e := range crawlerList.exceptions {
+		if strings.Contains(low, e) {
+			low = strings.ReplaceAll(low, e, "")
+		}
+	}
+	for _, m := range crawlerList.markers {
+		if strings.Contains(low, m) {
+			return true, ReasonBotUA
+		}
+	}
+	// Every browser of the last twenty years starts with "Mozilla/"
+	// (Presto Opera with "Opera/"); anything else is a program.
+	if !strings.HasPrefix(s, "Mozilla/") && !strings.HasPrefix(s, "Opera/") {
+		return true, ReasonBotUA
+	}
+	return false, ""
+}
+
+// browserTokens are checked in order; the first token found names the
+// browser and the digits after it give the major version. Order matters:
+// Chromium-based browsers also send "Chrome/" and "Safari/".
+var browserTokens = [...]struct{ token, name string }{
+	{"EdgA/", "Microsoft Edge"},
+	{"EdgiOS/", "Microsoft Edge"},
+	{"Edg/", "Microsoft Edge"},
+	{"Edge/", "Microsoft Edge"},
+	{"OPR/", "Opera"},
+	{"OPiOS/", "Opera"},
+	{"OPT/", "Opera"},
+	{"OPX/", "Opera"},
+	{"Opera Mini/", "Opera Mini"},
+	{"SamsungBrowser/", "Samsung Internet"},
+	{"YaBrowser/", "Yandex Browser"},
+	{"UCBrowser/", "UC Browser"},
+	{"Vivaldi/", "Vivaldi"},
+	{"HuaweiBrowser/", "Huawei Browser"},
+	{"MiuiBrowser/", "MIUI Browser"},
+	{"Silk/", "Amazon Silk"},
+	{"coc_coc_browser/", "Coc Coc"},
+	{"Whale/", "Whale"},
+	{"DuckDuckGo/", "DuckDuckGo"},
+	{"Ddg/", "DuckDuckGo"},
+	{"FBAV/", "Facebook"},
+	{"Instagram ", "Instagram"},
+	{"GSA/", "Google App"},
+	{"FxiOS/", "Firefox"},
+	{"Firefox/", "Firefox"},
+	{"CriOS/", "Chrome"},
+	{"HeadlessChrome/", "Headless Chrome"},
+	{"Chromium/", "Chromium"},
+	{"Chrome/", "Chrome"},
+}
+
+func detectBrowser(s string) (name, version string) {
+	if strings.HasPrefix(s, "Opera/") {
+		return "Opera", versionAfter(s, "Version/")
+	}
+	for _, b := range browserTokens {
+		if i := strings.Index(s, b.token); i >= 0 {
+			return b.name, majorVersion(s[i+len(b.token):])
+		}
+	}
+	if strings.Contains(s, "Trident/") || strings.Contains(s, "MSIE ") {
+		if v := versionAfter(s, "rv:"); v != "" {
+			return "Internet Explorer", v
+		}
+		return "Internet Explorer", versionAfter(s, "MSIE ")
+	}
+	if strings.Contains(s, "AppleWebKit/") {
+		if strings.Contains(s, "Safari/") {
+			return "Safari", versionAfter(s, "Version/")
+		}
+		if strings.Contains(s, "iPhone") || strings.Contains(s, "iPad") || strings.Contains(s, "Macintosh") {
+			// An Apple WebView (in-app browser) runs Safari's engine and
+			// omits the Safari token.
+			return "Safari", ""
+		}
+	}
+	return "", ""
+}
+
+// versionAfter returns the major version that follows token in s.
+func versionAfter(s, token string) string {
+	i := strings.Index(s, token)
+	if i < 0 {
+		return ""
+	}
+	return majorVersion(s[i+len(token):])
+}
+
+// majorVersion returns the leading digits of s ("124.0.6367" → "124").
+func majorVersion(s string) string {
+	n := 0
+	for n < len(s) && n < 8 && s[n] >= '0' && s[n] <= '9' {
+		n++
+	}
+	return s[:n]
+}
+
+// versionRun returns up to parts dot- or underscore-separated numbers that
+// start s, joined with dots ("10_15_7" with parts 2 → "10.15").
+func versionRun(s string, parts int) string {
+	var b [24]byte
+	out := b[:0]
+	for p := 0; p < parts; p++ {
+		n := majorVersion(s)
+		if n == "" {
+			break
+		}
+		if p > 0 {
+			out = append(out, '.')
+		}
+		out = append(out, n...)
+		s = s[len(n):]
+		if len(s) == 0 || (s[0] != '.' && s[0] != '_') {
+			break
+		}
+		s = s[1:]
+	}
+	return string(out)
+}
+
+var windowsVersions = map[string]string{
+	"10.0": "10", "6.3": "8.1", "6.2": "8", "6.1": "7", "6.0": "Vista", "5.2": "XP", "5.1": "XP",
+}
+
+func detectOS(s string) (name, version string) {
+	switch {
+	case strings.Contains(s, "Windows Phone"):
+		return "Windows Phone", versionAfter(s, "Windows Phone ")
+	case strings.Contains(s, "Windows NT "):
+		i := strings.Index(s, "Windows NT ") + len("Windows NT ")
+		return "Windows", windowsVersions[versionRun(s[i:], 2)]
+	case strings.Contains(s, "Windows"):
+		return "Windows", ""
+	case strings.Contains(s, "iPhone") || strings.Contains(s, "iPad") || strings.Contains(s, "iPod"):
+		for _, tok := range [...]string{"iPhone OS ", "CPU OS ", "OS "} {
+			if i := strings.Index(s, tok); i >= 0 {
+				if v := versionRun(s[i+len(tok):], 2); v != "" {
+					return "iOS", v
+				}
+			}
+		}
+		return "iOS", ""
+	case strings.Contains(s, "Android"):
+		return "Android", versionAfter(s, "Android ")
+	case strings.Contains(s, "CrOS"):
+		return "Chrome OS", ""
+	case strings.Contains(s, "Mac OS X"):
+		i := strings.Index(s, "Mac OS X") + len("Mac OS X")
+		rest := strings.TrimLeft(s[i:], " ")
+		return "macOS", versionRun(rest, 2)
+	case strings.Contains(s, "KAIOS"):
+		return "KaiOS", ""
+	case strings.Contains(s, "FreeBSD"):
+		return "FreeBSD", ""
+	case strings.Contains(s, "OpenBSD"):
+		return "OpenBSD", ""
+	case strings.Contains(s, "Linux") || strings.Contains(s, "X11"):
+		return "Linux", ""
+	}
+	return "", ""
+}
+
+func detectDevice(s string) string {
+	switch {
+	case strings.Contains(s, "iPad") || strings.Contains(s, "Tablet") || strings.Contains(s, "Kindle") ||
+		strings.Contains(s, "Silk/") || strings.Contains(s, "PlayBook"):
+		return DeviceTablet
+	case strings.Contains(s, "Android") && !strings.Contains(s, "Mobi"):
+		return DeviceTablet
+	case strings.Contains(s, "Mobi") || strings.Contains(s, "iPhone") || strings.Contains(s, "iPod") ||
+		strings.Contains(s, "Windows Phone") || strings.Contains(s, "Opera Mini") ||
+		strings.Contains(s, "BlackBerry") || strings.Contains(s, "KAIOS"):
+		return DeviceMobile
+	}
+	return DeviceDesktop
+}

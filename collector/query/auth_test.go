@@ -1,0 +1,258 @@
+package query
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kyomi/collector/salt/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// testKey is a signing key with its kid.
+type testKey struct {
+	kid  string
+	priv *ecdsa.PrivateKey
+}
+
+func newTestKey(t testing.TB, kid string) testKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testKey{kid: kid, priv: k}
+}
+
+func jwksJSON(t testing.TB, keys ...testKey) []byte {
+	t.Helper()
+	var set struct {
+		Keys []map[string]string `json:"keys"`
+	}
+	for _, k := range keys {
+		raw, err := k.priv.PublicKey.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		set.Keys = append(set.Keys, map[string]string{
+			"kty": "EC", "crv": "P-256", "kid": k.kid, "alg": "ES256", "use": "sig",
+			"x": b64.EncodeToString(raw[1:33]), "y": b64.EncodeToString(raw[33:]),
+		})
+	}
+	out, err := json.Marshal(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// sign makes a compact JWS with header h and claims c, signed ES256 by k.
+func sign(t testing.TB, k testKey, h, c map[string]any) string {
+	t.Helper()
+	hb, _ := json.Marshal(h)
+	cb, _ := json.Marshal(c)
+	input := b64.EncodeToString(hb) + "." + b64.EncodeToString(cb)
+	d := sha256.Sum256([]byte(input))
+	r, s, err := ecdsa.Sign(rand.Reader, k.priv, d[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return input + "." + b64.EncodeToString(sig)
+}
+
+func claims(wid string, extra map[string]any) map[string]any {
+	c := map[string]any{"jti": "jti-1", "dsid": "ds-1", "wid": wid, "db": "analytics", "url": "https://c.example", "iss": "kyomi", "iat": time.Now().Unix() - 10}
+	for k, v := range extra {
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+	}
+	return c
+}
+
+func writeFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTokenBattery(t *testing.T) {
+	dir := t.TempDir()
+	good := newTestKey(t, "k1")
+	other := newTestKey(t, "k2") // not published
+	jwks := filepath.Join(dir, "jwks.json")
+	writeFile(t, jwks, jwksJSON(t, good))
+	revoked := filepath.Join(dir, "revoked")
+	writeFile(t, revoked, []byte("# revoked tokens\njti-revoked\n"))
+	v := &Verifier{Keys: &JWKS{Location: jwks}, Revoker: &FileRevoker{Path: revoked}, Leeway: 30 * time.Second}
+	es := map[string]any{"alg": "ES256", "typ": "JWT", "kid": "k1"}
+	valid := sign(t, good, es, claims("ws_a", nil))
+
+	// HS256 with the public key bytes as the HMAC secret (key confusion).
+	pub, _ := good.priv.PublicKey.Bytes()
+	hb, _ := json.Marshal(map[string]any{"alg": "HS256", "kid": "k1"})
+	cb, _ := json.Marshal(claims("ws_a", nil))
+	in := b64.EncodeToString(hb) + "." + b64.EncodeToString(cb)
+	mac := hmac.New(sha256.New, pub)
+	mac.Write([]byte(in))
+	hs256 := in + "." + b64.EncodeToString(mac.Sum(nil))
+	none, _ := json.Marshal(map[string]any{"alg": "none", "kid": "k1"})
+	algNone := b64.EncodeToString(none) + "." + b64.EncodeToString(cb) + "."
+	parts := strings.Split(valid, ".")
+	forgedClaims, _ := json.Marshal(claims("ws_b", nil))
+	forged := parts[0] + "." + b64.EncodeToString(forgedClaims) + "." + parts[2]
+
+	tests := []struct {
+		name, token, code, wid string
+	}{
+		{"valid", valid, "", "ws_a"},
+		{"valid no exp", sign(t, good, es, claims("ws_a", map[string]any{"exp": nil})), "", "ws_a"},
+		{"valid future exp", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(time.Hour).Unix()})), "", "ws_a"},
+		{"expired", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})), "token_expired", ""},
+		{"expired within leeway", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(-10 * time.Second).Unix()})), "", "ws_a"},
+		{"nbf in future", sign(t, good, es, claims("ws_a", map[string]any{"nbf": time.Now().Add(time.Hour).Unix()})), "unauthenticated", ""},
+		{"iat in future", sign(t, good, es, claims("ws_a", map[string]any{"iat": time.Now().Add(time.Hour).Unix()})), "unauthenticated", ""},
+		{"forged claims", forged, "unauthenticated", ""},
+		{"signed by unpublished key", sign(t, other, es, claims("ws_a", nil)), "unauthenticated", ""},
+		{"unknown kid", sign(t, other, map[string]any{"alg": "ES256", "kid": "k9"}, claims("ws_a", nil)), "unauthenticated", ""},
+		{"alg none", algNone, "unauthenticated", ""},
+		{"alg none no signature", strings.TrimSuffix(algNone, "."), "unauthenticated", ""},
+		{"HS256 with public key", hs256, "unauthenticated", ""},
+		{"RS256 header", sign(t, good, map[string]any{"alg": "RS256", "kid": "k1"}, claims("ws_a", nil)), "unauthenticated", ""},
+		{"ES384 header", sign(t, good, map[string]any{"alg": "ES384", "kid": "k1"}, claims("ws_a", nil)), "unauthenticated", ""},
+		{"missing wid", sign(t, good, es, claims("", nil)), "unauthenticated", ""},
+		{"wid with quote", sign(t, good, es, claims("ws_a' OR 1", nil)), "unauthenticated", ""},
+		{"revoked jti", sign(t, good, es, claims("ws_a", map[string]any{"jti": "jti-revoked"})), "token_revoked", ""},
+		{"missing jti with revocation", sign(t, good, es, claims("ws_a", map[string]any{"jti": nil})), "unauthenticated", ""},
+		{"crit header", sign(t, good, map[string]any{"alg": "ES256", "kid": "k1", "crit": []string{"x"}}, claims("ws_a", nil)), "unauthenticated", ""},
+		{"garbage", "not.a.token", "unauthenticated", ""},
+		{"empty", "", "unauthenticated", ""},
+		{"truncated signature", valid[:len(valid)-4], "unauthenticated", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := v.Verify(context.Background(), tt.token)
+			if tt.code == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if c.WID != tt.wid {
+					t.Fatalf("wid %q, want %q", c.WID, tt.wid)
+				}
+				return
+			}
+			var ae *AuthError
+			if !errors.As(err, &ae) || ae.Code != tt.code {
+				t.Fatalf("got %v, want code %s", err, tt.code)
+			}
+			if tt.token != "" && strings.Contains(err.Error(), tt.token) {
+				t.Fatal("error echoes the token")
+			}
+		})
+	}
+
+	// Revocation file reloads when it changes.
+	t.Run("revocation file reload", func(t *testing.T) {
+		fr := &FileRevoker{Path: revoked, CheckEvery: time.Nanosecond}
+		if r, _ := fr.Revoked(context.Background(), "jti-1"); r {
+			t.Fatal("jti-1 revoked before it was listed")
+		}
+		writeFile(t, revoked, []byte("jti-revoked\njti-1\n"))
+		if r, _ := fr.Revoked(context.Background(), "jti-1"); !r {
+			t.Fatal("jti-1 not revoked after the file changed")
+		}
+	})
+}
+
+func TestJWKSURLRefreshRateLimited(t *testing.T) {
+	k1 := newTestKey(t, "k1")
+	k2 := newTestKey(t, "k2")
+	var fetches atomic.Int32
+	var publish atomic.Value
+	publish.Store(jwksJSON(t, k1))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		w.Write(publish.Load().([]byte))
+	}))
+	defer srv.Close()
+	j := &JWKS{Location: srv.URL, MinRefresh: 200 * time.Millisecond}
+	v := &Verifier{Keys: j}
+	ctx := context.Background()
+	es := func(kid string) map[string]any { return map[string]any{"alg": "ES256", "kid": kid} }
+	if _, err := v.Verify(ctx, sign(t, k1, es("k1"), claims("ws_a", nil))); err != nil {
+		t.Fatal(err)
+	}
+	// An attacker sending many unknown kids causes at most one fetch per MinRefresh.
+	for i := 0; i < 50; i++ {
+		v.Verify(ctx, sign(t, k2, es("nope"), claims("ws_a", nil)))
+	}
+	if n := fetches.Load(); n > 2 {
+		t.Fatalf("%d JWKS fetches for 50 unknown kids, want <= 2", n)
+	}
+	// A rotated key is picked up after MinRefresh.
+	publish.Store(jwksJSON(t, k1, k2))
+	time.Sleep(250 * time.Millisecond)
+	if _, err := v.Verify(ctx, sign(t, k2, es("k2"), claims("ws_a", nil))); err != nil {
+		t.Fatalf("rotated key not picked up: %v", err)
+	}
+}
+
+func TestRedisRevoker(t *testing.T) {
+	addr, stop := redistest.Start(t)
+	defer stop()
+	client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer client.Close()
+	ctx := context.Background()
+	if err := client.SAdd(ctx, "revoked_jti", "jti-bad").Err(); err != nil {
+		t.Fatal(err)
+	}
+	k := newTestKey(t, "k1")
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	writeFile(t, path, jwksJSON(t, k))
+	v := &Verifier{Keys: &JWKS{Location: path}, Revoker: &RedisRevoker{Client: client}}
+	es := map[string]any{"alg": "ES256", "kid": "k1"}
+	tests := []struct {
+		name, jti, code string
+	}{
+		{"not revoked", "jti-ok", ""},
+		{"revoked", "jti-bad", "token_revoked"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := v.Verify(ctx, sign(t, k, es, claims("ws_a", map[string]any{"jti": tt.jti})))
+			var ae *AuthError
+			switch {
+			case tt.code == "" && err != nil:
+				t.Fatal(err)
+			case tt.code != "" && (!errors.As(err, &ae) || ae.Code != tt.code):
+				t.Fatalf("got %v, want %s", err, tt.code)
+			}
+		})
+	}
+	// Redis down: fail closed with an error that is not an AuthError.
+	stop()
+	_, err := v.Verify(ctx, sign(t, k, es, claims("ws_a", map[string]any{"jti": "jti-ok"})))
+	var ae *AuthError
+	if err == nil || errors.As(err, &ae) {
+		t.Fatalf("redis down: got %v, want an internal error", err)
+	}
+}

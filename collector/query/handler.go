@@ -1,0 +1,456 @@
+// Package query is the read path of the collector: the Kyomi Connect
+// message protocol over POST /api/query and the WebSocket /connect/v1,
+// ES256 bearer tokens scoped to one workspace, a SQL guard built on
+// ClickHouse's own parser, and Plausible-style reports compiled to SQL.
+package query
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+)
+
+// Config configures the query path. The zero value of a field means its
+// default.
+type Config struct {
+	Limits       Limits        // ClickHouse limits; zero: DefaultLimits
+	MaxBodyBytes int           // largest request message; 0 means 1 MiB
+	MaxInFlight  int           // concurrent requests per WebSocket connection; 0 means 8
+	AuthTimeout  time.Duration // time a WebSocket has to send its auth message; 0 means 10s
+}
+
+// Validate reports every invalid field at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("query max body bytes must be >= 0, got %d", c.MaxBodyBytes))
+	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("query max in-flight must be >= 0, got %d", c.MaxInFlight))
+	}
+	if c.Limits.MaxRows < 0 {
+		errs = append(errs, fmt.Errorf("query max rows must be >= 0, got %d", c.Limits.MaxRows))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are the collaborators of a Handler.
+type Deps struct {
+	Store      Store
+	Verifier   *Verifier
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Request is one protocol request message.
+type Request struct {
+	ID     string          `json:"id"`
+	Op     string          `json:"op"`
+	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// Response is one protocol answer: a result or an error.
+type Response struct {
+	ID     string     `json:"id"`
+	Type   string     `json:"type"` // "result" or "error"
+	Result any        `json:"result,omitempty"`
+	Error  *ErrorBody `json:"error,omitempty"`
+}
+
+// ErrorBody is the error of a Response. Code is stable; Message is for
+// people and never holds a token, a query result or another workspace's id.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Column describes one result column.
+type Column struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// Result is the result of execute_query (format json), list_tables,
+// describe_table and report. With format arrow, Columns and Rows are empty
+// and Arrow holds the ClickHouse ArrowStream bytes (base64 in JSON).
+type Result struct {
+	Columns   []Column          `json:"columns"`
+	Rows      []json.RawMessage `json:"rows"`
+	RowCount  int               `json:"row_count"`
+	Truncated bool              `json:"truncated"`
+	Format    string            `json:"format,omitempty"`
+	Arrow     string            `json:"arrow,omitempty"`
+	RowsRead  uint64            `json:"rows_read,omitempty"`
+	BytesRead uint64            `json:"bytes_read,omitempty"`
+}
+
+// Error codes of the protocol.
+const (
+	CodeUnauthenticated = "unauthenticated"
+	CodeTokenExpired    = "token_expired"
+	CodeTokenRevoked    = "token_revoked"
+	CodeForbidden       = "forbidden"
+	CodeInvalidRequest  = "invalid_request"
+	CodeQueryRefused    = "query_refused"
+	CodeQueryFailed     = "query_failed"
+	CodeTimeout         = "timeout"
+	CodeTooLarge        = "too_large"
+	CodeUnknownOp       = "unknown_op"
+	CodeUnavailable     = "unavailable"
+)
+
+type protoError struct{ code, msg string }
+
+func (e *protoError) Error() string { return e.code + ": " + e.msg }
+
+func perr(code, format string, args ...any) error {
+	return &protoError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// Handler serves the query path. Mount HTTP at POST /api/query and
+// WebSocket at GET /connect/v1. Close ends open WebSocket connections and
+// waits for their goroutines.
+type Handler struct {
+	cfg   Config
+	store Store
+	ver   *Verifier
+	log   *slog.Logger
+	guard *Guard
+
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	errs     *prometheus.CounterVec
+
+	upgrader websocket.FastHTTPUpgrader
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// NewHandler validates cfg, registers the metrics and returns a Handler.
+func NewHandler(cfg Config, d Deps) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Store == nil || d.Verifier == nil || d.Logger == nil || d.Registerer == nil {
+		return nil, errors.New("cannot create query handler: store, verifier, logger and registerer are required")
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = 8
+	}
+	if cfg.AuthTimeout == 0 {
+		cfg.AuthTimeout = 10 * time.Second
+	}
+	if cfg.Limits.MaxRows == 0 {
+		cfg.Limits = DefaultLimits
+	}
+	h := &Handler{
+		cfg: cfg, store: d.Store, ver: d.Verifier, log: d.Logger,
+		guard: &Guard{Store: d.Store, Limits: cfg.Limits},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collector_query_requests_total", Help: "Query path requests by op and result code (ok or an error code).",
+		}, []string{"op", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "collector_query_duration_seconds", Help: "Time to answer a query path request, by op.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+		}, []string{"op"}),
+		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collector_query_errors_total", Help: "Query path errors by code.",
+		}, []string{"code"}),
+	}
+	for _, c := range []prometheus.Collector{h.requests, h.duration, h.errs} {
+		if err := d.Registerer.Register(c); err != nil {
+			return nil, fmt.Errorf("cannot register query metrics: %w", err)
+		}
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.upgrader = websocket.FastHTTPUpgrader{
+		ReadBufferSize: 4096, WriteBufferSize: 4096,
+		// Browsers send cookies with cross-site WebSocket handshakes, but this
+		// endpoint authenticates with a bearer token only, so any origin is fine.
+		CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
+	}
+	return h, nil
+}
+
+// Close ends all WebSocket connections and waits for their goroutines.
+func (h *Handler) Close() {
+	h.cancel()
+	h.wg.Wait()
+}
+
+var knownOps = map[string]bool{"ping": true, "execute_query": true, "list_tables": true, "describe_table": true, "report": true, "auth": true}
+
+// Do answers one request for an authenticated caller. It is the transport-
+// independent core; HTTP and WebSocket both call it.
+func (h *Handler) Do(ctx context.Context, c *Claims, req *Request) *Response {
+	start := time.Now()
+	op := req.Op
+	if !knownOps[op] {
+		op = "unknown"
+	}
+	res, err := h.dispatch(ctx, c, req)
+	resp := &Response{ID: req.ID}
+	code := "ok"
+	if err != nil {
+		eb := h.errorBody(err)
+		code = eb.Code
+		resp.Type, resp.Error = "error", eb
+		h.errs.WithLabelValues(code).Inc()
+	} else {
+		resp.Type, resp.Result = "result", res
+	}
+	h.requests.WithLabelValues(op, code).Inc()
+	h.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	return resp
+}
+
+func (h *Handler) errorBody(err error) *ErrorBody {
+	var pe *protoError
+	var re *RefusedError
+	var ae *AuthError
+	switch {
+	case errors.As(err, &pe):
+		return &ErrorBody{Code: pe.code, Message: pe.msg}
+	case errors.As(err, &re):
+		return &ErrorBody{Code: CodeQueryRefused, Message: re.Reason}
+	case errors.As(err, &ae):
+		return &ErrorBody{Code: ae.Code, Message: ae.Reason}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &ErrorBody{Code: CodeTimeout, Message: "query timed out"}
+	}
+	switch engineCode(err) {
+	case 159: // TIMEOUT_EXCEEDED
+		return &ErrorBody{Code: CodeTimeout, Message: engineMessage(err)}
+	case 158, 307, 396, 241: // TOO_MANY_ROWS, TOO_MANY_BYTES, TOO_MANY_ROWS_OR_BYTES, MEMORY_LIMIT_EXCEEDED
+		return &ErrorBody{Code: CodeTooLarge, Message: engineMessage(err)}
+	case 0:
+		h.log.Warn("query path internal error", "err", err)
+		return &ErrorBody{Code: CodeQueryFailed, Message: "query failed"}
+	}
+	return &ErrorBody{Code: CodeQueryFailed, Message: engineMessage(err)}
+}
+
+type executeParams struct {
+	SQL     string `json:"sql"`
+	MaxRows int    `json:"max_rows"`
+	Format  string `json:"format"`
+}
+
+func decodeParams(raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		raw = json.RawMessage("{}")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return perr(CodeInvalidRequest, "invalid params: %s", jsonProblem(err))
+	}
+	return nil
+}
+
+// jsonProblem describes a decoding error without echoing input values.
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return "field " + te.Field + " has the wrong type"
+	}
+	if strings.HasPrefix(err.Error(), "json: unknown field") {
+		return err.Error()
+	}
+	return "malformed JSON"
+}
+
+func (h *Handler) dispatch(ctx context.Context, c *Claims, req *Request) (any, error) {
+	switch req.Op {
+	case "ping":
+		return map[string]any{"pong": true, "workspace": c.WID}, nil
+	case "execute_query":
+		var p executeParams
+		if err := decodeParams(req.Params, &p); err != nil {
+			return nil, err
+		}
+		if p.SQL == "" {
+			return nil, perr(CodeInvalidRequest, "params.sql is required")
+		}
+		if p.MaxRows < 0 {
+			return nil, perr(CodeInvalidRequest, "params.max_rows must be >= 0")
+		}
+		prep, err := h.guard.Prepare(ctx, c.WID, p.SQL, p.MaxRows)
+		if err != nil {
+			return nil, err
+		}
+		switch p.Format {
+		case "", "json":
+			return h.runJSON(ctx, prep)
+		case "arrow":
+			out, err := h.store.Raw(ctx, prep.SQL(prep.MaxRows), "ArrowStream")
+			if err != nil {
+				return nil, err
+			}
+			return &Result{Format: "arrow", Arrow: base64.StdEncoding.EncodeToString(out), Columns: []Column{}, Rows: []json.RawMessage{}}, nil
+		default:
+			return nil, perr(CodeInvalidRequest, "params.format must be json or arrow")
+		}
+	case "list_tables":
+		return &Result{Columns: []Column{{"name", "String"}}, Rows: []json.RawMessage{json.RawMessage(`["events"]`)}, RowCount: 1}, nil
+	case "describe_table":
+		var p struct {
+			Table string `json:"table"`
+		}
+		if err := decodeParams(req.Params, &p); err != nil {
+			return nil, err
+		}
+		if p.Table != "events" {
+			return nil, perr(CodeForbidden, "only the events table can be described")
+		}
+		out, err := h.store.Raw(ctx, "SELECT name, type FROM system.columns WHERE database = 'analytics' AND table = 'events' ORDER BY position", "JSONCompact")
+		if err != nil {
+			return nil, err
+		}
+		return decodeJSONCompact(out, 1<<20)
+	case "report":
+		var p ReportParams
+		if err := decodeParams(req.Params, &p); err != nil {
+			return nil, err
+		}
+		sql, err := CompileReport(&p, time.Now().UTC())
+		if err != nil {
+			return nil, err
+		}
+		prep := h.guard.scoped(c.WID, sql, h.guard.clampRows(p.Limit))
+		return h.runJSON(ctx, prep)
+	case "auth":
+		return nil, perr(CodeInvalidRequest, "already authenticated")
+	}
+	return nil, perr(CodeUnknownOp, "unknown op")
+}
+
+func (h *Handler) runJSON(ctx context.Context, prep *Prepared) (*Result, error) {
+	out, err := h.store.Raw(ctx, prep.SQL(prep.MaxRows+1), "JSONCompact")
+	if err != nil {
+		return nil, err
+	}
+	return decodeJSONCompact(out, prep.MaxRows)
+}
+
+func decodeJSONCompact(out []byte, maxRows int) (*Result, error) {
+	var doc struct {
+		Meta       []Column          `json:"meta"`
+		Data       []json.RawMessage `json:"data"`
+		Statistics struct {
+			RowsRead  uint64 `json:"rows_read"`
+			BytesRead uint64 `json:"bytes_read"`
+		} `json:"statistics"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		return nil, fmt.Errorf("cannot decode query result: %w", err)
+	}
+	r := &Result{Columns: doc.Meta, Rows: doc.Data, RowsRead: doc.Statistics.RowsRead, BytesRead: doc.Statistics.BytesRead}
+	if r.Columns == nil {
+		r.Columns = []Column{}
+	}
+	if r.Rows == nil {
+		r.Rows = []json.RawMessage{}
+	}
+	if len(r.Rows) > maxRows {
+		r.Rows, r.Truncated = r.Rows[:maxRows], true
+	}
+	r.RowCount = len(r.Rows)
+	return r, nil
+}
+
+// bearer returns the token of an "Authorization: Bearer" header.
+func bearer(ctx *fasthttp.RequestCtx) string {
+	v := string(ctx.Request.Header.Peek("Authorization"))
+	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		return strings.TrimSpace(v[7:])
+	}
+	return ""
+}
+
+func (h *Handler) authenticate(ctx context.Context, token string) (*Claims, error) {
+	if token == "" {
+		return nil, authErr(CodeUnauthenticated, "missing bearer token")
+	}
+	c, err := h.ver.Verify(ctx, token)
+	if err != nil {
+		var ae *AuthError
+		if !errors.As(err, &ae) {
+			h.log.Warn("cannot verify query token", "err", err)
+			return nil, perr(CodeUnavailable, "cannot verify token now")
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// HTTP serves POST /api/query: one request message in the body, one answer.
+// Status: 200 for results and query errors (the code is in the message),
+// 401 for authentication errors, 400 for malformed messages, 413 for
+// oversized bodies, 405 for other methods.
+func (h *Handler) HTTP(rc *fasthttp.RequestCtx) {
+	rc.SetContentType("application/json")
+	if !rc.IsPost() {
+		rc.Response.Header.Set("Allow", "POST")
+		h.writeHTTP(rc, fasthttp.StatusMethodNotAllowed, &Response{Type: "error", Error: &ErrorBody{CodeInvalidRequest, "use POST"}})
+		return
+	}
+	body := rc.PostBody()
+	if len(body) > h.cfg.MaxBodyBytes {
+		h.count("unknown", CodeTooLarge)
+		h.writeHTTP(rc, fasthttp.StatusRequestEntityTooLarge, &Response{Type: "error", Error: &ErrorBody{CodeTooLarge, "request too large"}})
+		return
+	}
+	var req Request
+	if err := json.Unmarshal(body, &req); err != nil {
+		h.count("unknown", CodeInvalidRequest)
+		h.writeHTTP(rc, fasthttp.StatusBadRequest, &Response{Type: "error", Error: &ErrorBody{CodeInvalidRequest, "malformed message"}})
+		return
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, time.Duration(h.cfg.Limits.MaxExecutionSecs+5)*time.Second)
+	defer cancel()
+	c, err := h.authenticate(ctx, bearer(rc))
+	if err != nil {
+		eb := h.errorBody(err)
+		h.count(req.Op, eb.Code)
+		status := fasthttp.StatusUnauthorized
+		if eb.Code == CodeUnavailable {
+			status = fasthttp.StatusServiceUnavailable
+		}
+		h.writeHTTP(rc, status, &Response{ID: req.ID, Type: "error", Error: eb})
+		return
+	}
+	h.writeHTTP(rc, fasthttp.StatusOK, h.Do(ctx, c, &req))
+}
+
+func (h *Handler) count(op, code string) {
+	if !knownOps[op] {
+		op = "unknown"
+	}
+	h.requests.WithLabelValues(op, code).Inc()
+	h.errs.WithLabelValues(code).Inc()
+}
+
+func (h *Handler) writeHTTP(rc *fasthttp.RequestCtx, status int, r *Response) {
+	out, err := json.Marshal(r)
+	if err != nil {
+		rc.SetStatusCode(fasthttp.StatusInternalServerError)
+		return
+	}
+	rc.SetStatusCode(status)
+	rc.SetBody(out)
+}

@@ -1,0 +1,357 @@
+package workspace
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const goodYAML = `
+tiers:
+  free: { retention_days: 30 }
+  pro:  { retention_days: 395 }
+workspaces:
+  - id: ws_acme
+    tier: pro
+    domains: [Acme.Example, www.acme.example]
+  - id: ws_globex
+    tier: free
+    domains: [globex.example:8443, "shop.globex.example."]
+  - id: ws_initech
+    tier: free
+    domains: [www.initech.example]
+  - id: ws_split_a
+    tier: free
+    domains: [split.example]
+  - id: ws_split_b
+    tier: pro
+    domains: [www.split.example]
+  - id: ws_idn
+    tier: free
+    domains: [xn--bcher-kva.example, localhost]
+`
+
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		yaml string
+		want []string // every fragment must appear in the one error
+	}{
+		{"empty file", ``, []string{"empty"}},
+		{"not yaml", `tiers: [`, []string{"cannot parse YAML"}},
+		{"unknown key", "tiers:\n  free: {retention_days: 1, retention: 2}\nworkspaces: []\n", []string{"retention"}},
+		{"no tiers no workspaces", "tiers: {}\nworkspaces: []\n", []string{"no tiers defined", "no workspaces defined"}},
+		{"all problems at once", `
+tiers:
+  free: { retention_days: 0 }
+  pro: { retention_days: 3651 }
+  "bad tier": { retention_days: 10 }
+  none: {}
+workspaces:
+  - id: ws_a
+    tier: gold
+    domains: [a.example]
+  - id: "bad id!"
+    tier: none
+    domains: []
+  - tier: free
+    domains: [b.example]
+  - id: ws_a
+    tier: pro
+    domains: ["https://c.example/", "a.example", "d.example", "D.example", "*.e.example", "f..example", "g.example:99999"]
+`, []string{
+			`tier "free": retention_days 0 is outside 1..3650`,
+			`tier "pro": retention_days 3651 is outside 1..3650`,
+			`tier "bad tier": name must be`,
+			`tier "none": retention_days is missing`,
+			`unknown tier "gold"`,
+			`workspace 2 ("bad id!"): id must be`,
+			`workspace 2 ("bad id!"): domains is empty`,
+			`workspace 3: id is missing`,
+			`id already used by workspace 1`,
+			`domain "https://c.example/": must be a bare host name`,
+			`domain "a.example" already belongs to workspace "ws_a"`,
+			`domain "d.example" is listed twice`,
+			`domain "*.e.example"`,
+			`domain "f..example"`,
+			`domain "g.example:99999"`,
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Parse([]byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("Parse accepted the file: %+v", s.Workspaces())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestLookup(t *testing.T) {
+	s, err := Parse([]byte(goodYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, domain, wantWS, wantDomain string
+	}{
+		{"exact", "acme.example", "ws_acme", "acme.example"},
+		{"upper case", "ACME.Example", "ws_acme", "acme.example"},
+		{"explicit www", "www.acme.example", "ws_acme", "www.acme.example"},
+		{"port ignored", "acme.example:8080", "ws_acme", "acme.example"},
+		{"trailing dot", "acme.example.", "ws_acme", "acme.example"},
+		{"configured with port", "globex.example", "ws_globex", "globex.example"},
+		{"www alias of bare", "www.globex.example", "ws_globex", "globex.example"},
+		{"configured trailing dot", "shop.globex.example", "ws_globex", "shop.globex.example"},
+		{"bare alias of www", "initech.example", "ws_initech", "www.initech.example"},
+		{"explicit beats alias bare", "split.example", "ws_split_a", "split.example"},
+		{"explicit beats alias www", "www.split.example", "ws_split_b", "www.split.example"},
+		{"punycode as given", "xn--bcher-kva.example", "ws_idn", "xn--bcher-kva.example"},
+		{"single label", "localhost:3000", "ws_idn", "localhost"},
+		{"no www alias for single label", "www.localhost", "", ""},
+		{"unknown", "evil.example", "", ""},
+		{"subdomain is not the domain", "blog.acme.example", "", ""},
+		{"suffix attack", "evilacme.example", "", ""},
+		{"empty", "", "", ""},
+		{"garbage", "acme.example/path", "", ""},
+		{"double www", "www.www.acme.example", "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ws, ok := s.Lookup(tc.domain)
+			if ok != (tc.wantWS != "") || ws.ID != tc.wantWS {
+				t.Fatalf("Lookup(%q) = %q, %v; want %q", tc.domain, ws.ID, ok, tc.wantWS)
+			}
+			_, d, _ := s.Match(tc.domain)
+			if d != tc.wantDomain {
+				t.Fatalf("Match(%q) domain %q, want %q", tc.domain, d, tc.wantDomain)
+			}
+		})
+	}
+	ws, _ := s.Lookup("acme.example")
+	if ws.RetentionDays != 395 || ws.Tier != "pro" || len(ws.Domains) != 2 {
+		t.Fatalf("workspace %+v", ws)
+	}
+}
+
+func TestLookupDoesNotAllocate(t *testing.T) {
+	s, err := Parse([]byte(goodYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"acme.example", "WWW.Globex.Example:443", "nope.example"} {
+		if n := testing.AllocsPerRun(100, func() { s.Match(d) }); n != 0 {
+			t.Errorf("Match(%q) allocates %v times", d, n)
+		}
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRegistryReload(t *testing.T) {
+	before := runtime.NumGoroutine()
+	path := filepath.Join(t.TempDir(), "workspaces.yaml")
+	writeFile(t, path, goodYAML)
+	reg := prometheus.NewRegistry()
+	var logs bytes.Buffer
+	var logMu atomicBuffer
+	logMu.buf = &logs
+	r, err := Open(path, Options{
+		Logger:       slog.New(slog.NewJSONHandler(&logMu, nil)),
+		Registerer:   reg,
+		PollInterval: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changes atomic.Int32
+	var lastRetention atomic.Int32
+	r.OnChange(func(old, new *Snapshot) {
+		changes.Add(1)
+		ws, _ := new.Lookup("acme.example")
+		lastRetention.Store(int32(ws.RetentionDays))
+	})
+	reloads := func(result string) float64 {
+		return metricValue(t, reg, "collector_config_reloads_total", result)
+	}
+
+	// A file change is picked up by polling.
+	writeFile(t, path, strings.Replace(goodYAML, "395", "400", 1))
+	waitFor(t, "poll reload", func() bool { return changes.Load() == 1 })
+	if lastRetention.Load() != 400 {
+		t.Fatalf("retention after reload %d", lastRetention.Load())
+	}
+	if reloads("success") != 1 {
+		t.Fatalf("success reloads %v", reloads("success"))
+	}
+
+	// A bad file keeps the previous configuration, counts one failure and logs once.
+	writeFile(t, path, "tiers: {}\nworkspaces: []\n")
+	waitFor(t, "failure", func() bool { return reloads("failure") == 1 })
+	time.Sleep(50 * time.Millisecond) // several more polls of the same bad content
+	if reloads("failure") != 1 {
+		t.Fatalf("a bad file was counted %v times", reloads("failure"))
+	}
+	if ws, ok := r.Lookup("acme.example"); !ok || ws.RetentionDays != 400 {
+		t.Fatalf("previous config not in force: %+v %v", ws, ok)
+	}
+	if g := metricValue(t, reg, "collector_config_last_reload_success", ""); g != 0 {
+		t.Fatalf("last_reload_success %v, want 0", g)
+	}
+	if n := strings.Count(logMu.String(), "workspaces file rejected"); n != 1 {
+		t.Fatalf("rejection logged %d times:\n%s", n, logMu.String())
+	}
+	if err := r.Reload(); err == nil || !strings.Contains(err.Error(), "no tiers defined") {
+		t.Fatalf("explicit Reload of a bad file: %v", err)
+	}
+
+	// Removing the file keeps the configuration too.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(); err == nil {
+		t.Fatal("Reload of a missing file succeeded")
+	}
+	if _, ok := r.Lookup("globex.example"); !ok {
+		t.Fatal("config lost after the file disappeared")
+	}
+
+	// A good file again (SIGHUP path): in force at once, gauge back to 1.
+	writeFile(t, path, strings.Replace(goodYAML, "globex.example:8443", "globex2.example", 1))
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Lookup("globex2.example"); !ok {
+		t.Fatal("new domain not in force")
+	}
+	if _, ok := r.Lookup("globex.example"); ok {
+		t.Fatal("removed domain still in force")
+	}
+	if g := metricValue(t, reg, "collector_config_last_reload_success", ""); g != 1 {
+		t.Fatalf("last_reload_success %v, want 1", g)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	waitFor(t, "watcher goroutine to stop", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+func TestOpenRejectsBadFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.yaml")
+	writeFile(t, path, "tiers:\n  free: {retention_days: 30}\nworkspaces:\n  - id: a\n    tier: gold\n    domains: [a.example]\n")
+	if _, err := Open(path, Options{PollInterval: -1}); err == nil || !strings.Contains(err.Error(), `unknown tier "gold"`) {
+		t.Fatalf("Open: %v", err)
+	}
+	if _, err := Open(filepath.Join(t.TempDir(), "missing.yaml"), Options{}); err == nil {
+		t.Fatal("Open of a missing file succeeded")
+	}
+	if _, err := LoadFile("../../testdata/workspaces.example.yaml"); err != nil {
+		t.Fatalf("example file: %v", err)
+	}
+}
+
+// metricValue returns the value of the gathered metric name (with label result=result when result
+// is not empty).
+func metricValue(t *testing.T, reg *prometheus.Registry, name, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if result != "" && (len(m.GetLabel()) != 1 || m.GetLabel()[0].GetValue() != result) {
+				continue
+			}
+			if m.Counter != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// atomicBuffer is a bytes.Buffer safe for the logger's goroutine and the test.
+type atomicBuffer struct {
+	mu  sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (b *atomicBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *atomicBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(goodYAML))
+	f.Add([]byte("tiers: {a: {retention_days: 1}}\nworkspaces: [{id: x, tier: a, domains: [x.example]}]"))
+	f.Add([]byte("tiers: [\n"))
+	f.Add([]byte("workspaces:\n  - id: &a x\n    tier: *a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := Parse(data)
+		if err != nil {
+			return
+		}
+		// A valid snapshot is self-consistent: every configured domain looks up to its workspace
+		// and every workspace has a valid tier retention.
+		for _, ws := range s.Workspaces() {
+			if ws.RetentionDays < 1 || ws.RetentionDays > MaxRetentionDays || len(ws.Domains) == 0 {
+				t.Fatalf("invalid workspace accepted: %+v", ws)
+			}
+			for _, d := range ws.Domains {
+				got, ok := s.Lookup(d)
+				if !ok || got.ID != ws.ID {
+					t.Fatalf("domain %q looks up to %q, want %q", d, got.ID, ws.ID)
+				}
+			}
+		}
+	})
+}

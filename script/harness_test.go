@@ -1,0 +1,311 @@
+package script
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/valyala/fasthttp"
+)
+
+// The browser resolves these names to 127.0.0.1 (--host-resolver-rules), so pages have real,
+// non-local hostnames: the script's localhost guard and the collector's domain check see what
+// they would see in production. Pages and collector are different origins (different ports
+// and hosts), so every beacon is a cross-origin request.
+const (
+	siteHost      = "acme.example"
+	referrerHost  = "news.example"
+	otherHost     = "elsewhere.example"
+	collectorHost = "collector.example"
+	resolverRules = "MAP acme.example 127.0.0.1, MAP news.example 127.0.0.1, " +
+		"MAP elsewhere.example 127.0.0.1, MAP collector.example 127.0.0.1"
+)
+
+// newBrowser starts headless Chromium with a fresh profile and returns a context whose tabs
+// share that browser. The browser stops when the test ends.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	profile := t.TempDir() // removed after the browser has exited (cleanups run in reverse)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath("/usr/bin/chromium"),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("host-resolver-rules", resolverRules),
+		chromedp.UserDataDir(profile),
+	)
+	t.Cleanup(cancelAlloc)
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelBrowser)
+	if _, err := chromedp.Run(browserCtx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("cannot start chromium: %v", err)
+	}
+	return browserCtx
+}
+
+// request is one request the recording collector received, copied out of fasthttp.
+type request struct {
+	Method string
+	Path   string
+	Header http.Header
+	Body   []byte
+}
+
+// event is the JSON body of a beacon, with the field names of Plausible's Events API.
+type event struct {
+	N       string            `json:"n"`
+	U       string            `json:"u"`
+	D       string            `json:"d"`
+	R       *string           `json:"r"`
+	P       map[string]string `json:"p"`
+	Revenue map[string]any    `json:"$"`
+	H       any               `json:"h"`
+	I       *bool             `json:"i"`
+}
+
+// recorder is a stand-in collector: it serves the real script handler under /js/ and records
+// every other request, answering beacons 202 with the CORS header a collector sends.
+type recorder struct {
+	mu   sync.Mutex
+	reqs []request
+}
+
+func (r *recorder) handle(ctx *fasthttp.RequestCtx) {
+	if ctx.IsGet() && strings.HasPrefix(string(ctx.Path()), PathPrefix) {
+		Serve(ctx)
+		return
+	}
+	req := request{
+		Method: string(ctx.Method()),
+		Path:   string(ctx.Path()),
+		Header: http.Header{},
+		Body:   append([]byte(nil), ctx.PostBody()...),
+	}
+	for k, v := range ctx.Request.Header.All() {
+		req.Header.Add(string(k), string(v))
+	}
+	r.mu.Lock()
+	r.reqs = append(r.reqs, req)
+	r.mu.Unlock()
+	if origin := ctx.Request.Header.Peek("Origin"); len(origin) > 0 {
+		ctx.Response.Header.SetBytesV("Access-Control-Allow-Origin", origin)
+	}
+	switch {
+	case ctx.IsOptions():
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+	case ctx.IsPost() && req.Path == "/api/event":
+		ctx.SetStatusCode(fasthttp.StatusAccepted)
+	default:
+		ctx.SetStatusCode(fasthttp.StatusNotFound)
+	}
+}
+
+func (r *recorder) requests() []request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]request(nil), r.reqs...)
+}
+
+// page is one fixture page of a harness site.
+type page struct {
+	Variant  string            // script base name, "script" when empty
+	NoScript bool              // a page of another site: no tracking script at all
+	Attrs    template.HTMLAttr // extra attributes of the script tag
+	Stub     bool              // queue calls with the documented stub before the script loads
+	Queued   template.JS       // calls made through the stub
+	CSP      bool              // strict Content-Security-Policy allowing only the collector
+	Body     template.HTML
+	Status   int // answer with this status and no body (e.g. 204 for a download)
+}
+
+var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>fixture</title>
+{{if not .Page.NoScript}}{{if .Page.Stub}}<script>
+window.kyomi = window.kyomi || function () { (window.kyomi.q = window.kyomi.q || []).push(arguments) };
+window.plausible = window.plausible || function () { (window.plausible.q = window.plausible.q || []).push(arguments) };
+{{.Page.Queued}}
+</script>{{end}}
+<script defer data-domain="acme.example" src="{{.Collector}}/js/{{.Variant}}.js" {{.Page.Attrs}}></script>{{end}}
+</head><body>{{.Page.Body}}</body></html>
+`))
+
+// harness is one site served to the browser plus the collector its pages report to.
+type harness struct {
+	t         *testing.T
+	tab       context.Context
+	port      string // port of the pages server, shared by every site hostname
+	collector string // collector base URL, e.g. http://collector.example:PORT
+	rec       *recorder
+	mu        sync.Mutex
+	site      map[string]page
+}
+
+// newHarness opens a tab in a fresh browser context (no cookies or storage from other tests)
+// and starts the pages server. collector is the base URL pages load the script from and
+// report to; when empty, a recording collector is started and h.rec is set. An end-to-end
+// test passes the address of a real collector instead and checks its stored rows.
+func newHarness(t *testing.T, browser context.Context, collector string) *harness {
+	t.Helper()
+	h := &harness{t: t, collector: collector, site: map[string]page{}}
+	if collector == "" {
+		h.rec = &recorder{}
+		_, port, _ := net.SplitHostPort(strings.TrimPrefix(serve(t, h.rec.handle), "http://"))
+		h.collector = "http://" + collectorHost + ":" + port
+	}
+	_, h.port, _ = net.SplitHostPort(strings.TrimPrefix(serve(t, h.servePage), "http://"))
+	tab, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	if _, err := chromedp.Run(tab, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("cannot open tab: %v", err)
+	}
+	h.tab = tab
+	return h
+}
+
+// url returns the address of path on host (siteHost when empty) as the browser sees it.
+func (h *harness) url(host, path string) string {
+	if host == "" {
+		host = siteHost
+	}
+	return "http://" + host + ":" + h.port + path
+}
+
+func (h *harness) add(path string, p page) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.site[path] = p
+}
+
+func (h *harness) servePage(ctx *fasthttp.RequestCtx) {
+	h.mu.Lock()
+	p, ok := h.site[string(ctx.Path())]
+	h.mu.Unlock()
+	switch {
+	case !ok:
+		ctx.Error("not found", fasthttp.StatusNotFound)
+		return
+	case p.Status != 0:
+		ctx.SetStatusCode(p.Status)
+		return
+	}
+	if p.CSP {
+		ctx.Response.Header.Set("Content-Security-Policy", fmt.Sprintf(
+			"default-src 'none'; script-src %s; connect-src %s; base-uri 'none'; form-action 'none'",
+			h.collector, h.collector))
+	}
+	variant := p.Variant
+	if variant == "" {
+		variant = "script"
+	}
+	ctx.SetContentType("text/html; charset=utf-8")
+	err := pageTemplate.Execute(ctx, map[string]any{"Page": p, "Collector": h.collector, "Variant": variant})
+	if err != nil {
+		h.t.Errorf("cannot render page: %v", err)
+	}
+}
+
+func (h *harness) run(a chromedp.Action[chromedp.Void]) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.tab, 20*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, a); err != nil {
+		h.t.Fatalf("browser action failed: %v", err)
+	}
+}
+
+// eval evaluates expr in the page and decodes its JSON value into out (nil to ignore).
+func (h *harness) eval(expr string, out any) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.tab, 20*time.Second)
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		h.t.Fatalf("cannot evaluate %q: %v", expr, err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			h.t.Fatalf("cannot decode result %s of %q: %v", raw, expr, err)
+		}
+	}
+}
+
+// waitJS polls expr from Go (no in-page polling code, which a strict CSP could block) until
+// it is true.
+func (h *harness) waitJS(expr string) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ok bool
+		h.eval("!!("+expr+")", &ok)
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s", expr)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// events waits until the recorder holds at least n beacons, then a quiet period to catch
+// extra ones, and returns every beacon decoded. It checks the transport on the way: each is
+// a POST with a text/plain body and no cookie, and no preflight ever arrived.
+func (h *harness) events(n int) []event {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(h.rec.requests()) < n && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(400 * time.Millisecond)
+	var out []event
+	for _, r := range h.rec.requests() {
+		if r.Method != http.MethodPost || r.Path != "/api/event" {
+			h.t.Errorf("collector received %s %s (preflight or stray request)", r.Method, r.Path)
+			continue
+		}
+		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+			h.t.Errorf("beacon Content-Type %q, want text/plain", ct)
+		}
+		if c := r.Header.Get("Cookie"); c != "" {
+			h.t.Errorf("beacon carried a cookie")
+		}
+		if o := r.Header.Get("Origin"); o != h.url("", "") && o != h.url("127.0.0.1", "") {
+			h.t.Errorf("beacon Origin %q, want the page's origin %q", o, h.url("", ""))
+		}
+		var e event
+		if err := json.Unmarshal(r.Body, &e); err != nil {
+			h.t.Errorf("beacon body %q is not JSON: %v", r.Body, err)
+			continue
+		}
+		out = append(out, e)
+	}
+	if len(out) != n {
+		h.t.Fatalf("collector received %d beacons, want %d: %+v", len(out), n, out)
+	}
+	return out
+}
+
+// checkNoTraces asserts the page left no cookie and no storage behind.
+func (h *harness) checkNoTraces() {
+	h.t.Helper()
+	var traces struct {
+		Cookie  string `json:"cookie"`
+		Local   int    `json:"local"`
+		Session int    `json:"session"`
+	}
+	h.eval(`({cookie: document.cookie, local: localStorage.length, session: sessionStorage.length})`, &traces)
+	if traces.Cookie != "" || traces.Local != 0 || traces.Session != 0 {
+		h.t.Errorf("page left traces: %+v", traces)
+	}
+}

@@ -1,0 +1,161 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/kyomi/collector/sink/chdb"
+)
+
+// Embedded is the Store on the in-process ClickHouse engine (chDB). One
+// process can hold one Embedded at a time; it is safe for concurrent use.
+type Embedded struct {
+	conn *chdb.Conn
+	bufs sync.Pool // *[]byte insert buffers, reused across flushes
+}
+
+// OpenEmbedded opens the embedded engine on dataDir (created if missing).
+// It fails with one sentence telling how to get libchdb.so when the library
+// is missing, and with chdb.ErrAlreadyOpen while another Embedded of this
+// process is open. The schema is not touched: call Migrate.
+func OpenEmbedded(dataDir string) (*Embedded, error) {
+	c, err := chdb.Open(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	return &Embedded{conn: c}, nil
+}
+
+// insertHeader is the statement that precedes the RowBinary rows.
+func insertHeader(dst []byte, table, dedupToken string) []byte {
+	dst = append(dst, "INSERT INTO "...)
+	dst = append(dst, table...)
+	dst = append(dst, " ("...)
+	dst = append(dst, columnList...)
+	dst = append(dst, ')')
+	if dedupToken != "" {
+		dst = append(dst, " SETTINGS insert_deduplication_token = '"...)
+		dst = append(dst, dedupToken...)
+		dst = append(dst, '\'')
+	} else {
+		// Without a token ClickHouse would still drop a block identical to
+		// a recent one; two equal batches are two batches.
+		// (insert_deduplicate = 0 no longer does it in ClickHouse 26).
+		dst = append(dst, " SETTINGS deduplicate_insert = 'disable'"...)
+	}
+	return append(dst, " FORMAT RowBinary\n"...)
+}
+
+// Insert stores rows with one INSERT ... FORMAT RowBinary statement.
+func (s *Embedded) Insert(ctx context.Context, rows []Event, dedupToken string) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	if err := checkDedupToken(dedupToken); err != nil {
+		return err
+	}
+	bp, _ := s.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 0, 64<<10)
+		bp = &b
+	}
+	buf := insertHeader((*bp)[:0], Database+".events", dedupToken)
+	buf = appendRowBinary(buf, rows)
+	_, _, err := s.conn.QueryStats(ctx, buf, "")
+	*bp = buf
+	if cap(buf) <= 64<<20 { // keep buffers up to 64 MiB for the next flush
+		s.bufs.Put(bp)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot insert %d rows into %s.events: %w", len(rows), Database, err)
+	}
+	return nil
+}
+
+// Select runs sql and decodes its JSONCompact answer.
+func (s *Embedded) Select(ctx context.Context, sql string, settings map[string]string) (*Result, error) {
+	clause, err := settingsClause(settings)
+	if err != nil {
+		return nil, fmt.Errorf("cannot run query: %w", err)
+	}
+	q := trimStatement(sql)
+	if clause != "" {
+		q += "\n" + clause
+	}
+	out, st, err := s.conn.QueryStats(ctx, []byte(q), "JSONCompact")
+	if err != nil {
+		return nil, fmt.Errorf("cannot run query: %w", err)
+	}
+	res, err := decodeJSONCompact(out)
+	if err != nil {
+		return nil, err
+	}
+	if res.RowsRead == 0 {
+		res.RowsRead, res.BytesRead = st.RowsRead, st.BytesRead
+	}
+	return res, nil
+}
+
+// jsonCompact is the shape of ClickHouse's JSONCompact output.
+type jsonCompact struct {
+	Meta       []Column `json:"meta"`
+	Data       [][]any  `json:"data"`
+	Statistics struct {
+		RowsRead  uint64 `json:"rows_read"`
+		BytesRead uint64 `json:"bytes_read"`
+	} `json:"statistics"`
+}
+
+func decodeJSONCompact(out []byte) (*Result, error) {
+	res := &Result{}
+	if len(bytes.TrimSpace(out)) == 0 { // statements without a result set
+		return res, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	dec.UseNumber()
+	var jc jsonCompact
+	if err := dec.Decode(&jc); err != nil {
+		return nil, fmt.Errorf("cannot decode query result: %w", err)
+	}
+	res.Columns, res.Rows = jc.Meta, jc.Data
+	if res.Rows == nil {
+		res.Rows = [][]any{}
+	}
+	res.RowsRead, res.BytesRead = jc.Statistics.RowsRead, jc.Statistics.BytesRead
+	return res, nil
+}
+
+// Raw runs sql and returns its output in format ("TSV", "ArrowStream",
+// ...), as the engine produces it.
+func (s *Embedded) Raw(ctx context.Context, sql, format string) ([]byte, error) {
+	out, _, err := s.conn.QueryStats(ctx, []byte(trimStatement(sql)), format)
+	if err != nil {
+		return nil, fmt.Errorf("cannot run query: %w", err)
+	}
+	return out, nil
+}
+
+// Exec runs one statement and discards its output.
+func (s *Embedded) Exec(ctx context.Context, sql string) error {
+	if _, _, err := s.conn.QueryStats(ctx, []byte(trimStatement(sql)), ""); err != nil {
+		return fmt.Errorf("cannot run statement: %w", err)
+	}
+	return nil
+}
+
+// Close closes the engine connection; another OpenEmbedded may follow.
+func (s *Embedded) Close() error {
+	if err := s.conn.Close(); err != nil {
+		return fmt.Errorf("cannot close embedded ClickHouse: %w", err)
+	}
+	return nil
+}
+
+var _ Store = (*Embedded)(nil)
+
+// errNoRows is returned by helpers that expect one row.
+var errNoRows = errors.New("query returned no rows")

@@ -1,0 +1,142 @@
+package sink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kyomi/collector/sink/chdb"
+)
+
+func TestEmbeddedInsertRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	ts := time.Date(2026, 11, 20, 10, 11, 12, 345e6, time.UTC)
+	rows := sampleEvents("ws_roundtrip", 3, ts, 30)
+	if err := testStore.Insert(ctx, rows, "roundtrip-1"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := testStore.Select(ctx, `SELECT workspace_id, domain, ts, name, hostname, pathname, visitor_id,
+		retention_days, referrer, referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term,
+		click_id_param, country_code, region, city, browser, browser_version, os, os_version, device,
+		interactive, revenue_amount, revenue_currency, props
+		FROM analytics.events WHERE workspace_id = 'ws_roundtrip' ORDER BY ts`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 3 {
+		t.Fatalf("got %d rows, want 3", len(res.Rows))
+	}
+	if len(res.Columns) != len(columns) {
+		t.Fatalf("got %d columns, want %d", len(res.Columns), len(columns))
+	}
+	for i, c := range columns {
+		if res.Columns[i].Name != c.name || res.Columns[i].Type != c.typ {
+			t.Errorf("column %d: got %v, want %s %s", i, res.Columns[i], c.name, c.typ)
+		}
+	}
+	r := res.Rows[1]
+	want := map[int]any{
+		0: "ws_roundtrip", 2: "2026-11-20 10:11:12.346", 5: "/blog/post-1",
+		6: json.Number("2654435762"), 7: json.Number("30"), 13: `c"1`, 14: `t\2`,
+		24: false, 25: json.Number("12.5"), 26: "EUR",
+	}
+	for i, w := range want {
+		if r[i] != w {
+			t.Errorf("column %s: got %#v, want %#v", columns[i].name, r[i], w)
+		}
+	}
+	props, ok := r[27].(map[string]any)
+	if !ok || props["plan"] != "pro" || props["author"] != "ünïcode\n'x'" {
+		t.Errorf("props: got %#v", r[27])
+	}
+}
+
+func TestEmbeddedInsertDedup(t *testing.T) {
+	ctx := context.Background()
+	ts := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		ws      string
+		tokens  []string
+		wantRow uint64
+	}{
+		{"retry with same token stored once", "ws_dedup_a", []string{"tok-a", "tok-a", "tok-a"}, 100},
+		{"different tokens stored twice", "ws_dedup_b", []string{"tok-b1", "tok-b2"}, 200},
+		{"no token stored every time", "ws_dedup_c", []string{"", ""}, 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rows := sampleEvents(tc.ws, 100, ts, 30)
+			for _, tok := range tc.tokens {
+				if err := testStore.Insert(ctx, rows, tok); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := countRows(t, tc.ws); got != tc.wantRow {
+				t.Fatalf("got %d rows, want %d", got, tc.wantRow)
+			}
+		})
+	}
+}
+
+func TestEmbeddedInsertRejectsBadToken(t *testing.T) {
+	err := testStore.Insert(context.Background(), sampleEvents("ws_badtok", 1, time.Now(), 30), "x' OR 1")
+	if err == nil || !strings.Contains(err.Error(), "invalid dedup token") {
+		t.Fatalf("got %v", err)
+	}
+	if n := countRows(t, "ws_badtok"); n != 0 {
+		t.Fatalf("stored %d rows", n)
+	}
+}
+
+func TestEmbeddedSelectSettings(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name     string
+		sql      string
+		settings map[string]string
+		wantErr  string
+		want     string
+	}{
+		{"no settings", "SELECT 1 AS x", nil, "", "1"},
+		{"trailing semicolon", "SELECT 2 AS x;", nil, "", "2"},
+		{"limit respected", "SELECT number FROM numbers(10)", map[string]string{"max_result_rows": "5", "result_overflow_mode": "throw"}, "TOO_MANY_ROWS", ""},
+		{"bad setting name", "SELECT 1", map[string]string{"x; DROP": "1"}, "invalid setting name", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := testStore.Select(ctx, tc.sql, tc.settings)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want error with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := res.Rows[0][0].(json.Number).String(); got != tc.want {
+				t.Fatalf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestEmbeddedRaw(t *testing.T) {
+	out, err := testStore.Raw(context.Background(), "SELECT 'a', 1", "TSV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != "a\t1\n" {
+		t.Fatalf("got %q", out)
+	}
+}
+
+func TestEmbeddedSecondOpenRefused(t *testing.T) {
+	if _, err := OpenEmbedded(t.TempDir()); !errors.Is(err, chdb.ErrAlreadyOpen) {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -1,0 +1,164 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// EraseReport says how far the erasure of one workspace went.
+type EraseReport struct {
+	WorkspaceID string
+	RowsBefore  uint64 // rows of the workspace when the erasure started
+	RowsAfter   uint64 // rows still visible when the mutation was done (0)
+	MutationID  string
+	// Rewritten is true once system.mutations says the mutation is done:
+	// every active part that held the workspace's rows was rewritten
+	// without them.
+	Rewritten bool
+	// OldPartsPending counts the parts replaced by the mutation that are
+	// still on disk (ClickHouse removes them after old_parts_lifetime,
+	// 8 minutes by default).
+	OldPartsPending int
+	// Complete is true when the rows are physically gone: rewritten and
+	// no replaced part left on disk.
+	Complete bool
+	Took     time.Duration
+}
+
+// String renders the report for an operator.
+func (r *EraseReport) String() string {
+	state := "physically complete"
+	switch {
+	case !r.Rewritten:
+		state = "NOT complete: mutation still running"
+	case !r.Complete:
+		state = fmt.Sprintf("rows deleted and parts rewritten; %d replaced parts await removal from disk", r.OldPartsPending)
+	}
+	return fmt.Sprintf("workspace %s: %d rows before, %d after, mutation %s, %s (took %s)",
+		r.WorkspaceID, r.RowsBefore, r.RowsAfter, r.MutationID, state, r.Took.Round(time.Millisecond))
+}
+
+// EraseOptions tunes EraseWorkspaceWith.
+type EraseOptions struct {
+	// Poll is how often the state is read; 0 means one second.
+	Poll time.Duration
+	// WaitRemoval, when > 0, keeps waiting up to this long after the
+	// rewrite for ClickHouse to remove the replaced parts from disk.
+	WaitRemoval time.Duration
+}
+
+// EraseWorkspace deletes every row of workspace id with an ALTER TABLE
+// DELETE mutation and waits until the mutation is done (the parts that
+// held the rows are rewritten). Other workspaces are untouched. The report
+// says whether replaced parts are still waiting for removal from disk; use
+// EraseWorkspaceWith to wait for that too.
+func EraseWorkspace(ctx context.Context, s Store, id string) (*EraseReport, error) {
+	return EraseWorkspaceWith(ctx, s, id, EraseOptions{})
+}
+
+// EraseWorkspaceWith is EraseWorkspace with options.
+func EraseWorkspaceWith(ctx context.Context, s Store, id string, o EraseOptions) (*EraseReport, error) {
+	if strings.TrimSpace(id) == "" {
+		return nil, errors.New("cannot erase a workspace: empty workspace id")
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	start := time.Now()
+	tg, err := findTarget(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	rep := &EraseReport{WorkspaceID: id}
+	if rep.RowsBefore, err = countWorkspace(ctx, s, tg, id); err != nil {
+		return nil, err
+	}
+	before, err := partsHolding(ctx, s, tg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Exec(ctx, "ALTER TABLE "+tg.table+tg.onCluster+" DELETE WHERE workspace_id = "+quoteString(id)); err != nil {
+		return nil, fmt.Errorf("cannot erase workspace %s: %w", id, err)
+	}
+	if rep.MutationID, err = latestMutation(ctx, s, tg, id, "DELETE"); err != nil {
+		return nil, err
+	}
+	if err := WaitMutations(ctx, s, []string{rep.MutationID}, o.Poll); err != nil {
+		rep.Took = time.Since(start)
+		return rep, fmt.Errorf("cannot confirm the erasure of workspace %s: %w", id, err)
+	}
+	rep.Rewritten = true
+	if rep.RowsAfter, err = countWorkspace(ctx, s, tg, id); err != nil {
+		return rep, err
+	}
+	deadline := time.Now().Add(o.WaitRemoval)
+	for {
+		if rep.OldPartsPending, err = stillOnDisk(ctx, s, tg, before); err != nil {
+			return rep, err
+		}
+		if rep.OldPartsPending == 0 || !time.Now().Before(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			rep.Took = time.Since(start)
+			return rep, nil
+		case <-time.After(o.Poll):
+		}
+	}
+	rep.Complete = rep.RowsAfter == 0 && rep.OldPartsPending == 0
+	rep.Took = time.Since(start)
+	if rep.RowsAfter != 0 {
+		return rep, fmt.Errorf("workspace %s still has %d rows after the erasure mutation", id, rep.RowsAfter)
+	}
+	return rep, nil
+}
+
+func countWorkspace(ctx context.Context, s Store, tg target, id string) (uint64, error) {
+	res, err := s.Select(ctx, "SELECT count() FROM "+tg.table+" WHERE workspace_id = "+quoteString(id), nil)
+	if err != nil {
+		return 0, fmt.Errorf("cannot count the rows of workspace %s: %w", id, err)
+	}
+	if len(res.Rows) != 1 {
+		return 0, fmt.Errorf("cannot count the rows of workspace %s: %w", id, errNoRows)
+	}
+	return asUint64(res.Rows[0][0])
+}
+
+// partsHolding lists the active parts of the table before the mutation:
+// the ones the mutation replaces.
+func partsHolding(ctx context.Context, s Store, tg target) ([]string, error) {
+	res, err := s.Select(ctx, "SELECT name FROM system.parts WHERE database = '"+Database+"' AND table = "+
+		quoteString(tg.name)+" AND active", nil)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list parts: %w", err)
+	}
+	out := make([]string, 0, len(res.Rows))
+	for _, row := range res.Rows {
+		n, _ := row[0].(string)
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// stillOnDisk counts the parts among names that are inactive but not yet
+// removed.
+func stillOnDisk(ctx context.Context, s Store, tg target, names []string) (int, error) {
+	if len(names) == 0 {
+		return 0, nil
+	}
+	lits := make([]string, len(names))
+	for i, n := range names {
+		lits[i] = quoteString(n)
+	}
+	res, err := s.Select(ctx, "SELECT toUInt64(count()) FROM system.parts WHERE database = '"+Database+"' AND table = "+
+		quoteString(tg.name)+" AND NOT active AND name IN ("+strings.Join(lits, ", ")+")", nil)
+	if err != nil {
+		return 0, fmt.Errorf("cannot list replaced parts: %w", err)
+	}
+	n, err := asUint64(res.Rows[0][0])
+	return int(n), err
+}

@@ -1,0 +1,49 @@
+package sink
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEraseWorkspace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ts := time.Now().UTC().Add(-time.Hour)
+	for _, ws := range []string{"ws_erase_me", "ws_erase_keep"} {
+		if err := testStore.Insert(ctx, sampleEvents(ws, 50, ts, 30), "erase-"+ws); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := EraseWorkspaceWith(ctx, testStore, "ws_erase_me", EraseOptions{Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.RowsBefore != 50 || rep.RowsAfter != 0 || !rep.Rewritten || rep.MutationID == "" {
+		t.Fatalf("report: %+v", rep)
+	}
+	if !strings.Contains(rep.String(), "ws_erase_me") {
+		t.Fatalf("report text: %s", rep)
+	}
+	if n := countRows(t, "ws_erase_me"); n != 0 {
+		t.Fatalf("%d rows left", n)
+	}
+	if n := countRows(t, "ws_erase_keep"); n != 50 {
+		t.Fatalf("other workspace has %d rows, want 50", n)
+	}
+	// The rewritten parts hold no trace of the erased workspace.
+	res, err := testStore.Select(ctx, "SELECT count() FROM analytics.events WHERE workspace_id = 'ws_erase_me' SETTINGS apply_mutations_on_fly = 0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := asUint64(res.Rows[0][0]); n != 0 {
+		t.Fatalf("%d rows still in parts", n)
+	}
+}
+
+func TestEraseWorkspaceEmptyID(t *testing.T) {
+	if _, err := EraseWorkspace(context.Background(), testStore, " "); err == nil {
+		t.Fatal("want an error")
+	}
+}

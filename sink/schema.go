@@ -1,0 +1,252 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Database is the ClickHouse database that holds the analytics data and
+// nothing else.
+const Database = "analytics"
+
+// SchemaConfig selects how the schema is laid out.
+type SchemaConfig struct {
+	// Cluster, when set, runs every statement ON CLUSTER Cluster and lays
+	// the events out as ReplicatedMergeTree local tables (events_local) on
+	// every shard behind a Distributed table (events). Empty means one
+	// server or the embedded engine: a plain MergeTree table events.
+	Cluster string
+	// DedupWindow is how many recent insert blocks a MergeTree table
+	// remembers for insert_deduplication_token; 0 means 1000, enough for
+	// retries over about a quarter of an hour at one insert per second per
+	// node for a few nodes.
+	DedupWindow int
+}
+
+var clusterName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,127}$`)
+
+// Validate reports every problem of the configuration.
+func (c SchemaConfig) Validate() error {
+	var errs []error
+	if c.Cluster != "" && !clusterName.MatchString(c.Cluster) {
+		errs = append(errs, fmt.Errorf("cluster name %q: letters, digits, '_', '.', '-' only", c.Cluster))
+	}
+	if c.DedupWindow < 0 {
+		errs = append(errs, fmt.Errorf("dedup window %d: must be >= 0", c.DedupWindow))
+	}
+	return errors.Join(errs...)
+}
+
+func (c SchemaConfig) dedupWindow() int {
+	if c.DedupWindow == 0 {
+		return 1000
+	}
+	return c.DedupWindow
+}
+
+// onCluster is the " ON CLUSTER x" clause, or "".
+func (c SchemaConfig) onCluster() string {
+	if c.Cluster == "" {
+		return ""
+	}
+	return " ON CLUSTER " + quoteIdent(c.Cluster)
+}
+
+// dataTable is the table that stores the rows: events, or events_local
+// in cluster mode. Mutations (retention, erasure) run against it.
+func (c SchemaConfig) dataTable() string {
+	if c.Cluster == "" {
+		return Database + ".events"
+	}
+	return Database + ".events_local"
+}
+
+// migration is one schema version. Statements must be idempotent (IF NOT
+// EXISTS and the like): a crash between a statement and the version record
+// replays the migration.
+type migration struct {
+	version     uint32
+	description string
+	statements  func(c SchemaConfig) []string
+}
+
+// migrations lists every schema version in order. Append only: a released
+// migration never changes.
+var migrations = []migration{
+	{1, "analytics database, events table", migrationEvents},
+}
+
+// LatestSchemaVersion is the newest schema version this binary knows.
+func LatestSchemaVersion() uint32 { return migrations[len(migrations)-1].version }
+
+func migrationEvents(c SchemaConfig) []string {
+	var cols strings.Builder
+	for i, col := range columns {
+		if i > 0 {
+			cols.WriteString(",\n")
+		}
+		cols.WriteString("    ")
+		cols.WriteString(col.name)
+		cols.WriteByte(' ')
+		cols.WriteString(col.typ)
+	}
+	engine := "MergeTree"
+	table := Database + ".events"
+	if c.Cluster != "" {
+		engine = "ReplicatedMergeTree('/clickhouse/tables/{shard}/" + Database + "/events_local', '{replica}')"
+		table = Database + ".events_local"
+	}
+	// Partitions by month keep their count bounded (12 a year) whatever the
+	// number of workspaces; the workspace leads the sort key so a tenant's
+	// query reads a contiguous range. TTL deletes rows, not whole parts
+	// (ttl_only_drop_parts = 0), since one part mixes retention tiers.
+	stmts := []string{
+		"CREATE DATABASE IF NOT EXISTS " + Database + c.onCluster(),
+		"CREATE TABLE IF NOT EXISTS " + table + c.onCluster() + "\n(\n" + cols.String() + "\n)\n" +
+			"ENGINE = " + engine + "\n" +
+			"PARTITION BY toYYYYMM(ts)\n" +
+			"ORDER BY (workspace_id, toDate(ts), visitor_id, ts)\n" +
+			"TTL toDateTime(ts) + toIntervalDay(retention_days)\n" +
+			"SETTINGS index_granularity = 8192, ttl_only_drop_parts = 0, " +
+			"non_replicated_deduplication_window = " + strconv.Itoa(c.dedupWindow()),
+	}
+	if c.Cluster != "" {
+		stmts = append(stmts, "CREATE TABLE IF NOT EXISTS "+Database+".events"+c.onCluster()+
+			" AS "+Database+".events_local\n"+
+			"ENGINE = Distributed("+quoteString(c.Cluster)+", "+quoteString(Database)+", 'events_local', cityHash64(workspace_id))")
+	}
+	return stmts
+}
+
+// migrationsTableDDL creates the table that records applied versions.
+func migrationsTableDDL(c SchemaConfig) string {
+	engine := "MergeTree"
+	if c.Cluster != "" {
+		engine = "ReplicatedMergeTree('/clickhouse/tables/{shard}/" + Database + "/schema_migrations', '{replica}')"
+	}
+	return "CREATE TABLE IF NOT EXISTS " + Database + ".schema_migrations" + c.onCluster() +
+		"\n(\n    version UInt32,\n    description String,\n    applied_at DateTime DEFAULT now()\n)\nENGINE = " +
+		engine + "\nORDER BY version"
+}
+
+// MigrationSQL returns every statement Migrate would run on an empty
+// database, in order, for review and for the cluster DDL under deploy/.
+func MigrationSQL(c SchemaConfig) ([]string, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid schema config: %w", err)
+	}
+	out := []string{"CREATE DATABASE IF NOT EXISTS " + Database + c.onCluster(), migrationsTableDDL(c)}
+	for _, m := range migrations {
+		out = append(out, m.statements(c)...)
+		out = append(out, recordSQL(c, m))
+	}
+	return out, nil
+}
+
+func recordSQL(_ SchemaConfig, m migration) string {
+	return fmt.Sprintf("INSERT INTO %s.schema_migrations (version, description) VALUES (%d, %s)",
+		Database, m.version, quoteString(m.description))
+}
+
+// ErrSchemaTooNew is returned by Migrate when the database holds a schema
+// version newer than this binary knows.
+var ErrSchemaTooNew = errors.New("database schema is newer than this collector")
+
+// SchemaVersion returns the newest schema version recorded in the
+// database, 0 when none is.
+func SchemaVersion(ctx context.Context, s Store) (uint32, error) {
+	res, err := s.Select(ctx, "SELECT toUInt32(count()), toUInt32(max(version)) FROM "+Database+".schema_migrations", nil)
+	if err != nil {
+		return 0, fmt.Errorf("cannot read schema version: %w", err)
+	}
+	if len(res.Rows) != 1 || len(res.Rows[0]) != 2 {
+		return 0, errors.New("cannot read schema version: unexpected result shape")
+	}
+	n, err := asUint64(res.Rows[0][0])
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	v, err := asUint64(res.Rows[0][1])
+	return uint32(v), err
+}
+
+// Migrate brings the schema to LatestSchemaVersion: it creates the
+// database and the migrations table, refuses a database whose version is
+// newer than this binary knows, and applies and records each missing
+// migration in order. Running it again changes nothing. Collectors that
+// start together may both apply a migration; the statements are
+// idempotent, so the outcome is the same.
+func Migrate(ctx context.Context, s Store, c SchemaConfig) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("invalid schema config: %w", err)
+	}
+	for _, q := range []string{"CREATE DATABASE IF NOT EXISTS " + Database + c.onCluster(), migrationsTableDDL(c)} {
+		if err := s.Exec(ctx, q); err != nil {
+			return fmt.Errorf("cannot create the migrations table: %w", err)
+		}
+	}
+	cur, err := SchemaVersion(ctx, s)
+	if err != nil {
+		return err
+	}
+	if latest := LatestSchemaVersion(); cur > latest {
+		return fmt.Errorf("%w: the database is at schema version %d, this binary knows up to %d; upgrade the collector",
+			ErrSchemaTooNew, cur, latest)
+	}
+	for _, m := range migrations {
+		if m.version <= cur {
+			continue
+		}
+		for i, q := range m.statements(c) {
+			if err := s.Exec(ctx, q); err != nil {
+				return fmt.Errorf("cannot apply schema migration %d (%s), statement %d: %w", m.version, m.description, i+1, err)
+			}
+		}
+		if err := s.Exec(ctx, recordSQL(c, m)); err != nil {
+			return fmt.Errorf("cannot record schema migration %d: %w", m.version, err)
+		}
+	}
+	return nil
+}
+
+// quoteIdent returns name as a back-quoted ClickHouse identifier.
+func quoteIdent(name string) string {
+	return "`" + strings.ReplaceAll(strings.ReplaceAll(name, `\`, `\\`), "`", "\\`") + "`"
+}
+
+// asUint64 converts a value of a Result row (json.Number from the embedded
+// store, native integers from the server store) to uint64.
+func asUint64(v any) (uint64, error) {
+	switch x := v.(type) {
+	case uint64:
+		return x, nil
+	case uint32:
+		return uint64(x), nil
+	case uint16:
+		return uint64(x), nil
+	case uint8:
+		return uint64(x), nil
+	case int64:
+		return uint64(x), nil
+	case int:
+		return uint64(x), nil
+	case string:
+		n, err := strconv.ParseUint(x, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("cannot read %q as an unsigned integer: %w", x, err)
+		}
+		return n, nil
+	case interface{ String() string }:
+		n, err := strconv.ParseUint(x.String(), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("cannot read a result value as an unsigned integer: %w", err)
+		}
+		return n, nil
+	default:
+		return 0, fmt.Errorf("cannot read a result value of type %T as an unsigned integer", v)
+	}
+}

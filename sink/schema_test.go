@@ -1,0 +1,225 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+func TestMigrationSQLGolden(t *testing.T) {
+	tests := []struct {
+		name   string
+		cfg    SchemaConfig
+		golden string
+	}{
+		{"single node", SchemaConfig{}, "schema_single.sql"},
+		{"cluster", SchemaConfig{Cluster: "kyomi"}, "schema_cluster.sql"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			stmts, err := MigrationSQL(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join(stmts, ";\n\n") + ";\n"
+			path := filepath.Join("testdata", tc.golden)
+			if *update {
+				if err := os.MkdirAll("testdata", 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./sink -run TestMigrationSQLGolden -update)", err)
+			}
+			if got != string(want) {
+				t.Fatalf("DDL differs from %s (rerun with -update if intended):\n%s", path, got)
+			}
+		})
+	}
+}
+
+func TestClusterDDLShape(t *testing.T) {
+	stmts, err := MigrationSQL(SchemaConfig{Cluster: "kyomi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(stmts, "\n")
+	for _, want := range []string{
+		"CREATE DATABASE IF NOT EXISTS analytics ON CLUSTER `kyomi`",
+		"CREATE TABLE IF NOT EXISTS analytics.events_local ON CLUSTER `kyomi`",
+		"ReplicatedMergeTree('/clickhouse/tables/{shard}/analytics/events_local', '{replica}')",
+		"CREATE TABLE IF NOT EXISTS analytics.events ON CLUSTER `kyomi` AS analytics.events_local",
+		"ENGINE = Distributed('kyomi', 'analytics', 'events_local', cityHash64(workspace_id))",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("cluster DDL lacks %q", want)
+		}
+	}
+	for _, s := range stmts {
+		if strings.HasPrefix(s, "CREATE") && !strings.Contains(s, "ON CLUSTER") {
+			t.Errorf("statement without ON CLUSTER: %s", s)
+		}
+	}
+}
+
+func TestSchemaConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     SchemaConfig
+		wantErr bool
+	}{
+		{"empty", SchemaConfig{}, false},
+		{"cluster", SchemaConfig{Cluster: "prod_2s2r"}, false},
+		{"injection", SchemaConfig{Cluster: "x` ; DROP"}, true},
+		{"negative window", SchemaConfig{DedupWindow: -1}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.cfg.Validate(); (err != nil) != tc.wantErr {
+				t.Fatalf("got %v, wantErr %v", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func showCreate(t *testing.T) string {
+	t.Helper()
+	out, err := testStore.Raw(context.Background(), "SHOW CREATE TABLE analytics.events", "TSVRaw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func TestMigrateIdempotent(t *testing.T) {
+	ctx := context.Background()
+	before := showCreate(t)
+	v0, err := SchemaVersion(ctx, testStore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := Migrate(ctx, testStore, SchemaConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v1, err := SchemaVersion(ctx, testStore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v0 != LatestSchemaVersion() || v1 != v0 {
+		t.Fatalf("versions %d then %d, want %d", v0, v1, LatestSchemaVersion())
+	}
+	res, err := testStore.Select(ctx, "SELECT count() FROM analytics.schema_migrations", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := asUint64(res.Rows[0][0]); n != uint64(len(migrations)) {
+		t.Fatalf("%d migration records, want %d", n, len(migrations))
+	}
+	if after := showCreate(t); after != before {
+		t.Fatalf("schema changed:\n%s\n%s", before, after)
+	}
+}
+
+func TestEventsTableLayout(t *testing.T) {
+	res, err := testStore.Select(context.Background(), "SELECT partition_key, sorting_key, engine FROM system.tables WHERE database = 'analytics' AND name = 'events'", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []any{"toYYYYMM(ts)", "workspace_id, toDate(ts), visitor_id, ts", "MergeTree"}
+	for i, w := range want {
+		if res.Rows[0][i] != w {
+			t.Errorf("column %d: got %v, want %v", i, res.Rows[0][i], w)
+		}
+	}
+	ddl := showCreate(t)
+	for _, w := range []string{"TTL toDateTime(ts) + toIntervalDay(retention_days)", "non_replicated_deduplication_window = 1000", "ttl_only_drop_parts = 0"} {
+		if !strings.Contains(ddl, w) {
+			t.Errorf("DDL lacks %q:\n%s", w, ddl)
+		}
+	}
+}
+
+func TestMigrateRefusesNewerSchema(t *testing.T) {
+	ctx := context.Background()
+	future := LatestSchemaVersion() + 1
+	if err := testStore.Exec(ctx, fmt.Sprintf("INSERT INTO analytics.schema_migrations (version, description) VALUES (%d, 'from the future')", future)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := testStore.Exec(context.Background(), fmt.Sprintf("ALTER TABLE analytics.schema_migrations DELETE WHERE version = %d SETTINGS mutations_sync = 2", future)); err != nil {
+			t.Error(err)
+		}
+	})
+	err := Migrate(ctx, testStore, SchemaConfig{})
+	if !errors.Is(err, ErrSchemaTooNew) {
+		t.Fatalf("got %v, want ErrSchemaTooNew", err)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("schema version %d", future)) {
+		t.Fatalf("error does not name the version: %v", err)
+	}
+}
+
+// TestPartitionsBoundedMonth simulates a month of traffic from 10,000
+// workspaces over three tiers and checks that the month is one partition.
+func TestPartitionsBoundedMonth(t *testing.T) {
+	ctx := context.Background()
+	const workspaces, perWorkspace = 10000, 3
+	tiers := []uint16{30, 395, 760}
+	start := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC)
+	batch := make([]Event, 0, 10000)
+	flush := func(n int) {
+		t.Helper()
+		if err := testStore.Insert(ctx, batch, fmt.Sprintf("month-%d", n)); err != nil {
+			t.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	n := 0
+	for w := range workspaces {
+		for i := range perWorkspace {
+			e := sampleEvents(fmt.Sprintf("ws_month_%05d", w), 1, start.Add(time.Duration((w*perWorkspace+i)%(31*24))*time.Hour), tiers[w%3])[0]
+			batch = append(batch, e)
+			if len(batch) == cap(batch) {
+				flush(n)
+				n++
+			}
+		}
+	}
+	if len(batch) > 0 {
+		flush(n)
+	}
+	res, err := testStore.Select(ctx, `SELECT uniqExact(partition), count(), sum(rows) FROM system.parts
+		WHERE database = 'analytics' AND table = 'events' AND active AND partition = '202703'`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, _ := asUint64(res.Rows[0][0])
+	active, _ := asUint64(res.Rows[0][1])
+	rows, _ := asUint64(res.Rows[0][2])
+	if rows != workspaces*perWorkspace {
+		t.Fatalf("%d rows in the month, want %d", rows, workspaces*perWorkspace)
+	}
+	if parts != 1 {
+		t.Fatalf("%d partitions for one month of %d workspaces, want 1", parts, workspaces)
+	}
+	res, err = testStore.Select(ctx, `SELECT uniqExact(partition) FROM system.parts WHERE database = 'analytics' AND table = 'events' AND active`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total, _ := asUint64(res.Rows[0][0])
+	t.Logf("10,000 workspaces x 3 tiers over March 2027: %d partition(s) for the month, %d active parts, %d partitions in the whole table", parts, active, total)
+}

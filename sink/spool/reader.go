@@ -1,0 +1,159 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Record is one record read from the spool. Data is valid until the next
+// call to Next.
+type Record struct {
+	Data     []byte
+	Pos      Position  // where the record's frame starts
+	Next     Position  // where the next frame starts
+	Appended time.Time // when Append stored it
+}
+
+// Reader reads durable records in order from a starting position. It is not
+// safe for concurrent use; a spool has one reader (the shipper).
+type Reader struct {
+	s   *Spool
+	pos Position
+	f   *os.File
+	fID uint64
+	buf []byte // bytes of the segment from bufOff
+	off int64  // segment offset of buf[0]
+}
+
+// NewReader returns a Reader positioned at from (usually Checkpoint()).
+func (s *Spool) NewReader(from Position) *Reader {
+	return &Reader{s: s, pos: from}
+}
+
+// Position returns where the next record will be read.
+func (r *Reader) Position() Position { return r.pos }
+
+// Next returns the next durable record, or io.EOF when the reader has
+// caught up with the durable end (more may come: wait on Spool.Notify).
+// A damaged frame in a sealed segment is counted, logged, and the rest of
+// that segment skipped, since frames cannot be resynchronised.
+func (r *Reader) Next() (Record, error) {
+	for {
+		end, sealed, next, ok := r.s.limit(r.pos.Segment)
+		if !ok {
+			return Record{}, io.EOF
+		}
+		if r.pos.Offset >= end {
+			if !sealed {
+				return Record{}, io.EOF
+			}
+			r.pos = Position{Segment: next}
+			continue
+		}
+		rec, err := r.read(end)
+		if err == nil {
+			return rec, nil
+		}
+		if !errors.Is(err, errDamaged) {
+			return Record{}, err
+		}
+		r.s.metrics.corrupt.Inc()
+		r.s.cfg.Logger.Error("damaged spool record, rest of segment skipped",
+			"segment", r.pos.Segment, "offset", r.pos.Offset, "bytes_skipped", end-r.pos.Offset)
+		if !sealed {
+			// Cannot happen for data this process wrote and synced; stop
+			// rather than spin.
+			return Record{}, fmt.Errorf("cannot read spool at %s: %w", r.pos, err)
+		}
+		r.pos = Position{Segment: next}
+	}
+}
+
+var errDamaged = errors.New("damaged spool record")
+
+// need makes buf hold segment bytes [r.pos.Offset, r.pos.Offset+n).
+func (r *Reader) need(n int64, end int64) error {
+	if r.f == nil || r.fID != r.pos.Segment {
+		if r.f != nil {
+			r.f.Close()
+		}
+		f, err := os.Open(filepath.Join(r.s.cfg.Dir, segName(r.pos.Segment)))
+		if err != nil {
+			r.f = nil
+			return fmt.Errorf("cannot open spool segment: %w", err)
+		}
+		r.f, r.fID, r.buf, r.off = f, r.pos.Segment, r.buf[:0], 0
+	}
+	if r.pos.Offset < r.off || r.pos.Offset > r.off+int64(len(r.buf)) {
+		r.buf, r.off = r.buf[:0], r.pos.Offset
+	}
+	// Drop consumed bytes.
+	if d := r.pos.Offset - r.off; d > 0 {
+		r.buf = r.buf[:copy(r.buf, r.buf[d:])]
+		r.off = r.pos.Offset
+	}
+	if int64(len(r.buf)) >= n {
+		return nil
+	}
+	if r.pos.Offset+n > end {
+		return errDamaged
+	}
+	// Read ahead up to 256 KiB, but never past the durable end.
+	want := min(max(n, 256<<10), end-r.pos.Offset)
+	if int64(cap(r.buf)) < want {
+		nb := make([]byte, len(r.buf), want)
+		copy(nb, r.buf)
+		r.buf = nb
+	}
+	have := int64(len(r.buf))
+	m, err := r.f.ReadAt(r.buf[have:want], r.off+have)
+	r.buf = r.buf[:have+int64(m)]
+	if int64(len(r.buf)) < n {
+		if err == nil || err == io.EOF {
+			return errDamaged
+		}
+		return fmt.Errorf("cannot read spool segment: %w", err)
+	}
+	return nil
+}
+
+func (r *Reader) read(end int64) (Record, error) {
+	if err := r.need(headerSize, end); err != nil {
+		return Record{}, err
+	}
+	n := int64(binary.LittleEndian.Uint32(r.buf))
+	if n == 0 || n > MaxRecordBytes {
+		return Record{}, errDamaged
+	}
+	if err := r.need(headerSize+n, end); err != nil {
+		return Record{}, err
+	}
+	b := r.buf[:headerSize+n]
+	if crc32.Checksum(b[8:], castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
+		return Record{}, errDamaged
+	}
+	rec := Record{
+		Data:     b[headerSize:],
+		Pos:      r.pos,
+		Next:     Position{Segment: r.pos.Segment, Offset: r.pos.Offset + headerSize + n},
+		Appended: time.Unix(0, int64(binary.LittleEndian.Uint64(b[8:]))),
+	}
+	r.pos = rec.Next
+	return rec, nil
+}
+
+// Close releases the reader's file.
+func (r *Reader) Close() error {
+	if r.f == nil {
+		return nil
+	}
+	err := r.f.Close()
+	r.f = nil
+	return err
+}

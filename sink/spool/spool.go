@@ -1,0 +1,746 @@
+// Package spool is the durable queue between the event handler and the
+// store: an append-only log of checksummed records in segment files, with
+// group commit, a bounded size, torn-tail recovery at open, a reader for
+// the shipper and an atomically written checkpoint.
+//
+// Files under Config.Dir:
+//
+//	000000001.seg   segment: frames of [len u32][crc32c u32][append time i64 ns][payload]
+//	checkpoint      "spoolid committed-segment committed-offset [pending-segment pending-offset]"
+//
+// Every Open starts a new segment, so all segments but the last are sealed
+// (fsynced and never written again) and only the tail of the segment that
+// was last before the open can be torn; that tail is cut at open.
+package spool
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// headerSize is the frame header: payload length, CRC32C of the append
+// time and payload, append time in Unix nanoseconds.
+const headerSize = 16
+
+// MaxRecordBytes is the largest payload Append accepts.
+const MaxRecordBytes = 1 << 20
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrFull is returned by Append when the spool holds more than
+// Config.MaxBytes; the record was not stored. The event handler answers 503.
+var ErrFull = errors.New("spool is full")
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("spool is closed")
+
+// Position is a place in the spool: a segment number and a byte offset in
+// it. Positions order by segment, then offset.
+type Position struct {
+	Segment uint64
+	Offset  int64
+}
+
+// Less reports whether p comes before q.
+func (p Position) Less(q Position) bool {
+	return p.Segment < q.Segment || (p.Segment == q.Segment && p.Offset < q.Offset)
+}
+
+// String formats p as "segment.offset".
+func (p Position) String() string {
+	return strconv.FormatUint(p.Segment, 10) + "." + strconv.FormatInt(p.Offset, 10)
+}
+
+// Config configures a Spool. The zero value of every field but Dir selects
+// the default.
+type Config struct {
+	// Dir holds the segment files and the checkpoint; created if missing.
+	Dir string
+	// MaxBytes bounds the segment bytes on disk; past it Append returns
+	// ErrFull. Default 1 GiB: at ~250 bytes per event about 4M events, an
+	// outage of over an hour at 1000 events/s. Must be at least
+	// 2*SegmentBytes.
+	MaxBytes int64
+	// SegmentBytes is the size at which the writer starts a new segment.
+	// Consumed space is freed a whole segment at a time. Default 64 MiB.
+	SegmentBytes int64
+	// SyncInterval 0 (default) makes Append return only after its record is
+	// fsynced (group commit): nothing acknowledged is lost on a process
+	// crash or power loss. A positive interval makes Append return at once;
+	// records are written and fsynced every interval, so a crash of the
+	// process or the machine loses at most the last interval of records.
+	SyncInterval time.Duration
+	// Logger receives recovery and error messages; default discards.
+	Logger *slog.Logger
+	// Registerer receives the spool metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// Validate reports every invalid field of c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Dir == "" {
+		errs = append(errs, errors.New("spool dir: must be set"))
+	}
+	if c.MaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("spool max bytes %d: must be >= 0", c.MaxBytes))
+	}
+	if c.SegmentBytes < 0 {
+		errs = append(errs, fmt.Errorf("spool segment bytes %d: must be >= 0", c.SegmentBytes))
+	}
+	if c.SyncInterval < 0 {
+		errs = append(errs, fmt.Errorf("spool sync interval %s: must be >= 0", c.SyncInterval))
+	}
+	d := c.withDefaults()
+	if d.SegmentBytes < 4*MaxRecordBytes {
+		errs = append(errs, fmt.Errorf("spool segment bytes %d: must be >= %d", d.SegmentBytes, 4*MaxRecordBytes))
+	}
+	if d.MaxBytes < 2*d.SegmentBytes {
+		errs = append(errs, fmt.Errorf("spool max bytes %d: must be >= 2 * segment bytes (%d)", d.MaxBytes, d.SegmentBytes))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 1 << 30
+	}
+	if c.SegmentBytes == 0 {
+		c.SegmentBytes = 64 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+type segment struct {
+	id   uint64
+	size int64 // bytes written to the file (durable for sealed segments)
+}
+
+// Spool is the durable record log. Append is safe for concurrent use;
+// one Reader at a time consumes it, and Commit advances the checkpoint.
+type Spool struct {
+	cfg     Config
+	id      string // random per spool directory, part of dedup tokens
+	metrics *metrics
+
+	mu       sync.Mutex
+	cond     *sync.Cond // signalled when durable advances or io finishes
+	closed   bool
+	segs     []segment // ascending; the last is the one being written
+	file     *os.File  // the last segment
+	buf      []byte    // frames appended but not yet written
+	bufEnd   int64     // offset in the last segment after buf
+	written  int64     // bytes of the last segment written to the file
+	durable  Position  // end of the fsynced data
+	appended uint64    // records appended since open
+	synced   uint64    // records durable since open
+	ioBusy   bool      // one goroutine writes and syncs at a time
+	failed   error     // a write or fsync failed: the spool refuses appends
+	total    int64     // bytes of all segments, including buf
+	oldest   int64     // append time (ns) of the oldest uncommitted record, 0 if none
+	openEnd  Position  // start of the segment made by Open
+	commit   Position
+	pending  *Position
+	notify   chan struct{}
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Open opens or creates the spool in cfg.Dir, cuts a torn or corrupt tail of
+// the last segment (counting the damaged record), loads the checkpoint and
+// starts a new segment. Close releases it.
+func Open(cfg Config) (*Spool, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cannot open spool: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cannot create spool dir: %w", err)
+	}
+	s := &Spool{cfg: cfg, notify: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	s.cond = sync.NewCond(&s.mu)
+	s.metrics = newMetrics(s)
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	if err := s.metrics.register(cfg.Registerer); err != nil {
+		s.file.Close()
+		return nil, fmt.Errorf("cannot register spool metrics: %w", err)
+	}
+	if cfg.SyncInterval > 0 {
+		go s.syncLoop()
+	} else {
+		close(s.done)
+	}
+	return s, nil
+}
+
+func segName(id uint64) string { return fmt.Sprintf("%09d.seg", id) }
+
+func (s *Spool) load() error {
+	ents, err := os.ReadDir(s.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("cannot list spool dir: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".seg") {
+			continue
+		}
+		id, err := strconv.ParseUint(strings.TrimSuffix(name, ".seg"), 10, 64)
+		if err != nil {
+			continue
+		}
+		st, err := e.Info()
+		if err != nil {
+			return fmt.Errorf("cannot stat spool segment %s: %w", name, err)
+		}
+		s.segs = append(s.segs, segment{id: id, size: st.Size()})
+	}
+	slices.SortFunc(s.segs, func(a, b segment) int { return cmpUint(a.id, b.id) })
+	if n := len(s.segs); n > 0 {
+		good, err := s.recoverTail(s.segs[n-1].id)
+		if err != nil {
+			return err
+		}
+		s.segs[n-1].size = good
+	}
+	if err := s.loadCheckpoint(); err != nil {
+		return err
+	}
+	next := uint64(1)
+	if n := len(s.segs); n > 0 {
+		next = s.segs[n-1].id + 1
+	}
+	f, err := os.OpenFile(filepath.Join(s.cfg.Dir, segName(next)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("cannot create spool segment: %w", err)
+	}
+	if err := syncDir(s.cfg.Dir); err != nil {
+		f.Close()
+		return err
+	}
+	s.file = f
+	s.segs = append(s.segs, segment{id: next})
+	s.openEnd = Position{Segment: next}
+	s.durable = s.openEnd
+	for _, sg := range s.segs {
+		s.total += sg.size
+	}
+	// Clamp the checkpoint to data that exists: a cut tail or a deleted
+	// segment moves it forward, never past the start of the new segment.
+	if s.commit.Segment < s.segs[0].id {
+		s.commit = Position{Segment: s.segs[0].id}
+	}
+	if i := s.segIndex(s.commit.Segment); i >= 0 && s.commit.Offset > s.segs[i].size {
+		s.commit.Offset = s.segs[i].size
+	}
+	if s.pending != nil && !s.commit.Less(*s.pending) {
+		s.pending = nil
+	}
+	if s.commit.Less(s.openEnd) {
+		s.oldest = s.appendTimeAt(s.commit)
+	}
+	return nil
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (s *Spool) segIndex(id uint64) int {
+	for i, sg := range s.segs {
+		if sg.id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// recoverTail scans segment id, truncates it after its last valid frame and
+// returns the valid length.
+func (s *Spool) recoverTail(id uint64) (int64, error) {
+	path := filepath.Join(s.cfg.Dir, segName(id))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("cannot read spool segment %s: %w", segName(id), err)
+	}
+	off := 0
+	for off < len(data) {
+		n, ok := checkFrame(data[off:])
+		if !ok {
+			break
+		}
+		off += n
+	}
+	if off == len(data) {
+		return int64(off), nil
+	}
+	s.metrics.corrupt.Inc()
+	s.cfg.Logger.Warn("spool tail damaged, cut", "segment", id, "offset", off, "bytes_cut", len(data)-off)
+	if err := os.Truncate(path, int64(off)); err != nil {
+		return 0, fmt.Errorf("cannot cut damaged spool tail: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return 0, fmt.Errorf("cannot open spool segment: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return 0, fmt.Errorf("cannot sync spool segment: %w", err)
+	}
+	return int64(off), nil
+}
+
+// checkFrame validates the frame at the start of b and returns its length.
+func checkFrame(b []byte) (int, bool) {
+	if len(b) < headerSize {
+		return 0, false
+	}
+	n := binary.LittleEndian.Uint32(b)
+	if n == 0 || n > MaxRecordBytes || int(n) > len(b)-headerSize {
+		return 0, false
+	}
+	if crc32.Checksum(b[8:headerSize+int(n)], castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
+		return 0, false
+	}
+	return headerSize + int(n), true
+}
+
+// appendTimeAt reads the append time of the frame at p, 0 if unreadable.
+func (s *Spool) appendTimeAt(p Position) int64 {
+	f, err := os.Open(filepath.Join(s.cfg.Dir, segName(p.Segment)))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var h [headerSize]byte
+	if _, err := f.ReadAt(h[:], p.Offset); err != nil {
+		// Past the end of a sealed segment: the next segment's first record.
+		if i := s.segIndex(p.Segment); i >= 0 && i+1 < len(s.segs) && s.segs[i+1].size > 0 {
+			return s.appendTimeAt(Position{Segment: s.segs[i+1].id})
+		}
+		return 0
+	}
+	return int64(binary.LittleEndian.Uint64(h[8:]))
+}
+
+// ID returns the random identifier of this spool directory, stable across
+// restarts. Dedup tokens include it so that batches of two collectors that
+// share one ClickHouse never collide.
+func (s *Spool) ID() string { return s.id }
+
+// Checkpoint returns the committed position: everything before it is stored.
+func (s *Spool) Checkpoint() Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.commit
+}
+
+// Pending returns the end of the batch recorded by MarkPending and not yet
+// committed, if there is one: after a crash the shipper must cut its first
+// batch exactly there so the replayed insert carries the same dedup token.
+func (s *Spool) Pending() (Position, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending == nil {
+		return Position{}, false
+	}
+	return *s.pending, true
+}
+
+// OpenEnd returns the start of the segment created by Open: records before
+// it were written before this process started.
+func (s *Spool) OpenEnd() Position { return s.openEnd }
+
+// Notify returns a channel that receives a value when new durable records
+// are available to the reader. It has one slot: one consumer.
+func (s *Spool) Notify() <-chan struct{} { return s.notify }
+
+// Append stores one record. With SyncInterval 0 it returns nil only once
+// the record is fsynced, sharing each fsync with the concurrent callers
+// (group commit). It returns ErrFull when the spool is over MaxBytes, and
+// ErrClosed after Close. rec is copied; the caller may reuse it.
+func (s *Spool) Append(rec []byte) error {
+	if len(rec) == 0 || len(rec) > MaxRecordBytes {
+		return fmt.Errorf("cannot append spool record of %d bytes: size must be 1..%d", len(rec), MaxRecordBytes)
+	}
+	frame := int64(headerSize + len(rec))
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if s.total+frame > s.cfg.MaxBytes {
+		s.mu.Unlock()
+		s.metrics.full.Inc()
+		return ErrFull
+	}
+	if s.bufEnd+frame > s.cfg.SegmentBytes {
+		if err := s.rotateLocked(); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+	}
+	start := len(s.buf)
+	s.buf = binary.LittleEndian.AppendUint32(s.buf, uint32(len(rec)))
+	s.buf = binary.LittleEndian.AppendUint32(s.buf, 0)
+	s.buf = binary.LittleEndian.AppendUint64(s.buf, uint64(now))
+	s.buf = append(s.buf, rec...)
+	binary.LittleEndian.PutUint32(s.buf[start+4:], crc32.Checksum(s.buf[start+8:], castagnoli))
+	s.bufEnd += frame
+	s.total += frame
+	s.segs[len(s.segs)-1].size = s.bufEnd
+	if s.oldest == 0 {
+		s.oldest = now
+	}
+	s.appended++
+	seq := s.appended
+	s.metrics.appended.Inc()
+	if s.cfg.SyncInterval > 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	for s.synced < seq {
+		if s.failed != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("cannot append to spool: %w", s.failed)
+		}
+		if s.ioBusy {
+			s.cond.Wait()
+			continue
+		}
+		if err := s.flushLocked(); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// flushLocked writes and fsyncs the buffered frames. It is called with mu
+// held and !ioBusy; it releases mu during the I/O so that other callers
+// keep appending into a fresh buffer (the next group).
+func (s *Spool) flushLocked() error {
+	if len(s.buf) == 0 {
+		return nil
+	}
+	s.ioBusy = true
+	buf, f, seq, end := s.buf, s.file, s.appended, s.bufEnd
+	seg := s.segs[len(s.segs)-1].id
+	s.buf = nil
+	s.mu.Unlock()
+	start := time.Now()
+	_, err := f.Write(buf)
+	if err == nil {
+		err = f.Sync()
+	}
+	s.metrics.fsync.Observe(time.Since(start).Seconds())
+	s.mu.Lock()
+	s.ioBusy = false
+	s.cond.Broadcast()
+	if err != nil {
+		// The file state is unknown; refuse further appends rather than
+		// acknowledge records after a hole. Readiness turns red.
+		s.closed = true
+		s.failed = err
+		s.cfg.Logger.Error("spool write failed, spool closed", "err", err)
+		return fmt.Errorf("cannot write spool segment: %w", err)
+	}
+	if cap(buf) <= 4<<20 && s.buf == nil {
+		s.buf = buf[:0]
+	}
+	s.written = end
+	s.synced = seq
+	s.durable = Position{Segment: seg, Offset: end}
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// rotateLocked seals the current segment and starts the next one.
+func (s *Spool) rotateLocked() error {
+	for s.ioBusy {
+		s.cond.Wait()
+	}
+	if err := s.flushLocked(); err != nil {
+		return err
+	}
+	for s.ioBusy { // flushLocked released mu; another flush may have started
+		s.cond.Wait()
+	}
+	if len(s.buf) > 0 {
+		if err := s.flushLocked(); err != nil {
+			return err
+		}
+	}
+	next := s.segs[len(s.segs)-1].id + 1
+	f, err := os.OpenFile(filepath.Join(s.cfg.Dir, segName(next)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("cannot create spool segment: %w", err)
+	}
+	if err := syncDir(s.cfg.Dir); err != nil {
+		f.Close()
+		return err
+	}
+	if err := s.file.Close(); err != nil {
+		s.cfg.Logger.Warn("cannot close sealed spool segment", "err", err)
+	}
+	s.file = f
+	s.segs = append(s.segs, segment{id: next})
+	s.bufEnd, s.written = 0, 0
+	return nil
+}
+
+// Sync writes and fsyncs every record appended so far. Shutdown calls it in
+// SyncInterval mode before the final drain.
+func (s *Spool) Sync() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.ioBusy {
+		s.cond.Wait()
+	}
+	if s.file == nil {
+		return nil
+	}
+	return s.flushLocked()
+}
+
+func (s *Spool) syncLoop() {
+	defer close(s.done)
+	t := time.NewTicker(s.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.Sync(); err != nil {
+				s.cfg.Logger.Error("spool sync failed", "err", err)
+			}
+		}
+	}
+}
+
+// durableEnd returns where readable data ends in segment id and whether
+// the segment is sealed (a later segment exists), and the next segment id.
+func (s *Spool) limit(id uint64) (end int64, sealed bool, next uint64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := -1
+	for j, sg := range s.segs {
+		if sg.id >= id {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		return 0, false, 0, false
+	}
+	if s.segs[i].id != id { // id was deleted or never existed: go to the next
+		return 0, true, s.segs[i].id, true
+	}
+	if i == len(s.segs)-1 {
+		if s.durable.Segment == id {
+			return s.durable.Offset, false, 0, true
+		}
+		return 0, false, 0, true
+	}
+	return s.segs[i].size, true, s.segs[i+1].id, true
+}
+
+// MarkPending durably records end as the end of the batch about to be
+// inserted, so a restart cuts the same batch (see Pending).
+func (s *Spool) MarkPending(end Position) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := end
+	if err := s.writeCheckpoint(s.commit, &p); err != nil {
+		return err
+	}
+	s.pending = &p
+	return nil
+}
+
+// Commit durably records that everything before p is stored, clears the
+// pending batch and deletes segments that lie wholly before p.
+func (s *Spool) Commit(p Position) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.Less(s.commit) {
+		return fmt.Errorf("cannot commit spool position %s: before checkpoint %s", p, s.commit)
+	}
+	if err := s.writeCheckpoint(p, nil); err != nil {
+		return err
+	}
+	s.commit, s.pending = p, nil
+	last := len(s.segs) - 1
+	keep := s.segs[:0]
+	for i, sg := range s.segs {
+		consumed := sg.id < p.Segment || (sg.id == p.Segment && i < last && p.Offset >= sg.size)
+		if !consumed || i == last {
+			keep = append(keep, sg)
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.cfg.Dir, segName(sg.id))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.cfg.Logger.Warn("cannot delete consumed spool segment", "segment", sg.id, "err", err)
+			keep = append(keep, sg)
+			continue
+		}
+		s.total -= sg.size
+	}
+	s.segs = keep
+	// Oldest uncommitted record: the one at p, if any was appended.
+	end := Position{Segment: s.segs[len(s.segs)-1].id, Offset: s.bufEnd}
+	switch {
+	case !p.Less(end):
+		s.oldest = 0
+	case !p.Less(s.durable):
+		// Appended but not yet written: keep the current estimate.
+	default:
+		s.oldest = s.appendTimeAt(p)
+	}
+	return nil
+}
+
+// checkpoint file: "v1 <id> <seg> <off> [<pseg> <poff>]\n".
+func (s *Spool) writeCheckpoint(c Position, pending *Position) error {
+	line := fmt.Sprintf("v1 %s %d %d", s.id, c.Segment, c.Offset)
+	if pending != nil {
+		line += fmt.Sprintf(" %d %d", pending.Segment, pending.Offset)
+	}
+	tmp := filepath.Join(s.cfg.Dir, "checkpoint.tmp")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("cannot write spool checkpoint: %w", err)
+	}
+	_, err = io.WriteString(f, line+"\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(s.cfg.Dir, "checkpoint"))
+	}
+	if err != nil {
+		return fmt.Errorf("cannot write spool checkpoint: %w", err)
+	}
+	return syncDir(s.cfg.Dir)
+}
+
+func (s *Spool) loadCheckpoint() error {
+	b, err := os.ReadFile(filepath.Join(s.cfg.Dir, "checkpoint"))
+	if errors.Is(err, os.ErrNotExist) {
+		var raw [8]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return fmt.Errorf("cannot make spool id: %w", err)
+		}
+		s.id = hex.EncodeToString(raw[:])
+		return s.writeCheckpoint(Position{}, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot read spool checkpoint: %w", err)
+	}
+	f := strings.Fields(string(b))
+	bad := fmt.Errorf("cannot read spool checkpoint: malformed (remove %s to replay the whole spool)", filepath.Join(s.cfg.Dir, "checkpoint"))
+	if (len(f) != 4 && len(f) != 6) || f[0] != "v1" || len(f[1]) != 16 {
+		return bad
+	}
+	s.id = f[1]
+	nums := make([]int64, 0, 4)
+	for _, x := range f[2:] {
+		v, err := strconv.ParseInt(x, 10, 64)
+		if err != nil || v < 0 {
+			return bad
+		}
+		nums = append(nums, v)
+	}
+	s.commit = Position{Segment: uint64(nums[0]), Offset: nums[1]}
+	if len(nums) == 4 {
+		s.pending = &Position{Segment: uint64(nums[2]), Offset: nums[3]}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("cannot open spool dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("cannot sync spool dir: %w", err)
+	}
+	return nil
+}
+
+// Ready reports whether Append can currently make records durable: the
+// spool is open and below MaxBytes. /readyz uses it.
+func (s *Spool) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed && s.total+headerSize+MaxRecordBytes <= s.cfg.MaxBytes
+}
+
+// Close syncs what was appended and closes the segment file. Appends after
+// Close fail with ErrClosed; a Reader may keep reading what is durable.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	if s.file == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	wasClosed := s.closed
+	s.closed = true
+	s.mu.Unlock()
+	if s.cfg.SyncInterval > 0 {
+		close(s.stop)
+	}
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.ioBusy {
+		s.cond.Wait()
+	}
+	var err error
+	if !wasClosed {
+		err = s.flushLocked()
+	}
+	if cerr := s.file.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("cannot close spool segment: %w", cerr)
+	}
+	s.file = nil
+	s.metrics.unregister()
+	return err
+}

@@ -1,0 +1,106 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// Store is a ClickHouse database the collector writes events to and reads
+// from: the embedded engine (OpenEmbedded) or a server (OpenServer). Both
+// implementations are safe for concurrent use.
+type Store interface {
+	// Insert stores rows in analytics.events with one INSERT. dedupToken
+	// identifies the batch: a retry with the same token and the same rows
+	// stores them once. An empty token disables deduplication.
+	Insert(ctx context.Context, rows []Event, dedupToken string) error
+	// Select runs one read query and returns its typed rows. settings are
+	// ClickHouse settings applied to the query; a SETTINGS clause inside
+	// sql takes precedence over them, so limits that must hold are to be
+	// enforced before the SQL reaches the store.
+	Select(ctx context.Context, sql string, settings map[string]string) (*Result, error)
+	// Raw runs one statement and returns its output in format, as bytes
+	// (TSV for `collector sql`). The server store supports TSV only.
+	Raw(ctx context.Context, sql, format string) ([]byte, error)
+	// Exec runs one statement that returns no rows (DDL, ALTER, INSERT
+	// with literal values).
+	Exec(ctx context.Context, sql string) error
+	// Close releases the store; running calls finish first.
+	Close() error
+}
+
+// Column names and types one column of a Result, as ClickHouse spells them.
+type Column struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// Result is the answer to Select. Values in Rows are JSON-ready: strings,
+// bools, numbers (json.Number from the embedded store, Go integers and
+// floats from the server store), nil for NULL, and slices and maps for
+// composite types.
+type Result struct {
+	Columns []Column
+	Rows    [][]any
+	// RowsRead and BytesRead are what ClickHouse read to answer.
+	RowsRead, BytesRead uint64
+}
+
+// ErrUnsupportedFormat is returned by Raw for a format the store cannot
+// produce.
+var ErrUnsupportedFormat = errors.New("output format not supported by this store")
+
+var (
+	settingName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+	settingPlain = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
+	dedupTokenOK = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
+)
+
+// settingsClause renders settings as "SETTINGS a = 1, b = 'x'" in a stable
+// order; names must be plain identifiers.
+func settingsClause(settings map[string]string) (string, error) {
+	if len(settings) == 0 {
+		return "", nil
+	}
+	names := make([]string, 0, len(settings))
+	for k := range settings {
+		if !settingName.MatchString(k) {
+			return "", fmt.Errorf("invalid setting name %q", k)
+		}
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("SETTINGS ")
+	for i, k := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(k)
+		b.WriteString(" = ")
+		if v := settings[k]; settingPlain.MatchString(v) {
+			b.WriteString(v)
+		} else {
+			b.WriteString(quoteString(v))
+		}
+	}
+	return b.String(), nil
+}
+
+// checkDedupToken keeps tokens to a safe alphabet, so they can be written
+// into SQL text and logs without escaping worries.
+func checkDedupToken(tok string) error {
+	if tok == "" || dedupTokenOK.MatchString(tok) {
+		return nil
+	}
+	return errors.New("invalid dedup token: use 1-128 of [A-Za-z0-9_.:-]")
+}
+
+// trimStatement drops trailing semicolons and white space, so clauses can
+// be appended.
+func trimStatement(sql string) string {
+	return strings.TrimRight(sql, " \t\r\n;")
+}

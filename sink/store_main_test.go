@@ -1,0 +1,75 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// testStore is the one embedded store every test of package sink shares:
+// the engine allows one connection per process. Tests use distinct
+// workspace ids so they do not see each other's rows.
+var testStore *Embedded
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "sink-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	testStore, err = OpenEmbedded(filepath.Join(dir, "clickhouse"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer testStore.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := Migrate(ctx, testStore, SchemaConfig{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// countRows returns the number of rows of workspace ws.
+func countRows(t testing.TB, ws string) uint64 {
+	t.Helper()
+	res, err := testStore.Select(context.Background(),
+		"SELECT count() FROM analytics.events WHERE workspace_id = "+quoteString(ws), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := asUint64(res.Rows[0][0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// sampleEvents returns n events of workspace ws with every field set.
+func sampleEvents(ws string, n int, ts time.Time, days uint16) []Event {
+	out := make([]Event, n)
+	for i := range out {
+		out[i] = Event{
+			WorkspaceID: ws, Domain: "acme.example", TS: ts.Add(time.Duration(i) * time.Millisecond),
+			Name: "pageview", Hostname: "www.acme.example", Pathname: fmt.Sprintf("/blog/post-%d", i%50),
+			VisitorID: uint64(i)*2654435761 + 1, RetentionDays: days,
+			Referrer: "news.ycombinator.com/item", ReferrerSource: "Hacker News",
+			UTMSource: "hn", UTMMedium: "social", UTMCampaign: "launch", UTMContent: "c\"1", UTMTerm: "t\\2",
+			ClickIDParam: "gclid", CountryCode: "DE", Region: "DE-BE", City: "Berlin",
+			Browser: "Firefox", BrowserVersion: "131", OS: "Linux", OSVersion: "", Device: "desktop",
+			Interactive: i%2 == 0, RevenueAmount: 12.5, RevenueCurrency: "EUR",
+			PropKeys: []string{"plan", "author"}, PropValues: []string{"pro", "ünïcode\n'x'"},
+		}
+	}
+	return out
+}
