@@ -16,6 +16,9 @@ func TestMain(m *testing.M) {
 	// go-redis logs dial failures through a process-wide logger; the outage
 	// tests provoke many of them on purpose.
 	redis.SetLogger(discardLogging{})
+	if url := os.Getenv(helperEnv); url != "" {
+		os.Exit(helperProcess(url))
+	}
 	os.Exit(m.Run())
 }
 

@@ -117,6 +117,9 @@ func (l *Local) refresh(context.Context) error {
 		errs = append(errs, err)
 	}
 	err := errors.Join(errs...)
+	if l.lookup(today) != nil {
+		l.confirmed.Store(now.UnixNano())
+	}
 	switch {
 	case l.lookup(today) == nil:
 		l.setState(stateUnavailable, err)

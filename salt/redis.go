@@ -53,6 +53,12 @@ func NewRedis(ctx context.Context, rawURL string, opts ...Option) (*Redis, error
 		}
 		return nil, fmt.Errorf("cannot parse redis url: %w", err)
 	}
+	if cfg.rootCAs != nil {
+		if ro.TLSConfig == nil {
+			return nil, errors.New("invalid salt source configuration: root CAs given for a redis url without TLS (use rediss://)")
+		}
+		ro.TLSConfig.RootCAs = cfg.rootCAs
+	}
 	c, err := newCore(cfg, "redis")
 	if err != nil {
 		return nil, err

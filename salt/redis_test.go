@@ -3,10 +3,19 @@ package salt
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,6 +97,31 @@ func rawClient(t *testing.T, addr string, db int) *redis.Client {
 	return c
 }
 
+// Redis expires keys by the real clock, so the fake days of these tests
+// are shifted to start tomorrow (real time): "2026-11-23" below means the
+// real tomorrow, and every key's EXAT lies in the future.
+func rtime(t testing.TB, s string) time.Time {
+	t.Helper()
+	off := Day(time.Now()).AddDate(0, 0, 1).Sub(mustTime(t, "2026-11-23T00:00:00Z"))
+	return mustTime(t, s).Add(off)
+}
+
+// rkey returns the Redis key of the shifted day (YYYY-MM-DD, see rtime).
+func rkey(t testing.TB, day string) string {
+	t.Helper()
+	return KeyPrefix + DayKey(rtime(t, day+"T00:00:00Z"))
+}
+
+// rid is id at a shifted time.
+func rid(t testing.TB, src Source, at string) uint64 {
+	t.Helper()
+	s, err := src.Salt(rtime(t, at))
+	if err != nil {
+		t.Fatalf("Salt(%s): %v", at, err)
+	}
+	return s.VisitorID("ws_acme", "acme.example", testIP, testUA)
+}
+
 // freeAddr returns a loopback address on which nothing listens.
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -114,7 +148,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestRedisNodesAgree(t *testing.T) {
 	checkGoroutines(t)
 	addr, _ := redistest.Start(t)
-	clk := newFakeClock(mustTime(t, "2026-11-23T10:00:00Z"))
+	clk := newFakeClock(rtime(t, "2026-11-23T10:00:00Z"))
 	a := newNode(t, "redis://"+addr, clk)
 	b := newNode(t, "redis://"+addr, clk)
 	for _, n := range []*node{a, b} {
@@ -125,28 +159,28 @@ func TestRedisNodesAgree(t *testing.T) {
 			t.Fatalf("state %v, want 0", got)
 		}
 	}
-	if ia, ib := id(t, a, "2026-11-23T10:00:00Z"), id(t, b, "2026-11-23T10:00:00Z"); ia != ib {
+	if ia, ib := rid(t, a, "2026-11-23T10:00:00Z"), rid(t, b, "2026-11-23T10:00:00Z"); ia != ib {
 		t.Fatalf("nodes disagree: %x vs %x", ia, ib)
 	}
 	// The key holds exactly the salt, and expires 48 h after its day began.
 	c := rawClient(t, addr, 0)
-	v, err := c.Get(t.Context(), "salt:2026-11-23").Bytes()
+	v, err := c.Get(t.Context(), rkey(t, "2026-11-23")).Bytes()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := a.Salt(mustTime(t, "2026-11-23T10:00:00Z"))
+	s, _ := a.Salt(rtime(t, "2026-11-23T10:00:00Z"))
 	if !bytes.Equal(v, s.b[:]) {
 		t.Fatal("redis holds another salt than the nodes use")
 	}
-	exp, err := c.ExpireTime(t.Context(), "salt:2026-11-23").Result()
+	exp, err := c.ExpireTime(t.Context(), rkey(t, "2026-11-23")).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := mustTime(t, "2026-11-25T00:00:00Z"); exp != time.Duration(want.Unix())*time.Second {
+	if want := rtime(t, "2026-11-25T00:00:00Z"); exp != time.Duration(want.Unix())*time.Second {
 		t.Fatalf("salt expires at %v, want %v", time.Unix(int64(exp/time.Second), 0).UTC(), want)
 	}
 	// A third node started later reads the same salt.
-	if ic := id(t, newNode(t, "redis://"+addr, clk), "2026-11-23T12:00:00Z"); ic != id(t, a, "2026-11-23T12:00:00Z") {
+	if ic := rid(t, newNode(t, "redis://"+addr, clk), "2026-11-23T12:00:00Z"); ic != rid(t, a, "2026-11-23T12:00:00Z") {
 		t.Fatal("late node disagrees")
 	}
 }
@@ -154,91 +188,69 @@ func TestRedisNodesAgree(t *testing.T) {
 func TestRedisDayChangeAndPrefetch(t *testing.T) {
 	checkGoroutines(t)
 	addr, _ := redistest.Start(t)
-	clk := newFakeClock(mustTime(t, "2026-11-23T22:00:00Z"))
+	clk := newFakeClock(rtime(t, "2026-11-23T22:00:00Z"))
 	a := newNode(t, "redis://"+addr, clk, withManualRefresh())
 	b := newNode(t, "redis://"+addr, clk, withManualRefresh())
 	c := rawClient(t, addr, 0)
-	day1 := id(t, a, "2026-11-23T22:00:00Z")
-	if n, _ := c.Exists(t.Context(), "salt:2026-11-24").Result(); n != 0 {
+	day1 := rid(t, a, "2026-11-23T22:00:00Z")
+	if n, _ := c.Exists(t.Context(), rkey(t, "2026-11-24")).Result(); n != 0 {
 		t.Fatal("tomorrow's salt made before the prefetch window")
 	}
-	clk.set(mustTime(t, "2026-11-23T23:00:00Z"))
+	clk.set(rtime(t, "2026-11-23T23:00:00Z"))
 	for _, n := range []*node{a, b} {
 		if err := n.refresh(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n, _ := c.Exists(t.Context(), "salt:2026-11-24").Result(); n != 1 {
+	if n, _ := c.Exists(t.Context(), rkey(t, "2026-11-24")).Result(); n != 1 {
 		t.Fatal("tomorrow's salt not in redis after prefetch")
 	}
 	// Clock skew: node a is already past midnight while b is not; both
 	// serve each day's salt from memory and agree on it.
-	clk.set(mustTime(t, "2026-11-24T00:00:00.5Z"))
-	ia := id(t, a, "2026-11-24T00:00:00.5Z")
-	ib := id(t, b, "2026-11-24T00:00:00.5Z")
+	clk.set(rtime(t, "2026-11-24T00:00:00.5Z"))
+	ia := rid(t, a, "2026-11-24T00:00:00.5Z")
+	ib := rid(t, b, "2026-11-24T00:00:00.5Z")
 	if ia != ib {
 		t.Fatalf("nodes disagree after midnight: %x vs %x", ia, ib)
 	}
 	if ia == day1 {
 		t.Fatal("visitor id did not change with the UTC day")
 	}
-	if id(t, b, "2026-11-23T23:59:59.5Z") != day1 {
+	if rid(t, b, "2026-11-23T23:59:59.5Z") != day1 {
 		t.Fatal("yesterday's salt not served just after midnight")
 	}
 	if got := metricValue(t, a.reg, "collector_salt_fallbacks_total"); got != 0 {
 		t.Fatalf("fallbacks %v, want 0", got)
 	}
 	// 48 h after 2026-11-23 began, its salt is gone from every cache and from Redis.
-	clk.set(mustTime(t, "2026-11-25T00:00:00Z"))
+	clk.set(rtime(t, "2026-11-25T00:00:00Z"))
 	for _, n := range []*node{a, b} {
 		if err := n.refresh(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := n.Salt(mustTime(t, "2026-11-23T12:00:00Z")); !errors.Is(err, ErrUnavailable) {
+		if _, err := n.Salt(rtime(t, "2026-11-23T12:00:00Z")); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("expired salt still served: err %v", err)
 		}
 	}
-	ttl, err := c.TTL(t.Context(), "salt:2026-11-23").Result()
+	ttl, err := c.TTL(t.Context(), rkey(t, "2026-11-23")).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The real clock is not the fake one: check the expiry instant instead.
-	exp, _ := c.ExpireTime(t.Context(), "salt:2026-11-23").Result()
-	if exp != time.Duration(mustTime(t, "2026-11-25T00:00:00Z").Unix())*time.Second {
+	exp, _ := c.ExpireTime(t.Context(), rkey(t, "2026-11-23")).Result()
+	if exp != time.Duration(rtime(t, "2026-11-25T00:00:00Z").Unix())*time.Second {
 		t.Fatalf("salt:2026-11-23 expires at %v (ttl %v), want 2026-11-25T00:00:00Z", exp, ttl)
 	}
-}
-
-// Redis expires keys by the real clock, so the key-level 48 h check uses a
-// day near the real now.
-func TestRedisKeyGoneAfter48h(t *testing.T) {
-	addr, _ := redistest.Start(t)
-	now := time.Now()
-	// A clock placed so that today's key expires two seconds from now.
-	dayStart := now.Add(2*time.Second - MaxAge)
-	clk := newFakeClock(dayStart.Add(MaxAge / 2))
-	clk.set(Day(clk.now()).Add(10 * time.Hour))
-	n := newNode(t, "redis://"+addr, clk)
-	key := KeyPrefix + DayKey(clk.now())
-	c := rawClient(t, addr, 0)
-	exp, err := c.ExpireTime(t.Context(), key).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := Day(clk.now()).Add(MaxAge).Unix(); int64(exp/time.Second) != want {
-		t.Fatalf("%s expires at %d, want %d", key, exp/time.Second, want)
-	}
-	_ = n
 }
 
 func TestRedisRestartUnderLoad(t *testing.T) {
 	checkGoroutines(t)
 	addr, stop := redistest.Start(t)
-	clk := newFakeClock(mustTime(t, "2026-11-23T10:00:00Z"))
+	clk := newFakeClock(rtime(t, "2026-11-23T10:00:00Z"))
 	opts := []Option{WithRefreshInterval(20 * time.Millisecond), WithRetryInterval(10 * time.Millisecond)}
 	a := newNode(t, "redis://"+addr+"?dial_timeout=200ms&read_timeout=200ms", clk, opts...)
 	b := newNode(t, "redis://"+addr+"?dial_timeout=200ms&read_timeout=200ms", clk, opts...)
-	want := id(t, a, "2026-11-23T10:00:00Z")
+	want := rid(t, a, "2026-11-23T10:00:00Z")
 	sA, _ := a.Salt(clk.now())
 
 	// Load: hash continuously on both nodes while Redis dies and returns.
@@ -266,7 +278,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 	redistest.StartAt(t, addr) // empty: no persistence
 	c := rawClient(t, addr, 0)
 	eventually(t, "salt restored in redis", func() bool {
-		v, err := c.Get(context.Background(), "salt:2026-11-23").Bytes()
+		v, err := c.Get(context.Background(), rkey(t, "2026-11-23")).Bytes()
 		return err == nil && bytes.Equal(v, sA.b[:])
 	})
 	eventually(t, "state ok again", func() bool { return a.state(t) == stateOK && b.state(t) == stateOK })
@@ -285,7 +297,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 func TestRedisDownAtStart(t *testing.T) {
 	checkGoroutines(t)
 	addr := freeAddr(t)
-	clk := newFakeClock(mustTime(t, "2026-11-23T10:00:00Z"))
+	clk := newFakeClock(rtime(t, "2026-11-23T10:00:00Z"))
 	n := newNode(t, "redis://"+addr+"?dial_timeout=200ms", clk, WithRetryInterval(20*time.Millisecond))
 	if err := n.Ready(); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Ready with Redis down at start: %v, want ErrUnavailable", err)
@@ -300,14 +312,14 @@ func TestRedisDownAtStart(t *testing.T) {
 		t.Fatalf("fallback made at start: %v", got)
 	}
 	// No fallback at the next midnight either: this node never agreed.
-	clk.set(mustTime(t, "2026-11-24T00:00:01Z"))
+	clk.set(rtime(t, "2026-11-24T00:00:01Z"))
 	if _, err := n.Salt(clk.now()); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Salt after midnight, never agreed: %v", err)
 	}
 	redistest.StartAt(t, addr)
 	eventually(t, "ready once redis answers", func() bool { return n.Ready() == nil })
 	other := newNode(t, "redis://"+addr, clk)
-	if id(t, n, "2026-11-24T00:00:01Z") != id(t, other, "2026-11-24T00:00:01Z") {
+	if rid(t, n, "2026-11-24T00:00:01Z") != rid(t, other, "2026-11-24T00:00:01Z") {
 		t.Fatal("node that started without redis disagrees once it is back")
 	}
 	if got := n.state(t); got != stateOK {
@@ -328,18 +340,18 @@ func TestRedisDownAcrossMidnight(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkGoroutines(t)
 			addr, stop := redistest.Start(t)
-			clk := newFakeClock(mustTime(t, "2026-11-23T22:00:00Z"))
+			clk := newFakeClock(rtime(t, "2026-11-23T22:00:00Z"))
 			url := "redis://" + addr + "?dial_timeout=200ms&read_timeout=200ms&max_retries=0"
 			a := newNode(t, url, clk, withManualRefresh())
 			b := newNode(t, url, clk, withManualRefresh())
-			clk.set(mustTime(t, tc.downAt))
+			clk.set(rtime(t, tc.downAt))
 			for _, n := range []*node{a, b} {
 				if err := n.refresh(t.Context()); err != nil {
 					t.Fatal(err)
 				}
 			}
 			stop()
-			clk.set(mustTime(t, "2026-11-24T00:00:01Z"))
+			clk.set(rtime(t, "2026-11-24T00:00:01Z"))
 			for _, n := range []*node{a, b} {
 				if err := n.refresh(t.Context()); err == nil {
 					t.Fatal("refresh succeeded with Redis down")
@@ -350,8 +362,11 @@ func TestRedisDownAcrossMidnight(t *testing.T) {
 				if got := n.state(t); got != stateDegraded {
 					t.Fatalf("state %v, want 1", got)
 				}
+				if age := metricValue(t, n.reg, "collector_salt_age_seconds"); age < 1800 {
+					t.Fatalf("collector_salt_age_seconds %v, want ≥ 1800 (last confirmed before the outage)", age)
+				}
 			}
-			ia, ib := id(t, a, "2026-11-24T00:00:01Z"), id(t, b, "2026-11-24T00:00:01Z")
+			ia, ib := rid(t, a, "2026-11-24T00:00:01Z"), rid(t, b, "2026-11-24T00:00:01Z")
 			fa := metricValue(t, a.reg, "collector_salt_fallbacks_total")
 			if tc.prefetched {
 				if ia != ib || fa != 0 {
@@ -374,15 +389,18 @@ func TestRedisDownAcrossMidnight(t *testing.T) {
 			if err := b.refresh(t.Context()); err != nil {
 				t.Fatal(err)
 			}
-			if got := id(t, a, "2026-11-24T00:00:01Z"); got != ia {
+			if got := rid(t, a, "2026-11-24T00:00:01Z"); got != ia {
 				t.Fatal("node whose fallback became the fleet salt changed its ids")
 			}
-			if got := id(t, b, "2026-11-24T00:00:01Z"); got != ia {
+			if got := rid(t, b, "2026-11-24T00:00:01Z"); got != ia {
 				t.Fatal("node did not switch to the salt stored in redis")
 			}
 			for _, n := range []*node{a, b} {
 				if got := n.state(t); got != stateOK {
 					t.Fatalf("state %v after recovery, want 0", got)
+				}
+				if age := metricValue(t, n.reg, "collector_salt_age_seconds"); age != 0 {
+					t.Fatalf("collector_salt_age_seconds %v after recovery, want 0", age)
 				}
 			}
 		})
@@ -392,7 +410,7 @@ func TestRedisDownAcrossMidnight(t *testing.T) {
 func TestRedisURLOptions(t *testing.T) {
 	const password = "s3cret-Passw0rd"
 	addr, _ := redistest.Start(t, "--requirepass", password)
-	clk := newFakeClock(mustTime(t, "2026-11-23T10:00:00Z"))
+	clk := newFakeClock(rtime(t, "2026-11-23T10:00:00Z"))
 	tests := []struct {
 		name  string
 		url   string
@@ -421,12 +439,12 @@ func TestRedisURLOptions(t *testing.T) {
 	// The database number from the URL is honoured.
 	c := redis.NewClient(&redis.Options{Addr: addr, Password: password, DB: 3})
 	defer c.Close()
-	if n, err := c.Exists(t.Context(), "salt:2026-11-23").Result(); err != nil || n != 1 {
+	if n, err := c.Exists(t.Context(), rkey(t, "2026-11-23")).Result(); err != nil || n != 1 {
 		t.Fatalf("salt not in db 3: %d, %v", n, err)
 	}
 	c0 := redis.NewClient(&redis.Options{Addr: addr, Password: password})
 	defer c0.Close()
-	if n, _ := c0.Exists(t.Context(), "salt:2026-11-23").Result(); n != 0 {
+	if n, _ := c0.Exists(t.Context(), rkey(t, "2026-11-23")).Result(); n != 0 {
 		t.Fatal("salt written to db 0 despite /3 in the URL")
 	}
 }
@@ -456,7 +474,7 @@ func TestRedisBadURL(t *testing.T) {
 // start, outage, fallback, recovery, expiry.
 func TestRedisSaltNeverLeaks(t *testing.T) {
 	addr, stop := redistest.Start(t)
-	clk := newFakeClock(mustTime(t, "2026-11-23T22:00:00Z"))
+	clk := newFakeClock(rtime(t, "2026-11-23T22:00:00Z"))
 	url := "redis://" + addr + "?dial_timeout=200ms&read_timeout=200ms&max_retries=0"
 	n := newNode(t, url, clk, withManualRefresh())
 	var errs []string
@@ -468,7 +486,7 @@ func TestRedisSaltNeverLeaks(t *testing.T) {
 	s1, err := n.Salt(clk.now())
 	record(err)
 	stop()
-	clk.set(mustTime(t, "2026-11-24T00:00:01Z"))
+	clk.set(rtime(t, "2026-11-24T00:00:01Z"))
 	record(n.refresh(t.Context()))
 	s2, err := n.Salt(clk.now())
 	record(err)
@@ -476,9 +494,9 @@ func TestRedisSaltNeverLeaks(t *testing.T) {
 	redistest.StartAt(t, addr)
 	record(n.refresh(t.Context()))
 	s3, _ := n.Salt(clk.now())
-	clk.set(mustTime(t, "2026-11-26T00:00:00Z"))
+	clk.set(rtime(t, "2026-11-26T00:00:00Z"))
 	record(n.refresh(t.Context()))
-	_, err = n.Salt(mustTime(t, "2026-11-23T23:00:00Z"))
+	_, err = n.Salt(rtime(t, "2026-11-23T23:00:00Z"))
 	record(err)
 	if len(n.logs.Bytes()) == 0 || len(errs) == 0 {
 		t.Fatal("nothing logged or returned: the check below would prove nothing")
@@ -487,5 +505,82 @@ func TestRedisSaltNeverLeaks(t *testing.T) {
 		assertNoSecret(t, "logs", n.logs.Bytes(), s)
 		assertNoSecret(t, "errors", []byte(strings.Join(errs, "\n")), s)
 		assertNoSecret(t, "metrics", n.metricsText(t), s)
+	}
+}
+
+// writeCert writes a self-signed certificate for 127.0.0.1 and its key as
+// PEM files and returns their paths and a pool that trusts it.
+func writeCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "redistest"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestRedisTLS(t *testing.T) {
+	checkGoroutines(t)
+	certFile, keyFile, pool := writeCert(t)
+	addr, _ := redistest.StartTLS(t, certFile, keyFile)
+	clk := newFakeClock(rtime(t, "2026-11-23T10:00:00Z"))
+	tests := []struct {
+		name  string
+		url   string
+		opts  []Option
+		ready bool
+	}{
+		{"rediss with the CA", "rediss://" + addr, []Option{WithRootCAs(pool)}, true},
+		{"rediss, unknown CA", "rediss://" + addr + "?dial_timeout=500ms", nil, false},
+		{"plain redis to a TLS port", "redis://" + addr + "?dial_timeout=500ms&read_timeout=500ms", nil, false},
+	}
+	var ids []uint64
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t, tc.url, clk, append(tc.opts, WithRetryInterval(time.Hour))...)
+			err := n.Ready()
+			if (err == nil) != tc.ready {
+				t.Fatalf("Ready: %v, want ready=%v", err, tc.ready)
+			}
+			if err == nil {
+				ids = append(ids, rid(t, n, "2026-11-23T10:00:00Z"))
+			}
+		})
+	}
+	if len(ids) != 1 {
+		t.Fatalf("%d nodes became ready, want 1", len(ids))
+	}
+	if _, err := NewRedis(t.Context(), "redis://"+addr, WithRootCAs(pool)); err == nil {
+		t.Fatal("root CAs accepted for a redis:// URL")
 	}
 }

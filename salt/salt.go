@@ -145,16 +145,16 @@ func (s *Salt) VisitorID(workspace, domain string, ip netip.Addr, ua []byte) uin
 	h.init(s.k0, s.k1)
 	var n [4]byte
 	binary.LittleEndian.PutUint32(n[:], uint32(len(workspace)))
-	sipWrite(&h, n[:])
-	sipWrite(&h, workspace)
+	h.write(n[:])
+	h.writeString(workspace)
 	binary.LittleEndian.PutUint32(n[:], uint32(len(domain)))
-	sipWrite(&h, n[:])
-	sipWrite(&h, domain)
+	h.write(n[:])
+	h.writeString(domain)
 	a := ip.As16()
-	sipWrite(&h, a[:])
+	h.write(a[:])
 	binary.LittleEndian.PutUint32(n[:], uint32(len(ua)))
-	sipWrite(&h, n[:])
-	sipWrite(&h, ua)
+	h.write(n[:])
+	h.write(ua)
 	return h.sum()
 }
 

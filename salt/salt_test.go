@@ -124,9 +124,9 @@ func TestSipStateMatchesDchest(t *testing.T) {
 		for rest := msg; len(rest) > 0; {
 			c := 1 + rng.IntN(len(rest))
 			if c%2 == 0 {
-				sipWrite(&h, string(rest[:c]))
+				h.writeString(string(rest[:c]))
 			} else {
-				sipWrite(&h, rest[:c])
+				h.write(rest[:c])
 			}
 			rest = rest[c:]
 		}

@@ -3,6 +3,7 @@ package salt
 import (
 	"encoding/binary"
 	"math/bits"
+	"unsafe"
 )
 
 // sipState is a streaming SipHash-2-4 that lives on the caller's stack, so
@@ -25,56 +26,60 @@ func (h *sipState) init(k0, k1 uint64) {
 	h.total = 0
 }
 
-func (h *sipState) round() {
-	h.v0 += h.v1
-	h.v1 = bits.RotateLeft64(h.v1, 13)
-	h.v1 ^= h.v0
-	h.v0 = bits.RotateLeft64(h.v0, 32)
-	h.v2 += h.v3
-	h.v3 = bits.RotateLeft64(h.v3, 16)
-	h.v3 ^= h.v2
-	h.v0 += h.v3
-	h.v3 = bits.RotateLeft64(h.v3, 21)
-	h.v3 ^= h.v0
-	h.v2 += h.v1
-	h.v1 = bits.RotateLeft64(h.v1, 17)
-	h.v1 ^= h.v2
-	h.v2 = bits.RotateLeft64(h.v2, 32)
+// sipRound is one SipRound; it is small enough to be inlined.
+func sipRound(v0, v1, v2, v3 uint64) (uint64, uint64, uint64, uint64) {
+	v0 += v1
+	v1 = bits.RotateLeft64(v1, 13)
+	v1 ^= v0
+	v0 = bits.RotateLeft64(v0, 32)
+	v2 += v3
+	v3 = bits.RotateLeft64(v3, 16)
+	v3 ^= v2
+	v0 += v3
+	v3 = bits.RotateLeft64(v3, 21)
+	v3 ^= v0
+	v2 += v1
+	v1 = bits.RotateLeft64(v1, 17)
+	v1 ^= v2
+	v2 = bits.RotateLeft64(v2, 32)
+	return v0, v1, v2, v3
 }
 
-func (h *sipState) block(m uint64) {
-	h.v3 ^= m
-	h.round()
-	h.round()
-	h.v0 ^= m
+// blocks compresses whole 8-byte blocks of p (len(p) a multiple of 8),
+// keeping the state in registers.
+func (h *sipState) blocks(p []byte) {
+	v0, v1, v2, v3 := h.v0, h.v1, h.v2, h.v3
+	for ; len(p) >= 8; p = p[8:] {
+		m := binary.LittleEndian.Uint64(p)
+		v3 ^= m
+		v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+		v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+		v0 ^= m
+	}
+	h.v0, h.v1, h.v2, h.v3 = v0, v1, v2, v3
 }
 
-// sipWrite feeds p (a string or a byte slice, without converting one into
-// the other) into h.
-func sipWrite[T ~string | ~[]byte](h *sipState, p T) {
+// write feeds p into h.
+func (h *sipState) write(p []byte) {
 	h.total += uint64(len(p))
-	i := 0
 	if h.nbuf > 0 {
-		for i < len(p) && h.nbuf < 8 {
-			h.buf[h.nbuf] = p[i]
-			h.nbuf++
-			i++
-		}
+		n := copy(h.buf[h.nbuf:], p)
+		h.nbuf += n
+		p = p[n:]
 		if h.nbuf < 8 {
 			return
 		}
-		h.block(binary.LittleEndian.Uint64(h.buf[:]))
+		h.blocks(h.buf[:])
 		h.nbuf = 0
 	}
-	for ; i+8 <= len(p); i += 8 {
-		m := uint64(p[i]) | uint64(p[i+1])<<8 | uint64(p[i+2])<<16 | uint64(p[i+3])<<24 |
-			uint64(p[i+4])<<32 | uint64(p[i+5])<<40 | uint64(p[i+6])<<48 | uint64(p[i+7])<<56
-		h.block(m)
-	}
-	for ; i < len(p); i++ {
-		h.buf[h.nbuf] = p[i]
-		h.nbuf++
-	}
+	whole := len(p) &^ 7
+	h.blocks(p[:whole])
+	h.nbuf = copy(h.buf[:], p[whole:])
+}
+
+// writeString feeds s into h without copying it: the bytes are only read.
+func (h *sipState) writeString(s string) {
+	h.write(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
 // sum finishes the hash. h must not be written to afterwards.
@@ -84,11 +89,14 @@ func (h *sipState) sum() uint64 {
 		m = m<<8 | uint64(h.buf[i])
 	}
 	m |= h.total << 56
-	h.block(m)
-	h.v2 ^= 0xff
-	h.round()
-	h.round()
-	h.round()
-	h.round()
-	return h.v0 ^ h.v1 ^ h.v2 ^ h.v3
+	v0, v1, v2, v3 := h.v0, h.v1, h.v2, h.v3^m
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0 ^= m
+	v2 ^= 0xff
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	return v0 ^ v1 ^ v2 ^ v3
 }

@@ -3,6 +3,7 @@ package salt
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,7 @@ type config struct {
 	refresh  time.Duration
 	retry    time.Duration
 	prefetch time.Duration
+	rootCAs  *x509.CertPool
 	manual   bool // tests: no background loop, refresh is called by hand
 }
 
@@ -63,6 +65,10 @@ func WithRetryInterval(d time.Duration) Option { return func(c *config) { c.retr
 // WithPrefetch sets how long before midnight UTC tomorrow's salt is fetched
 // (default DefaultPrefetch); it must lie in (0, 24h).
 func WithPrefetch(d time.Duration) Option { return func(c *config) { c.prefetch = d } }
+
+// WithRootCAs sets the certificate authorities a rediss:// server's
+// certificate is verified against (default: the system's). Redis only.
+func WithRootCAs(pool *x509.CertPool) Option { return func(c *config) { c.rootCAs = pool } }
 
 func buildConfig(opts []Option) (config, error) {
 	c := config{

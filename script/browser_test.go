@@ -3,6 +3,8 @@ package script
 import (
 	"html/template"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"testing"
 
@@ -218,6 +220,33 @@ plausible('Legacy', {props: {from: 'plausible'}});`})
 			h.events(0)
 		})
 	}
+
+	t.Run("data-api overrides the endpoint", func(t *testing.T) {
+		h := newHarness(t, browser, "")
+		// Without data-api the beacon would go to the site's own origin, which records nothing.
+		h.add("/proxied", page{SelfHost: true, Attrs: template.HTMLAttr(`data-api="` + h.collector + `/api/event"`)})
+		h.run(chromedp.Navigate(h.url("", "/proxied")))
+		if ev := h.events(1)[0]; ev.N != "pageview" || ev.U != h.url("", "/proxied") {
+			t.Fatalf("page view %+v", ev)
+		}
+	})
+
+	t.Run("ignored: file page", func(t *testing.T) {
+		h := newHarness(t, browser, "")
+		file := filepath.Join(t.TempDir(), "page.html")
+		html := `<!doctype html><script defer data-domain="acme.example" src="` + h.collector + `/js/script.js"></script>`
+		if err := os.WriteFile(file, []byte(html), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h.run(chromedp.Navigate("file://" + file))
+		h.waitJS(`typeof kyomi == 'function'`)
+		var arg any = "unset"
+		h.eval(`new Promise(r => kyomi('Click', {callback: a => r(a === undefined ? null : a)}))`, &arg)
+		if arg != nil {
+			t.Errorf("callback got %v, want no argument (ignored)", arg)
+		}
+		h.events(0)
+	})
 
 	t.Run("loopback allowed with data-allow-local", func(t *testing.T) {
 		h := newHarness(t, browser, "")

@@ -121,6 +121,7 @@ func (r *recorder) requests() []request {
 type page struct {
 	Variant  string            // script base name, "script" when empty
 	NoScript bool              // a page of another site: no tracking script at all
+	SelfHost bool              // load the script from the site itself (data-api then names the collector)
 	Attrs    template.HTMLAttr // extra attributes of the script tag
 	Stub     bool              // queue calls with the documented stub before the script loads
 	Queued   template.JS       // calls made through the stub
@@ -136,7 +137,7 @@ window.kyomi = window.kyomi || function () { (window.kyomi.q = window.kyomi.q ||
 window.plausible = window.plausible || function () { (window.plausible.q = window.plausible.q || []).push(arguments) };
 {{.Page.Queued}}
 </script>{{end}}
-<script defer data-domain="acme.example" src="{{.Collector}}/js/{{.Variant}}.js" {{.Page.Attrs}}></script>{{end}}
+<script defer data-domain="acme.example" src="{{if not .Page.SelfHost}}{{.Collector}}{{end}}/js/{{.Variant}}.js" {{.Page.Attrs}}></script>{{end}}
 </head><body>{{.Page.Body}}</body></html>
 `))
 
@@ -188,6 +189,10 @@ func (h *harness) add(path string, p page) {
 }
 
 func (h *harness) servePage(ctx *fasthttp.RequestCtx) {
+	if strings.HasPrefix(string(ctx.Path()), PathPrefix) {
+		Serve(ctx) // the site proxies the script (SelfHost pages)
+		return
+	}
 	h.mu.Lock()
 	p, ok := h.site[string(ctx.Path())]
 	h.mu.Unlock()

@@ -149,7 +149,9 @@ func appendJSONEachRow(dst []byte, rows []Event) []byte {
 			case kindString:
 				dst = appendJSONString(dst, c.str(e))
 			case kindTime:
-				dst = strconv.AppendFloat(dst, float64(tsMillis(e.TS))/1000, 'f', 3, 64)
+				dst = append(dst, '"')
+				dst = e.TS.UTC().AppendFormat(dst, "2006-01-02 15:04:05.000")
+				dst = append(dst, '"')
 			case kindUInt64:
 				dst = strconv.AppendUint(dst, c.u64(e), 10)
 			case kindUInt16:

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,6 +106,7 @@ func TestEmbeddedSelectSettings(t *testing.T) {
 		{"no settings", "SELECT 1 AS x", nil, "", "1"},
 		{"trailing semicolon", "SELECT 2 AS x;", nil, "", "2"},
 		{"limit respected", "SELECT number FROM numbers(10)", map[string]string{"max_result_rows": "5", "result_overflow_mode": "throw"}, "TOO_MANY_ROWS", ""},
+		{"settings inside the SQL win", "SELECT number FROM numbers(10) SETTINGS max_result_rows = 100", map[string]string{"max_result_rows": "5", "result_overflow_mode": "throw"}, "", "0"},
 		{"bad setting name", "SELECT 1", map[string]string{"x; DROP": "1"}, "invalid setting name", ""},
 	}
 	for _, tc := range tests {
@@ -126,12 +129,52 @@ func TestEmbeddedSelectSettings(t *testing.T) {
 }
 
 func TestEmbeddedRaw(t *testing.T) {
-	out, err := testStore.Raw(context.Background(), "SELECT 'a', 1", "TSV")
-	if err != nil {
+	tests := []struct {
+		name, format, wantPrefix string
+	}{
+		{"tsv", "TSV", "a\t1\n"},
+		{"csv", "CSV", "\"a\",1\n"},
+		{"arrow stream", "ArrowStream", "\xff\xff\xff\xff"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := testStore.Raw(context.Background(), "SELECT 'a', 1", tc.format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(string(out), tc.wantPrefix) {
+				t.Fatalf("got %q", out)
+			}
+		})
+	}
+}
+
+func TestEmbeddedConcurrentInsertSelect(t *testing.T) {
+	ctx := context.Background()
+	ts := time.Now().UTC().Add(-time.Minute)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 5 {
+				if err := testStore.Insert(ctx, sampleEvents("ws_conc", 10, ts, 30), fmt.Sprintf("conc-%d-%d", g, i)); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := testStore.Select(ctx, "SELECT count() FROM analytics.events WHERE workspace_id = 'ws_conc'", nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
 		t.Fatal(err)
 	}
-	if string(out) != "a\t1\n" {
-		t.Fatalf("got %q", out)
+	if n := countRows(t, "ws_conc"); n != 200 {
+		t.Fatalf("got %d rows, want 200", n)
 	}
 }
 

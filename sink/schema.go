@@ -104,8 +104,9 @@ func migrationEvents(c SchemaConfig) []string {
 	// number of workspaces; the workspace leads the sort key so a tenant's
 	// query reads a contiguous range. TTL deletes rows, not whole parts
 	// (ttl_only_drop_parts = 0), since one part mixes retention tiers.
+	// The database itself is created before the migrations table, by
+	// Migrate.
 	stmts := []string{
-		"CREATE DATABASE IF NOT EXISTS " + Database + c.onCluster(),
 		"CREATE TABLE IF NOT EXISTS " + table + c.onCluster() + "\n(\n" + cols.String() + "\n)\n" +
 			"ENGINE = " + engine + "\n" +
 			"PARTITION BY toYYYYMM(ts)\n" +

@@ -46,7 +46,7 @@ func readWorkspaces(path string) (*workspacesFile, error) {
 	return &f, nil
 }
 
-// generateWorkspaces makes n domains spread over workspaces of one to four domains each, on two
+// generateWorkspaces makes n domains (site0000.example, site0001.example, ...) spread over workspaces of one to four domains each, on two
 // tiers, so the collector under test sees many tenants.
 func generateWorkspaces(n int, seed uint64) *workspacesFile {
 	r := rand.New(rand.NewPCG(seed, 0x6b796f6d69))
@@ -58,28 +58,13 @@ func generateWorkspaces(n int, seed uint64) *workspacesFile {
 		}
 		k := 1 + r.IntN(4)
 		for j := 0; j < k && d < n; j++ {
-			name := fmt.Sprintf("site%04d.example", d)
-			if j > 0 && r.IntN(2) == 0 {
-				name = "www." + ws.Domains[0]
-				if contains(ws.Domains, name) {
-					name = fmt.Sprintf("site%04d.example", d)
-				}
-			}
-			ws.Domains = append(ws.Domains, name)
+			// Plain numbered names, so deploy/wrk/event.lua can derive the same list from a count.
+			ws.Domains = append(ws.Domains, fmt.Sprintf("site%04d.example", d))
 			d++
 		}
 		f.Workspaces = append(f.Workspaces, ws)
 	}
 	return f
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (f *workspacesFile) domains() []string {

@@ -179,10 +179,32 @@ var crawlerList = parseCrawlerList(crawlersTxt)
 type crawlers struct {
 	markers    []string // lower-case substrings that mark a bot
 	exceptions []string // lower-case browser tokens removed before matching
+
+	// Markers indexed by their first two bytes, with a bitset of the pairs
+	// in use: one scan of the user agent tests only the markers that can
+	// start at each position, instead of searching for every marker.
+	pairSeen [1 << 16 / 64]uint64
+	byPair   map[uint16][]string
 }
 
-func parseCrawlerList(txt string) crawlers {
-	var c crawlers
+// match reports whether a marker occurs in the lower-case s.
+func (c *crawlers) match(s string) bool {
+	for i := 0; i+1 < len(s); i++ {
+		k := uint16(s[i])<<8 | uint16(s[i+1])
+		if c.pairSeen[k>>6]&(1<<(k&63)) == 0 {
+			continue
+		}
+		for _, m := range c.byPair[k] {
+			if strings.HasPrefix(s[i:], m) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func parseCrawlerList(txt string) *crawlers {
+	c := crawlers{byPair: map[uint16][]string{}}
 	seen := map[string]bool{}
 	for _, line := range strings.Split(txt, "\n") {
 		line = strings.TrimRight(line, "\r")
@@ -195,8 +217,14 @@ func parseCrawlerList(txt string) crawlers {
 			continue
 		}
 		c.markers = append(c.markers, line)
+		if len(line) < 2 {
+			continue // rejected by TestCrawlerListWellFormed
+		}
+		k := uint16(line[0])<<8 | uint16(line[1])
+		c.pairSeen[k>>6] |= 1 << (k & 63)
+		c.byPair[k] = append(c.byPair[k], line)
 	}
-	return c
+	return &c
 }
 
 // headlessMarkers name headless and automated browsers; they are reported
@@ -219,10 +247,8 @@ func botVerdict(s string) (bool, string) {
 			low = strings.ReplaceAll(low, e, "")
 		}
 	}
-	for _, m := range crawlerList.markers {
-		if strings.Contains(low, m) {
-			return true, ReasonBotUA
-		}
+	if crawlerList.match(low) {
+		return true, ReasonBotUA
 	}
 	// Every browser of the last twenty years starts with "Mozilla/"
 	// (Presto Opera with "Opera/"); anything else is a program.

@@ -155,6 +155,27 @@ func TestCrawlerListWellFormed(t *testing.T) {
 	}
 }
 
+// TestCrawlerIndex checks the pair index against a plain substring search.
+func TestCrawlerIndex(t *testing.T) {
+	inputs := append(readCorpus(t, "ua/browsers.txt"), readCorpus(t, "bots/bots.txt")...)
+	for _, m := range crawlerList.markers {
+		inputs = append(inputs, "x"+m+"y", m)
+	}
+	for _, in := range inputs {
+		low := strings.ToLower(in)
+		naive := false
+		for _, m := range crawlerList.markers {
+			if strings.Contains(low, m) {
+				naive = true
+				break
+			}
+		}
+		if got := crawlerList.match(low); got != naive {
+			t.Errorf("match(%q) = %v, plain search says %v", low, got, naive)
+		}
+	}
+}
+
 func TestUAParserCache(t *testing.T) {
 	p := NewUAParser(64)
 	ua := []byte("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36")

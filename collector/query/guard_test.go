@@ -130,6 +130,8 @@ func TestGuardEscapes(t *testing.T) {
 		{"out of scope cte name", "SELECT * FROM (WITH secret AS (SELECT 1 AS secret) SELECT * FROM secret) UNION ALL SELECT * FROM secret", true},
 		{"unicode fullwidth dot", "SELECT * FROM analytics．events", true},
 		{"unicode homoglyph", "SELECT * FROM еvents", true},
+		{"IN bare default table", "SELECT count() FROM events WHERE name IN secret", true},
+		{"IN bare default events", "SELECT count() FROM events WHERE name IN (SELECT secret FROM default.events)", true},
 		{"zero width joiner", "SELECT * FROM ev\u200bents", false},
 		{"nul byte", "SELECT 1\x00; DROP TABLE x", true},
 		{"query parameter", "SELECT * FROM events WHERE workspace_id = {wid:String}", true},

@@ -49,7 +49,7 @@ var metricSQL = map[string]string{
 var dimensionSQL = map[string]string{
 	"event:name":         "name",
 	"event:page":         "pathname",
-	"visit:source":       "v_source",
+	"visit:source":       "if(v_source = '', 'Direct / None', v_source)",
 	"visit:utm_source":   "v_utm_source",
 	"visit:utm_medium":   "v_utm_medium",
 	"visit:utm_campaign": "v_utm_campaign",

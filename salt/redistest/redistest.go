@@ -6,6 +6,7 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -35,7 +36,7 @@ func Start(t testing.TB, args ...string) (addr string, stop func()) {
 		}
 		addr = ln.Addr().String()
 		_ = ln.Close()
-		stop, lastErr = start(t, addr, args)
+		stop, lastErr = start(t, addr, args, nil)
 		if lastErr == nil {
 			return addr, stop
 		}
@@ -51,7 +52,7 @@ func StartAt(t testing.TB, addr string, args ...string) (stop func()) {
 	t.Helper()
 	deadline := time.Now().Add(startTimeout)
 	for {
-		stop, err := start(t, addr, args)
+		stop, err := start(t, addr, args, nil)
 		if err == nil {
 			return stop
 		}
@@ -62,7 +63,29 @@ func StartAt(t testing.TB, addr string, args ...string) (stop func()) {
 	}
 }
 
-func start(t testing.TB, addr string, args []string) (func(), error) {
+// StartTLS is Start for a server that speaks only TLS (rediss://) with the
+// PEM certificate and key in certFile and keyFile (certFile also serves as
+// the CA file Redis insists on); clients are not asked for certificates.
+func StartTLS(t testing.TB, certFile, keyFile string, args ...string) (addr string, stop func()) {
+	t.Helper()
+	var lastErr error
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("cannot find a free port: %v", err)
+		}
+		addr = ln.Addr().String()
+		_ = ln.Close()
+		stop, lastErr = start(t, addr, args, &[2]string{certFile, keyFile})
+		if lastErr == nil {
+			return addr, stop
+		}
+	}
+	t.Fatalf("cannot start redis-server with TLS: %v", lastErr)
+	return "", nil
+}
+
+func start(t testing.TB, addr string, args []string, tlsFiles *[2]string) (func(), error) {
 	t.Helper()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -72,8 +95,13 @@ func start(t testing.TB, addr string, args []string) (func(), error) {
 	if err != nil {
 		bin = "/usr/bin/redis-server"
 	}
-	argv := append([]string{"--port", port, "--bind", host, "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--loglevel", "warning"}, args...)
+	argv := []string{"--port", port, "--bind", host, "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir(), "--loglevel", "warning"}
+	if tlsFiles != nil {
+		argv = append(argv, "--port", "0", "--tls-port", port, "--tls-cert-file", tlsFiles[0],
+			"--tls-key-file", tlsFiles[1], "--tls-ca-cert-file", tlsFiles[0], "--tls-auth-clients", "no")
+	}
+	argv = append(argv, args...)
 	cmd := exec.Command(bin, argv...)
 	var out strings.Builder
 	cmd.Stdout = &out
@@ -100,7 +128,7 @@ func start(t testing.TB, addr string, args []string) (func(), error) {
 			return nil, fmt.Errorf("redis-server exited: %s", strings.TrimSpace(out.String()))
 		default:
 		}
-		if ping(addr) {
+		if ping(addr, tlsFiles != nil) {
 			t.Cleanup(stop)
 			return stop, nil
 		}
@@ -114,8 +142,15 @@ func start(t testing.TB, addr string, args []string) (func(), error) {
 
 // ping reports whether a Redis answers on addr. A server with requirepass
 // answers PING with -NOAUTH, which still proves it is up.
-func ping(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+func ping(addr string, useTLS bool) bool {
+	var c net.Conn
+	var err error
+	if useTLS {
+		// Only a liveness probe: the test's client verifies the certificate.
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	} else {
+		c, err = net.DialTimeout("tcp", addr, time.Second)
+	}
 	if err != nil {
 		return false
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package chdb
 
 import (
@@ -18,7 +20,6 @@ var guardedSignals = []syscall.Signal{
 	syscall.SIGSYS, syscall.SIGFPE, syscall.SIGTSTP, syscall.SIGTRAP,
 	syscall.SIGURG, syscall.SIGPIPE, syscall.SIGINT, syscall.SIGTERM,
 }
-
 
 func saveSignals() []kernelSigaction {
 	out := make([]kernelSigaction, len(guardedSignals))

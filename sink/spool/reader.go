@@ -77,8 +77,9 @@ func (r *Reader) Next() (Record, error) {
 
 var errDamaged = errors.New("damaged spool record")
 
-// need makes buf hold segment bytes [r.pos.Offset, r.pos.Offset+n).
-func (r *Reader) need(n int64, end int64) error {
+// need returns n segment bytes starting at r.pos.Offset, reading ahead up
+// to the durable end. The slice is valid until the next call.
+func (r *Reader) need(n int64, end int64) ([]byte, error) {
 	if r.f == nil || r.fID != r.pos.Segment {
 		if r.f != nil {
 			r.f.Close()
@@ -86,25 +87,23 @@ func (r *Reader) need(n int64, end int64) error {
 		f, err := os.Open(filepath.Join(r.s.cfg.Dir, segName(r.pos.Segment)))
 		if err != nil {
 			r.f = nil
-			return fmt.Errorf("cannot open spool segment: %w", err)
+			return nil, fmt.Errorf("cannot open spool segment: %w", err)
 		}
-		r.f, r.fID, r.buf, r.off = f, r.pos.Segment, r.buf[:0], 0
+		r.f, r.fID, r.buf, r.off = f, r.pos.Segment, r.buf[:0], r.pos.Offset
 	}
 	if r.pos.Offset < r.off || r.pos.Offset > r.off+int64(len(r.buf)) {
 		r.buf, r.off = r.buf[:0], r.pos.Offset
 	}
-	// Drop consumed bytes.
-	if d := r.pos.Offset - r.off; d > 0 {
-		r.buf = r.buf[:copy(r.buf, r.buf[d:])]
-		r.off = r.pos.Offset
-	}
-	if int64(len(r.buf)) >= n {
-		return nil
+	d := r.pos.Offset - r.off
+	if int64(len(r.buf))-d >= n {
+		return r.buf[d : d+n], nil
 	}
 	if r.pos.Offset+n > end {
-		return errDamaged
+		return nil, errDamaged
 	}
-	// Read ahead up to 256 KiB, but never past the durable end.
+	// Compact, then read ahead up to 256 KiB, never past the durable end.
+	r.buf = r.buf[:copy(r.buf, r.buf[d:])]
+	r.off = r.pos.Offset
 	want := min(max(n, 256<<10), end-r.pos.Offset)
 	if int64(cap(r.buf)) < want {
 		nb := make([]byte, len(r.buf), want)
@@ -116,25 +115,26 @@ func (r *Reader) need(n int64, end int64) error {
 	r.buf = r.buf[:have+int64(m)]
 	if int64(len(r.buf)) < n {
 		if err == nil || err == io.EOF {
-			return errDamaged
+			return nil, errDamaged
 		}
-		return fmt.Errorf("cannot read spool segment: %w", err)
+		return nil, fmt.Errorf("cannot read spool segment: %w", err)
 	}
-	return nil
+	return r.buf[:n], nil
 }
 
 func (r *Reader) read(end int64) (Record, error) {
-	if err := r.need(headerSize, end); err != nil {
+	h, err := r.need(headerSize, end)
+	if err != nil {
 		return Record{}, err
 	}
-	n := int64(binary.LittleEndian.Uint32(r.buf))
+	n := int64(binary.LittleEndian.Uint32(h))
 	if n == 0 || n > MaxRecordBytes {
 		return Record{}, errDamaged
 	}
-	if err := r.need(headerSize+n, end); err != nil {
+	b, err := r.need(headerSize+n, end)
+	if err != nil {
 		return Record{}, err
 	}
-	b := r.buf[:headerSize+n]
 	if crc32.Checksum(b[8:], castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
 		return Record{}, errDamaged
 	}

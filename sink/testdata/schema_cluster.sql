@@ -9,8 +9,6 @@ CREATE TABLE IF NOT EXISTS analytics.schema_migrations ON CLUSTER `kyomi`
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/analytics/schema_migrations', '{replica}')
 ORDER BY version;
 
-CREATE DATABASE IF NOT EXISTS analytics ON CLUSTER `kyomi`;
-
 CREATE TABLE IF NOT EXISTS analytics.events_local ON CLUSTER `kyomi`
 (
     workspace_id LowCardinality(String),

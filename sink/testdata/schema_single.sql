@@ -9,8 +9,6 @@ CREATE TABLE IF NOT EXISTS analytics.schema_migrations
 ENGINE = MergeTree
 ORDER BY version;
 
-CREATE DATABASE IF NOT EXISTS analytics;
-
 CREATE TABLE IF NOT EXISTS analytics.events
 (
     workspace_id LowCardinality(String),

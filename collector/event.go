@@ -1,0 +1,342 @@
+package collector
+
+import (
+	"bytes"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/kyomi/collector/collector/bot"
+	"github.com/kyomi/collector/collector/enrich"
+	"github.com/kyomi/collector/collector/workspace"
+	"github.com/kyomi/collector/sink"
+)
+
+// eventState is the pooled per-request state of the event handler. Reset keeps capacity.
+type eventState struct {
+	beacon  Beacon
+	ev      sink.Event
+	rec     []byte
+	domains []string
+	errBody []byte
+}
+
+func (st *eventState) reset() {
+	st.beacon.Reset()
+	keys, vals := st.ev.PropKeys[:0], st.ev.PropValues[:0]
+	st.ev = sink.Event{PropKeys: keys, PropValues: vals}
+	st.rec = st.rec[:0]
+	clear(st.domains)
+	st.domains = st.domains[:0]
+	st.errBody = st.errBody[:0]
+}
+
+// event answers one /api/event request.
+func (s *Server) event(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	defer func() { s.m.duration.Observe(time.Since(start).Seconds()) }()
+
+	origin := ctx.Request.Header.Peek("Origin")
+	var originWS *workspace.Workspace
+	if len(origin) > 0 {
+		ctx.Response.Header.Set("Vary", "Origin")
+		if host, ok := originHost(origin); ok {
+			if ws, _, ok := s.cfg.Registry.Match(bytesString(host)); ok {
+				originWS = ws
+				// The origin is a configured site: let its page read every answer, errors included.
+				ctx.Response.Header.SetBytesV("Access-Control-Allow-Origin", origin)
+			}
+		}
+	}
+	if ctx.IsOptions() {
+		s.preflight(ctx, origin, originWS)
+		return
+	}
+	if !ctx.IsPost() {
+		ctx.Response.Header.Set("Allow", "POST, OPTIONS")
+		s.m.reject(rejectMethod)
+		s.fail(ctx, nil, fasthttp.StatusMethodNotAllowed, "method must be POST")
+		return
+	}
+	s.m.received.Inc()
+
+	st := s.pool.Get().(*eventState)
+	defer func() {
+		st.reset()
+		s.pool.Put(st)
+	}()
+
+	if !acceptableContentType(ctx.Request.Header.ContentType()) {
+		s.m.reject(rejectBadRequest)
+		s.fail(ctx, st, fasthttp.StatusBadRequest, "content-type: must be text/plain or application/json")
+		return
+	}
+	body := ctx.Request.Body()
+	if len(body) > MaxBodyBytes || ctx.Request.Header.ContentLength() > MaxBodyBytes {
+		s.m.reject(rejectTooLarge)
+		s.fail(ctx, st, fasthttp.StatusRequestEntityTooLarge, "body: larger than 8192 bytes")
+		return
+	}
+	b := &st.beacon
+	if err := b.Decode(body); err != nil {
+		s.m.reject(rejectBadRequest)
+		s.fail(ctx, st, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	page, err := enrich.ParsePage(b.URL, b.HashMode)
+	if err != nil {
+		s.m.reject(rejectBadRequest)
+		s.fail(ctx, st, fasthttp.StatusBadRequest, "url: "+err.Error())
+		return
+	}
+
+	// Domain check: every d, the host of u and the Origin all in one workspace.
+	ws, msg, status := s.matchDomains(st, b.Domain)
+	if ws == nil {
+		reason := rejectForbidden
+		if status == fasthttp.StatusBadRequest {
+			reason = rejectBadRequest
+		}
+		s.m.reject(reason)
+		s.fail(ctx, st, status, msg)
+		return
+	}
+	if h, ok := urlHost(b.URL); !ok {
+		s.m.reject(rejectBadRequest)
+		s.fail(ctx, st, fasthttp.StatusBadRequest, "url: has no host")
+		return
+	} else if uws, _, ok := s.cfg.Registry.Match(h); !ok || uws.ID != ws.ID {
+		s.m.reject(rejectForbidden)
+		s.fail(ctx, st, fasthttp.StatusForbidden, "url: host is not a domain of the workspace of domain")
+		return
+	}
+	if len(origin) > 0 && (originWS == nil || originWS.ID != ws.ID) {
+		s.m.reject(rejectForbidden)
+		s.fail(ctx, st, fasthttp.StatusForbidden, "origin: not a domain of the workspace of domain")
+		return
+	}
+
+	// Client address: used for the rate limit, the bot filter, geo and the visitor id, then gone.
+	h := &ctx.Request.Header
+	ip := s.cfg.Resolver.ClientIP(peerAddr(ctx), h.Peek("X-Forwarded-For"), h.Peek("Forwarded"))
+	if !s.cfg.ClientRate.AllowAddr(ip) {
+		s.m.reject(rejectRateClient)
+		s.fail(ctx, st, fasthttp.StatusTooManyRequests, "rate limited")
+		return
+	}
+	if !s.cfg.WSRate.AllowKey(ws.ID) {
+		s.m.reject(rejectRateWS)
+		s.fail(ctx, st, fasthttp.StatusTooManyRequests, "rate limited")
+		return
+	}
+
+	uaRaw := h.UserAgent()
+	ua := s.cfg.UA.Parse(uaRaw)
+	ref := enrich.ParseReferrer(b.Referrer, page.Hostname)
+	purpose := h.Peek("Sec-Purpose")
+	if len(purpose) == 0 {
+		purpose = h.Peek("Purpose")
+	}
+	if len(purpose) == 0 {
+		purpose = h.Peek("X-Purpose")
+	}
+	if len(purpose) == 0 {
+		purpose = h.Peek("X-Moz")
+	}
+	if reason := s.cfg.Bots.Check(&bot.Request{
+		UA: uaRaw, ParsedUA: &ua, ReferrerHost: ref.Host,
+		AcceptLanguage: h.Peek("Accept-Language"), Purpose: purpose, ClientIP: ip,
+	}); reason != "" {
+		s.m.drop(reason)
+		ctx.Response.Header.Set("X-Collector-Dropped", reason)
+		plain(ctx, fasthttp.StatusAccepted, "ok")
+		return
+	}
+
+	now := s.now().UTC().Truncate(time.Millisecond)
+	daySalt, err := s.cfg.Salts.Salt(now)
+	if err != nil {
+		s.m.reject(rejectSalt)
+		s.throttledError("cannot make a visitor id: no salt", err)
+		s.fail(ctx, st, fasthttp.StatusServiceUnavailable, "temporarily unavailable")
+		return
+	}
+	geo := s.cfg.Geo.Lookup(ip)
+
+	ev := &st.ev
+	ev.WorkspaceID = ws.ID
+	ev.TS = now
+	ev.Name = b.Name
+	ev.Hostname = page.Hostname
+	ev.Pathname = page.Pathname
+	ev.RetentionDays = ws.RetentionDays
+	ev.Referrer = ref.URL
+	ev.ReferrerSource = ref.Source
+	if ev.ReferrerSource == "" {
+		ev.ReferrerSource = page.UTMSource
+	}
+	ev.UTMSource, ev.UTMMedium, ev.UTMCampaign = page.UTMSource, page.UTMMedium, page.UTMCampaign
+	ev.UTMContent, ev.UTMTerm, ev.ClickIDParam = page.UTMContent, page.UTMTerm, page.ClickIDParam
+	ev.CountryCode, ev.Region, ev.City = geo.CountryCode, geo.Region, geo.City
+	ev.Browser, ev.BrowserVersion, ev.OS, ev.OSVersion, ev.Device = ua.Browser, ua.BrowserVersion, ua.OS, ua.OSVersion, ua.Device
+	ev.Interactive = b.Interactive
+	if b.HasRevenue {
+		ev.RevenueAmount, ev.RevenueCurrency = b.Revenue, b.Currency
+	}
+	ev.PropKeys = append(ev.PropKeys[:0], b.PropKeys...)
+	ev.PropValues = append(ev.PropValues[:0], b.PropValues...)
+
+	for _, d := range st.domains {
+		ev.Domain = d
+		ev.VisitorID = daySalt.VisitorID(ws.ID, d, ip, uaRaw)
+		st.rec = ev.AppendBinary(st.rec[:0])
+		if err := s.cfg.Spool.Append(st.rec); err != nil {
+			s.m.reject(rejectSpool)
+			s.throttledError("cannot append the event to the spool", err)
+			s.fail(ctx, st, fasthttp.StatusServiceUnavailable, "temporarily unavailable")
+			return
+		}
+		s.m.accepted.Inc()
+	}
+	plain(ctx, fasthttp.StatusAccepted, "ok")
+}
+
+// matchDomains splits d, looks every entry up and checks that they all belong to one workspace.
+// It fills st.domains with the configured domains (deduplicated) and returns the workspace, or a
+// message and its status (400 for a malformed list, 403 for a domain not configured).
+func (s *Server) matchDomains(st *eventState, d string) (*workspace.Workspace, string, int) {
+	var ws *workspace.Workspace
+	n := 0
+	for rest := d; ; {
+		part, tail, more := strings.Cut(rest, ",")
+		part = strings.TrimSpace(part)
+		n++
+		switch {
+		case part == "":
+			return nil, "domain: empty entry in the list", fasthttp.StatusBadRequest
+		case n > MaxDomains:
+			return nil, "domain: more than 10 domains", fasthttp.StatusBadRequest
+		}
+		w, conf, ok := s.cfg.Registry.Match(part)
+		if !ok {
+			return nil, "domain: not configured for any workspace", fasthttp.StatusForbidden
+		}
+		if ws != nil && w.ID != ws.ID {
+			return nil, "domain: the listed domains belong to different workspaces", fasthttp.StatusForbidden
+		}
+		ws = w
+		dup := false
+		for _, have := range st.domains {
+			dup = dup || have == conf
+		}
+		if !dup {
+			st.domains = append(st.domains, conf)
+		}
+		if !more {
+			return ws, "", 0
+		}
+		rest = tail
+	}
+}
+
+// preflight answers a CORS preflight. Only configured origins get the allow headers; browsers then
+// refuse the actual request from anywhere else.
+func (s *Server) preflight(ctx *fasthttp.RequestCtx, origin []byte, ws *workspace.Workspace) {
+	if len(origin) > 0 && ws == nil {
+		s.m.reject(rejectForbidden)
+		s.fail(ctx, nil, fasthttp.StatusForbidden, "origin: not configured for any workspace")
+		return
+	}
+	h := &ctx.Response.Header
+	h.Set("Allow", "POST, OPTIONS")
+	if ws != nil {
+		h.Set("Access-Control-Allow-Methods", "POST")
+		h.Set("Access-Control-Allow-Headers", "Content-Type")
+		h.Set("Access-Control-Max-Age", "86400")
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// fail answers with status and {"error": msg}. msg never contains request data.
+func (s *Server) fail(ctx *fasthttp.RequestCtx, st *eventState, status int, msg string) {
+	var buf []byte
+	if st != nil {
+		buf = st.errBody[:0]
+	}
+	buf = append(buf, `{"error":`...)
+	buf = appendJSONString(buf, msg)
+	buf = append(buf, '}')
+	if st != nil {
+		st.errBody = buf
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(buf)
+}
+
+// throttledError logs a hot-path failure at most once a second.
+func (s *Server) throttledError(msg string, err error) {
+	now := time.Now().Unix()
+	last := s.logThrottle.Load()
+	if now > last && s.logThrottle.CompareAndSwap(last, now) {
+		s.log.Error(msg, "err", err)
+	}
+}
+
+func appendJSONString(dst []byte, v string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}
+
+// acceptableContentType reports whether ct is empty, text/plain or application/json, with any
+// parameters.
+func acceptableContentType(ct []byte) bool {
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	ct = bytes.TrimSpace(ct)
+	return len(ct) == 0 || bytes.EqualFold(ct, []byte("text/plain")) || bytes.EqualFold(ct, []byte("application/json"))
+}
+
+// originHost returns the host (with port) of an Origin header value "scheme://host[:port]".
+func originHost(origin []byte) ([]byte, bool) {
+	i := bytes.Index(origin, []byte("://"))
+	if i <= 0 {
+		return nil, false // "null" and garbage
+	}
+	host := origin[i+3:]
+	if len(host) == 0 || bytes.IndexAny(host, "/?#@") >= 0 {
+		return nil, false
+	}
+	return host, true
+}
+
+// urlHost returns the host (with port) of an http(s) URL, keeping "www.", so that the registry
+// sees exactly what was sent.
+func urlHost(u string) (string, bool) {
+	i := strings.Index(u, "://")
+	if i <= 0 {
+		return "", false
+	}
+	rest := u[i+3:]
+	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+		rest = rest[:j]
+	}
+	if j := strings.LastIndexByte(rest, '@'); j >= 0 {
+		rest = rest[j+1:]
+	}
+	return rest, rest != ""
+}

@@ -1,0 +1,131 @@
+package collector
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kyomi/collector/collector/bot"
+)
+
+// Handler labels of collector_http_requests_total; injected routes use their path.
+const (
+	handlerEvent   = "event"
+	handlerHealthz = "healthz"
+	handlerReadyz  = "readyz"
+	handlerMetrics = "metrics"
+	handlerOther   = "other"
+)
+
+// Rejection reasons: the label of collector_events_rejected_total, one per refusing answer.
+const (
+	rejectBadRequest = "bad_request"       // 400
+	rejectMethod     = "method"            // 405
+	rejectForbidden  = "forbidden"         // 403
+	rejectTooLarge   = "too_large"         // 413
+	rejectRateClient = "rate_limited"      // 429, per client
+	rejectRateWS     = "rate_limited_ws"   // 429, per workspace
+	rejectSalt       = "salt_unavailable"  // 503
+	rejectSpool      = "spool_unavailable" // 503
+)
+
+var rejectReasons = []string{rejectBadRequest, rejectMethod, rejectForbidden, rejectTooLarge,
+	rejectRateClient, rejectRateWS, rejectSalt, rejectSpool}
+
+type metrics struct {
+	received prometheus.Counter
+	accepted prometheus.Counter
+	dropped  map[string]prometheus.Counter
+	droppedV *prometheus.CounterVec
+	rejected map[string]prometheus.Counter
+	duration prometheus.Histogram
+	requests *prometheus.CounterVec
+
+	// codes caches the request counters per handler and status code, so that counting does not
+	// allocate label values on the hot path.
+	mu    sync.RWMutex
+	codes map[codeKey]prometheus.Counter
+}
+
+type codeKey struct {
+	handler string
+	code    int
+}
+
+func newMetrics(reg prometheus.Registerer, routes []string) (*metrics, error) {
+	m := &metrics{
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "collector_events_received_total",
+			Help: "Event requests (POST /api/event) received, whatever their outcome.",
+		}),
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "collector_events_accepted_total",
+			Help: "Events made durable in the spool and answered 202 (one per domain of a multi-domain event).",
+		}),
+		droppedV: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collector_events_dropped_total",
+			Help: "Events answered 202 but not stored, by filter reason (bot_ua, spam_referrer, ...).",
+		}, []string{"reason"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "collector_event_duration_seconds",
+			Help:    "Time to answer an event request, from routing to the answer (spool append included).",
+			Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5},
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collector_http_requests_total",
+			Help: "HTTP requests answered, by handler and status code.",
+		}, []string{"handler", "code"}),
+		dropped:  map[string]prometheus.Counter{},
+		rejected: map[string]prometheus.Counter{},
+		codes:    map[codeKey]prometheus.Counter{},
+	}
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "collector_events_rejected_total",
+		Help: "Event requests refused, by reason (bad_request 400, forbidden 403, too_large 413, rate_limited 429, ...).",
+	}, []string{"reason"})
+	for _, r := range bot.Reasons() {
+		m.dropped[r] = m.droppedV.WithLabelValues(r)
+	}
+	for _, r := range rejectReasons {
+		m.rejected[r] = rejected.WithLabelValues(r)
+	}
+	for _, h := range append([]string{handlerEvent, handlerHealthz, handlerReadyz, handlerMetrics, handlerOther}, routes...) {
+		for _, c := range []int{200, 202, 204, 400, 403, 404, 405, 413, 429, 503} {
+			m.codes[codeKey{h, c}] = m.requests.WithLabelValues(h, strconv.Itoa(c))
+		}
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.received, m.accepted, m.droppedV, rejected, m.duration, m.requests} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("cannot register collector metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) drop(reason string) {
+	if c, ok := m.dropped[reason]; ok {
+		c.Inc()
+		return
+	}
+	m.droppedV.WithLabelValues(reason).Inc() // a reason added to bot later
+}
+
+func (m *metrics) reject(reason string) { m.rejected[reason].Inc() }
+
+func (m *metrics) code(handler string, code int) {
+	k := codeKey{handler, code}
+	m.mu.RLock()
+	c, ok := m.codes[k]
+	m.mu.RUnlock()
+	if !ok {
+		c = m.requests.WithLabelValues(handler, strconv.Itoa(code))
+		m.mu.Lock()
+		m.codes[k] = c
+		m.mu.Unlock()
+	}
+	c.Inc()
+}

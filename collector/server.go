@@ -1,0 +1,252 @@
+// Package collector is the HTTP side of the collector: the Plausible-compatible event endpoint
+// (POST /api/event), CORS, health and readiness, metrics, and the routing of handlers the binary
+// injects (the tracking script, the query path).
+//
+// # Decisions on the event endpoint
+//
+//   - Content-Type: text/plain (what the tracking script and navigator.sendBeacon send, so no CORS
+//     preflight is needed), application/json (server-side integrations), with any parameters
+//     (charset), or none at all. Anything else (a form post, say) is answered 400 naming
+//     "content-type": it is not an event body, and accepting forms would let any page on the web
+//     post events with a plain HTML form.
+//   - d may be a comma-separated list, as in Plausible's multi-site form. Every listed domain, the
+//     host of u and the Origin header (when sent) must all belong to one workspace; the event is
+//     then written once per listed domain (at most MaxDomains). If one write fails, the answer
+//     is 503 and the client retries the whole event; domains written before the failure are
+//     then stored twice, which is the price of keeping one append per domain.
+//   - Referrer source: the source of the referrer header field r when there is one, otherwise the
+//     utm_source of the URL, so a newsletter link without referrer still has a source.
+//   - Answers are exactly the contract's: 202 stored (body "ok"); 202 with X-Collector-Dropped when
+//     filtered; 400 {"error": "field: problem"}; 403 domain or origin not configured; 413 body over
+//     MaxBodyBytes; 429 rate limited; 503 only when the event cannot be made durable (spool append
+//     failed, or no salt to make a visitor id with).
+package collector
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/kyomi/collector/collector/bot"
+	"github.com/kyomi/collector/collector/clientip"
+	"github.com/kyomi/collector/collector/enrich"
+	"github.com/kyomi/collector/collector/ratelimit"
+	"github.com/kyomi/collector/collector/workspace"
+	"github.com/kyomi/collector/salt"
+)
+
+// Spool is the durable append the handler needs: Append returns once rec survives a crash of the
+// process (or returns an error, which the handler answers with 503). It must not keep rec.
+type Spool interface {
+	Append(rec []byte) error
+}
+
+// Registry maps a domain to its workspace; *workspace.Registry implements it. Match must not
+// allocate on the hot path and returns the configured domain that matched.
+type Registry interface {
+	Match(domain string) (*workspace.Workspace, string, bool)
+}
+
+// Config holds the parts the server wires together. Registry, Resolver, UA, Bots, Salts and Spool
+// are required; the rest are optional.
+type Config struct {
+	Logger     *slog.Logger          // nil discards
+	Registerer prometheus.Registerer // metrics of the server; nil registers nothing
+	Gatherer   prometheus.Gatherer   // served at /metrics; nil serves no /metrics
+
+	Registry   Registry
+	Resolver   *clientip.Resolver
+	UA         *enrich.UAParser
+	Geo        *enrich.GeoDB // nil leaves country, region and city empty
+	Bots       *bot.Filter
+	Salts      salt.Source
+	Spool      Spool
+	ClientRate *ratelimit.Limiter // per client address (IPv6 by /64); nil = unlimited
+	WSRate     *ratelimit.Limiter // per workspace; nil = unlimited
+
+	// Routes are extra exact-path handlers (the tracking script, the query path). They get the
+	// security headers; cookies they set are removed.
+	Routes map[string]fasthttp.RequestHandler
+	// Ready are the readiness checks of /readyz; any error answers 503.
+	Ready []func() error
+	// HSTS adds Strict-Transport-Security to every answer (set when the collector terminates TLS).
+	HSTS bool
+	// Now returns the current time; nil = time.Now. Tests set it.
+	Now func() time.Time
+}
+
+// Server answers the collector's HTTP requests. It is safe for concurrent use.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	metrics fasthttp.RequestHandler
+	pool    sync.Pool
+	now     func() time.Time
+
+	logThrottle atomic.Int64 // unix seconds of the last logged spool error
+}
+
+// NewServer checks cfg and returns a Server. It registers the server's metrics on cfg.Registerer.
+func NewServer(cfg Config) (*Server, error) {
+	var errs []error
+	if cfg.Registry == nil {
+		errs = append(errs, errors.New("collector: Registry is required"))
+	}
+	if cfg.Resolver == nil {
+		errs = append(errs, errors.New("collector: Resolver is required"))
+	}
+	if cfg.UA == nil {
+		errs = append(errs, errors.New("collector: UA parser is required"))
+	}
+	if cfg.Bots == nil {
+		errs = append(errs, errors.New("collector: bot filter is required"))
+	}
+	if cfg.Salts == nil {
+		errs = append(errs, errors.New("collector: salt source is required"))
+	}
+	if cfg.Spool == nil {
+		errs = append(errs, errors.New("collector: spool is required"))
+	}
+	for path := range cfg.Routes {
+		if isOwnPath(path) {
+			errs = append(errs, fmt.Errorf("collector: route %s is served by the collector itself", path))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if cfg.ClientRate == nil {
+		s.cfg.ClientRate = ratelimit.New(ratelimit.Config{}, nil, nil)
+	}
+	if cfg.WSRate == nil {
+		s.cfg.WSRate = ratelimit.New(ratelimit.Config{}, nil, nil)
+	}
+	m, err := newMetrics(cfg.Registerer, routeNames(cfg.Routes))
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	if cfg.Gatherer != nil {
+		s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	s.pool.New = func() any { return new(eventState) }
+	return s, nil
+}
+
+func isOwnPath(p string) bool {
+	switch p {
+	case "/api/event", "/healthz", "/readyz", "/metrics":
+		return true
+	}
+	return false
+}
+
+func routeNames(routes map[string]fasthttp.RequestHandler) []string {
+	names := make([]string, 0, len(routes))
+	for p := range routes {
+		names = append(names, p)
+	}
+	return names
+}
+
+// Handler returns the request router: /api/event, /healthz, /readyz, /metrics and the injected
+// routes; anything else is 404.
+func (s *Server) Handler() fasthttp.RequestHandler { return s.serve }
+
+func (s *Server) serve(ctx *fasthttp.RequestCtx) {
+	s.securityHeaders(ctx)
+	path := ctx.Path()
+	switch string(path) {
+	case "/api/event":
+		s.event(ctx)
+		s.m.code(handlerEvent, ctx.Response.StatusCode())
+		return
+	case "/healthz":
+		plain(ctx, fasthttp.StatusOK, "ok")
+		s.m.code(handlerHealthz, ctx.Response.StatusCode())
+		return
+	case "/readyz":
+		s.ready(ctx)
+		s.m.code(handlerReadyz, ctx.Response.StatusCode())
+		return
+	case "/metrics":
+		if s.metrics != nil {
+			s.metrics(ctx)
+			s.m.code(handlerMetrics, ctx.Response.StatusCode())
+			return
+		}
+	default:
+		if h, ok := s.cfg.Routes[string(path)]; ok {
+			h(ctx)
+			ctx.Response.Header.DelAllCookies()
+			s.m.code(string(path), ctx.Response.StatusCode())
+			return
+		}
+	}
+	plain(ctx, fasthttp.StatusNotFound, "not found")
+	s.m.code(handlerOther, fasthttp.StatusNotFound)
+}
+
+// securityHeaders sets the headers every answer carries. The CSP forbids everything: no answer of
+// the collector is a document. CORP cross-origin lets any site load the script.
+func (s *Server) securityHeaders(ctx *fasthttp.RequestCtx) {
+	h := &ctx.Response.Header
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
+	if s.cfg.HSTS {
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+	}
+}
+
+func (s *Server) ready(ctx *fasthttp.RequestCtx) {
+	var failed []error
+	for _, check := range s.cfg.Ready {
+		if err := check(); err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if len(failed) == 0 {
+		plain(ctx, fasthttp.StatusOK, "ready")
+		return
+	}
+	s.log.Warn("not ready", "err", errors.Join(failed...))
+	plain(ctx, fasthttp.StatusServiceUnavailable, "not ready: "+strconv.Itoa(len(failed))+" check(s) failing")
+}
+
+func plain(ctx *fasthttp.RequestCtx, code int, body string) {
+	ctx.SetStatusCode(code)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBodyString(body)
+}
+
+// peerAddr returns the socket peer of ctx as a netip.Addr without allocating.
+func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}

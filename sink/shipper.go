@@ -1,0 +1,359 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kyomi/collector/sink/spool"
+)
+
+// Inserter is what the Shipper needs from a store: Store satisfies it.
+// Insert must not keep rows after it returns; the Shipper reuses them.
+type Inserter interface {
+	Insert(ctx context.Context, rows []Event, dedupToken string) error
+}
+
+// ShipperConfig configures a Shipper. Zero fields select the defaults.
+type ShipperConfig struct {
+	// MaxRows flushes a batch when it holds this many rows; each flush is
+	// one INSERT. Default 10000, the insert size ClickHouse recommends.
+	MaxRows int
+	// MaxAge flushes a batch when its oldest record was appended this long
+	// ago. Default 1s: at most about one INSERT per second per node.
+	MaxAge time.Duration
+	// MinBackoff and MaxBackoff bound the wait between retries of a failed
+	// insert; the wait doubles from MinBackoff up to MaxBackoff. Defaults
+	// 100ms and 10s.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger receives flush errors (one line per failed attempt while the
+	// backoff grows, so at most one per MaxBackoff in a long outage).
+	Logger *slog.Logger
+	// Registerer receives the collector_sink_* metrics; nil registers
+	// nothing.
+	Registerer prometheus.Registerer
+}
+
+// Validate reports every invalid field of c.
+func (c ShipperConfig) Validate() error {
+	var errs []error
+	if c.MaxRows < 0 {
+		errs = append(errs, fmt.Errorf("batch max rows %d: must be >= 0", c.MaxRows))
+	}
+	if c.MaxAge < 0 {
+		errs = append(errs, fmt.Errorf("batch max age %s: must be >= 0", c.MaxAge))
+	}
+	if c.MinBackoff < 0 || c.MaxBackoff < 0 {
+		errs = append(errs, errors.New("flush retry backoff: must be >= 0"))
+	}
+	d := c.withDefaults()
+	if d.MaxBackoff < d.MinBackoff {
+		errs = append(errs, fmt.Errorf("flush retry max backoff %s: must be >= min backoff %s", d.MaxBackoff, d.MinBackoff))
+	}
+	return errors.Join(errs...)
+}
+
+func (c ShipperConfig) withDefaults() ShipperConfig {
+	if c.MaxRows == 0 {
+		c.MaxRows = 10000
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = time.Second
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+type shipperMetrics struct {
+	batches, rows, errs, replayed, decodeErrs prometheus.Counter
+	duration, batchRows                       prometheus.Histogram
+}
+
+func newShipperMetrics() *shipperMetrics {
+	return &shipperMetrics{
+		batches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "collector_sink_batches_total", Help: "Batches inserted into the store."}),
+		rows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "collector_sink_rows_flushed_total", Help: "Rows inserted into the store."}),
+		errs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "collector_sink_flush_errors_total", Help: "Failed insert attempts (each is retried)."}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "collector_sink_replayed_rows_total", Help: "Rows read from the spool that were written before this process started."}),
+		decodeErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "collector_sink_decode_errors_total", Help: "Spool records that did not decode as events and were skipped."}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "collector_sink_flush_duration_seconds", Help: "Duration of one successful insert.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
+		batchRows: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "collector_sink_batch_rows", Help: "Rows per inserted batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
+	}
+}
+
+func (m *shipperMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.batches, m.rows, m.errs, m.replayed, m.decodeErrs, m.duration, m.batchRows}
+}
+
+// Shipper moves records from a spool into a store in batches: it flushes
+// when a batch reaches MaxRows, when its oldest record is MaxAge old, and at
+// Close. A batch is [start, end) in the spool; before inserting it the
+// Shipper records end durably (spool.MarkPending), inserts with the token
+// "<spool id>:<start>-<end>", and then commits end. After a crash between
+// insert and commit, the restarted Shipper cuts the same first batch, so
+// the retried insert carries the same token and ClickHouse stores it once.
+// A failed insert is retried with capped exponential backoff for as long
+// as it takes; the spool keeps accepting meanwhile.
+type Shipper struct {
+	sp  *spool.Spool
+	ins Inserter
+	cfg ShipperConfig
+	m   *shipperMetrics
+
+	closing chan struct{}
+	done    chan struct{}
+	ctx     context.Context // inserts; cancelled when Close gives up
+	cancel  context.CancelFunc
+	err     error // set by run before done is closed
+}
+
+// NewShipper starts a Shipper reading sp from its checkpoint. It owns the
+// spool's reader and checkpoint; Close stops it.
+func NewShipper(sp *spool.Spool, ins Inserter, cfg ShipperConfig) (*Shipper, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cannot start shipper: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	s := &Shipper{sp: sp, ins: ins, cfg: cfg, m: newShipperMetrics(),
+		closing: make(chan struct{}), done: make(chan struct{})}
+	if r := cfg.Registerer; r != nil {
+		for i, c := range s.m.collectors() {
+			if err := r.Register(c); err != nil {
+				for _, d := range s.m.collectors()[:i] {
+					r.Unregister(d)
+				}
+				return nil, fmt.Errorf("cannot register shipper metrics: %w", err)
+			}
+		}
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	go s.run()
+	return s, nil
+}
+
+// Close flushes every durable record of the spool (after syncing the spool,
+// for SyncInterval mode) and stops the Shipper. Stop appending first. If
+// ctx ends before the drain completes (say the store is down), Close stops
+// anyway and returns an error; the records stay in the spool for the next
+// start. The metrics stay registered, so their final values can be read.
+func (s *Shipper) Close(ctx context.Context) error {
+	select {
+	case <-s.closing:
+	default:
+		close(s.closing)
+	}
+	var err error
+	select {
+	case <-s.done:
+		err = s.err
+	case <-ctx.Done():
+		s.cancel()
+		<-s.done
+		err = fmt.Errorf("cannot drain spool before shutdown: %w", ctx.Err())
+	}
+	s.cancel()
+	return err
+}
+
+func (s *Shipper) closingNow() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// sleep waits d; false when the Shipper must stop at once.
+func (s *Shipper) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.ctx.Done():
+		return false
+	}
+}
+
+func (s *Shipper) run() {
+	defer close(s.done)
+	start := s.sp.Checkpoint()
+	r := s.sp.NewReader(start)
+	defer r.Close()
+	forced, hasForced := s.sp.Pending()
+	openEnd := s.sp.OpenEnd()
+	rows := make([]Event, 0, min(s.cfg.MaxRows, 1024))
+	end := start
+	var first time.Time // append time of the batch's oldest record
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	synced := false
+	for {
+		eof := false
+		// A batch marked pending by an earlier run is cut exactly where it
+		// was, whatever MaxRows says now, or its token would not match.
+		for (hasForced && end.Less(forced)) || (!hasForced && len(rows) < s.cfg.MaxRows) {
+			rec, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				eof = true
+				break
+			}
+			if err != nil {
+				s.cfg.Logger.Error("cannot read spool", "err", err)
+				if !s.sleep(s.cfg.MaxBackoff) {
+					s.err = err
+					return
+				}
+				continue
+			}
+			if len(rows) == 0 {
+				first = rec.Appended
+			}
+			end = rec.Next
+			if rec.Pos.Less(openEnd) {
+				s.m.replayed.Inc()
+			}
+			if len(rows) < cap(rows) {
+				rows = rows[:len(rows)+1]
+			} else {
+				rows = append(rows, Event{})
+			}
+			if err := DecodeEvent(rec.Data, &rows[len(rows)-1]); err != nil {
+				rows = rows[:len(rows)-1]
+				s.m.decodeErrs.Inc()
+				s.cfg.Logger.Error("spool record is not an event, skipped", "position", rec.Pos.String(), "err", err)
+			}
+		}
+		closing := s.closingNow()
+		if closing && eof && !synced {
+			// Make what SyncInterval mode still buffers readable, once.
+			synced = true
+			if err := s.sp.Sync(); err != nil {
+				s.cfg.Logger.Error("cannot sync spool before drain", "err", err)
+			}
+			continue
+		}
+		atForced := hasForced && end == forced
+		due := atForced || (!hasForced && len(rows) >= s.cfg.MaxRows) ||
+			(len(rows) > 0 && (closing || time.Since(first) >= s.cfg.MaxAge))
+		if hasForced && !atForced && !eof {
+			due = false
+		}
+		if due || (len(rows) == 0 && start.Less(end)) {
+			if err := s.flush(rows, start, end, atForced); err != nil {
+				s.err = err
+				return
+			}
+			hasForced = false
+			start = end
+			rows = rows[:0]
+			continue
+		}
+		if closing && eof {
+			return
+		}
+		if !eof {
+			continue
+		}
+		wait := time.Hour
+		if len(rows) > 0 {
+			wait = max(0, s.cfg.MaxAge-time.Since(first))
+		}
+		timer.Reset(wait)
+		select {
+		case <-s.sp.Notify():
+		case <-timer.C:
+		case <-s.closing:
+		case <-s.ctx.Done():
+			s.err = s.ctx.Err()
+			return
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// dedupToken names the batch [start, end) of the spool with id.
+func dedupToken(id string, start, end spool.Position) string {
+	return id + ":" + start.String() + "-" + end.String()
+}
+
+// flush inserts rows, the batch [start, end), until it succeeds, then
+// commits end. replay is true when end was already marked pending by an
+// earlier run. It fails only when the Shipper must stop.
+func (s *Shipper) flush(rows []Event, start, end spool.Position, replay bool) error {
+	backoff := s.cfg.MinBackoff
+	if !replay && len(rows) > 0 {
+		for {
+			err := s.sp.MarkPending(end)
+			if err == nil {
+				break
+			}
+			s.cfg.Logger.Error("cannot record pending batch", "err", err)
+			if !s.sleep(backoff) {
+				return err
+			}
+			backoff = min(2*backoff, s.cfg.MaxBackoff)
+		}
+	}
+	if len(rows) > 0 {
+		tok := dedupToken(s.sp.ID(), start, end)
+		backoff = s.cfg.MinBackoff
+		for {
+			t0 := time.Now()
+			err := s.ins.Insert(s.ctx, rows, tok)
+			if err == nil {
+				s.m.duration.Observe(time.Since(t0).Seconds())
+				break
+			}
+			s.m.errs.Inc()
+			s.cfg.Logger.Error("cannot flush batch, will retry", "rows", len(rows), "retry_in", backoff, "err", err)
+			if !s.sleep(backoff) {
+				return fmt.Errorf("cannot flush %d rows: %w", len(rows), err)
+			}
+			backoff = min(2*backoff, s.cfg.MaxBackoff)
+		}
+		s.m.batches.Inc()
+		s.m.rows.Add(float64(len(rows)))
+		s.m.batchRows.Observe(float64(len(rows)))
+	}
+	backoff = s.cfg.MinBackoff
+	for {
+		err := s.sp.Commit(end)
+		if err == nil {
+			return nil
+		}
+		s.cfg.Logger.Error("cannot commit spool checkpoint", "err", err)
+		if !s.sleep(backoff) {
+			return err
+		}
+		backoff = min(2*backoff, s.cfg.MaxBackoff)
+	}
+}

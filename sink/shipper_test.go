@@ -1,0 +1,398 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kyomi/collector/sink/spool"
+)
+
+// dedupStore is a fault-injecting Inserter that deduplicates by token the
+// way ClickHouse does: a second insert with a known token is dropped.
+type dedupStore struct {
+	mu       sync.Mutex
+	byToken  map[string][]string // token -> markers
+	attempts []string            // tokens of every attempt, in order
+	failNext int                 // fail this many attempts before storing
+	hangNext int                 // store, then hang until ctx ends: a crash before commit
+	next     Inserter            // optional real store behind the fake
+	down     atomic.Bool         // while set, every attempt fails
+}
+
+var errInjected = errors.New("injected insert failure")
+
+func (d *dedupStore) Insert(ctx context.Context, rows []Event, tok string) error {
+	d.mu.Lock()
+	d.attempts = append(d.attempts, tok)
+	if d.down.Load() {
+		d.mu.Unlock()
+		return errInjected
+	}
+	if d.failNext > 0 {
+		d.failNext--
+		d.mu.Unlock()
+		return errInjected
+	}
+	if d.next != nil {
+		if err := d.next.Insert(ctx, rows, tok); err != nil {
+			d.mu.Unlock()
+			return err
+		}
+	}
+	if _, dup := d.byToken[tok]; !dup {
+		if d.byToken == nil {
+			d.byToken = map[string][]string{}
+		}
+		ms := make([]string, len(rows))
+		for i, r := range rows {
+			ms[i] = r.PropValues[0]
+		}
+		d.byToken[tok] = ms
+	}
+	hang := d.hangNext > 0
+	if hang {
+		d.hangNext--
+	}
+	d.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
+
+// stored returns how many times each marker is stored, and the batch count.
+func (d *dedupStore) stored() (map[string]int, int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string]int{}
+	for _, ms := range d.byToken {
+		for _, m := range ms {
+			out[m]++
+		}
+	}
+	return out, len(d.byToken)
+}
+
+func (d *dedupStore) tokens() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.attempts...)
+}
+
+// appendMarked appends n events of ws with markers ws-from .. ws-(from+n-1).
+func appendMarked(t testing.TB, sp *spool.Spool, ws string, from, n int) {
+	t.Helper()
+	var buf []byte
+	for i := range n {
+		ev := sampleEvents(ws, 1, time.Now(), 30)[0]
+		ev.PropKeys, ev.PropValues = []string{"marker"}, []string{fmt.Sprintf("%s-%d", ws, from+i)}
+		buf = ev.AppendBinary(buf[:0])
+		if err := sp.Append(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkExactlyOnce fails unless markers 0..n-1 of ws are each stored once.
+func checkExactlyOnce(t *testing.T, d *dedupStore, ws string, n int) {
+	t.Helper()
+	got, _ := d.stored()
+	for i := range n {
+		if c := got[fmt.Sprintf("%s-%d", ws, i)]; c != 1 {
+			t.Errorf("marker %d stored %d times", i, c)
+		}
+	}
+	if len(got) != n {
+		t.Errorf("%d distinct markers stored, want %d", len(got), n)
+	}
+}
+
+func openTestSpool(t *testing.T, dir string) *spool.Spool {
+	t.Helper()
+	sp, err := spool.Open(spool.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	return sp
+}
+
+func startShipper(t *testing.T, sp *spool.Spool, ins Inserter, cfg ShipperConfig) (*Shipper, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 20*time.Millisecond
+	}
+	s, err := NewShipper(sp, ins, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, reg
+}
+
+func closeShipper(t *testing.T, s *Shipper) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+func noGoroutineLeak(t *testing.T) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(2 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			t.Errorf("goroutine leak: %d before, %d after", before, n)
+		}
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestShipperFlushTriggers(t *testing.T) {
+	tests := []struct {
+		name          string
+		cfg           ShipperConfig
+		events        int
+		beforeClose   int // batches expected while running
+		rowsPerBatch0 int
+	}{
+		{"max rows", ShipperConfig{MaxRows: 10, MaxAge: time.Hour}, 25, 2, 10},
+		{"max age", ShipperConfig{MaxRows: 1000, MaxAge: 30 * time.Millisecond}, 5, 1, 5},
+		{"shutdown only", ShipperConfig{MaxRows: 1000, MaxAge: time.Hour}, 7, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			noGoroutineLeak(t)
+			sp := openTestSpool(t, t.TempDir())
+			d := &dedupStore{}
+			s, reg := startShipper(t, sp, d, tc.cfg)
+			appendMarked(t, sp, "ws", 0, tc.events)
+			if tc.beforeClose > 0 {
+				waitFor(t, "batches", func() bool { _, n := d.stored(); return n >= tc.beforeClose })
+			} else {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if _, n := d.stored(); n != tc.beforeClose {
+				t.Errorf("%d batches before close, want %d", n, tc.beforeClose)
+			}
+			if tc.rowsPerBatch0 > 0 {
+				toks := d.tokens()
+				if n := len(d.byToken[toks[0]]); n != tc.rowsPerBatch0 {
+					t.Errorf("first batch %d rows, want %d", n, tc.rowsPerBatch0)
+				}
+			}
+			closeShipper(t, s)
+			checkExactlyOnce(t, d, "ws", tc.events)
+			if v := metricVal(t, reg, "collector_sink_rows_flushed_total"); v != float64(tc.events) {
+				t.Errorf("rows flushed metric %v", v)
+			}
+			if _, ok := sp.Pending(); ok {
+				t.Error("pending batch left after drain")
+			}
+		})
+	}
+}
+
+// metricVal returns the value of a counter, or the sample count of a
+// histogram, registered in reg by name.
+func metricVal(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if m.Histogram != nil {
+				return float64(m.Histogram.GetSampleCount())
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
+}
+
+func TestShipperRetriesFailedInserts(t *testing.T) {
+	noGoroutineLeak(t)
+	sp := openTestSpool(t, t.TempDir())
+	d := &dedupStore{failNext: 3}
+	s, reg := startShipper(t, sp, d, ShipperConfig{MaxRows: 20, MaxAge: 10 * time.Millisecond})
+	appendMarked(t, sp, "ws", 0, 50)
+	closeShipper(t, s)
+	checkExactlyOnce(t, d, "ws", 50)
+	if v := metricVal(t, reg, "collector_sink_flush_errors_total"); v != 3 {
+		t.Errorf("flush errors %v, want 3", v)
+	}
+	// A retried batch keeps its token.
+	toks := d.tokens()
+	if len(toks) < 4 || toks[0] != toks[1] || toks[1] != toks[2] || toks[2] != toks[3] {
+		t.Errorf("retries changed the token: %q", toks)
+	}
+}
+
+// TestShipperCrashBetweenInsertAndCommit stores a batch, "crashes" before
+// the checkpoint, restarts with a different MaxRows, and checks that the
+// replay reuses the token so every event is stored exactly once.
+func TestShipperCrashBetweenInsertAndCommit(t *testing.T) {
+	noGoroutineLeak(t)
+	dir := t.TempDir()
+	sp, err := spool.Open(spool.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &dedupStore{}
+	appendMarked(t, sp, "ws", 0, 250)
+	// The first batch goes through; the hook then arms a crash: the second
+	// batch is stored and the insert hangs, so it never commits.
+	first := make(chan struct{})
+	s, _ := startShipper(t, sp, insertHook{d, func(n int) {
+		if n == 1 {
+			d.mu.Lock()
+			d.hangNext = 1
+			d.mu.Unlock()
+			close(first)
+		}
+	}}, ShipperConfig{MaxRows: 100, MaxAge: time.Hour})
+	<-first
+	waitFor(t, "second batch stored", func() bool { _, n := d.stored(); return n == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	if err := s.Close(ctx); err == nil {
+		t.Fatal("Close returned nil while the insert hung")
+	}
+	cancel()
+	crashed := d.tokens()[len(d.tokens())-1]
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	sp2 := openTestSpool(t, dir)
+	if _, ok := sp2.Pending(); !ok {
+		t.Fatal("no pending batch recorded before the crash")
+	}
+	s2, reg := startShipper(t, sp2, d, ShipperConfig{MaxRows: 70, MaxAge: 20 * time.Millisecond})
+	appendMarked(t, sp2, "ws", 250, 30)
+	closeShipper(t, s2)
+	toks := d.tokens()
+	var after []string
+	for i, tok := range toks {
+		if tok == crashed && i > 0 && toks[i-1] == crashed {
+			after = toks[i:]
+		}
+	}
+	if len(after) == 0 {
+		t.Errorf("replay did not retry the crashed token %s: %q", crashed, toks)
+	}
+	checkExactlyOnce(t, d, "ws", 280)
+	if v := metricVal(t, reg, "collector_sink_replayed_rows_total"); v != 150 {
+		t.Errorf("replayed rows %v, want 150", v)
+	}
+}
+
+// insertHook calls after with the number of successful inserts so far.
+type insertHook struct {
+	d     *dedupStore
+	after func(n int)
+}
+
+func (h insertHook) Insert(ctx context.Context, rows []Event, tok string) error {
+	err := h.d.Insert(ctx, rows, tok)
+	if err == nil {
+		_, n := h.d.stored()
+		h.after(n)
+	}
+	return err
+}
+
+func TestDedupTokenDeterministic(t *testing.T) {
+	a := dedupToken("0123456789abcdef", spool.Position{Segment: 3, Offset: 0}, spool.Position{Segment: 4, Offset: 1234})
+	b := dedupToken("0123456789abcdef", spool.Position{Segment: 3, Offset: 0}, spool.Position{Segment: 4, Offset: 1234})
+	if a != b || a != "0123456789abcdef:3.0-4.1234" {
+		t.Errorf("token %q / %q", a, b)
+	}
+	if err := checkDedupToken(a); err != nil {
+		t.Errorf("store rejects shipper token: %v", err)
+	}
+}
+
+// TestShipperOutageEmbedded runs spool -> shipper -> the real embedded
+// ClickHouse through an outage longer than several flush intervals, then a
+// crash between insert and commit, and counts rows with SELECT.
+func TestShipperOutageEmbedded(t *testing.T) {
+	noGoroutineLeak(t)
+	const ws = "ws_shipper_outage"
+	dir := t.TempDir()
+	sp, err := spool.Open(spool.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &dedupStore{next: testStore}
+	d.down.Store(true)
+	s, reg := startShipper(t, sp, d, ShipperConfig{MaxRows: 100, MaxAge: 20 * time.Millisecond})
+	appendMarked(t, sp, ws, 0, 300)
+	time.Sleep(300 * time.Millisecond) // > 10 flush intervals of outage
+	if n := countRows(t, ws); n != 0 {
+		t.Fatalf("%d rows stored during the outage", n)
+	}
+	appendMarked(t, sp, ws, 300, 100) // still accepted while the sink is down
+	if v := metricVal(t, reg, "collector_sink_flush_errors_total"); v < 3 {
+		t.Errorf("flush errors during outage %v, want several", v)
+	}
+	d.down.Store(false)
+	waitFor(t, "rows after outage", func() bool { return countRows(t, ws) == 400 })
+
+	// Crash after the real insert, before the checkpoint.
+	d.mu.Lock()
+	d.hangNext = 1
+	d.mu.Unlock()
+	appendMarked(t, sp, ws, 400, 50)
+	// The next batch is stored, then its insert hangs: the process "dies"
+	// before the checkpoint. The other rows stay in the spool.
+	waitFor(t, "crashing insert", func() bool { return countRows(t, ws) > 400 })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	s.Close(ctx)
+	cancel()
+	sp.Close()
+
+	sp2 := openTestSpool(t, dir)
+	s2, _ := startShipper(t, sp2, testStore, ShipperConfig{MaxRows: 100, MaxAge: 20 * time.Millisecond})
+	closeShipper(t, s2)
+	if n := countRows(t, ws); n != 450 {
+		t.Errorf("%d rows after replay, want 450 (none lost, none doubled)", n)
+	}
+	res, err := testStore.Select(context.Background(),
+		"SELECT uniqExact(props['marker']) FROM analytics.events WHERE workspace_id = '"+ws+"'", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := asUint64(res.Rows[0][0]); n != 450 {
+		t.Errorf("%d distinct markers, want 450", n)
+	}
+}
