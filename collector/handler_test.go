@@ -40,7 +40,7 @@ func TestEventStored(t *testing.T) {
 		{"Name", ev.Name, "signup"},
 		{"Hostname", ev.Hostname, "acme.example"},
 		{"Pathname", ev.Pathname, "/pricing"},
-		{"Referrer", ev.Referrer, "www.google.com/search"},
+		{"Referrer", ev.Referrer, "google.com/search"},
 		{"ReferrerSource", ev.ReferrerSource, "Google"},
 		{"UTMSource", ev.UTMSource, "newsletter"},
 		{"UTMMedium", ev.UTMMedium, "email"},

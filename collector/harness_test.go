@@ -191,7 +191,9 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		ReadTimeout:        5 * time.Second,
 		// Idle workers exit after this; the default (10 s) would outlive the leak check.
 		MaxIdleWorkerDuration: 20 * time.Millisecond,
-		Logger:                discardLogger{},
+		// Without this fasthttp answers a malformed multipart body itself, before the handler.
+		DisablePreParseMultipartForm: true,
+		Logger:                       discardLogger{},
 	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()

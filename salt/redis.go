@@ -35,8 +35,9 @@ var _ Source = (*Redis)(nil)
 
 // NewRedis connects to the Redis at rawURL (redis:// or rediss:// for TLS;
 // user, password, database number and go-redis query options such as
-// dial_timeout, read_timeout, write_timeout, pool_size come from the URL)
-// and fetches today's salt within ctx. An invalid URL or configuration is an
+// dial_timeout, read_timeout, write_timeout, pool_size, skip_verify come
+// from the URL; WithRootCAs adds a private CA for rediss://) and fetches
+// today's salt within ctx, which should carry a deadline. An invalid URL or configuration is an
 // error; an unreachable Redis is not: the source then starts unavailable
 // (Ready and Salt return errors) and keeps retrying in the background.
 func NewRedis(ctx context.Context, rawURL string, opts ...Option) (*Redis, error) {

@@ -76,6 +76,15 @@ func TestBrowser(t *testing.T) {
 		h.checkNoTraces()
 	})
 
+	t.Run("script included twice counts once", func(t *testing.T) {
+		h := newHarness(t, browser, "")
+		h.add("/twice", page{Body: template.HTML(`<script defer data-domain="acme.example" src="` + h.collector + `/js/script.js"></script>`)})
+		h.run(chromedp.Navigate(h.url("", "/twice")))
+		h.waitJS(`typeof kyomi == 'function' && document.readyState == 'complete'`)
+		h.eval(`history.pushState({}, '', '/twice/next')`, nil)
+		h.events(2)
+	})
+
 	t.Run("custom events, queue stub and plausible alias", func(t *testing.T) {
 		h := newHarness(t, browser, "")
 		h.add("/shop", page{Stub: true, Queued: `kyomi('Signup', {props: {plan: 'pro'}});

@@ -22,7 +22,6 @@ import (
 	"github.com/kyomi/collector/collector/bot"
 	"github.com/kyomi/collector/collector/clientip"
 	"github.com/kyomi/collector/collector/enrich"
-	"github.com/kyomi/collector/collector/query"
 	"github.com/kyomi/collector/collector/ratelimit"
 	"github.com/kyomi/collector/collector/workspace"
 	"github.com/kyomi/collector/salt"
@@ -79,20 +78,21 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	if c.Redis != "" {
 		salts, err = salt.NewRedis(ctx, c.Redis, salt.WithLogger(log), salt.WithRegisterer(reg))
 	} else {
-		salts, err = salt.NewLocal(filepath.Join(c.DataDir, "salt"), salt.WithLogger(log), salt.WithRegisterer(reg))
+		salts, err = salt.NewLocal(c.DataDir, salt.WithLogger(log), salt.WithRegisterer(reg))
 	}
 	if err != nil {
 		return fmt.Errorf("cannot start the salt source: %w", err)
 	}
 	defer salts.Close()
 
-	sp, err := spool.Open(filepath.Join(c.DataDir, "spool"), spool.Options{
-		MaxBytes: c.SpoolMaxBytes, SyncInterval: c.SpoolSyncInterval, Logger: log, Registerer: reg,
+	sp, err := spool.Open(spool.Config{
+		Dir: filepath.Join(c.DataDir, "spool"), MaxBytes: c.SpoolMaxBytes, SyncInterval: c.SpoolSyncInterval,
+		Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return fmt.Errorf("cannot open the spool: %w", err)
 	}
-	shipper, err := sink.NewShipper(sp, store, sink.ShipperOptions{
+	shipper, err := sink.NewShipper(sp, store, sink.ShipperConfig{
 		MaxRows: c.BatchRows, MaxAge: c.BatchAge, Logger: log, Registerer: reg,
 	})
 	if err != nil {
@@ -115,7 +115,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	routes := map[string]fasthttp.RequestHandler{}
 	script.Register(routes)
 	if c.JWKS != "" {
-		qh, err := query.NewHandler(query.Config{JWKS: c.JWKS, RevokedFile: c.RevokedJTI, Redis: c.Redis}, store, log, reg)
+		qh, err := newQueryHandler(ctx, c, store, log, reg)
 		if err != nil {
 			return err
 		}
@@ -138,7 +138,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		ClientRate: ratelimit.New(ratelimit.Config{Rate: c.RateClient, Burst: int(c.RateClient) + 1, MaxKeys: 1 << 20}, nil, nil),
 		WSRate:     ratelimit.New(ratelimit.Config{Rate: c.RateWorkspace, Burst: int(c.RateWorkspace) + 1, MaxKeys: 1 << 16}, nil, nil),
 		Routes:     routes,
-		Ready:      []func() error{salts.Ready, sp.Ready, shipper.Ready},
+		Ready:      []func() error{salts.Ready, spoolReady(sp)},
 		HSTS:       c.TLSCert != "",
 	})
 	if err != nil {
@@ -264,4 +264,14 @@ type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
 	l.log.Debug("http server", "msg", format)
+}
+
+// spoolReady is the readiness check of the spool: events can be made durable.
+func spoolReady(sp *spool.Spool) func() error {
+	return func() error {
+		if !sp.Ready() {
+			return errors.New("the spool cannot make events durable (full or failing)")
+		}
+		return nil
+	}
 }

@@ -5,7 +5,7 @@
 // same tool in the same run.
 //
 //	loadgen -print-config -domains 500 > /tmp/ws.yaml
-//	collector serve -config /tmp/ws.yaml -trusted-proxies 127.0.0.1/32,::1/128 -rate-client 0 &
+//	collector serve -config /tmp/ws.yaml -trusted-proxies 127.0.0.1/32,::1/128 &
 //	loadgen -config /tmp/ws.yaml -target http://127.0.0.1:8080 -c 64 -duration 20s -baseline-server
 //	loadgen baseline -listen 127.0.0.1:9090   # the empty handler alone, e.g. for wrk
 package main

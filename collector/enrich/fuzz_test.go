@@ -30,6 +30,9 @@ func FuzzUA(f *testing.F) {
 		if len(u.BrowserVersion) > 8 {
 			t.Fatalf("browser version %q is not a major version", u.BrowserVersion)
 		}
+		if plainName(u.Browser) != u.Browser || plainName(u.OS) != u.OS {
+			t.Fatalf("free text in browser %q or OS %q", u.Browser, u.OS)
+		}
 		if again := p.Parse(ua); again != u {
 			t.Fatalf("second parse %+v differs from %+v", again, u)
 		}

@@ -160,14 +160,32 @@ func ParseUA(s string) UA {
 	u.Browser, u.BrowserVersion = detectBrowser(t)
 	if u.Browser == "" && !u.Bot {
 		name, version := mua.Browser()
-		u.Browser, u.BrowserVersion = name, majorVersion(version)
+		if name = plainName(name); name != "" {
+			u.Browser, u.BrowserVersion = name, majorVersion(version)
+		}
 	}
 	u.OS, u.OSVersion = detectOS(t)
 	if u.OS == "" {
-		u.OS = mua.OSInfo().Name
+		u.OS = plainName(mua.OSInfo().Name)
 	}
 	u.Device = detectDevice(t)
 	return u
+}
+
+// plainName returns a name the parser took from free text of the user
+// agent only when it is short and plain; anything else is dropped so that
+// crafted user agents cannot put arbitrary text into stored columns.
+func plainName(s string) string {
+	if len(s) > 24 {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == ' ' || c == '.' || c == '_' || c == '-') {
+			return ""
+		}
+	}
+	return s
 }
 
 //go:embed crawlers.txt

@@ -134,6 +134,8 @@ type Handler struct {
 	upgrader websocket.FastHTTPUpgrader
 	ctx      context.Context
 	cancel   context.CancelFunc
+	mu       sync.Mutex // guards closed and wg.Add against Close
+	closed   bool
 	wg       sync.WaitGroup
 }
 
@@ -188,6 +190,9 @@ func NewHandler(cfg Config, d Deps) (*Handler, error) {
 
 // Close ends all WebSocket connections and waits for their goroutines.
 func (h *Handler) Close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
 	h.cancel()
 	h.wg.Wait()
 }

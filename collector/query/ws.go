@@ -30,14 +30,20 @@ func (h *Handler) WebSocket(rc *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	h.wg.Add(1)
-	err := h.upgrader.Upgrade(rc, func(conn *websocket.Conn) {
+	// The callback runs after the handshake in fasthttp's hijack goroutine,
+	// or never if the handshake fails; it registers itself with Close.
+	_ = h.upgrader.Upgrade(rc, func(conn *websocket.Conn) {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			conn.Close()
+			return
+		}
+		h.wg.Add(1)
+		h.mu.Unlock()
 		defer h.wg.Done()
 		h.serveConn(conn, token)
 	})
-	if err != nil {
-		h.wg.Done()
-	}
 }
 
 type wsConn struct {

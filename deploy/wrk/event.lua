@@ -3,7 +3,7 @@
 -- X-Forwarded-For, paths, referrers, UTM, props, custom events with revenue).
 --
 --   loadgen -print-config -domains 200 > /tmp/ws.yaml          # site0000.example .. site0199.example
---   collector serve -config /tmp/ws.yaml -trusted-proxies 127.0.0.1/32,::1/128 -rate-client 0 &
+--   collector serve -config /tmp/ws.yaml -trusted-proxies 127.0.0.1/32,::1/128 &
 --   WRK_DOMAINS=200 wrk -t2 -c64 -d20s -s deploy/wrk/event.lua http://127.0.0.1:8080
 --   loadgen baseline -listen 127.0.0.1:9090 &                   # the empty handler, same script
 --   WRK_DOMAINS=200 wrk -t2 -c64 -d20s -s deploy/wrk/event.lua http://127.0.0.1:9090

@@ -13,6 +13,11 @@
   var doc = document;
   var loc = location;
   var hist = history;
+  // A second copy of the script on the same page (tag managers do that) must not count
+  // everything twice: the first copy marks its function.
+  if (w.kyomi && w.kyomi.k) {
+    return;
+  }
   var script = doc.currentScript;
   var attr = function (name) {
     return script.getAttribute('data-' + name);
@@ -123,6 +128,7 @@
   // in order, kyomi's first, after the automatic page view.
   var queue = ((w.kyomi && w.kyomi.q) || []).concat((w.plausible && w.plausible.q) || []);
   w.kyomi = w.plausible = track;
+  track.k = 1;
 
   if (attr('manual') == null) {
     ['pushState', 'replaceState'].forEach(function (method) {
