@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 
 	"github.com/kyomi/collector/collector"
@@ -76,6 +77,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		Close() error
 	}
 	if c.Redis != "" {
+		redis.SetLogger(redisLogger{log})
 		salts, err = salt.NewRedis(ctx, c.Redis, salt.WithLogger(log), salt.WithRegisterer(reg))
 	} else {
 		salts, err = salt.NewLocal(c.DataDir, salt.WithLogger(log), salt.WithRegisterer(reg))
@@ -102,7 +104,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 
 	var geo *enrich.GeoDB
 	if c.GeoIP != "" {
-		if geo, err = enrich.OpenGeoDB(c.GeoIP); err != nil {
+		if geo, err = enrich.OpenGeoDBs(c.geoFiles()); err != nil {
 			return err
 		}
 		defer geo.Close()
@@ -195,7 +197,8 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	log.Info("collector started", "listen", ln.Addr().String(), "tls", certs != nil,
-		"store", storeKind(c), "salt", saltKind(c), "workspaces", registry.Len())
+		"store", storeKind(c), "salt", saltKind(c), "workspaces", registry.Len(),
+		"geoip", geo.DatabaseType(), "datacenter_ranges", filter.DatacenterRanges())
 
 	select {
 	case err := <-served:
@@ -274,4 +277,12 @@ func spoolReady(sp *spool.Spool) func() error {
 		}
 		return nil
 	}
+}
+
+// redisLogger routes go-redis's process-wide messages (dial failures and the like) through slog
+// as JSON. Only the format string is logged: its arguments can hold addresses.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, _ ...any) {
+	l.log.Warn("redis client", "msg", format)
 }

@@ -33,8 +33,11 @@ type result struct {
 	Accepted uint64
 	Dropped  map[string]uint64 // by X-Collector-Dropped reason
 	Errors   map[string]uint64 // "status_<code>" or a transport error kind
-	Elapsed  time.Duration
-	Latency  histogram
+	// Cut counts requests still unanswered when -duration ended: sent, but neither answers
+	// nor errors, since the run stopped waiting for them.
+	Cut     uint64
+	Elapsed time.Duration
+	Latency histogram
 }
 
 func newResult() *result {
@@ -44,6 +47,7 @@ func newResult() *result {
 func (r *result) merge(o *result) {
 	r.Sent += o.Sent
 	r.Accepted += o.Accepted
+	r.Cut += o.Cut
 	for k, v := range o.Dropped {
 		r.Dropped[k] += v
 	}
@@ -66,7 +70,7 @@ func runLoad(ctx context.Context, cfg loadConfig, reqs []request) *result {
 	for w := range cfg.Concurrency {
 		results[w] = newResult()
 		wg.Go(func() {
-			wk := worker{cfg: cfg, reqs: reqs, next: w * len(reqs) / cfg.Concurrency, res: results[w], claimed: &claimed}
+			wk := worker{cfg: cfg, end: start.Add(cfg.Duration), reqs: reqs, next: w * len(reqs) / cfg.Concurrency, res: results[w], claimed: &claimed}
 			if cfg.Rate > 0 {
 				wk.interval = time.Duration(float64(time.Second) * float64(cfg.Concurrency) / cfg.Rate)
 				// Stagger the workers over one interval so the aggregate rate is smooth.
@@ -88,6 +92,7 @@ func runLoad(ctx context.Context, cfg loadConfig, reqs []request) *result {
 // fasthttp's response parser, classify it.
 type worker struct {
 	cfg      loadConfig
+	end      time.Time // the run's time bound: no request waits past it
 	reqs     []request
 	next     int
 	res      *result
@@ -136,6 +141,11 @@ func (w *worker) run(ctx context.Context) {
 		}
 		w.res.Sent++
 		kind := w.do(req)
+		if kind != "" && !time.Now().Before(w.end) {
+			w.res.Cut++
+			w.close()
+			return
+		}
 		if kind != "" {
 			w.res.Errors[kind]++
 			w.close()
@@ -152,7 +162,7 @@ func (w *worker) run(ctx context.Context) {
 // do sends one request and reads its answer into w.resp; it returns "" or an error kind.
 func (w *worker) do(req *request) string {
 	if w.conn == nil {
-		c, err := net.DialTimeout("tcp", w.cfg.Addr, w.cfg.Timeout)
+		c, err := net.DialTimeout("tcp", w.cfg.Addr, min(w.cfg.Timeout, max(time.Until(w.end), time.Millisecond)))
 		if err != nil {
 			return "dial" + errKind(err)
 		}
@@ -163,7 +173,11 @@ func (w *worker) do(req *request) string {
 			w.br.Reset(c)
 		}
 	}
-	if err := w.conn.SetDeadline(time.Now().Add(w.cfg.Timeout)); err != nil {
+	deadline := time.Now().Add(w.cfg.Timeout)
+	if w.end.Before(deadline) {
+		deadline = w.end
+	}
+	if err := w.conn.SetDeadline(deadline); err != nil {
 		return "deadline"
 	}
 	if _, err := w.conn.Write(req.wire); err != nil {

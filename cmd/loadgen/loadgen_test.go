@@ -341,20 +341,32 @@ func TestLoadAgainstValidatingServer(t *testing.T) {
 					t.Fatalf("only %d requests in 400ms", r.Sent)
 				}
 			}
-			// Every request sent was received and answered: the report matches the server's count.
-			if int(r.Sent) != s.received || int(r.Latency.Count) != s.received || r.ErrorsTotal != uint64(s.statuses[429]+s.statuses[503]) {
-				t.Fatalf("report sent %d answered %d errors %v; server received %d statuses %v", r.Sent, r.Latency.Count, r.Errors, s.received, s.statuses)
+			// Every request sent was answered, or cut by the end of -duration; no transport errors.
+			if r.Latency.Count+r.CutAtEnd != r.Sent || r.ErrorsTotal != uint64(s.statuses[429]+s.statuses[503]) {
+				t.Fatalf("report sent %d answered %d cut %d errors %v; server statuses %v", r.Sent, r.Latency.Count, r.CutAtEnd, r.Errors, s.statuses)
 			}
-			if int(r.Accepted) != s.accepted || int(r.Errors["status_429"]) != s.statuses[429] || int(r.Errors["status_503"]) != s.statuses[503] {
-				t.Fatalf("report accepted %d errors %v; server accepted %d statuses %v", r.Accepted, r.Errors, s.accepted, s.statuses)
+			if tc.wantSent > 0 && r.CutAtEnd != 0 {
+				t.Fatalf("%d requests cut in a run bounded by count", r.CutAtEnd)
 			}
-			for reason, n := range s.dropped {
-				if int(r.Dropped[reason]) != n {
+			if int(r.Latency.Count) > s.received || s.received > int(r.Sent) || r.CutAtEnd > 8 {
+				t.Fatalf("report sent %d answered %d cut %d; server received %d", r.Sent, r.Latency.Count, r.CutAtEnd, s.received)
+			}
+			// Answers the run read match the server's exactly; a cut request may have been
+			// answered by the server after the run stopped reading, so those count on its side only.
+			if r.CutAtEnd == 0 {
+				if int(r.Sent) != s.received || int(r.Accepted) != s.accepted || int(r.Errors["status_429"]) != s.statuses[429] || int(r.Errors["status_503"]) != s.statuses[503] {
+					t.Fatalf("report sent %d accepted %d errors %v; server received %d accepted %d statuses %v", r.Sent, r.Accepted, r.Errors, s.received, s.accepted, s.statuses)
+				}
+				for reason, n := range s.dropped {
+					if int(r.Dropped[reason]) != n {
+						t.Fatalf("report dropped %v; server dropped %v", r.Dropped, s.dropped)
+					}
+				}
+				if len(r.Dropped) != len(s.dropped) {
 					t.Fatalf("report dropped %v; server dropped %v", r.Dropped, s.dropped)
 				}
-			}
-			if len(r.Dropped) != len(s.dropped) {
-				t.Fatalf("report dropped %v; server dropped %v", r.Dropped, s.dropped)
+			} else if int(r.Accepted) > s.accepted || int(r.Accepted)+int(r.CutAtEnd) < s.accepted {
+				t.Fatalf("report accepted %d (cut %d); server accepted %d", r.Accepted, r.CutAtEnd, s.accepted)
 			}
 			if want := float64(r.Accepted) / r.ElapsedSeconds; math.Abs(r.AcceptedPerSec-want) > 1e-6*want+1e-9 {
 				t.Fatalf("accepted_per_second %f, want %f", r.AcceptedPerSec, want)
@@ -379,6 +391,36 @@ func TestLoadAgainstValidatingServer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDurationBoundsSlowServer checks that -duration bounds the run even when answers take
+// longer than the run: the requests in flight are cut, not waited for until -timeout.
+func TestDurationBoundsSlowServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second):
+		}
+		ctx.SetStatusCode(fasthttp.StatusAccepted)
+	}}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { close(release); _ = srv.Shutdown(); <-done })
+
+	began := time.Now()
+	rep := runJSON(t, "-target", ln.Addr().String(), "-domains", "3", "-c", "3", "-duration", "300ms", "-timeout", "20s")
+	checkNoLeak(t)
+	if took := time.Since(began); took > 3*time.Second {
+		t.Fatalf("a 300ms run against a stalled server took %v", took)
+	}
+	if r := rep.Run; r.Sent != 3 || r.CutAtEnd != 3 || r.ErrorsTotal != 0 || r.Latency.Count != 0 {
+		t.Fatalf("sent %d cut %d errors %v answers %d; want 3 requests cut and nothing else", r.Sent, r.CutAtEnd, r.Errors, r.Latency.Count)
 	}
 }
 

@@ -22,6 +22,7 @@ type runReport struct {
 	DroppedTotal   uint64            `json:"dropped_total"`
 	Errors         map[string]uint64 `json:"errors"`
 	ErrorsTotal    uint64            `json:"errors_total"`
+	CutAtEnd       uint64            `json:"cut_at_end"` // sent, still unanswered when -duration ended
 	AcceptedPerSec float64           `json:"accepted_per_second"`
 	AnsweredPerSec float64           `json:"answered_per_second"` // accepted + dropped + non-2xx answers
 	Latency        latencyReport     `json:"latency_ms"`
@@ -56,7 +57,7 @@ func makeReport(target string, cfg loadConfig, r *result) runReport {
 	rep := runReport{
 		Target: target, Mode: "keepalive", Concurrency: cfg.Concurrency, TargetRate: cfg.Rate,
 		ElapsedSeconds: r.Elapsed.Seconds(), Sent: r.Sent, Accepted: r.Accepted,
-		Dropped: r.Dropped, Errors: r.Errors,
+		Dropped: r.Dropped, Errors: r.Errors, CutAtEnd: r.Cut,
 		Latency: latencyReport{
 			Count: r.Latency.n, Mean: ms(r.Latency.mean()), P50: ms(r.Latency.quantile(0.5)),
 			P90: ms(r.Latency.quantile(0.9)), P99: ms(r.Latency.quantile(0.99)),
@@ -110,6 +111,9 @@ func writeText(w io.Writer, rep fullReport) error {
 		p("  errors    %d\n", r.ErrorsTotal)
 		for _, k := range slices.Sorted(maps.Keys(r.Errors)) {
 			p("    %-22s %d\n", k, r.Errors[k])
+		}
+		if r.CutAtEnd > 0 {
+			p("  cut       %d (unanswered when -duration ended)\n", r.CutAtEnd)
 		}
 		l := r.Latency
 		p("  latency   p50 %.3fms  p90 %.3fms  p99 %.3fms  p99.9 %.3fms  max %.3fms  mean %.3fms (%d answers)\n",

@@ -29,7 +29,7 @@ const geoCacheSize = 1 << 16
 // ip-location-db (country_code, state1, city), decided per record. Lookup
 // is safe for concurrent use; Close must not run concurrently with Lookup.
 // The package never logs and never puts an address into an error.
-type GeoDB struct {
+type geoFile struct {
 	r      *maxminddb.Reader
 	ipv4DB bool
 
@@ -37,8 +37,31 @@ type GeoDB struct {
 	cache map[uintptr]Geo
 }
 
+type GeoDB struct {
+	files []*geoFile
+}
+
 // OpenGeoDB opens (memory-maps) the database at path.
 func OpenGeoDB(path string) (*GeoDB, error) {
+	return OpenGeoDBs([]string{path})
+}
+
+// OpenGeoDBs opens several databases that Lookup consults in order, the first that knows an
+// address winning: DB-IP ships IPv4 and IPv6 ranges as two files.
+func OpenGeoDBs(paths []string) (*GeoDB, error) {
+	g := &GeoDB{}
+	for _, p := range paths {
+		f, err := openGeoFile(p)
+		if err != nil {
+			_ = g.Close()
+			return nil, err
+		}
+		g.files = append(g.files, f)
+	}
+	return g, nil
+}
+
+func openGeoFile(path string) (*geoFile, error) {
 	r, err := maxminddb.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open GeoIP database %s: %w", path, err)
@@ -47,16 +70,16 @@ func OpenGeoDB(path string) (*GeoDB, error) {
 		_ = r.Close()
 		return nil, fmt.Errorf("cannot use GeoIP database %s: unsupported IP version %d", path, r.Metadata.IPVersion)
 	}
-	return &GeoDB{r: r, ipv4DB: r.Metadata.IPVersion == 4, cache: make(map[uintptr]Geo, 1024)}, nil
+	return &geoFile{r: r, ipv4DB: r.Metadata.IPVersion == 4, cache: make(map[uintptr]Geo, 1024)}, nil
 }
 
 // DatabaseType returns the database_type of the file's metadata
 // ("GeoLite2-City", ...), for a start-up log line.
 func (g *GeoDB) DatabaseType() string {
-	if g == nil {
+	if g == nil || len(g.files) == 0 {
 		return ""
 	}
-	return g.r.Metadata.DatabaseType
+	return g.files[0].r.Metadata.DatabaseType
 }
 
 // ipPool holds the 16-byte buffers handed to the reader, which takes a
@@ -71,8 +94,18 @@ func (g *GeoDB) Lookup(ip netip.Addr) Geo {
 		return Geo{}
 	}
 	ip = ip.Unmap()
+	for _, f := range g.files {
+		if v, ok := f.lookup(ip); ok {
+			return v
+		}
+	}
+	return Geo{}
+}
+
+// lookup finds ip in one file; ok is false when the file does not know it.
+func (g *geoFile) lookup(ip netip.Addr) (Geo, bool) {
 	if ip.Is6() && g.ipv4DB {
-		return Geo{}
+		return Geo{}, false
 	}
 	buf := ipPool.Get().(*[16]byte)
 	var nip net.IP
@@ -87,13 +120,13 @@ func (g *GeoDB) Lookup(ip netip.Addr) Geo {
 	off, err := g.r.LookupOffset(nip)
 	ipPool.Put(buf)
 	if err != nil || off == maxminddb.NotFound {
-		return Geo{}
+		return Geo{}, false
 	}
 	g.mu.RLock()
 	v, ok := g.cache[off]
 	g.mu.RUnlock()
 	if ok {
-		return v
+		return v, true
 	}
 	v = g.decode(off)
 	g.mu.Lock()
@@ -105,7 +138,7 @@ func (g *GeoDB) Lookup(ip netip.Addr) Geo {
 	}
 	g.cache[off] = v
 	g.mu.Unlock()
-	return v
+	return v, true
 }
 
 // geoRecord holds the fields of both layouts; City is decoded as any
@@ -122,7 +155,7 @@ type geoRecord struct {
 	State1      string `maxminddb:"state1"`
 }
 
-func (g *GeoDB) decode(off uintptr) Geo {
+func (g *geoFile) decode(off uintptr) Geo {
 	var rec geoRecord
 	if err := g.r.Decode(off, &rec); err != nil {
 		return Geo{}
@@ -159,8 +192,10 @@ func (g *GeoDB) Close() error {
 	if g == nil {
 		return nil
 	}
-	if err := g.r.Close(); err != nil {
-		return fmt.Errorf("cannot close GeoIP database: %w", err)
+	for _, f := range g.files {
+		if err := f.r.Close(); err != nil {
+			return fmt.Errorf("cannot close GeoIP database: %w", err)
+		}
 	}
 	return nil
 }

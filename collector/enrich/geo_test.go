@@ -210,3 +210,42 @@ func BenchmarkGeoLookup(b *testing.B) {
 		})
 	}
 }
+
+// TestGeoDBsInOrder opens two databases, as DB-IP ships its IPv4 and IPv6 ranges, and checks that
+// each address family is found in its file and that the first file that knows an address wins.
+func TestGeoDBsInOrder(t *testing.T) {
+	dir := t.TempDir()
+	v4 := filepath.Join(dir, "v4.mmdb")
+	v6 := filepath.Join(dir, "v6.mmdb")
+	if err := WriteTestFlatGeoDB(v4, map[string]Geo{"203.0.113.0/24": {CountryCode: "NZ", Region: "Auckland", City: "Auckland"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteTestGeoDB(v6, map[string]Geo{
+		"2001:db8::/32":  {CountryCode: "DE", Region: "BE", City: "Berlin"},
+		"203.0.113.0/24": {CountryCode: "FR", City: "Paris"}, // shadowed by the first file
+	}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := OpenGeoDBs([]string{v4, v6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	cases := []struct {
+		ip   string
+		want string
+	}{
+		{"203.0.113.5", "NZ"},
+		{"::ffff:203.0.113.5", "NZ"},
+		{"2001:db8::1", "DE"},
+		{"198.51.100.1", ""},
+	}
+	for _, tc := range cases {
+		if got := g.Lookup(netip.MustParseAddr(tc.ip)).CountryCode; got != tc.want {
+			t.Errorf("%s: country %q, want %q", tc.ip, got, tc.want)
+		}
+	}
+	if _, err := OpenGeoDBs([]string{v4, filepath.Join(dir, "missing.mmdb")}); err == nil {
+		t.Fatal("a missing second file was accepted")
+	}
+}

@@ -2,18 +2,47 @@ package query
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/kyomi/collector/sink"
 )
 
-// Store is the part of the ClickHouse store the query path uses: one
-// statement in, its output in the named ClickHouse format out (TSVRaw,
-// JSONCompact, ArrowStream). sink's embedded and server stores provide it.
+// Store is the part of sink.Store the query path uses: Select for the
+// guard's parser calls and JSON results, Raw for ArrowStream results (the
+// embedded store; a store without it answers sink.ErrUnsupportedFormat).
+// Settings are never passed in the map: the query path writes them into
+// the statement's outermost SETTINGS clause itself.
 type Store interface {
+	Select(ctx context.Context, sql string, settings map[string]string) (*sink.Result, error)
 	Raw(ctx context.Context, sql, format string) ([]byte, error)
+}
+
+// selectText runs sql and joins the first column of its rows with
+// newlines: the text of an EXPLAIN or of a one-string SELECT.
+func selectText(ctx context.Context, s Store, sql string) (string, error) {
+	res, err := s.Select(ctx, sql, nil)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for i, row := range res.Rows {
+		if len(row) == 0 {
+			continue
+		}
+		str, ok := row[0].(string)
+		if !ok {
+			return "", errors.New("cannot read engine answer: not text")
+		}
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(str)
+	}
+	return b.String(), nil
 }
 
 // RefusedError is a query the guard will not run. Reason is safe to show to
@@ -121,22 +150,22 @@ func (g *Guard) Prepare(ctx context.Context, wid, sql string, maxRows int) (*Pre
 	if err != nil {
 		return nil, err
 	}
-	ast, err := g.Store.Raw(ctx, "EXPLAIN AST "+canonical, "TSVRaw")
+	ast, err := selectText(ctx, g.Store, "EXPLAIN AST "+canonical)
 	if err != nil {
 		return nil, refused("cannot analyse query")
 	}
-	if err := CheckAST(string(ast)); err != nil {
+	if err := CheckAST(ast); err != nil {
 		return nil, err
 	}
 	maxRows = g.clampRows(maxRows)
 	p := g.scoped(wid, canonical, maxRows)
-	tree, err := g.Store.Raw(ctx, "EXPLAIN QUERY TREE "+p.Body+" SETTINGS "+g.explainSettings(wid), "TSVRaw")
+	tree, err := selectText(ctx, g.Store, "EXPLAIN QUERY TREE "+p.Body+" SETTINGS "+g.explainSettings(wid))
 	if err != nil {
 		// The statement passed the parser checks; the analyzer found it
 		// invalid (unknown column, type error): a failed query, not a refusal.
 		return nil, fmt.Errorf("cannot analyse query: %w", err)
 	}
-	if err := CheckQueryTree(string(tree)); err != nil {
+	if err := CheckQueryTree(tree); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -173,15 +202,14 @@ func (g *Guard) Canonical(ctx context.Context, sql string) (string, error) {
 	if !utf8.ValidString(sql) || strings.IndexByte(sql, 0) >= 0 {
 		return "", refused("query is not valid UTF-8 text")
 	}
-	out, err := g.Store.Raw(ctx, "SELECT formatQuerySingleLine("+quoteString(sql)+")", "JSONCompactEachRow")
+	out, err := selectText(ctx, g.Store, "SELECT formatQuerySingleLine("+quoteString(sql)+")")
 	if err != nil {
 		return "", refused("cannot parse query: %s", engineMessage(err))
 	}
-	var row []string
-	if err := json.Unmarshal(out, &row); err != nil || len(row) != 1 {
+	c := strings.TrimSpace(out)
+	if c == "" || strings.Contains(c, "\n") {
 		return "", refused("cannot parse query")
 	}
-	c := strings.TrimSpace(row[0])
 	if strings.HasSuffix(c, ";") {
 		c = strings.TrimSpace(strings.TrimSuffix(c, ";"))
 	}

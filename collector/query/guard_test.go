@@ -16,8 +16,7 @@ func runAs(t testing.TB, wid, sql string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out, err := testStore.Raw(context.Background(), p.SQL(p.MaxRows+1), "JSONCompact")
-	return string(out), err
+	return runSQL(t, p)
 }
 
 func TestGuardAllows(t *testing.T) {
@@ -74,6 +73,8 @@ func TestGuardEscapes(t *testing.T) {
 		{"IN table name", "SELECT count() FROM events WHERE (workspace_id, pathname) IN analytics.events", true},
 		{"IN bare table", "SELECT count() FROM events WHERE secret IN secret", false},
 		{"other analytics table", "SELECT * FROM analytics.other", true},
+		{"schema migrations table", "SELECT * FROM analytics.schema_migrations", true},
+		{"schema migrations bare", "SELECT * FROM schema_migrations", true},
 		{"default db table", "SELECT * FROM secret", true},
 		{"default events qualified", "SELECT * FROM default.events", true},
 		{"system tables", "SELECT * FROM system.tables", true},
@@ -253,7 +254,7 @@ func TestLimits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := testStore.Raw(ctx, p.SQL(p.MaxRows+1), "JSONCompact")
+			res, err := testStore.Select(ctx, p.SQL(p.MaxRows+1), nil)
 			if tt.wantErr != 0 {
 				if err == nil || engineCode(err) != tt.wantErr {
 					t.Fatalf("want engine error %d, got %v", tt.wantErr, err)
@@ -263,7 +264,7 @@ func TestLimits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := decodeJSONCompact(out, p.MaxRows)
+			r, err := toResult(res, p.MaxRows)
 			if err != nil {
 				t.Fatal(err)
 			}

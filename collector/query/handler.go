@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/kyomi/collector/sink"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -303,6 +304,9 @@ func (h *Handler) dispatch(ctx context.Context, c *Claims, req *Request) (any, e
 			return h.runJSON(ctx, prep)
 		case "arrow":
 			out, err := h.store.Raw(ctx, prep.SQL(prep.MaxRows), "ArrowStream")
+			if errors.Is(err, sink.ErrUnsupportedFormat) {
+				return nil, perr(CodeInvalidRequest, "format arrow is not available with this store")
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -322,11 +326,11 @@ func (h *Handler) dispatch(ctx context.Context, c *Claims, req *Request) (any, e
 		if p.Table != "events" {
 			return nil, perr(CodeForbidden, "only the events table can be described")
 		}
-		out, err := h.store.Raw(ctx, "SELECT name, type FROM system.columns WHERE database = 'analytics' AND table = 'events' ORDER BY position", "JSONCompact")
+		res, err := h.store.Select(ctx, "SELECT name, type FROM system.columns WHERE database = 'analytics' AND table = 'events' ORDER BY position", nil)
 		if err != nil {
 			return nil, err
 		}
-		return decodeJSONCompact(out, 1<<20)
+		return toResult(res, 1<<20)
 	case "report":
 		var p ReportParams
 		if err := decodeParams(req.Params, &p); err != nil {
@@ -345,34 +349,29 @@ func (h *Handler) dispatch(ctx context.Context, c *Claims, req *Request) (any, e
 }
 
 func (h *Handler) runJSON(ctx context.Context, prep *Prepared) (*Result, error) {
-	out, err := h.store.Raw(ctx, prep.SQL(prep.MaxRows+1), "JSONCompact")
+	res, err := h.store.Select(ctx, prep.SQL(prep.MaxRows+1), nil)
 	if err != nil {
 		return nil, err
 	}
-	return decodeJSONCompact(out, prep.MaxRows)
+	return toResult(res, prep.MaxRows)
 }
 
-func decodeJSONCompact(out []byte, maxRows int) (*Result, error) {
-	var doc struct {
-		Meta       []Column          `json:"meta"`
-		Data       []json.RawMessage `json:"data"`
-		Statistics struct {
-			RowsRead  uint64 `json:"rows_read"`
-			BytesRead uint64 `json:"bytes_read"`
-		} `json:"statistics"`
+// toResult converts a store result, keeping at most maxRows rows.
+func toResult(res *sink.Result, maxRows int) (*Result, error) {
+	r := &Result{Columns: make([]Column, len(res.Columns)), Rows: []json.RawMessage{}, RowsRead: res.RowsRead, BytesRead: res.BytesRead}
+	for i, c := range res.Columns {
+		r.Columns[i] = Column{Name: c.Name, Type: c.Type}
 	}
-	if err := json.Unmarshal(out, &doc); err != nil {
-		return nil, fmt.Errorf("cannot decode query result: %w", err)
+	rows := res.Rows
+	if len(rows) > maxRows {
+		rows, r.Truncated = rows[:maxRows], true
 	}
-	r := &Result{Columns: doc.Meta, Rows: doc.Data, RowsRead: doc.Statistics.RowsRead, BytesRead: doc.Statistics.BytesRead}
-	if r.Columns == nil {
-		r.Columns = []Column{}
-	}
-	if r.Rows == nil {
-		r.Rows = []json.RawMessage{}
-	}
-	if len(r.Rows) > maxRows {
-		r.Rows, r.Truncated = r.Rows[:maxRows], true
+	for _, row := range rows {
+		out, err := json.Marshal(row)
+		if err != nil {
+			return nil, fmt.Errorf("cannot encode query result: %w", err)
+		}
+		r.Rows = append(r.Rows, out)
 	}
 	r.RowCount = len(r.Rows)
 	return r, nil

@@ -111,11 +111,11 @@ func TestReportValuesBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := &Guard{Store: testStore}
-	out, err := testStore.Raw(context.Background(), g.scoped("ws_a", sql, 10).SQL(11), "JSONCompact")
+	res, err := testStore.Select(context.Background(), g.scoped("ws_a", sql, 10).SQL(11), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := decodeJSONCompact(out, 10)
+	r, err := toResult(res, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

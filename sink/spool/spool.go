@@ -147,6 +147,7 @@ type Spool struct {
 	segs     []segment // ascending; the last is the one being written
 	file     *os.File  // the last segment
 	buf      []byte    // frames appended but not yet written
+	spare    []byte    // the other buffer, reused by the next flush
 	bufEnd   int64     // offset in the last segment after buf
 	written  int64     // bytes of the last segment written to the file
 	durable  Position  // end of the fsynced data
@@ -227,9 +228,14 @@ func (s *Spool) load() error {
 	if err := s.loadCheckpoint(); err != nil {
 		return err
 	}
-	next := uint64(1)
+	// The new segment comes after every segment and every position the
+	// checkpoint names, even if segment files were removed by hand.
+	next := s.commit.Segment + 1
+	if s.pending != nil {
+		next = max(next, s.pending.Segment+1)
+	}
 	if n := len(s.segs); n > 0 {
-		next = s.segs[n-1].id + 1
+		next = max(next, s.segs[n-1].id+1)
 	}
 	f, err := os.OpenFile(filepath.Join(s.cfg.Dir, segName(next)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -455,7 +461,7 @@ func (s *Spool) flushLocked() error {
 	s.ioBusy = true
 	buf, f, seq, end := s.buf, s.file, s.appended, s.bufEnd
 	seg := s.segs[len(s.segs)-1].id
-	s.buf = nil
+	s.buf, s.spare = s.spare[:0], nil
 	s.mu.Unlock()
 	start := time.Now()
 	_, err := f.Write(buf)
@@ -474,8 +480,8 @@ func (s *Spool) flushLocked() error {
 		s.cfg.Logger.Error("spool write failed, spool closed", "err", err)
 		return fmt.Errorf("cannot write spool segment: %w", err)
 	}
-	if cap(buf) <= 4<<20 && s.buf == nil {
-		s.buf = buf[:0]
+	if cap(buf) <= 16<<20 { // double buffering: the next flush fills this one
+		s.spare = buf[:0]
 	}
 	s.written = end
 	s.synced = seq
