@@ -75,21 +75,21 @@ func (b *Beacon) Reset() {
 func (b *Beacon) Decode(body []byte) error {
 	b.Reset()
 	b.Interactive = true
+	if len(body) > MaxBodyBytes {
+		return b.fail("body", "larger than 8192 bytes")
+	}
 	if cap(b.scratch) < len(body) {
 		// Unescaping never lengthens a string and a number's text is copied as is, so scratch never
 		// grows past len(body): strings made from it stay valid for the whole decode.
 		b.scratch = make([]byte, 0, len(body)+len(body)/4)
 	}
-	if len(body) > MaxBodyBytes {
-		return b.fail("", "body larger than 8192 bytes")
-	}
 	if !utf8.Valid(body) {
-		return b.fail("", "body is not valid UTF-8")
+		return b.fail("body", "not valid UTF-8")
 	}
 	d := decoder{b: b, s: body}
 	d.ws()
 	if !d.consume('{') {
-		return b.fail("", "body must be a JSON object")
+		return b.fail("body", "must be a JSON object")
 	}
 	d.ws()
 	if d.consume('}') {

@@ -24,6 +24,8 @@ type eventState struct {
 
 func (st *eventState) reset() {
 	st.beacon.Reset()
+	clear(st.ev.PropKeys) // drop references into the last request's buffers
+	clear(st.ev.PropValues)
 	keys, vals := st.ev.PropKeys[:0], st.ev.PropValues[:0]
 	st.ev = sink.Event{PropKeys: keys, PropValues: vals}
 	st.rec = st.rec[:0]
@@ -37,10 +39,10 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	defer func() { s.m.duration.Observe(time.Since(start).Seconds()) }()
 
+	ctx.Response.Header.Set("Vary", "Origin")
 	origin := ctx.Request.Header.Peek("Origin")
 	var originWS *workspace.Workspace
 	if len(origin) > 0 {
-		ctx.Response.Header.Set("Vary", "Origin")
 		if host, ok := originHost(origin); ok {
 			if ws, _, ok := s.cfg.Registry.Match(bytesString(host)); ok {
 				originWS = ws

@@ -30,11 +30,12 @@ const (
 )
 
 // newBrowser starts headless Chromium with a fresh profile and returns a context whose tabs
-// share that browser. The browser stops when the test ends.
-func newBrowser(t *testing.T) context.Context {
+// share that browser. extra options are added to the defaults (e.g. a user agent). The browser
+// stops when the test ends.
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	profile := t.TempDir() // removed after the browser has exited (cleanups run in reverse)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+	opts := append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath("/usr/bin/chromium"),
 		chromedp.Headless,
 		chromedp.NoSandbox,
@@ -44,7 +45,8 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("host-resolver-rules", resolverRules),
 		chromedp.UserDataDir(profile),
-	)
+	}, extra...)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc)
 	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
 	t.Cleanup(cancelBrowser)

@@ -47,3 +47,33 @@ func TestEraseWorkspaceEmptyID(t *testing.T) {
 		t.Fatal("want an error")
 	}
 }
+
+// TestEraseWorkspacePhysicallyComplete waits until the replaced parts are
+// removed from disk. The table is told to remove old parts after one
+// second instead of eight minutes so the test stays short.
+func TestEraseWorkspacePhysicallyComplete(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := testStore.Exec(ctx, "ALTER TABLE analytics.events MODIFY SETTING old_parts_lifetime = 1, cleanup_delay_period = 1, cleanup_delay_period_random_add = 0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := testStore.Exec(context.Background(), "ALTER TABLE analytics.events RESET SETTING old_parts_lifetime, cleanup_delay_period, cleanup_delay_period_random_add"); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := testStore.Insert(ctx, sampleEvents("ws_erase_disk", 20, time.Now().UTC(), 30), "erase-disk"); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := EraseWorkspaceWith(ctx, testStore, "ws_erase_disk", EraseOptions{Poll: 100 * time.Millisecond, WaitRemoval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Complete || rep.OldPartsPending != 0 || rep.RowsBefore != 20 {
+		t.Fatalf("report: %+v", rep)
+	}
+	if !strings.Contains(rep.String(), "physically complete") {
+		t.Fatalf("report text: %s", rep)
+	}
+	t.Logf("%s", rep)
+}

@@ -128,3 +128,50 @@ func TestFindRetentionMutation(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyRetentionNotReissued holds merges (and so mutations) stopped to
+// see that a second ApplyRetention finds the running mutation instead of
+// issuing another.
+func TestApplyRetentionNotReissued(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := testStore.Insert(ctx, sampleEvents("ws_tier_held", 4, time.Now().UTC().Add(-time.Hour), 30), "tier-held"); err != nil {
+		t.Fatal(err)
+	}
+	if err := testStore.Exec(ctx, "SYSTEM STOP MERGES analytics.events"); err != nil {
+		t.Fatal(err)
+	}
+	started := false
+	t.Cleanup(func() {
+		if !started {
+			_ = testStore.Exec(context.Background(), "SYSTEM START MERGES analytics.events")
+		}
+	})
+	want := map[string]uint16{"ws_tier_held": 395}
+	first, err := ApplyRetention(ctx, testStore, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := ApplyRetention(ctx, testStore, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first[0].Outcome != RetentionIssued || second[0].Outcome != RetentionRunning || second[0].MutationID != first[0].MutationID {
+		t.Fatalf("first %+v, second %+v: want issued then running with the same id", first[0], second[0])
+	}
+	st, err := MutationState(ctx, testStore, []string{first[0].MutationID})
+	if err != nil || len(st) != 1 || st[0].Done {
+		t.Fatalf("state while merges are stopped: %+v %v", st, err)
+	}
+	if err := testStore.Exec(ctx, "SYSTEM START MERGES analytics.events"); err != nil {
+		t.Fatal(err)
+	}
+	started = true
+	if err := WaitMutations(ctx, testStore, []string{first[0].MutationID}, 50*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	third, err := ApplyRetention(ctx, testStore, want)
+	if err != nil || third[0].Outcome != RetentionCurrent {
+		t.Fatalf("after the mutation: %+v %v", third, err)
+	}
+}

@@ -53,7 +53,7 @@ func TestRedisSharedSaltAcrossNodes(t *testing.T) {
 	dirA, argsA := e2eEnv(t)
 	dirB, argsB := e2eEnv(t)
 	a := startCollector(t, nil, append(argsA, "-redis", redisURL)...)
-	b := startCollector(t, nil, append(argsB, "-redis", redisURL)...)
+	b := startCollector(t, nil, argsB...)
 
 	const otherUA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"
 	cases := []struct {
@@ -269,14 +269,14 @@ func TestRedisDownAtStart(t *testing.T) {
 // load sends events from several goroutines until stop, each with a unique marker, and records
 // every answer.
 type load struct {
-	acked   atomic.Int64
-	errs    atomic.Int64
-	mu      sync.Mutex
-	ackedM  []string
-	other   map[string]int // "status dropped-reason" of answers that were not a plain 202
+	acked    atomic.Int64
+	errs     atomic.Int64
+	mu       sync.Mutex
+	ackedM   []string
+	other    map[string]int // "status dropped-reason" of answers that were not a plain 202
 	errFirst error
-	quit    chan struct{}
-	wg      sync.WaitGroup
+	quit     chan struct{}
+	wg       sync.WaitGroup
 }
 
 // startLoad starts 4 senders cycling through ips, each pausing 10 ms between events (a few

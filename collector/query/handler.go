@@ -2,6 +2,25 @@
 // message protocol over POST /api/query and the WebSocket /connect/v1,
 // ES256 bearer tokens scoped to one workspace, a SQL guard built on
 // ClickHouse's own parser, and Plausible-style reports compiled to SQL.
+//
+// Messages (DESIGN 3.5):
+//
+//	request  {"id":"r1","op":"execute_query","params":{"sql":"SELECT ...","max_rows":100,"format":"json"}}
+//	result   {"id":"r1","type":"result","result":{"columns":[{"name":..,"type":..}],"rows":[[..]],"row_count":1,"truncated":false}}
+//	error    {"id":"r1","type":"error","error":{"code":"query_refused","message":"..."}}
+//
+// Ops: ping; execute_query (params sql, max_rows >= 0 (0: the configured
+// limit), format "json" or "arrow"); list_tables; describe_table (params
+// table: "events"); report (see ReportParams). With format "arrow" the
+// result carries "format":"arrow" and "arrow": the ClickHouse ArrowStream
+// bytes, base64 (standard alphabet), on both transports; columns and rows
+// are empty. 64-bit integers are JSON strings (visitor ids exceed 2^53).
+// Error codes: unauthenticated, token_expired, token_revoked, forbidden,
+// invalid_request, query_refused, query_failed, timeout, too_large,
+// unknown_op, unavailable (token checks could not run, e.g. Redis down).
+//
+// Inside a query the table `events` is the caller's workspace's rows of
+// analytics.events and nothing else; see Guard for how that is enforced.
 package query
 
 import (

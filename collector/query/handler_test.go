@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/kyomi/collector/sink"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -29,9 +30,19 @@ type slowStore struct {
 	inFlight, max atomic.Int32
 }
 
+func (s *slowStore) Select(ctx context.Context, sql string, settings map[string]string) (*sink.Result, error) {
+	defer s.enter()()
+	return s.Store.Select(ctx, sql, settings)
+}
+
 func (s *slowStore) Raw(ctx context.Context, sql, format string) ([]byte, error) {
+	defer s.enter()()
+	return s.Store.Raw(ctx, sql, format)
+}
+
+// enter counts a statement in, sleeps, and returns the function counting it out.
+func (s *slowStore) enter() func() {
 	n := s.inFlight.Add(1)
-	defer s.inFlight.Add(-1)
 	for {
 		m := s.max.Load()
 		if n <= m || s.max.CompareAndSwap(m, n) {
@@ -39,7 +50,7 @@ func (s *slowStore) Raw(ctx context.Context, sql, format string) ([]byte, error)
 		}
 	}
 	time.Sleep(s.delay)
-	return s.Store.Raw(ctx, sql, format)
+	return func() { s.inFlight.Add(-1) }
 }
 
 type testServer struct {
@@ -308,4 +319,34 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, values ..
 		}
 	}
 	return 0
+}
+
+// TestWebSocketRevokedMidConnection checks that a token revoked while its
+// connection is open stops working at the next request.
+func TestWebSocketRevokedMidConnection(t *testing.T) {
+	s := startServer(t, testStore, Config{})
+	revoked := filepath.Join(t.TempDir(), "revoked")
+	writeFile(t, revoked, []byte("\n"))
+	s.h.ver.Revoker = &FileRevoker{Path: revoked, CheckEvery: time.Nanosecond}
+	c := dialWS(t, s, s.token)
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ask := func(id string) Response {
+		t.Helper()
+		if err := c.WriteMessage(websocket.TextMessage, []byte(`{"id":"`+id+`","op":"ping"}`)); err != nil {
+			t.Fatal(err)
+		}
+		var r Response
+		if err := c.ReadJSON(&r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := ask("before"); r.Type != "result" {
+		t.Fatalf("before revocation: %+v", r.Error)
+	}
+	writeFile(t, revoked, []byte("jti-1\n"))
+	if r := ask("after"); r.Type != "error" || r.Error.Code != CodeTokenRevoked || r.ID != "after" {
+		t.Fatalf("after revocation: %+v", r)
+	}
 }

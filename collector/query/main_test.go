@@ -29,7 +29,7 @@ var testSchema = []string{
 // goldenRows is the fixed dataset of the report golden tests (workspace
 // ws_a) plus rows of another workspace (ws_b) that must never show up. The
 // expected figures are worked out by hand in report_test.go.
-const goldenRows = `{"workspace_id":"ws_a","domain":"a.example","ts":"2026-01-10 10:00:00","name":"pageview","pathname":"/","visitor_id":1,"referrer_source":"Google","country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true}
+const goldenRows = `{"workspace_id":"ws_a","retention_days":3650,"domain":"a.example","ts":"2026-01-10 10:00:00","name":"pageview","pathname":"/","visitor_id":1,"referrer_source":"Google","country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true}
 {"workspace_id":"ws_a","retention_days":3650,"domain":"a.example","ts":"2026-01-10 10:05:00","name":"pageview","pathname":"/pricing","visitor_id":1,"referrer_source":"Bing","country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true}
 {"workspace_id":"ws_a","retention_days":3650,"domain":"a.example","ts":"2026-01-10 10:06:00","name":"signup","pathname":"/pricing","visitor_id":1,"country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true}
 {"workspace_id":"ws_a","retention_days":3650,"domain":"a.example","ts":"2026-01-10 12:00:00","name":"pageview","pathname":"/","visitor_id":1,"country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true}

@@ -355,3 +355,61 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestConcurrentLookupAndReload runs lookups while the file is reloaded (for the race detector):
+// every lookup sees one complete configuration, old or new.
+func TestConcurrentLookupAndReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "workspaces.yaml")
+	writeFile(t, path, goodYAML)
+	r, err := Open(path, Options{PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var bad atomic.Int32
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ws, ok := r.Lookup("www.acme.example")
+				if !ok || (ws.RetentionDays != 395 && ws.RetentionDays != 400) {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	for i := range 50 {
+		days := "395"
+		if i%2 == 0 {
+			days = "400"
+		}
+		writeFile(t, path, strings.Replace(goodYAML, "395", days, 1))
+		if err := r.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d lookups saw an inconsistent configuration", bad.Load())
+	}
+}
+
+func BenchmarkLookup(b *testing.B) {
+	s, err := Parse([]byte(goodYAML))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Match("www.acme.example")
+	}
+}

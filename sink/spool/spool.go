@@ -409,7 +409,7 @@ func (s *Spool) Append(rec []byte) error {
 		return ErrFull
 	}
 	if s.bufEnd+frame > s.cfg.SegmentBytes {
-		if err := s.rotateLocked(); err != nil {
+		if err := s.rotateLocked(frame); err != nil {
 			s.mu.Unlock()
 			return err
 		}
@@ -493,18 +493,24 @@ func (s *Spool) flushLocked() error {
 	return nil
 }
 
-// rotateLocked seals the current segment and starts the next one.
-func (s *Spool) rotateLocked() error {
-	for s.ioBusy {
-		s.cond.Wait()
-	}
-	if err := s.flushLocked(); err != nil {
-		return err
-	}
-	for s.ioBusy { // flushLocked released mu; another flush may have started
-		s.cond.Wait()
-	}
-	if len(s.buf) > 0 {
+// rotateLocked seals the current segment and starts the next one, unless
+// another caller did so while this one waited. Every buffered frame of the
+// old segment is written first: flushLocked releases mu, so frames can be
+// added meanwhile, hence the loop.
+func (s *Spool) rotateLocked(frame int64) error {
+	for {
+		for s.ioBusy {
+			s.cond.Wait()
+		}
+		if s.closed {
+			return ErrClosed
+		}
+		if s.bufEnd+frame <= s.cfg.SegmentBytes {
+			return nil
+		}
+		if len(s.buf) == 0 {
+			break
+		}
 		if err := s.flushLocked(); err != nil {
 			return err
 		}

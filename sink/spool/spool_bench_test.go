@@ -20,6 +20,8 @@ func BenchmarkAppendParallel(b *testing.B) {
 		{"durable/appenders=64", 0, 64},
 		{"interval100ms/appenders=64", 100 * time.Millisecond, 64},
 		{"durable/appenders=256", 0, 256},
+		{"interval100ms/appenders=256", 100 * time.Millisecond, 256},
+		{"durable/appenders=1024", 0, 1024},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			s, err := Open(Config{Dir: b.TempDir(), SyncInterval: bc.interval, MaxBytes: 8 << 30})

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// metricValue scrapes /metrics and returns the value of the sample written exactly as series
+// (name with its labels in the exposition's order), or -1 when there is no such sample.
+func (p *proc) metricValue(t *testing.T, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<22)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err != nil {
+				t.Fatalf("bad sample %q", line)
+			}
+			return v
+		}
+	}
+	return -1
+}
+
+// TestMetricsCountKnownTraffic sends a known mix and checks the exact counter values.
+func TestMetricsCountKnownTraffic(t *testing.T) {
+	_, args := e2eEnv(t)
+	p := startCollector(t, nil, args...)
+	page := `{"n":"pageview","u":"https://acme.example/m","d":"acme.example"}`
+	for i := 0; i < 3; i++ {
+		if code, _, _ := p.send(t, beacon{body: page, ip: fmt.Sprintf("203.0.113.%d", i+1), ua: chromeUA}); code != 202 {
+			t.Fatalf("want 202, got %d", code)
+		}
+	}
+	p.send(t, beacon{body: page, ip: "203.0.113.50", ua: "curl/8.5.0"})
+	p.send(t, beacon{body: page, ip: "203.0.113.51", ua: "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"})
+	p.send(t, beacon{body: `{"n":"pageview","u":"https://x.example/","d":"x.example"}`, ip: "203.0.113.52", ua: chromeUA})
+	p.send(t, beacon{body: `{"n":`, ip: "203.0.113.53", ua: chromeUA})
+	p.send(t, beacon{body: `{"n":"pageview","u":"https://acme.example/","d":"acme.example","r":"https://semalt.com/"}`, ip: "203.0.113.54", ua: chromeUA})
+
+	want := map[string]float64{
+		`collector_events_received_total`:                           8,
+		`collector_events_accepted_total`:                           3,
+		`collector_events_dropped_total{reason="bot_ua"}`:           2,
+		`collector_events_dropped_total{reason="spam_referrer"}`:    1,
+		`collector_events_rejected_total{reason="forbidden"}`:       1,
+		`collector_events_rejected_total{reason="bad_request"}`:     1,
+		`collector_http_requests_total{code="202",handler="event"}`: 6,
+		`collector_http_requests_total{code="403",handler="event"}`: 1,
+		`collector_http_requests_total{code="400",handler="event"}`: 1,
+		`collector_event_duration_seconds_count`:                    8,
+		`collector_spool_records_appended_total`:                    3,
+	}
+	for series, v := range want {
+		if got := p.metricValue(t, series); got != v {
+			t.Errorf("%s = %v, want %v", series, got, v)
+		}
+	}
+	// The shipper flushes within -batch-age; the rows it wrote are counted.
+	deadline := time.Now().Add(10 * time.Second)
+	for p.metricValue(t, "collector_sink_rows_flushed_total") != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("collector_sink_rows_flushed_total = %v, want 3", p.metricValue(t, "collector_sink_rows_flushed_total"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSIGHUPAppliesNewDomain edits the workspaces file and sends SIGHUP: the new domain is accepted
+// without a restart; a broken file afterwards keeps the last good configuration.
+func TestSIGHUPAppliesNewDomain(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "ws.yaml")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfg+".tmp", []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(cfg+".tmp", cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := "tiers:\n  free: { retention_days: 30 }\nworkspaces:\n  - id: ws_a\n    tier: free\n    domains: [a.example]\n"
+	write(base)
+	p := startCollector(t, nil, "-config", cfg, "-data-dir", filepath.Join(dir, "data"), "-trusted-proxies", "127.0.0.1/32")
+	ev := beacon{body: `{"n":"pageview","u":"https://new.example/","d":"new.example"}`, ip: "203.0.113.1", ua: chromeUA}
+	if code, _, _ := p.send(t, ev); code != 403 {
+		t.Fatalf("unconfigured domain: %d, want 403", code)
+	}
+	write(base + "  - id: ws_new\n    tier: free\n    domains: [new.example]\n")
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	waitStatus(t, p, ev, 202)
+
+	write("workspaces: [ this is not yaml")
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(500 * time.Millisecond)
+	if code, _, _ := p.send(t, ev); code != 202 {
+		t.Fatalf("after a broken file: %d, want the previous configuration (202)", code)
+	}
+	if !strings.Contains(p.logs.String(), "reload") {
+		t.Fatalf("the failed reload was not logged:\n%s", p.logs.String())
+	}
+}
+
+func waitStatus(t *testing.T, p *proc, b beacon, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _, _ := p.send(t, b)
+		if code == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status %d, want %d\n%s", code, want, p.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestFloodFromOneClientIsLimited floods from one address: it gets 429s while another client
+// keeps getting 202s.
+func TestFloodFromOneClientIsLimited(t *testing.T) {
+	_, args := e2eEnv(t)
+	p := startCollector(t, nil, append(args, "-rate-client", "5")...)
+	ev := `{"n":"pageview","u":"https://acme.example/f","d":"acme.example"}`
+	limited := 0
+	for i := 0; i < 40; i++ {
+		if code, _, _ := p.send(t, beacon{body: ev, ip: "198.51.100.66", ua: chromeUA}); code == 429 {
+			limited++
+		}
+	}
+	if limited < 20 {
+		t.Fatalf("only %d of 40 flood events were limited", limited)
+	}
+	if code, _, _ := p.send(t, beacon{body: ev, ip: "198.51.100.67", ua: chromeUA}); code != 202 {
+		t.Fatalf("another client got %d during the flood, want 202", code)
+	}
+	if got := p.metricValue(t, `collector_events_rejected_total{reason="rate_limited"}`); got != float64(limited) {
+		t.Fatalf("rate_limited counter %v, want %d", got, limited)
+	}
+}
+
+// TestSlowClientIsCutOff sends headers one byte at a time: the read timeout closes the connection.
+func TestSlowClientIsCutOff(t *testing.T) {
+	_, args := e2eEnv(t)
+	p := startCollector(t, nil, append(args, "-read-timeout", "1s")...)
+	conn, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	req := "POST /api/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nX-Padding: " + strings.Repeat("a", 200)
+	closed := false
+	for i := 0; i < len(req) && time.Since(start) < 20*time.Second; i++ {
+		if _, err := conn.Write([]byte{req[i]}); err != nil {
+			closed = true
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !closed {
+		// Writes may still succeed into the socket buffer; a read tells whether the server hung up.
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(conn)
+		closed = err == nil || !isTimeout(err)
+	}
+	if !closed {
+		t.Fatal("the slow client was never cut off")
+	}
+	if el := time.Since(start); el > 8*time.Second {
+		t.Fatalf("cut off after %s, want about the 1s read timeout", el)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// writeCert writes a fresh self-signed ECDSA certificate for 127.0.0.1 and returns its serial.
+func writeCert(t *testing.T, certFile, keyFile string) *big.Int {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: "collector test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return serial
+}
+
+// TestTLS serves HTTPS: TLS 1.3 works, TLS 1.1 is refused, and SIGHUP picks up a new certificate.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	first := writeCert(t, certFile, keyFile)
+	_, args := e2eEnv(t)
+	p := startCollectorNoWait(t, nil, append(args, "-tls-cert", certFile, "-tls-key", keyFile)...)
+
+	dial := func(min, max uint16) (*tls.Conn, error) {
+		return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", p.addr,
+			&tls.Config{InsecureSkipVerify: true, MinVersion: min, MaxVersion: max})
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	var conn *tls.Conn
+	var err error
+	for {
+		if conn, err = dial(tls.VersionTLS13, tls.VersionTLS13); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no TLS 1.3 handshake: %v\n%s", err, p.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st := conn.ConnectionState()
+	conn.Close()
+	if st.Version != tls.VersionTLS13 || st.PeerCertificates[0].SerialNumber.Cmp(first) != 0 {
+		t.Fatalf("version %x serial %v", st.Version, st.PeerCertificates[0].SerialNumber)
+	}
+	if c, err := dial(tls.VersionTLS11, tls.VersionTLS11); err == nil {
+		c.Close()
+		t.Fatal("a TLS 1.1 handshake succeeded")
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := client.Get("https://" + p.addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Fatal("no HSTS header over TLS")
+	}
+
+	second := writeCert(t, certFile, keyFile)
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		c, err := dial(tls.VersionTLS13, tls.VersionTLS13)
+		if err == nil {
+			got := c.ConnectionState().PeerCertificates[0].SerialNumber
+			c.Close()
+			if got.Cmp(second) == 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replaced certificate was not picked up after SIGHUP")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
