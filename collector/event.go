@@ -2,12 +2,14 @@ package collector
 
 import (
 	"bytes"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/kyomi/collector/collector/bot"
+	"github.com/kyomi/collector/collector/clientip"
 	"github.com/kyomi/collector/collector/enrich"
 	"github.com/kyomi/collector/collector/workspace"
 	"github.com/kyomi/collector/sink"
@@ -121,7 +123,7 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 
 	// Client address: used for the rate limit, the bot filter, geo and the visitor id, then gone.
 	h := &ctx.Request.Header
-	ip := s.cfg.Resolver.ClientIP(peerAddr(ctx), h.Peek("X-Forwarded-For"), h.Peek("Forwarded"))
+	ip := clientAddr(s.cfg.Resolver, peerAddr(ctx), h)
 	if !s.cfg.ClientRate.AllowAddr(ip) {
 		s.m.reject(rejectRateClient)
 		s.fail(ctx, st, fasthttp.StatusTooManyRequests, "rate limited")
@@ -341,4 +343,14 @@ func urlHost(u string) (string, bool) {
 		rest = rest[j+1:]
 	}
 	return rest, rest != ""
+}
+
+// clientAddr resolves the client address from every X-Forwarded-For line (a proxy may add its own
+// line after the one the client wrote), or from Forwarded when there is no X-Forwarded-For.
+// fasthttp's PeekAll reuses one buffer per header, so the two are never held at once.
+func clientAddr(r *clientip.Resolver, peer netip.Addr, h *fasthttp.RequestHeader) netip.Addr {
+	if xff := h.PeekAll("X-Forwarded-For"); len(xff) > 0 {
+		return r.ClientIPHeaders(peer, xff, nil)
+	}
+	return r.ClientIPHeaders(peer, nil, h.PeekAll("Forwarded"))
 }

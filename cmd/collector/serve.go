@@ -147,14 +147,17 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		return err
 	}
 	hs := &fasthttp.Server{
-		Handler:                       srv.Handler(),
-		Name:                          "kyomi-collector",
-		ReadTimeout:                   c.ReadTimeout,
-		WriteTimeout:                  c.WriteTimeout,
-		IdleTimeout:                   c.IdleTimeout,
-		Concurrency:                   c.MaxConns,
-		MaxConnsPerIP:                 c.MaxConnsPerIP,
-		MaxRequestBodySize:            collector.MaxBodyBytes,
+		Handler:       srv.Handler(),
+		Name:          "kyomi-collector",
+		ReadTimeout:   c.ReadTimeout,
+		WriteTimeout:  c.WriteTimeout,
+		IdleTimeout:   c.IdleTimeout,
+		Concurrency:   c.MaxConns,
+		MaxConnsPerIP: c.MaxConnsPerIP,
+		// The event handler enforces its own 8 KiB limit (answered 413 with metrics); this bound is
+		// for the query path, whose messages carry SQL.
+		MaxRequestBodySize:            1 << 20,
+		DisablePreParseMultipartForm:  true,
 		ReadBufferSize:                8 << 10, // request line and headers; larger headers get 431
 		DisableHeaderNamesNormalizing: false,
 		NoDefaultServerHeader:         true,
@@ -181,9 +184,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			if err := registry.Reload(); err != nil {
-				log.Error("workspaces reload failed; the previous configuration stays in force", "err", err)
-			}
+			_ = registry.Reload() // logs and counts a failure itself; the previous configuration stays
 			if certs != nil {
 				if err := certs.Reload(); err != nil {
 					log.Error("TLS certificate reload failed; the previous certificate stays in use", "err", err)
