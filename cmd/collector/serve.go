@@ -126,21 +126,47 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		routes["/connect/v1"] = qh.WebSocket
 	}
 
+	uaParser := enrich.NewUAParser(c.UACacheSize)
+	readyChecks := []func() error{salts.Ready, spoolReady(sp)}
+	overflows := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "collector_ratelimit_overflows_total",
+		Help: "Keys let through untracked because a rate limiter's table was full of busy keys (a flood of distinct clients).",
+	})
+	reg.MustRegister(overflows,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "collector_ready",
+			Help: "1 when the collector can accept and persist events (what /readyz answers), 0 when not.",
+		}, func() float64 {
+			for _, f := range readyChecks {
+				if f() != nil {
+					return 0
+				}
+			}
+			return 1
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "collector_ua_cache_hits_total", Help: "User-agent parses answered from the cache.",
+		}, func() float64 { h, _ := uaParser.CacheStats(); return float64(h) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "collector_ua_cache_misses_total", Help: "User-agent parses that had to parse (cache misses).",
+		}, func() float64 { _, m := uaParser.CacheStats(); return float64(m) }),
+	)
+
 	srv, err := collector.NewServer(collector.Config{
 		Logger:     log,
 		Registerer: reg,
 		Gatherer:   reg,
 		Registry:   registry,
 		Resolver:   clientip.NewResolver(c.trusted),
-		UA:         enrich.NewUAParser(c.UACacheSize),
+		UA:         uaParser,
 		Geo:        geo,
 		Bots:       filter,
 		Salts:      salts,
 		Spool:      sp,
-		ClientRate: ratelimit.New(ratelimit.Config{Rate: c.RateClient, Burst: int(c.RateClient) + 1, MaxKeys: 1 << 20}, nil, nil),
-		WSRate:     ratelimit.New(ratelimit.Config{Rate: c.RateWorkspace, Burst: int(c.RateWorkspace) + 1, MaxKeys: 1 << 16}, nil, nil),
+		ClientRate: ratelimit.New(ratelimit.Config{Rate: c.RateClient, Burst: int(c.RateClient) + 1, MaxKeys: 1 << 20}, nil, overflows.Inc),
+		WSRate:     ratelimit.New(ratelimit.Config{Rate: c.RateWorkspace, Burst: int(c.RateWorkspace) + 1, MaxKeys: 1 << 16}, nil, overflows.Inc),
 		Routes:     routes,
-		Ready:      []func() error{salts.Ready, spoolReady(sp)},
+		Ready:      readyChecks,
 		HSTS:       c.TLSCert != "",
 	})
 	if err != nil {
