@@ -2,6 +2,7 @@ package sink
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +66,29 @@ func TestRowValuesMatchColumns(t *testing.T) {
 	m, ok := vals[len(vals)-1].(map[string]string)
 	if !ok || m["plan"] != "pro" {
 		t.Fatalf("props: %#v", vals[len(vals)-1])
+	}
+}
+
+func TestJSONEachRowNonFiniteRevenue(t *testing.T) {
+	tests := []struct {
+		name string
+		v    float64
+	}{
+		{"nan", math.NaN()},
+		{"inf", math.Inf(1)},
+		{"-inf", math.Inf(-1)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := sampleEvents("ws_nan", 1, time.Unix(1700000000, 0), 30)
+			e[0].RevenueAmount = tc.v
+			var m map[string]any
+			if err := json.Unmarshal(appendJSONEachRow(nil, e), &m); err != nil {
+				t.Fatalf("invalid JSON: %v", err)
+			}
+			if m["revenue_amount"] != 0.0 {
+				t.Fatalf("revenue_amount %v, want 0", m["revenue_amount"])
+			}
+		})
 	}
 }

@@ -30,7 +30,12 @@ func OpenEmbedded(dataDir string) (*Embedded, error) {
 	return &Embedded{conn: c}, nil
 }
 
-// insertHeader is the statement that precedes the RowBinary rows.
+// insertHeader is the statement that precedes the inline rows.
+//
+// The rows are JSONEachRow, not RowBinary: the engine reads inline INSERT data out of the query
+// text, and binary data there is cut short when its bytes happen to look like the end of the
+// statement (a visitor id holding 0x0a 0x0a failed with CANNOT_READ_ALL_DATA; see
+// TestInsertBinaryLookingValues). JSON escapes every control byte, so no value can end the data.
 func insertHeader(dst []byte, table, dedupToken string) []byte {
 	dst = append(dst, "INSERT INTO "...)
 	dst = append(dst, table...)
@@ -47,10 +52,10 @@ func insertHeader(dst []byte, table, dedupToken string) []byte {
 		// (insert_deduplicate = 0 no longer does it in ClickHouse 26).
 		dst = append(dst, " SETTINGS deduplicate_insert = 'disable'"...)
 	}
-	return append(dst, " FORMAT RowBinary\n"...)
+	return append(dst, " FORMAT JSONEachRow\n"...)
 }
 
-// Insert stores rows with one INSERT ... FORMAT RowBinary statement.
+// Insert stores rows with one INSERT ... FORMAT JSONEachRow statement.
 func (s *Embedded) Insert(ctx context.Context, rows []Event, dedupToken string) error {
 	if len(rows) == 0 {
 		return nil
@@ -64,7 +69,7 @@ func (s *Embedded) Insert(ctx context.Context, rows []Event, dedupToken string) 
 		bp = &b
 	}
 	buf := insertHeader((*bp)[:0], Database+".events", dedupToken)
-	buf = appendRowBinary(buf, rows)
+	buf = appendJSONEachRow(buf, rows)
 	_, _, err := s.conn.QueryStats(ctx, buf, "")
 	*bp = buf
 	if cap(buf) <= 64<<20 { // keep buffers up to 64 MiB for the next flush

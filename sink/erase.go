@@ -80,7 +80,7 @@ func EraseWorkspaceWith(ctx context.Context, s Store, id string, o EraseOptions)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Exec(ctx, "ALTER TABLE "+tg.table+tg.onCluster+" DELETE WHERE workspace_id = "+quoteString(id)); err != nil {
+	if err := s.Exec(ctx, "ALTER TABLE "+tg.table+tg.onCluster+" DELETE WHERE workspace_id = "+quoteString(id)+" SETTINGS mutations_sync = 0"); err != nil {
 		return nil, fmt.Errorf("cannot erase workspace %s: %w", id, err)
 	}
 	if rep.MutationID, err = latestMutation(ctx, s, tg, id, "DELETE"); err != nil {

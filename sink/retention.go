@@ -108,7 +108,10 @@ func ApplyRetention(ctx context.Context, s Store, days map[string]uint16) ([]Ret
 		} else if stale[id] {
 			n := strconv.FormatUint(uint64(d), 10)
 			q := "ALTER TABLE " + tg.table + tg.onCluster + " UPDATE retention_days = " + n +
-				" WHERE workspace_id = " + quoteString(id) + " AND retention_days != " + n
+				" WHERE workspace_id = " + quoteString(id) + " AND retention_days != " + n +
+				// Return at once (chDB defaults to mutations_sync = 1) and
+				// track the mutation in system.mutations instead.
+				" SETTINGS mutations_sync = 0"
 			if err := s.Exec(ctx, q); err != nil {
 				return out, fmt.Errorf("cannot change the retention of workspace %s to %d days: %w", id, d, err)
 			}

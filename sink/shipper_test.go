@@ -137,6 +137,11 @@ func startShipper(t *testing.T, sp *spool.Spool, ins Inserter, cfg ShipperConfig
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // stops it after a failed test; Close is idempotent
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.Close(ctx)
+	})
 	return s, reg
 }
 
@@ -340,7 +345,8 @@ func TestDedupTokenDeterministic(t *testing.T) {
 // crash between insert and commit, and counts rows with SELECT.
 func TestShipperOutageEmbedded(t *testing.T) {
 	noGoroutineLeak(t)
-	const ws = "ws_shipper_outage"
+	// Unique per run: the store is shared by every test and -count runs.
+	ws := fmt.Sprintf("ws_shipper_outage_%d", time.Now().UnixNano())
 	dir := t.TempDir()
 	sp, err := spool.Open(spool.Config{Dir: dir})
 	if err != nil {
@@ -388,4 +394,24 @@ func TestShipperOutageEmbedded(t *testing.T) {
 	if n, _ := asUint64(res.Rows[0][0]); n != 450 {
 		t.Errorf("%d distinct markers, want 450", n)
 	}
+}
+
+// TestShipperCloseSyncsIntervalSpool: with a long sync interval nothing is
+// readable until a sync, and Close must still ship every appended event.
+func TestShipperCloseSyncsIntervalSpool(t *testing.T) {
+	noGoroutineLeak(t)
+	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), SyncInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	d := &dedupStore{}
+	s, _ := startShipper(t, sp, d, ShipperConfig{MaxRows: 10, MaxAge: 10 * time.Millisecond})
+	appendMarked(t, sp, "ws", 0, 35)
+	time.Sleep(50 * time.Millisecond)
+	if m, _ := d.stored(); len(m) != 0 {
+		t.Fatalf("%d rows shipped before the spool synced", len(m))
+	}
+	closeShipper(t, s)
+	checkExactlyOnce(t, d, "ws", 35)
 }

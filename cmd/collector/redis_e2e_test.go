@@ -53,7 +53,7 @@ func TestRedisSharedSaltAcrossNodes(t *testing.T) {
 	dirA, argsA := e2eEnv(t)
 	dirB, argsB := e2eEnv(t)
 	a := startCollector(t, nil, append(argsA, "-redis", redisURL)...)
-	b := startCollector(t, nil, argsB...)
+	b := startCollector(t, nil, append(argsB, "-redis", redisURL)...)
 
 	const otherUA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"
 	cases := []struct {

@@ -258,6 +258,7 @@ func startBaseline(ctx context.Context) (*baselineProc, error) {
 		return nil, fmt.Errorf("cannot find the loadgen executable to start the baseline server: %w", err)
 	}
 	cmd := exec.Command(exe, "baseline", "-listen", "127.0.0.1:0")
+	// LOADGEN_CHILD tells a test binary standing in for loadgen (see TestMain) to act as it.
 	cmd.Env = append(os.Environ(), "LOADGEN_CHILD=baseline")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()

@@ -40,6 +40,7 @@ type AuthError struct {
 	Reason string
 }
 
+// Error returns the code and reason; it never contains the token.
 func (e *AuthError) Error() string { return e.Code + ": " + e.Reason }
 
 func authErr(code, reason string) error { return &AuthError{Code: code, Reason: reason} }

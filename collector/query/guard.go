@@ -49,6 +49,7 @@ func selectText(ctx context.Context, s Store, sql string) (string, error) {
 // the caller: it names the construct refused, never data.
 type RefusedError struct{ Reason string }
 
+// Error returns the reason prefixed with "query refused".
 func (e *RefusedError) Error() string { return "query refused: " + e.Reason }
 
 func refused(format string, args ...any) error {

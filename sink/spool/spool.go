@@ -6,7 +6,7 @@
 // Files under Config.Dir:
 //
 //	000000001.seg   segment: frames of [len u32][crc32c u32][append time i64 ns][payload]
-//	checkpoint      "spoolid committed-segment committed-offset [pending-segment pending-offset]"
+//	checkpoint      "v1 <spool id> <segment> <offset> [<pending segment> <pending offset>]"
 //
 // Every Open starts a new segment, so all segments but the last are sealed
 // (fsynced and never written again) and only the tail of the segment that
@@ -462,6 +462,11 @@ func (s *Spool) flushLocked() error {
 	buf, f, seq, end := s.buf, s.file, s.appended, s.bufEnd
 	seg := s.segs[len(s.segs)-1].id
 	s.buf, s.spare = s.spare[:0], nil
+	if s.buf == nil {
+		// Size the next buffer like this one, so appends under mu do not
+		// copy a growing buffer.
+		s.buf = make([]byte, 0, min(cap(buf), 16<<20))
+	}
 	s.mu.Unlock()
 	start := time.Now()
 	_, err := f.Write(buf)
@@ -563,8 +568,9 @@ func (s *Spool) syncLoop() {
 	}
 }
 
-// durableEnd returns where readable data ends in segment id and whether
-// the segment is sealed (a later segment exists), and the next segment id.
+// limit returns where readable (durable) data ends in segment id, whether
+// the segment is sealed (a later segment exists), the next segment id, and
+// false when no segment at or after id exists.
 func (s *Spool) limit(id uint64) (end int64, sealed bool, next uint64, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
