@@ -102,6 +102,14 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		return err
 	}
 
+	// Stored rows follow their workspace's tier: checked at start, after each reload that changes a
+	// retention (once the events accepted under the old tier are flushed) and hourly.
+	keeper := newRetentionKeeper(store, registry, log, reg, 2*c.BatchAge+time.Second)
+	kctx, stopKeeper := context.WithCancel(ctx)
+	keeperDone := make(chan struct{})
+	go func() { defer close(keeperDone); keeper.run(kctx) }()
+	defer func() { stopKeeper(); <-keeperDone }() // before the store closes
+
 	var geo *enrich.GeoDB
 	if c.GeoIP != "" {
 		if geo, err = enrich.OpenGeoDBs(c.geoFiles()); err != nil {
@@ -229,7 +237,11 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 
 	select {
 	case err := <-served:
-		shipper.Close(context.Background())
+		fctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+		defer cancel()
+		if ferr := shipper.Close(fctx); ferr != nil {
+			log.Warn("events left in the spool for the next start", "err", ferr)
+		}
 		sp.Close()
 		return fmt.Errorf("server stopped: %w", err)
 	case <-ctx.Done():
