@@ -176,9 +176,9 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	ev.Pathname = page.Pathname
 	ev.RetentionDays = ws.RetentionDays
 	ev.Referrer = ref.URL
-	ev.ReferrerSource = ref.Source
+	ev.ReferrerSource = page.UTMSource // tagged by the site owner: it wins, as in Plausible
 	if ev.ReferrerSource == "" {
-		ev.ReferrerSource = page.UTMSource
+		ev.ReferrerSource = ref.Source
 	}
 	ev.UTMSource, ev.UTMMedium, ev.UTMCampaign = page.UTMSource, page.UTMMedium, page.UTMCampaign
 	ev.UTMContent, ev.UTMTerm, ev.ClickIDParam = page.UTMContent, page.UTMTerm, page.ClickIDParam

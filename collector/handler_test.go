@@ -41,7 +41,7 @@ func TestEventStored(t *testing.T) {
 		{"Hostname", ev.Hostname, "acme.example"},
 		{"Pathname", ev.Pathname, "/pricing"},
 		{"Referrer", ev.Referrer, "google.com/search"},
-		{"ReferrerSource", ev.ReferrerSource, "Google"},
+		{"ReferrerSource", ev.ReferrerSource, "newsletter"}, // utm_source wins over the referrer
 		{"UTMSource", ev.UTMSource, "newsletter"},
 		{"UTMMedium", ev.UTMMedium, "email"},
 		{"UTMCampaign", ev.UTMCampaign, "launch"},

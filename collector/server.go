@@ -14,8 +14,8 @@
 //     then written once per listed domain (at most MaxDomains). If one write fails, the answer
 //     is 503 and the client retries the whole event; domains written before the failure are
 //     then stored twice, which is the price of keeping one append per domain.
-//   - Referrer source: the source of the referrer header field r when there is one, otherwise the
-//     utm_source of the URL, so a newsletter link without referrer still has a source.
+//   - Referrer source: the utm_source of the URL when there is one (the site owner tagged the link,
+//     as Plausible ranks it), otherwise the source of the referrer field r.
 //   - Answers are exactly the contract's: 202 stored (body "ok"); 202 with X-Collector-Dropped when
 //     filtered; 400 {"error": "field: problem"}; 403 domain or origin not configured; 413 body over
 //     MaxBodyBytes; 429 rate limited; 503 only when the event cannot be made durable (spool append

@@ -443,7 +443,7 @@ func TestEndToEnd(t *testing.T) {
 		checkNoCookies(h)
 		// The default referrer policy sends the origin only; the collector keeps host and path.
 		expect(storedRow{Name: "pageview", Pathname: "/e2e/landing", Interactive: true,
-			Referrer: referrerHost, ReferrerSource: referrerHost,
+			Referrer: referrerHost, ReferrerSource: "newsletter", // utm_source wins over the referrer
 			UTMSource: "newsletter", UTMMedium: "email", UTMCampaign: "launch"})
 	})
 
