@@ -183,7 +183,7 @@
         ) {
           track('File Download', { props: { url: url } });
         } else if (OUTBOUND && /^https?:$/.test(link.protocol) && link.host != loc.host) {
-          track('Outbound Link: Click', { props: { url: link.href } });
+          track('Outbound Link: Click', { props: { url: url } }); // no query string: it can carry tokens
         }
       });
     });
