@@ -190,36 +190,58 @@ type JWKS struct {
 	MinRefresh time.Duration // minimum time between two re-reads; 0 means 30s
 	Client     *http.Client  // nil: a client with a 10s timeout
 
-	mu      sync.Mutex
+	fetch   sync.Mutex // one read of the source at a time; held without mu
+	mu      sync.Mutex // guards the fields below; never held during a read
 	keys    map[string]*ecdsa.PublicKey
 	fetched time.Time
 	loaded  bool
 }
 
-// Key implements KeySource.
+// Key implements KeySource. A caller whose kid is cached never waits for a
+// read of the source that another caller started.
 func (j *JWKS) Key(ctx context.Context, kid string, refresh bool) (*ecdsa.PublicKey, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	minRefresh := j.MinRefresh
-	if minRefresh == 0 {
-		minRefresh = 30 * time.Second
+	if k, ok, due := j.cached(kid, refresh); !due {
+		if !ok {
+			return nil, errUnknownKid
+		}
+		return k, nil
 	}
-	if !j.loaded || (refresh && time.Since(j.fetched) >= minRefresh) {
+	j.fetch.Lock()
+	defer j.fetch.Unlock()
+	if _, _, due := j.cached(kid, refresh); due { // another caller may have read it meanwhile
 		keys, err := j.load(ctx)
+		j.mu.Lock()
 		j.fetched = time.Now()
-		if err != nil {
-			if !j.loaded {
-				return nil, err
-			}
-		} else {
+		if err == nil {
 			j.keys, j.loaded = keys, true
 		}
+		loaded := j.loaded
+		j.mu.Unlock()
+		if err != nil && !loaded {
+			return nil, err
+		}
 	}
-	k, ok := j.keys[kid]
+	k, ok, _ := j.cached(kid, false)
 	if !ok {
 		return nil, errUnknownKid
 	}
 	return k, nil
+}
+
+// cached returns the cached key for kid and whether the source is due for
+// a read: never read yet, or refresh asked and MinRefresh passed.
+func (j *JWKS) cached(kid string, refresh bool) (k *ecdsa.PublicKey, ok, due bool) {
+	minRefresh := j.MinRefresh
+	if minRefresh == 0 {
+		minRefresh = 30 * time.Second
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.loaded || (refresh && time.Since(j.fetched) >= minRefresh) {
+		return nil, false, true
+	}
+	k, ok = j.keys[kid]
+	return k, ok, false
 }
 
 func (j *JWKS) load(ctx context.Context) (map[string]*ecdsa.PublicKey, error) {
