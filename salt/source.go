@@ -30,13 +30,14 @@ type config struct {
 	manual   bool // tests: no background loop, refresh is called by hand
 }
 
-// Defaults. A refresh a minute costs one or two Redis round trips per node
-// and bounds how long an emptied Redis stays empty; a retry a second while
+// Defaults. A refresh every 10 s costs one or two Redis round trips per node
+// and bounds how long an outage goes unseen in collector_salt_state and how
+// long an emptied Redis stays empty; a retry a second while
 // unavailable gets a node ready about a second after Redis returns; the
 // prefetch hour lets Redis be flaky for up to an hour before midnight
 // without any fallback.
 const (
-	DefaultRefreshInterval = time.Minute
+	DefaultRefreshInterval = 10 * time.Second
 	DefaultRetryInterval   = time.Second
 	DefaultPrefetch        = time.Hour
 )
