@@ -29,6 +29,7 @@ type config struct {
 	TrustedProxies    string
 	JWKS              string
 	RevokedJTI        string
+	ConnectToken      string
 	TLSCert           string
 	TLSKey            string
 	TLSMinVersion     string
@@ -69,6 +70,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.GeoIP, "geoip", "", "GeoIP2/GeoLite2 or DB-IP .mmdb files (comma-separated, e.g. DB-IP's IPv4 and IPv6 files) for country, region and city; empty disables geo enrichment")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs or addresses of proxies whose X-Forwarded-For/Forwarded headers are believed")
 	fs.StringVar(&c.JWKS, "jwks", "", "URL or file of the JWKS holding the ES256 public keys that sign query tokens; empty disables the query path")
+	fs.StringVar(&c.ConnectToken, "connect-token", "", "file holding a Kyomi Connect token (JWT); the collector dials the ws:// or wss:// URL of its url claim and answers Connect requests for its workspace over that connection (agent mode: no inbound port); needs -jwks")
 	fs.StringVar(&c.RevokedJTI, "revoked-jti", "", "file of revoked token ids (jti), one per line, reloaded when it changes; with -redis the set 'revoked_jti' is checked too")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain; with -tls-key serves HTTPS; reloaded on SIGHUP")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for -tls-cert")
@@ -177,6 +179,14 @@ func (c *config) validate() []error {
 	if c.JWKS != "" && !strings.HasPrefix(c.JWKS, "http://") && !strings.HasPrefix(c.JWKS, "https://") {
 		if _, err := os.Stat(c.JWKS); err != nil {
 			bad("jwks", "want an http(s) URL or a readable file, got %q", c.JWKS)
+		}
+	}
+	if c.ConnectToken != "" {
+		if c.JWKS == "" {
+			bad("connect-token", "needs -jwks: the token is verified before it is used")
+		}
+		if _, err := readConnectToken(c.ConnectToken); err != nil {
+			bad("connect-token", "%v", err)
 		}
 	}
 	if p, err := clientip.ParsePrefixes(c.TrustedProxies); err != nil {

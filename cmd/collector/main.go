@@ -18,6 +18,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/kyomi/collector/collector/query"
 )
 
 func main() {
@@ -92,6 +94,17 @@ func configCheckCmd(args []string, env func(string) string, stdout, stderr io.Wr
 		if err := checkWorkspaces(c.ConfigPath); err != nil {
 			fmt.Fprintf(stderr, "collector config check: %s:\n  %s\n", c.ConfigPath, strings.ReplaceAll(err.Error(), "\n", "\n  "))
 			return 2
+		}
+	}
+	if c.ConnectToken != "" {
+		ctx, cancel := withTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := checkConnectToken(ctx, c); err != nil {
+			fmt.Fprintf(stderr, "collector config check: -connect-token: %v\n", err)
+			if query.Refused(err) {
+				return 2
+			}
+			return 1 // the check could not run (JWKS or Redis unreachable), the token may be fine
 		}
 	}
 	fmt.Fprintln(stdout, "configuration is valid")

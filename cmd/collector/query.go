@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,23 +33,11 @@ func (q *queryPath) Close() {
 // newQueryHandler wires the Kyomi Connect query path: ES256 keys from -jwks, revoked token ids
 // from -revoked-jti and, with -redis, from the shared set, and the store.
 func newQueryHandler(_ context.Context, c *config, store sink.Store, log *slog.Logger, reg prometheus.Registerer) (*queryPath, error) {
-	ver := &query.Verifier{Keys: &query.JWKS{Location: c.JWKS}, Leeway: 60 * time.Second}
-	q := &queryPath{}
-	var revokers anyRevoker
-	if c.RevokedJTI != "" {
-		revokers = append(revokers, &query.FileRevoker{Path: c.RevokedJTI})
+	ver, rdb, err := newVerifier(c)
+	if err != nil {
+		return nil, err
 	}
-	if c.Redis != "" {
-		opts, err := redis.ParseURL(c.Redis)
-		if err != nil {
-			return nil, fmt.Errorf("cannot parse -redis for token revocation: %w", redactURLError(err))
-		}
-		q.rdb = redis.NewClient(opts)
-		revokers = append(revokers, &query.RedisRevoker{Client: q.rdb})
-	}
-	if len(revokers) > 0 {
-		ver.Revoker = revokers
-	}
+	q := &queryPath{rdb: rdb}
 	h, err := query.NewHandler(query.Config{}, query.Deps{Store: store, Verifier: ver, Logger: log, Registerer: reg})
 	if err != nil {
 		if q.rdb != nil {
@@ -56,6 +47,107 @@ func newQueryHandler(_ context.Context, c *config, store sink.Store, log *slog.L
 	}
 	q.Handler = h
 	return q, nil
+}
+
+// newVerifier is the token verifier of the query path and of agent mode: keys from -jwks, revoked
+// token ids from -revoked-jti and, with -redis, from the shared set. The caller closes the Redis
+// client, if any.
+func newVerifier(c *config) (*query.Verifier, *redis.Client, error) {
+	ver := &query.Verifier{Keys: &query.JWKS{Location: c.JWKS}, Leeway: 60 * time.Second}
+	var rdb *redis.Client
+	var revokers anyRevoker
+	if c.RevokedJTI != "" {
+		revokers = append(revokers, &query.FileRevoker{Path: c.RevokedJTI})
+	}
+	if c.Redis != "" {
+		opts, err := redis.ParseURL(c.Redis)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cannot parse -redis for token revocation: %w", redactURLError(err))
+		}
+		rdb = redis.NewClient(opts)
+		revokers = append(revokers, &query.RedisRevoker{Client: rdb})
+	}
+	if len(revokers) > 0 {
+		ver.Revoker = revokers
+	}
+	return ver, rdb, nil
+}
+
+// maxConnectTokenBytes bounds the -connect-token file: a Connect token is well under 2 KiB, and the
+// verifier refuses anything over 8 KiB anyway.
+const maxConnectTokenBytes = 8 << 10
+
+// readConnectToken reads the -connect-token file: one JWT, surrounding white space ignored. Its
+// errors never quote the file's content.
+func readConnectToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the token file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConnectTokenBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("cannot read the token file %s: %w", path, err)
+	}
+	token := strings.TrimSpace(string(data))
+	switch {
+	case len(data) > maxConnectTokenBytes:
+		return "", fmt.Errorf("%s is larger than %d bytes, want one token", path, maxConnectTokenBytes)
+	case token == "":
+		return "", fmt.Errorf("%s is empty, want one token", path)
+	case strings.ContainsAny(token, " \t\r\n"):
+		return "", fmt.Errorf("%s holds more than one line or word, want one token", path)
+	}
+	return token, nil
+}
+
+// startConnectAgent runs agent mode (-connect-token): the collector dials the Kyomi Connect backend
+// named by the token and serves it with h, redialing with backoff until ctx ends. A token the
+// verifier refuses, or whose url is not ws:// or wss://, refuses the start; a check that cannot run
+// now (JWKS or Redis unreachable) is logged and left to the agent's retries. stop ends the agent
+// and waits for it.
+func startConnectAgent(ctx context.Context, c *config, h *query.Handler, log *slog.Logger, reg prometheus.Registerer) (stop func(), err error) {
+	token, err := readConnectToken(c.ConnectToken)
+	if err != nil {
+		return nil, fmt.Errorf("-connect-token: %w", err)
+	}
+	a, err := h.NewAgent(query.AgentConfig{Token: token, Logger: log, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := a.Check(ctx); err != nil {
+		if query.Refused(err) {
+			return nil, fmt.Errorf("-connect-token: %w", err)
+		}
+		log.Warn("cannot verify the connect token yet; the agent keeps trying", "err", err)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := a.Run(actx); err != nil {
+			log.Error("connect agent stopped; it does not reconnect with this token", "err", err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
+}
+
+// checkConnectToken is `config check` for -connect-token: the token is verified against -jwks and
+// the revocation lists, and its url must be ws:// or wss://, as at start.
+func checkConnectToken(ctx context.Context, c *config) error {
+	token, err := readConnectToken(c.ConnectToken)
+	if err != nil {
+		return err
+	}
+	ver, rdb, err := newVerifier(c)
+	if err != nil {
+		return err
+	}
+	if rdb != nil {
+		defer rdb.Close()
+	}
+	_, _, err = query.CheckConnectToken(ctx, ver, token)
+	return err
 }
 
 // anyRevoker refuses a token that any of its revokers lists; an error from one (Redis down) is

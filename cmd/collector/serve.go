@@ -132,6 +132,13 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		defer qh.Close()
 		routes["/api/query"] = qh.HTTP
 		routes["/connect/v1"] = qh.WebSocket
+		if c.ConnectToken != "" {
+			stopAgent, err := startConnectAgent(ctx, c, qh.Handler, log, reg)
+			if err != nil {
+				return err
+			}
+			defer stopAgent()
+		}
 	}
 
 	uaParser := enrich.NewUAParser(c.UACacheSize)

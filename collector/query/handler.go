@@ -21,6 +21,15 @@
 //
 // Inside a query the table `events` is the caller's workspace's rows of
 // analytics.events and nothing else; see Guard for how that is enforced.
+//
+// Agent mode: an Agent dials out instead of waiting to be dialed. It
+// verifies a Connect token with the same Verifier, dials the ws:// or wss://
+// URL of its url claim with "Authorization: Bearer <token>", and answers the
+// backend's request messages with the same per-connection loop as
+// /connect/v1 (concurrent requests, answers matched by id), scoped to the
+// token's wid. It redials with jittered exponential backoff, verifying the
+// token again each time, and stops for good once the token is refused. A
+// collector behind NAT so serves Connect with no inbound port.
 package query
 
 import (

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+)
+
+// connectKeys is an ES256 signing key published in a JWKS file, as Kyomi Connect publishes its own.
+type connectKeys struct {
+	priv *ecdsa.PrivateKey
+	jwks string // path of the JWKS file
+}
+
+func newConnectKeys(t *testing.T) *connectKeys {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := k.PublicKey.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding
+	set, _ := json.Marshal(map[string]any{"keys": []map[string]string{{
+		"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+		"x": b64.EncodeToString(raw[1:33]), "y": b64.EncodeToString(raw[33:]),
+	}}})
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(path, set, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &connectKeys{priv: k, jwks: path}
+}
+
+// tokenFile signs a Connect token for workspace wid whose url claim is u, writes it to a file with
+// a trailing newline (as `echo` would) and returns the token and the file.
+func (k *connectKeys) tokenFile(t *testing.T, wid, u string) (token, path string) {
+	t.Helper()
+	b64 := base64.RawURLEncoding
+	hdr, _ := json.Marshal(map[string]any{"alg": "ES256", "kid": "k1", "typ": "JWT"})
+	cl, _ := json.Marshal(map[string]any{"jti": "jti-e2e", "dsid": "ds-1", "wid": wid, "db": "analytics",
+		"url": u, "iss": "kyomi", "iat": time.Now().Unix() - 10})
+	input := b64.EncodeToString(hdr) + "." + b64.EncodeToString(cl)
+	d := sha256.Sum256([]byte(input))
+	r, s, err := ecdsa.Sign(rand.Reader, k.priv, d[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	token = input + "." + b64.EncodeToString(sig)
+	path = filepath.Join(t.TempDir(), "connect.jwt")
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return token, path
+}
+
+// TestConnectTokenConfig checks -connect-token in `config check`: it needs -jwks and a token file,
+// the token must verify, and its url must be ws:// or wss://; problems are listed with the others.
+func TestConnectTokenConfig(t *testing.T) {
+	keys := newConnectKeys(t)
+	_, good := keys.tokenFile(t, "ws_acme", "wss://connect.example/agent/v1")
+	httpsToken, https := keys.tokenFile(t, "ws_acme", "https://connect.example/agent/v1?secret=QSECRET")
+	empty := filepath.Join(t.TempDir(), "empty.jwt")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		code  int
+		wants []string
+	}{
+		{"valid", []string{"-jwks", keys.jwks, "-connect-token", good}, nil, 0, []string{"configuration is valid"}},
+		{"valid from the environment", []string{"-jwks", keys.jwks}, map[string]string{"COLLECTOR_CONNECT_TOKEN": good}, 0, []string{"configuration is valid"}},
+		{"without -jwks, listed with other problems", []string{"-connect-token", good, "-batch-rows", "0"}, nil, 2,
+			[]string{"-connect-token: needs -jwks", "-batch-rows: must be between"}},
+		{"missing file", []string{"-jwks", keys.jwks, "-connect-token", filepath.Join(t.TempDir(), "nope")}, nil, 2, []string{"-connect-token: cannot read the token file"}},
+		{"empty file", []string{"-jwks", keys.jwks, "-connect-token", empty}, nil, 2, []string{"-connect-token: " + empty + " is empty"}},
+		{"https url", []string{"-jwks", keys.jwks, "-connect-token", https}, nil, 2, []string{"-connect-token:", "ws:// or wss://", `"https"`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			args := append([]string{"config", "check", "-config", "../../testdata/workspaces.example.yaml"}, tc.args...)
+			code := run(context.Background(), args, envOf(tc.env), &out, &errOut)
+			if code != tc.code {
+				t.Fatalf("exit code %d, want %d; stderr:\n%s", code, tc.code, errOut.String())
+			}
+			all := out.String() + errOut.String()
+			for _, w := range tc.wants {
+				if !strings.Contains(all, w) {
+					t.Errorf("output lacks %q:\n%s", w, all)
+				}
+			}
+			if strings.Contains(all, httpsToken) || strings.Contains(all, "QSECRET") {
+				t.Errorf("output repeats the token or its URL:\n%s", all)
+			}
+		})
+	}
+}
+
+// TestConnectAgentE2E runs the binary in agent mode against an in-test Connect backend: it dials
+// out with the bearer token from COLLECTOR_CONNECT_TOKEN, answers the backend's requests for its
+// workspace (an event sent to the collector shows up in a count), reports itself connected, and
+// stops cleanly on SIGTERM without logging the token or the URL's query string. A token whose url
+// is https:// refuses the start.
+func TestConnectAgentE2E(t *testing.T) {
+	keys := newConnectKeys(t)
+	var want atomic.Pointer[string]
+	conns := make(chan *websocket.Conn, 4)
+	up := websocket.Upgrader{}
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tok := want.Load(); tok == nil || r.Header.Get("Authorization") != "Bearer "+*tok {
+			http.Error(w, "bad token", http.StatusUnauthorized)
+			return
+		}
+		if c, err := up.Upgrade(w, r, nil); err == nil {
+			conns <- c
+		}
+	}))
+	defer backend.Close()
+	token, tokenFile := keys.tokenFile(t, "ws_acme", "ws://"+backend.Listener.Addr().String()+"/agent/v1?secret=QSECRET")
+	want.Store(&token)
+
+	_, args := e2eEnv(t)
+	p := startCollector(t, []string{"COLLECTOR_CONNECT_TOKEN=" + tokenFile}, append(args, "-jwks", keys.jwks)...)
+	var c *websocket.Conn
+	select {
+	case c = <-conns:
+		defer c.Close()
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the collector did not dial the backend\n%s", p.logs.String())
+	}
+	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	ask := func(id, msg string) string {
+		t.Helper()
+		if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_, data, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("no answer to %s: %v\n%s", id, err, p.logs.String())
+		}
+		if !strings.Contains(string(data), `"id":"`+id+`"`) {
+			t.Fatalf("answer %s is not for %s", data, id)
+		}
+		return string(data)
+	}
+	if a := ask("p", `{"id":"p","op":"ping"}`); !strings.Contains(a, `"workspace":"ws_acme"`) {
+		t.Fatalf("ping: %s", a)
+	}
+	if code, _, body := p.send(t, beacon{body: `{"n":"pageview","u":"https://acme.example/agent","d":"acme.example"}`,
+		ip: "203.0.113.7", ua: chromeUA, origin: "https://acme.example"}); code != 202 {
+		t.Fatalf("beacon: %d %s", code, body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("q%d", i)
+		a := ask(id, `{"id":"`+id+`","op":"execute_query","params":{"sql":"SELECT count() AS n FROM events WHERE pathname = '/agent'"}}`)
+		if strings.Contains(a, `"rows":[["1"]]`) {
+			break
+		}
+		if !strings.Contains(a, `"rows":[["0"]]`) || time.Now().After(deadline) {
+			t.Fatalf("count: %s", a)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if v := p.metricValue(t, "collector_connect_agent_connected"); v != 1 {
+		t.Fatalf("collector_connect_agent_connected = %v", v)
+	}
+	if err := p.stop(syscall.SIGTERM, 60*time.Second); err != nil {
+		t.Fatalf("collector exited with %v after SIGTERM\n%s", err, p.logs.String())
+	}
+	logs := p.logs.String()
+	if !strings.Contains(logs, "connect agent connected") {
+		t.Errorf("no connect log:\n%s", logs)
+	}
+	if strings.Contains(logs, token) || strings.Contains(logs, "QSECRET") {
+		t.Errorf("logs carry the token or the URL query string:\n%s", logs)
+	}
+
+	_, httpsFile := keys.tokenFile(t, "ws_acme", "https://"+backend.Listener.Addr().String()+"/agent/v1")
+	bad := startCollectorNoWait(t, nil, append(args, "-jwks", keys.jwks, "-connect-token", httpsFile)...)
+	select {
+	case err := <-bad.done:
+		if exitCode(err) != 1 || !strings.Contains(bad.logs.String(), "ws:// or wss://") {
+			t.Fatalf("exit %v with an https url, want 1 naming ws:// or wss://\n%s", err, bad.logs.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the collector started with an https url\n%s", bad.logs.String())
+	}
+}

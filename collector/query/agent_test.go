@@ -1,0 +1,522 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// syncBuffer is a log sink the test reads while the agent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// agentEnv is a Handler over store with a JWKS file and a revocation file
+// that is re-read on every check, and the key that signs its tokens.
+type agentEnv struct {
+	h       *Handler
+	key     testKey
+	reg     *prometheus.Registry
+	revoked string // path of the revocation file
+	logs    *syncBuffer
+}
+
+func newAgentEnv(t *testing.T, store Store) *agentEnv {
+	t.Helper()
+	dir := t.TempDir()
+	key := newTestKey(t, "k1")
+	jwks := filepath.Join(dir, "jwks.json")
+	writeFile(t, jwks, jwksJSON(t, key))
+	revoked := filepath.Join(dir, "revoked")
+	writeFile(t, revoked, []byte("\n"))
+	logs := &syncBuffer{}
+	reg := prometheus.NewRegistry()
+	h, err := NewHandler(Config{}, Deps{
+		Store:      store,
+		Verifier:   &Verifier{Keys: &JWKS{Location: jwks}, Revoker: &FileRevoker{Path: revoked, CheckEvery: time.Nanosecond}},
+		Logger:     slog.New(slog.NewJSONHandler(logs, nil)),
+		Registerer: reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return &agentEnv{h: h, key: key, reg: reg, revoked: revoked, logs: logs}
+}
+
+// token signs a Connect token for workspace wid whose url claim is u.
+func (e *agentEnv) token(t *testing.T, wid, u string) string {
+	t.Helper()
+	return sign(t, e.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims(wid, map[string]any{"url": u}))
+}
+
+// agent makes an Agent with fast test timings; cfg.Token must be set.
+func (e *agentEnv) agent(t *testing.T, cfg AgentConfig) *Agent {
+	t.Helper()
+	cfg.Registerer = e.reg
+	if cfg.BackoffBase == 0 {
+		cfg.BackoffBase = 10 * time.Millisecond
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = 50 * time.Millisecond
+	}
+	a, err := e.h.NewAgent(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// run starts a.Run and returns a channel with its result.
+func run(ctx context.Context, a *Agent) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	return done
+}
+
+func waitRun(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not stop")
+		return nil
+	}
+}
+
+// backend is an in-test Kyomi Connect backend: it accepts agents' WebSocket
+// upgrades that carry the expected bearer token and hands each connection
+// to the test. Upgrades with another token get 401.
+type backend struct {
+	srv     *httptest.Server
+	url     string // ws:// URL with a query string the logs must never show
+	want    atomic.Pointer[string]
+	conns   chan *websocket.Conn
+	dials   atomic.Int32 // upgrade requests seen, accepted or not
+	mu      sync.Mutex
+	dialAt  []time.Time
+	headers []string // Authorization headers seen
+}
+
+func startBackend(t *testing.T) *backend {
+	t.Helper()
+	b := &backend{conns: make(chan *websocket.Conn, 16)}
+	up := websocket.Upgrader{}
+	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.dials.Add(1)
+		auth := r.Header.Get("Authorization")
+		b.mu.Lock()
+		b.dialAt = append(b.dialAt, time.Now())
+		b.headers = append(b.headers, auth)
+		b.mu.Unlock()
+		if want := b.want.Load(); want == nil || auth != "Bearer "+*want {
+			http.Error(w, "bad token", http.StatusUnauthorized)
+			return
+		}
+		conn, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		b.conns <- conn
+	}))
+	t.Cleanup(b.srv.Close)
+	b.url = "ws://" + b.srv.Listener.Addr().String() + "/agent/v1?secret=QSECRET"
+	return b
+}
+
+func (b *backend) accept(t *testing.T) *websocket.Conn {
+	t.Helper()
+	select {
+	case c := <-b.conns:
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		return c
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not connect")
+		return nil
+	}
+}
+
+// ask sends one request on c and reads one answer.
+func ask(t *testing.T, c *websocket.Conn, msg string) Response {
+	t.Helper()
+	if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	var r Response
+	if err := c.ReadJSON(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// waitGauge waits until the gauge name has value want.
+func waitGauge(t *testing.T, reg *prometheus.Registry, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for gaugeValue(t, reg, name) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %v", name, gaugeValue(t, reg, name), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestAgentServesBackend drives the agent from a backend that sends many
+// execute_query, ping and list_tables messages at once on one connection:
+// every id gets exactly its own answer, statements run concurrently, and
+// results hold the token's workspace only.
+func TestAgentServesBackend(t *testing.T) {
+	before := runtime.NumGoroutine()
+	store := &slowStore{Store: testStore, delay: 20 * time.Millisecond}
+	e := newAgentEnv(t, store)
+	b := startBackend(t)
+	token := e.token(t, "ws_a", b.url)
+	b.want.Store(&token)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := run(ctx, e.agent(t, AgentConfig{Token: token}))
+	c := b.accept(t)
+
+	type check struct {
+		msg  string
+		want string // substring of the answer
+	}
+	checks := map[string]check{}
+	for i := 0; i < 12; i++ {
+		checks[fmt.Sprintf("q%d", i)] = check{fmt.Sprintf(`{"id":"q%d","op":"execute_query","params":{"sql":"SELECT %d AS i, count() AS n FROM events"}}`, i, i), fmt.Sprintf(`"rows":[[%d,"8"]]`, i)}
+		checks[fmt.Sprintf("p%d", i)] = check{fmt.Sprintf(`{"id":"p%d","op":"ping"}`, i), `"workspace":"ws_a"`}
+		checks[fmt.Sprintf("t%d", i)] = check{fmt.Sprintf(`{"id":"t%d","op":"list_tables"}`, i), `"rows":[["events"]]`}
+	}
+	checks["other"] = check{`{"id":"other","op":"execute_query","params":{"sql":"SELECT count() AS n FROM events WHERE workspace_id = 'ws_b'"}}`, `"rows":[["0"]]`}
+	checks["wids"] = check{`{"id":"wids","op":"execute_query","params":{"sql":"SELECT DISTINCT workspace_id FROM events"}}`, `"rows":[["ws_a"]]`}
+	checks["escape"] = check{`{"id":"escape","op":"execute_query","params":{"sql":"SELECT * FROM analytics.other"}}`, `"code":"query_refused"`}
+
+	var wmu sync.Mutex
+	var senders sync.WaitGroup
+	ids := make([]string, 0, len(checks))
+	for id := range checks {
+		ids = append(ids, id)
+	}
+	for g := 0; g < 3; g++ {
+		senders.Go(func() {
+			for i := g; i < len(ids); i += 3 {
+				wmu.Lock()
+				err := c.WriteMessage(websocket.TextMessage, []byte(checks[ids[i]].msg))
+				wmu.Unlock()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	seen := map[string]bool{}
+	for len(seen) < len(checks) {
+		_, data, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d answers: %v", len(seen), err)
+		}
+		var r Response
+		if err := json.Unmarshal(data, &r); err != nil {
+			t.Fatalf("bad answer %s", data)
+		}
+		ck, ok := checks[r.ID]
+		if !ok || seen[r.ID] {
+			t.Fatalf("unexpected or duplicate answer id %q: %s", r.ID, data)
+		}
+		seen[r.ID] = true
+		if !strings.Contains(string(data), ck.want) {
+			t.Errorf("answer to %s is %s, want %s", r.ID, data, ck.want)
+		}
+		if leaked(string(data)) || strings.Contains(string(data), token) {
+			t.Errorf("answer to %s leaks: %s", r.ID, data)
+		}
+	}
+	senders.Wait()
+	if m := store.max.Load(); m < 2 {
+		t.Errorf("at most %d statement ran at once, want concurrent requests", m)
+	}
+	if g := gaugeValue(t, e.reg, "collector_connect_agent_connected"); g != 1 {
+		t.Errorf("collector_connect_agent_connected = %v while connected", g)
+	}
+	b.mu.Lock()
+	hdr := b.headers[0]
+	b.mu.Unlock()
+	if hdr != "Bearer "+token {
+		t.Errorf("Authorization header %q", hdr)
+	}
+
+	cancel()
+	if err := waitRun(t, done); err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+	if g := gaugeValue(t, e.reg, "collector_connect_agent_connected"); g != 0 {
+		t.Errorf("collector_connect_agent_connected = %v after stop", g)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "connect agent connected") || !strings.Contains(logs, "connect agent disconnected") {
+		t.Errorf("connect and disconnect not logged:\n%s", logs)
+	}
+	if strings.Contains(logs, token) || strings.Contains(logs, "QSECRET") {
+		t.Errorf("logs carry the token or the URL query string:\n%s", logs)
+	}
+	c.Close()
+	b.srv.CloseClientConnections()
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > before+4 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > before+4 {
+		t.Fatalf("goroutines: %d before, %d after stop", before, g)
+	}
+}
+
+// TestAgentReconnectsWithBackoff has the backend drop the first connections
+// at once: the agent redials after waits that grow, counts each reconnect,
+// then serves the connection that stays. Closing the Handler stops it.
+func TestAgentReconnectsWithBackoff(t *testing.T) {
+	e := newAgentEnv(t, testStore)
+	b := startBackend(t)
+	token := e.token(t, "ws_a", b.url)
+	b.want.Store(&token)
+	const base = 40 * time.Millisecond
+	done := run(context.Background(), e.agent(t, AgentConfig{Token: token, BackoffBase: base, BackoffMax: 4 * base, StableAfter: time.Hour}))
+	const drops = 4
+	for i := 0; i < drops; i++ {
+		c := b.accept(t)
+		waitGauge(t, e.reg, "collector_connect_agent_connected", 1)
+		c.Close()
+	}
+	c := b.accept(t)
+	if r := ask(t, c, `{"id":"after","op":"ping"}`); r.ID != "after" || r.Type != "result" {
+		t.Fatalf("ping after reconnects: %+v", r)
+	}
+	if n := counterValue(t, e.reg, "collector_connect_agent_reconnects_total"); n != drops {
+		t.Errorf("collector_connect_agent_reconnects_total = %v, want %d", n, drops)
+	}
+	b.mu.Lock()
+	at := append([]time.Time(nil), b.dialAt...)
+	b.mu.Unlock()
+	// Steps base, 2base, 4base, 4base (max); each wait is at least half its step.
+	for i, step := range []time.Duration{base, 2 * base, 4 * base, 4 * base} {
+		if gap := at[i+1].Sub(at[i]); gap < step/2 {
+			t.Errorf("redial %d came %s after the previous dial, want >= %s", i+1, gap, step/2)
+		}
+	}
+	e.h.Close()
+	if err := waitRun(t, done); err != nil {
+		t.Fatalf("Run after Handler.Close: %v", err)
+	}
+}
+
+// TestAgentRevokedStops revokes the token while connected: the next
+// request is refused at once, and at the next ping check the agent hangs up
+// and stops for good instead of redialing, though the backend kept the
+// connection open.
+func TestAgentRevokedStops(t *testing.T) {
+	e := newAgentEnv(t, testStore)
+	b := startBackend(t)
+	token := e.token(t, "ws_a", b.url)
+	b.want.Store(&token)
+	done := run(context.Background(), e.agent(t, AgentConfig{Token: token, PingInterval: 50 * time.Millisecond}))
+	c := b.accept(t)
+	if r := ask(t, c, `{"id":"before","op":"ping"}`); r.Type != "result" {
+		t.Fatalf("before revocation: %+v", r.Error)
+	}
+	writeFile(t, e.revoked, []byte("jti-1\n"))
+	if r := ask(t, c, `{"id":"after","op":"ping"}`); r.Type != "error" || r.Error.Code != CodeTokenRevoked || r.ID != "after" {
+		t.Fatalf("after revocation: %+v", r)
+	}
+	err := waitRun(t, done)
+	var ae *AuthError
+	if !Refused(err) || !errors.As(err, &ae) || ae.Code != CodeTokenRevoked {
+		t.Fatalf("Run returned %v, want a token_revoked refusal", err)
+	}
+	if strings.Contains(err.Error(), token) {
+		t.Fatal("the error carries the token")
+	}
+	if _, _, err := c.ReadMessage(); err == nil {
+		t.Fatal("the agent left the connection open")
+	}
+	time.Sleep(100 * time.Millisecond) // ten backoff bases: time enough for a redial
+	if n := b.dials.Load(); n != 1 {
+		t.Fatalf("backend saw %d dials, want 1 (no reconnect with a revoked token)", n)
+	}
+	if g := gaugeValue(t, e.reg, "collector_connect_agent_connected"); g != 0 {
+		t.Fatalf("collector_connect_agent_connected = %v after stop", g)
+	}
+}
+
+// TestAgentDropsSilentBackend has the backend stop reading (so it answers
+// no ping) without closing: the agent gives up on the connection after two
+// ping intervals and redials, as it must behind a NAT that forgot the flow.
+func TestAgentDropsSilentBackend(t *testing.T) {
+	e := newAgentEnv(t, testStore)
+	b := startBackend(t)
+	token := e.token(t, "ws_a", b.url)
+	b.want.Store(&token)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := run(ctx, e.agent(t, AgentConfig{Token: token, PingInterval: 50 * time.Millisecond}))
+	b.accept(t) // never read: pings go unanswered
+	c := b.accept(t)
+	if r := ask(t, c, `{"id":"again","op":"ping"}`); r.ID != "again" || r.Type != "result" {
+		t.Fatalf("ping on the new connection: %+v", r)
+	}
+	cancel()
+	if err := waitRun(t, done); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestAgentRefusesToken checks tokens the agent must not use: a url that
+// is not ws:// or wss://, and tokens the Verifier refuses. Run returns at
+// once without dialing, and the error names neither the token nor the URL.
+func TestAgentRefusesToken(t *testing.T) {
+	e := newAgentEnv(t, testStore)
+	b := startBackend(t)
+	hostPort := b.srv.Listener.Addr().String()
+	other := newTestKey(t, "k1") // same kid, key not in the JWKS
+	writeFile(t, e.revoked, []byte("jti-gone\n"))
+	es := map[string]any{"alg": "ES256", "kid": "k1"}
+	tests := []struct {
+		name   string
+		token  string
+		badURL bool
+	}{
+		{"https url", e.token(t, "ws_a", "https://"+hostPort+"/agent?secret=QSECRET"), true},
+		{"http url", e.token(t, "ws_a", "http://"+hostPort+"/agent?secret=QSECRET"), true},
+		{"ftp url", e.token(t, "ws_a", "ftp://"+hostPort+"/agent"), true},
+		{"no url", e.token(t, "ws_a", ""), true},
+		{"no host", e.token(t, "ws_a", "ws:///agent?secret=QSECRET"), true},
+		{"user info", e.token(t, "ws_a", "ws://u:QSECRET@"+hostPort+"/agent"), true},
+		{"revoked", sign(t, e.key, es, claims("ws_a", map[string]any{"url": b.url, "jti": "jti-gone"})), false},
+		{"expired", sign(t, e.key, es, claims("ws_a", map[string]any{"url": b.url, "exp": time.Now().Add(-time.Hour).Unix()})), false},
+		{"bad signature", sign(t, other, es, claims("ws_a", map[string]any{"url": b.url})), false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b.want.Store(&tt.token)
+			reg := prometheus.NewRegistry()
+			a, err := e.h.NewAgent(AgentConfig{Token: tt.token, Registerer: reg, BackoffBase: time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := a.Check(context.Background()); !Refused(err) {
+				t.Fatalf("Check: %v, want a refusal", err)
+			}
+			err = waitRun(t, run(context.Background(), a))
+			if !Refused(err) || errors.Is(err, ErrBadConnectURL) != tt.badURL {
+				t.Fatalf("Run returned %v, want a refusal (bad url: %v)", err, tt.badURL)
+			}
+			if strings.Contains(err.Error(), tt.token) || strings.Contains(err.Error(), "QSECRET") {
+				t.Fatalf("error repeats the token or the URL: %v", err)
+			}
+			if n := b.dials.Load(); n != 0 {
+				t.Fatalf("case %d: backend saw %d dials, want none", i, n)
+			}
+		})
+	}
+}
+
+// TestAgentRetriesRefusedUpgrade has the backend refuse the upgrade (401):
+// that is the backend's answer, not the token's verdict, so the agent keeps
+// retrying with backoff until it is stopped.
+func TestAgentRetriesRefusedUpgrade(t *testing.T) {
+	e := newAgentEnv(t, testStore)
+	b := startBackend(t) // b.want unset: every upgrade gets 401
+	token := e.token(t, "ws_a", b.url)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := run(ctx, e.agent(t, AgentConfig{Token: token, BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond}))
+	deadline := time.Now().Add(20 * time.Second)
+	for b.dials.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := waitRun(t, done); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := b.dials.Load(); n < 3 {
+		t.Fatalf("backend saw %d dials, want retries", n)
+	}
+	if n := counterValue(t, e.reg, "collector_connect_agent_reconnects_total"); n < 2 {
+		t.Fatalf("collector_connect_agent_reconnects_total = %v, want >= 2", n)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "status 401") || strings.Contains(logs, token) || strings.Contains(logs, "QSECRET") {
+		t.Fatalf("logs:\n%s", logs)
+	}
+}
+
+// TestBackoff checks the waits: doubling from base up to max, each between
+// half its step and the step, and back to base after reset.
+func TestBackoff(t *testing.T) {
+	b := backoff{base: time.Second, max: 60 * time.Second}
+	steps := []time.Duration{1, 2, 4, 8, 16, 32, 60, 60}
+	for round := 0; round < 2; round++ {
+		for i, s := range steps {
+			step := s * time.Second
+			if d := b.next(); d < step/2 || d > step {
+				t.Fatalf("round %d wait %d: %s, want %s..%s", round, i, d, step/2, step)
+			}
+		}
+		b.reset()
+	}
+}
+
+// TestNewAgentConfig checks that every invalid setting is reported at once.
+func TestNewAgentConfig(t *testing.T) {
+	e := newAgentEnv(t, testStore)
+	_, err := e.h.NewAgent(AgentConfig{BackoffBase: -1, PingInterval: -1})
+	for _, want := range []string{"token is empty", "registerer", "backoff base", "ping interval"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not mention %q", err, want)
+		}
+	}
+	if _, err := e.h.NewAgent(AgentConfig{Token: "t", Registerer: e.reg, BackoffBase: time.Minute, BackoffMax: time.Second}); err == nil {
+		t.Error("max below base accepted")
+	}
+}
