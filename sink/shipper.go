@@ -79,7 +79,7 @@ func (c ShipperConfig) withDefaults() ShipperConfig {
 
 type shipperMetrics struct {
 	batches, rows, errs, replayed, decodeErrs prometheus.Counter
-	duration, batchRows                       prometheus.Histogram
+	duration, batchRows, visible              prometheus.Histogram
 }
 
 func newShipperMetrics() *shipperMetrics {
@@ -100,11 +100,15 @@ func newShipperMetrics() *shipperMetrics {
 		batchRows: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "collector_sink_batch_rows", Help: "Rows per inserted batch.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
+		visible: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "collector_sink_event_visible_seconds",
+			Help:    "Per stored event, time from its spool append (before the fsync that precedes its 202) to the return of the INSERT that made it queryable: an upper bound of the 202-to-queryable delay.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 5, 7.5, 10, 30, 60}}),
 	}
 }
 
 func (m *shipperMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.batches, m.rows, m.errs, m.replayed, m.decodeErrs, m.duration, m.batchRows}
+	return []prometheus.Collector{m.batches, m.rows, m.errs, m.replayed, m.decodeErrs, m.duration, m.batchRows, m.visible}
 }
 
 // Shipper moves records from a spool into a store in batches: it flushes
@@ -206,6 +210,7 @@ func (s *Shipper) run() {
 	forced, hasForced := s.sp.Pending()
 	openEnd := s.sp.OpenEnd()
 	rows := make([]Event, 0, min(s.cfg.MaxRows, 1024))
+	appended := make([]int64, 0, cap(rows)) // append time (Unix ns) of each row, for the freshness metric
 	end := start
 	var first time.Time // append time of the batch's oldest record
 	timer := time.NewTimer(time.Hour)
@@ -245,6 +250,8 @@ func (s *Shipper) run() {
 				rows = rows[:len(rows)-1]
 				s.m.decodeErrs.Inc()
 				s.cfg.Logger.Error("spool record is not an event, skipped", "position", rec.Pos.String(), "err", err)
+			} else {
+				appended = append(appended, rec.Appended.UnixNano())
 			}
 		}
 		closing := s.closingNow()
@@ -267,9 +274,14 @@ func (s *Shipper) run() {
 				s.err = err
 				return
 			}
+			now := time.Now().UnixNano()
+			for _, a := range appended {
+				s.m.visible.Observe(float64(now-a) / 1e9)
+			}
 			hasForced = false
 			start = end
 			rows = rows[:0]
+			appended = appended[:0]
 			continue
 		}
 		if closing && eof {

@@ -52,6 +52,14 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	if c.Pprof != "" {
+		stopPprof, err := startPprof(ctx, c.Pprof, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -89,7 +97,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 
 	sp, err := spool.Open(spool.Config{
 		Dir: filepath.Join(c.DataDir, "spool"), MaxBytes: c.SpoolMaxBytes, SyncInterval: c.SpoolSyncInterval,
-		Logger: log, Registerer: reg,
+		CommitDelay: c.spoolCommitDelay(), Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return fmt.Errorf("cannot open the spool: %w", err)

@@ -85,6 +85,15 @@ type Config struct {
 	// records are written and fsynced every interval, so a crash of the
 	// process or the machine loses at most the last interval of records.
 	SyncInterval time.Duration
+	// CommitDelay (durable mode only) spaces group commits: an fsync starts
+	// no sooner than CommitDelay after the previous one started, so under
+	// load each fsync covers more appends. An append waits at most this
+	// long more; when appends come further apart than CommitDelay, none
+	// waits at all. Durability is unchanged: Append still returns only after
+	// its record is fsynced. Default 1ms: an fsync costs about 100µs of CPU
+	// on a virtual disk, so back-to-back fsyncs of a few records each took a
+	// tenth of a 2-core machine at load. Negative disables the spacing.
+	CommitDelay time.Duration
 	// Logger receives recovery and error messages; default discards.
 	Logger *slog.Logger
 	// Registerer receives the spool metrics; nil registers nothing.
@@ -123,11 +132,24 @@ func (c Config) withDefaults() Config {
 	if c.SegmentBytes == 0 {
 		c.SegmentBytes = 64 << 20
 	}
+	if c.CommitDelay == 0 {
+		c.CommitDelay = time.Millisecond
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c
 }
+
+// group is one group commit: the appends whose frames sit in the same
+// buffer and become durable with the same write and fsync. done is closed
+// when they are durable or failed; err is set before.
+type group struct {
+	done chan struct{}
+	err  error
+}
+
+func newGroup() *group { return &group{done: make(chan struct{})} }
 
 type segment struct {
 	id   uint64
@@ -142,7 +164,10 @@ type Spool struct {
 	metrics *metrics
 
 	mu       sync.Mutex
-	cond     *sync.Cond // signalled when durable advances or io finishes
+	cond     *sync.Cond // signalled when io finishes (rotation, Sync and Close wait on it)
+	group    *group     // the appends in buf; durable appenders wait on group.done only
+	kick     chan struct{}
+	lastIO   time.Time // start of the last write+fsync
 	closed   bool
 	segs     []segment // ascending; the last is the one being written
 	file     *os.File  // the last segment
@@ -152,7 +177,6 @@ type Spool struct {
 	written  int64     // bytes of the last segment written to the file
 	durable  Position  // end of the fsynced data
 	appended uint64    // records appended since open
-	synced   uint64    // records durable since open
 	ioBusy   bool      // one goroutine writes and syncs at a time
 	failed   error     // a write or fsync failed: the spool refuses appends
 	total    int64     // bytes of all segments, including buf
@@ -177,7 +201,8 @@ func Open(cfg Config) (*Spool, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create spool dir: %w", err)
 	}
-	s := &Spool{cfg: cfg, notify: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Spool{cfg: cfg, notify: make(chan struct{}, 1), kick: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{}), group: newGroup()}
 	s.cond = sync.NewCond(&s.mu)
 	s.metrics = newMetrics(s)
 	if err := s.load(); err != nil {
@@ -190,7 +215,7 @@ func Open(cfg Config) (*Spool, error) {
 	if cfg.SyncInterval > 0 {
 		go s.syncLoop()
 	} else {
-		close(s.done)
+		go s.commitLoop()
 	}
 	return s, nil
 }
@@ -427,40 +452,79 @@ func (s *Spool) Append(rec []byte) error {
 		s.oldest = now
 	}
 	s.appended++
-	seq := s.appended
 	s.metrics.appended.Inc()
 	if s.cfg.SyncInterval > 0 {
 		s.mu.Unlock()
 		return nil
 	}
-	for s.synced < seq {
-		if s.failed != nil {
-			s.mu.Unlock()
-			return fmt.Errorf("cannot append to spool: %w", s.failed)
-		}
-		if s.ioBusy {
-			s.cond.Wait()
-			continue
-		}
-		if err := s.flushLocked(); err != nil {
-			s.mu.Unlock()
-			return err
-		}
-	}
+	// Wait for the group this frame joined. Only its members are woken when
+	// it is durable (a shared condition variable woke every waiter at every
+	// fsync, a herd of futex calls per group at hundreds of appenders).
+	g := s.group
 	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default: // the committer is already due to run
+	}
+	<-g.done
+	if g.err != nil {
+		return fmt.Errorf("cannot append to spool: %w", g.err)
+	}
 	return nil
+}
+
+// commitLoop is the group committer of durable mode: woken by appends, it
+// writes and fsyncs whatever is buffered, spacing fsyncs by CommitDelay.
+// It runs until Close.
+func (s *Spool) commitLoop() {
+	defer close(s.done)
+	var timer *time.Timer
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.kick:
+		}
+		s.mu.Lock()
+		wait := s.cfg.CommitDelay - time.Since(s.lastIO)
+		s.mu.Unlock()
+		if wait > 0 {
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			select {
+			case <-s.stop:
+				timer.Stop()
+				return // Close flushes what is buffered
+			case <-timer.C:
+			}
+		}
+		s.mu.Lock()
+		for s.ioBusy {
+			s.cond.Wait()
+		}
+		_ = s.flushLocked() // a failure is logged and fails the waiting groups
+		s.mu.Unlock()
+	}
 }
 
 // flushLocked writes and fsyncs the buffered frames. It is called with mu
 // held and !ioBusy; it releases mu during the I/O so that other callers
 // keep appending into a fresh buffer (the next group).
 func (s *Spool) flushLocked() error {
+	if s.failed != nil {
+		return fmt.Errorf("cannot write spool segment: %w", s.failed)
+	}
 	if len(s.buf) == 0 {
 		return nil
 	}
 	s.ioBusy = true
-	buf, f, seq, end := s.buf, s.file, s.appended, s.bufEnd
+	buf, f, end, g := s.buf, s.file, s.bufEnd, s.group
 	seg := s.segs[len(s.segs)-1].id
+	s.group = newGroup()
+	s.lastIO = time.Now()
 	s.buf, s.spare = s.spare[:0], nil
 	if s.buf == nil {
 		// Size the next buffer like this one, so appends under mu do not
@@ -483,14 +547,19 @@ func (s *Spool) flushLocked() error {
 		s.closed = true
 		s.failed = err
 		s.cfg.Logger.Error("spool write failed, spool closed", "err", err)
+		// This group and the one that filled meanwhile both fail; no append
+		// joins a group after closed is set.
+		g.err, s.group.err = err, err
+		close(g.done)
+		close(s.group.done)
 		return fmt.Errorf("cannot write spool segment: %w", err)
 	}
 	if cap(buf) <= 16<<20 { // double buffering: the next flush fills this one
 		s.spare = buf[:0]
 	}
 	s.written = end
-	s.synced = seq
 	s.durable = Position{Segment: seg, Offset: end}
+	close(g.done)
 	select {
 	case s.notify <- struct{}{}:
 	default:
@@ -742,9 +811,7 @@ func (s *Spool) Close() error {
 	wasClosed := s.closed
 	s.closed = true
 	s.mu.Unlock()
-	if s.cfg.SyncInterval > 0 {
-		close(s.stop)
-	}
+	close(s.stop)
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
