@@ -23,12 +23,7 @@ type Geo struct {
 // plus a map read; 65536 records is a few megabytes.
 const geoCacheSize = 1 << 16
 
-// GeoDB looks addresses up in a MaxMind DB file. It reads the GeoIP2 and
-// GeoLite2 City and Country layouts (country.iso_code,
-// subdivisions[0].iso_code, city.names.en) and the flat DB-IP layout of
-// ip-location-db (country_code, state1, city), decided per record. Lookup
-// is safe for concurrent use; Close must not run concurrently with Lookup.
-// The package never logs and never puts an address into an error.
+// geoFile is one open MaxMind DB file with its decoded-record cache.
 type geoFile struct {
 	r      *maxminddb.Reader
 	ipv4DB bool
@@ -37,6 +32,13 @@ type geoFile struct {
 	cache map[uintptr]Geo
 }
 
+// GeoDB looks addresses up in one or more MaxMind DB files (for example
+// DB-IP's separate IPv4 and IPv6 files). It reads the GeoIP2 and GeoLite2
+// City and Country layouts (country.iso_code, subdivisions[0].iso_code,
+// city.names.en) and the flat DB-IP layout of ip-location-db (country_code,
+// state1, city), decided per record. Lookup is safe for concurrent use;
+// Close must not run concurrently with Lookup. The package never logs and
+// never puts an address into an error.
 type GeoDB struct {
 	files []*geoFile
 }

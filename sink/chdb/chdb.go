@@ -307,6 +307,7 @@ type EngineError struct {
 	Message string
 }
 
+// Error implements error.
 func (e *EngineError) Error() string { return "embedded ClickHouse: " + e.Message }
 
 func goString(p unsafe.Pointer) string {
