@@ -95,15 +95,7 @@ func TestMetricsCountKnownTraffic(t *testing.T) {
 func TestSIGHUPAppliesNewDomain(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "ws.yaml")
-	write := func(s string) {
-		t.Helper()
-		if err := os.WriteFile(cfg+".tmp", []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(cfg+".tmp", cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(s string) { t.Helper(); replaceFile(t, cfg, s) }
 	base := "tiers:\n  free: { retention_days: 30 }\nworkspaces:\n  - id: ws_a\n    tier: free\n    domains: [a.example]\n"
 	write(base)
 	p := startCollector(t, nil, "-config", cfg, "-data-dir", filepath.Join(dir, "data"), "-trusted-proxies", "127.0.0.1/32")
