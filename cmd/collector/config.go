@@ -24,6 +24,7 @@ type config struct {
 	DataDir           string
 	ClickHouse        string
 	ClickHouseCluster string
+	ClickHouseAsync   bool
 	Redis             string
 	GeoIP             string
 	TrustedProxies    string
@@ -68,6 +69,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.ConfigPath, "config", "", "workspaces file (YAML: tiers and workspaces with their domains); reloaded on SIGHUP and when it changes")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory for the embedded ClickHouse data, the local salt and the spool")
 	fs.StringVar(&c.ClickHouse, "clickhouse", "", "ClickHouse server DSN (clickhouse://user:pass@host:9000/analytics?secure=true); empty runs the embedded engine in -data-dir")
+	fs.BoolVar(&c.ClickHouseAsync, "clickhouse-async-insert", false, "server mode: inserts use async_insert with wait_for_async_insert, so the server merges many nodes' batches into fewer parts and answers once they are written")
 	fs.StringVar(&c.ClickHouseCluster, "clickhouse-cluster", "", "cluster name: migrations run ON CLUSTER with ReplicatedMergeTree tables and a Distributed events table")
 	fs.StringVar(&c.Redis, "redis", "", "Redis URL (redis://[:pass@]host:6379/db or rediss:// for TLS) that shares the daily salt and revoked tokens across nodes; empty uses a local salt file")
 	fs.StringVar(&c.GeoIP, "geoip", "", "GeoIP2/GeoLite2 or DB-IP .mmdb files (comma-separated, e.g. DB-IP's IPv4 and IPv6 files) for country, region and city; empty disables geo enrichment")
@@ -85,7 +87,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.Int64Var(&c.SpoolMaxBytes, "spool-max-bytes", 1<<30, "bytes the on-disk spool may hold before new events are refused with 503")
 	// 0 means every 202 follows an fsync (group-committed across concurrent requests): nothing
 	// acknowledged is lost on a crash of the process or the machine.
-	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", 0, "0 = fsync before every acknowledgement (group commit); >0 = acknowledge at once and fsync at this interval, losing at most that window on a machine crash")
+	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", 0, "0 = fsync before every acknowledgement (group commit); >0 = acknowledge at once and fsync at this interval, losing at most that window on a process or machine crash")
 	// An fsync costs about 100µs of CPU on a virtual disk; spacing them 1ms apart under load makes
 	// each cover more events, and adds at most 1ms to an answer.
 	fs.DurationVar(&c.SpoolCommitDelay, "spool-commit-delay", time.Millisecond, "with -spool-sync-interval 0: an fsync starts no sooner than this after the previous one, so one fsync covers more events under load; adds at most this to an answer; 0 = back-to-back fsyncs")
@@ -138,6 +140,9 @@ func parseConfig(name string, args []string, env func(string) string, out io.Wri
 			errs = append(errs, fmt.Errorf("environment %s: %w", envName(f.Name), err))
 		}
 	})
+	if (name == "serve" || name == "config check") && c.ConfigPath == "" {
+		errs = append(errs, errors.New("-config: must be set: the workspaces file says which domains may send events"))
+	}
 	errs = append(errs, c.validate()...)
 	return c, fs, errors.Join(errs...)
 }
@@ -163,6 +168,9 @@ func (c *config) validate() []error {
 	}
 	if c.ClickHouse != "" && !strings.HasPrefix(c.ClickHouse, "clickhouse://") && !strings.HasPrefix(c.ClickHouse, "tcp://") {
 		bad("clickhouse", "want a clickhouse:// DSN")
+	}
+	if c.ClickHouseAsync && c.ClickHouse == "" {
+		bad("clickhouse-async-insert", "needs -clickhouse: the embedded engine inserts synchronously")
 	}
 	if c.ClickHouseCluster != "" && c.ClickHouse == "" {
 		bad("clickhouse-cluster", "needs -clickhouse: the embedded engine is a single node")
@@ -212,8 +220,8 @@ func (c *config) validate() []error {
 	default:
 		bad("log-level", "want debug, info, warn or error, got %q", c.LogLevel)
 	}
-	if c.SpoolMaxBytes < 1<<20 {
-		bad("spool-max-bytes", "must be at least 1 MiB, got %d", c.SpoolMaxBytes)
+	if c.SpoolMaxBytes < 8<<20 {
+		bad("spool-max-bytes", "must be at least 8 MiB (8388608), got %d", c.SpoolMaxBytes)
 	}
 	if c.SpoolSyncInterval < 0 || c.SpoolSyncInterval > time.Minute {
 		bad("spool-sync-interval", "must be between 0 and 1m, got %s", c.SpoolSyncInterval)

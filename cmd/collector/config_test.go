@@ -40,6 +40,9 @@ func TestConfigErrors(t *testing.T) {
 		{"missing workspaces file", []string{"config", "check", "-config", filepath.Join(dir, "nope.yaml")}, nil, []string{"-config: cannot read workspaces file"}},
 		{"workspace with an unknown tier", []string{"config", "check", "-config", badYAML}, nil, []string{"gold"}},
 		{"cluster without a server", []string{"config", "check", "-clickhouse-cluster", "c1"}, nil, []string{"-clickhouse-cluster: needs -clickhouse"}},
+		{"async insert without a server", []string{"config", "check", "-clickhouse-async-insert"}, nil, []string{"-clickhouse-async-insert: needs -clickhouse"}},
+		{"no workspaces file", []string{"config", "check"}, nil, []string{"-config: must be set"}},
+		{"spool below two segments", []string{"config", "check", "-spool-max-bytes", "2097152"}, nil, []string{"-spool-max-bytes: must be at least 8 MiB"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,6 +66,7 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 		"COLLECTOR_LISTEN":              "127.0.0.1:9999",
 		"COLLECTOR_SPOOL_SYNC_INTERVAL": "250ms",
 		"COLLECTOR_TRUSTED_PROXIES":     "10.0.0.0/8, ::1",
+		"COLLECTOR_CONFIG":              "../../testdata/workspaces.example.yaml",
 	}), &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)

@@ -93,6 +93,9 @@ func TestKillNineLosesNothing(t *testing.T) {
 			missing++
 		case n > 1:
 			doubled++
+			if doubled <= 5 {
+				t.Logf("stored %d times: %s %v", n, m, sql(t, dataDir, "SELECT _part, ts, visitor_id FROM analytics.events WHERE props['marker'] = '"+m+"' FORMAT TSV"))
+			}
 		}
 	}
 	t.Logf("acknowledged %d events over %d SIGKILLs; stored %d distinct markers", len(acked), kills, len(stored))

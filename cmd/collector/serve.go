@@ -86,7 +86,10 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	}
 	if c.Redis != "" {
 		redis.SetLogger(redisLogger{log})
-		salts, err = salt.NewRedis(ctx, c.Redis, salt.WithLogger(log), salt.WithRegisterer(reg))
+		// The first fetch is bounded; an unreachable Redis is retried in the background.
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		salts, err = salt.NewRedis(sctx, c.Redis, salt.WithLogger(log), salt.WithRegisterer(reg))
+		cancel()
 	} else {
 		salts, err = salt.NewLocal(c.DataDir, salt.WithLogger(log), salt.WithRegisterer(reg))
 	}
@@ -301,7 +304,7 @@ func openStore(ctx context.Context, c *config, log *slog.Logger, reg prometheus.
 	if c.ClickHouse == "" {
 		store, err = sink.OpenEmbedded(embeddedDir(c))
 	} else {
-		store, err = sink.OpenServer(c.ClickHouse)
+		store, err = sink.OpenServer(c.ClickHouse, sink.ServerOptions{AsyncInsert: c.ClickHouseAsync})
 	}
 	if err != nil {
 		return nil, err

@@ -77,7 +77,8 @@ type Config struct {
 	// 2*SegmentBytes.
 	MaxBytes int64
 	// SegmentBytes is the size at which the writer starts a new segment.
-	// Consumed space is freed a whole segment at a time. Default 64 MiB.
+	// Consumed space is freed a whole segment at a time. Default 64 MiB, or
+	// MaxBytes/2 when that is smaller (MaxBytes must then be >= 8 MiB).
 	SegmentBytes int64
 	// SyncInterval 0 (default) makes Append return only after its record is
 	// fsynced (group commit): nothing acknowledged is lost on a process
@@ -130,7 +131,8 @@ func (c Config) withDefaults() Config {
 		c.MaxBytes = 1 << 30
 	}
 	if c.SegmentBytes == 0 {
-		c.SegmentBytes = 64 << 20
+		// 64 MiB, or half of a smaller MaxBytes (never below the minimum).
+		c.SegmentBytes = max(min(64<<20, c.MaxBytes/2), 4*MaxRecordBytes)
 	}
 	if c.CommitDelay == 0 {
 		c.CommitDelay = time.Millisecond

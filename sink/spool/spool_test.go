@@ -415,7 +415,9 @@ func TestConfigValidate(t *testing.T) {
 		{"defaults", Config{Dir: "x"}, true},
 		{"no dir", Config{}, false},
 		{"negative interval", Config{Dir: "x", SyncInterval: -1}, false},
-		{"max below two segments", Config{Dir: "x", MaxBytes: 64 << 20}, false},
+		{"max below two segments", Config{Dir: "x", MaxBytes: 64 << 20, SegmentBytes: 64 << 20}, false},
+		{"small max, default segment halves it", Config{Dir: "x", MaxBytes: 8 << 20}, true},
+		{"max below two minimum segments", Config{Dir: "x", MaxBytes: 6 << 20}, false},
 		{"tiny segment", Config{Dir: "x", SegmentBytes: 1024}, false},
 	}
 	for _, tc := range tests {
