@@ -88,9 +88,9 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	// 0 means every 202 follows an fsync (group-committed across concurrent requests): nothing
 	// acknowledged is lost on a crash of the process or the machine.
 	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", 0, "0 = fsync before every acknowledgement (group commit); >0 = acknowledge at once and fsync at this interval, losing at most that window on a process or machine crash")
-	// An fsync costs about 100µs of CPU on a virtual disk; spacing them 1ms apart under load makes
-	// each cover more events, and adds at most 1ms to an answer.
-	fs.DurationVar(&c.SpoolCommitDelay, "spool-commit-delay", time.Millisecond, "with -spool-sync-interval 0: an fsync starts no sooner than this after the previous one, so one fsync covers more events under load; adds at most this to an answer; 0 = back-to-back fsyncs")
+	// Off by default: on a virtual disk with ~0.5ms fsyncs, spacing them cost more throughput than
+	// the CPU it saved (BENCHMARKS.md).
+	fs.DurationVar(&c.SpoolCommitDelay, "spool-commit-delay", 0, "with -spool-sync-interval 0: an fsync starts no sooner than this after the previous one, so one fsync covers more events under load, at the price of up to this much more latency per answer; 0 = back-to-back fsyncs")
 	// ClickHouse prefers few large inserts: 10k rows or one second, whichever comes first.
 	fs.IntVar(&c.BatchRows, "batch-rows", 10000, "flush to ClickHouse after this many rows; each flush is one INSERT")
 	fs.DurationVar(&c.BatchAge, "batch-age", time.Second, "flush to ClickHouse when the oldest pending event is this old")
@@ -262,15 +262,6 @@ func (c *config) validate() []error {
 	}
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errs
-}
-
-// spoolCommitDelay maps -spool-commit-delay to spool.Config.CommitDelay, where 0 selects the
-// spool's default and a negative value turns the spacing off.
-func (c *config) spoolCommitDelay() time.Duration {
-	if c.SpoolCommitDelay == 0 {
-		return -1
-	}
-	return c.SpoolCommitDelay
 }
 
 // geoFiles lists the -geoip databases.

@@ -100,7 +100,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 
 	sp, err := spool.Open(spool.Config{
 		Dir: filepath.Join(c.DataDir, "spool"), MaxBytes: c.SpoolMaxBytes, SyncInterval: c.SpoolSyncInterval,
-		CommitDelay: c.spoolCommitDelay(), Logger: log, Registerer: reg,
+		CommitDelay: c.SpoolCommitDelay, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return fmt.Errorf("cannot open the spool: %w", err)

@@ -55,6 +55,7 @@ type options struct {
 	seed        uint64
 	json        bool
 	baseline    bool
+	freshness   time.Duration
 }
 
 func newFlags(o *options, out io.Writer) *flag.FlagSet {
@@ -76,6 +77,7 @@ func newFlags(o *options, out io.Writer) *flag.FlagSet {
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed for the generated domains and events")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON instead of text")
 	fs.BoolVar(&o.baseline, "baseline-server", false, "first run the same load against an empty fasthttp handler started in a separate process (loadgen baseline), and report the ratio")
+	fs.DurationVar(&o.freshness, "freshness", 0, "after the run, wait this long for the last batch to be inserted (e.g. 3s with the default 1s batch age), then report how long the run's events took from their 202 to being queryable, from the collector's "+visibleMetric+" histogram at TARGET/metrics (scraped before and after); 0 = off")
 	return fs
 }
 
@@ -89,6 +91,9 @@ func (o *options) validate() error {
 	}
 	if o.duration <= 0 || o.duration > time.Hour {
 		errs = append(errs, fmt.Errorf("-duration %s is out of range (0, 1h]: every run is bounded in time", o.duration))
+	}
+	if o.freshness < 0 || o.freshness > time.Minute {
+		errs = append(errs, fmt.Errorf("-freshness %s is out of range [0, 1m]", o.freshness))
 	}
 	if o.rate < 0 {
 		errs = append(errs, fmt.Errorf("-rate %g must not be negative", o.rate))
@@ -181,8 +186,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "loadgen: interrupted")
 		return 1
 	}
+	metricsURL := "http://" + addr + "/metrics"
+	var before []bucket
+	if o.freshness > 0 {
+		if before, err = scrapeHistogram(ctx, metricsURL, visibleMetric); err != nil {
+			fmt.Fprintf(stderr, "loadgen: -freshness: %v\n", err)
+			return 1
+		}
+	}
 	res := runLoad(ctx, cfg, buildRequests(m, o.unique, o.seed, host, o.keepAlive))
 	rep.Run = makeReport(o.target, cfg, res)
+	if o.freshness > 0 {
+		select {
+		case <-time.After(o.freshness):
+		case <-ctx.Done():
+		}
+		after, err := scrapeHistogram(ctx, metricsURL, visibleMetric)
+		if err != nil {
+			fmt.Fprintf(stderr, "loadgen: -freshness: %v\n", err)
+			return 1
+		}
+		f := freshnessBetween(before, after)
+		rep.Freshness = &f
+	}
 	if rep.Baseline != nil && rep.Baseline.AnsweredPerSec > 0 {
 		rep.RatioAnswered = rep.Run.AnsweredPerSec / rep.Baseline.AnsweredPerSec
 		rep.RatioAccepted = rep.Run.AcceptedPerSec / rep.Baseline.AnsweredPerSec

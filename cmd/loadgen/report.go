@@ -49,6 +49,8 @@ type fullReport struct {
 	// RatioAccepted is the target's accepted (stored) events per second over the empty
 	// handler's answers per second; it is lower than RatioAnswered by the bot share.
 	RatioAccepted float64 `json:"ratio_accepted_to_baseline,omitempty"`
+	// Freshness is the 202-to-queryable delay of the run's events (-freshness).
+	Freshness *freshnessReport `json:"freshness,omitempty"`
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -125,6 +127,10 @@ func writeText(w io.Writer, rep fullReport) error {
 	one("target", rep.Run)
 	if rep.Baseline != nil {
 		p("ratio to baseline: answers/s %.3f, accepted events/s %.3f\n", rep.RatioAnswered, rep.RatioAccepted)
+	}
+	if f := rep.Freshness; f != nil {
+		p("freshness (202 to queryable, upper bound, %d events): p50 %.3fs  p99 %.3fs  p99.9 %.3fs  over 2s %.2f%%\n",
+			f.Events, f.P50, f.P99, f.P999, 100*f.Over2s)
 	}
 	if err != nil {
 		return fmt.Errorf("cannot write report: %w", err)
