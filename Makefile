@@ -104,7 +104,7 @@ test: deps fmt-check vet
 	@mkdir -p bin
 	@status=0; \
 	$(GO) test -race -count=1 -v -timeout 30m $(TESTFLAGS) ./... > "$(TESTLOG)" 2>&1 || status=$$?; \
-	grep -E -- '--- SKIP' -A1 "$(TESTLOG)" | head -40; \
+	grep -E -B1 -e '--- SKIP' "$(TESTLOG)" | head -40; \
 	grep -E '^(ok|FAIL|panic:)|^\s*--- FAIL' "$(TESTLOG)"; \
 	if [ $$status -ne 0 ]; then echo "go test failed (exit $$status); last lines of $(TESTLOG):"; tail -80 "$(TESTLOG)"; fi; \
 	pass=$$(grep -c -E '^\s*--- PASS' "$(TESTLOG)"); fail=$$(grep -c -E '^\s*--- FAIL' "$(TESTLOG)"); skip=$$(grep -c -E '^\s*--- SKIP' "$(TESTLOG)"); \

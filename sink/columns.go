@@ -74,6 +74,10 @@ var columns = []column{
 	{name: "revenue_amount", typ: "Float64", kind: kindFloat64, f64: func(e *Event) float64 { return e.RevenueAmount }},
 	strCol("revenue_currency", lc, func(e *Event) string { return e.RevenueCurrency }),
 	{name: "props", typ: "Map(LowCardinality(String), String)", kind: kindProps},
+	// The token of the insert that stored the row: it lets a replay after a crash of the embedded
+	// engine find out which of its batches are stored (Embedded.ReplayInsert). Hidden from the
+	// query path. One value per part, so it costs next to nothing on disk.
+	strCol("batch_token", lc, func(e *Event) string { return e.BatchToken }),
 }
 
 // columnList is "workspace_id, domain, ..." for INSERT statements.

@@ -23,7 +23,7 @@ func TestEmbeddedInsertRoundTrip(t *testing.T) {
 	res, err := testStore.Select(ctx, `SELECT workspace_id, domain, ts, name, hostname, pathname, visitor_id,
 		retention_days, referrer, referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term,
 		click_id_param, country_code, region, city, browser, browser_version, os, os_version, device,
-		interactive, revenue_amount, revenue_currency, props
+		interactive, revenue_amount, revenue_currency, props, batch_token
 		FROM analytics.events WHERE workspace_id = 'ws_roundtrip' ORDER BY ts`, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +43,7 @@ func TestEmbeddedInsertRoundTrip(t *testing.T) {
 	want := map[int]any{
 		0: "ws_roundtrip", 2: "2026-11-20 10:11:12.346", 5: "/blog/post-1",
 		6: json.Number("2654435762"), 7: json.Number("30"), 13: `c"1`, 14: `t\2`,
-		24: false, 25: json.Number("12.5"), 26: "EUR",
+		24: false, 25: json.Number("12.5"), 26: "EUR", 28: "roundtrip-1",
 	}
 	for i, w := range want {
 		if r[i] != w {
@@ -181,5 +181,52 @@ func TestEmbeddedConcurrentInsertSelect(t *testing.T) {
 func TestEmbeddedSecondOpenRefused(t *testing.T) {
 	if _, err := OpenEmbedded(t.TempDir()); !errors.Is(err, chdb.ErrAlreadyOpen) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestEmbeddedReplayInsert covers what a replay after a crash can find: the token in the
+// deduplication log without its rows (a plain Insert would drop the batch), the rows of one
+// partition stored and the other's not, and everything stored.
+func TestEmbeddedReplayInsert(t *testing.T) {
+	ctx := context.Background()
+	count := func(ws string) uint64 { t.Helper(); return countRows(t, ws) }
+
+	// The token is known to the engine but its rows are gone.
+	const wsLost = "ws_replay_lost"
+	rows := sampleEvents(wsLost, 10, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), 30)
+	if err := testStore.Insert(ctx, rows, "replay-lost"); err != nil {
+		t.Fatal(err)
+	}
+	if err := testStore.Exec(ctx, "ALTER TABLE analytics.events DELETE WHERE workspace_id = '"+wsLost+"' SETTINGS mutations_sync = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := testStore.Insert(ctx, rows, "replay-lost"); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(wsLost); n != 0 {
+		t.Fatalf("plain insert of a known token stored %d rows; the premise of this test is gone", n)
+	}
+	if err := testStore.ReplayInsert(ctx, rows, "replay-lost"); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(wsLost); n != 10 {
+		t.Fatalf("replay stored %d rows, want 10", n)
+	}
+
+	// A batch across a month boundary: one partition stored, the other not.
+	const wsSplit = "ws_replay_split"
+	oct := sampleEvents(wsSplit, 4, time.Date(2026, 10, 31, 23, 59, 0, 0, time.UTC), 30)
+	nov := sampleEvents(wsSplit, 6, time.Date(2026, 11, 1, 0, 0, 1, 0, time.UTC), 30)
+	if err := testStore.insert(ctx, oct, "split-partial", "replay-split"); err != nil {
+		t.Fatal(err)
+	}
+	batch := append(append([]Event{}, oct...), nov...)
+	for range 2 { // the second replay finds everything stored
+		if err := testStore.ReplayInsert(ctx, batch, "replay-split"); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(wsSplit); n != 10 {
+			t.Fatalf("after replay: %d rows, want 10", n)
+		}
 	}
 }

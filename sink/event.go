@@ -49,4 +49,8 @@ type Event struct {
 
 	PropKeys   []string // custom properties, PropKeys[i] goes with PropValues[i]
 	PropValues []string
+
+	// BatchToken names the batch that stored the row (column batch_token). The store's Insert
+	// sets it; it is not kept in the spool.
+	BatchToken string
 }

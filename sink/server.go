@@ -110,6 +110,9 @@ func (s *Server) Insert(ctx context.Context, rows []Event, dedupToken string) er
 		settings["async_insert"] = 1
 		settings["wait_for_async_insert"] = 1
 	}
+	for i := range rows {
+		rows[i].BatchToken = dedupToken
+	}
 	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(settings))
 	err := retryConn(ctx, s.opts, func() error { return s.sendBatch(qctx, rows) })
 	if err != nil {

@@ -19,6 +19,15 @@ type Inserter interface {
 	Insert(ctx context.Context, rows []Event, dedupToken string) error
 }
 
+// ReplayInserter is an Inserter whose deduplication may not survive a crash of the process that
+// inserted, as with the embedded engine, which dies with the collector. The Shipper stores a
+// batch left pending by an earlier process with ReplayInsert, which must store each of its rows
+// exactly once whether or not that process stored some or all of them.
+type ReplayInserter interface {
+	Inserter
+	ReplayInsert(ctx context.Context, rows []Event, token string) error
+}
+
 // ShipperConfig configures a Shipper. Zero fields select the defaults.
 type ShipperConfig struct {
 	// MaxRows flushes a batch when it holds this many rows; each flush is
@@ -340,7 +349,12 @@ func (s *Shipper) flush(rows []Event, start, end spool.Position, replay bool) er
 		backoff = s.cfg.MinBackoff
 		for {
 			t0 := time.Now()
-			err := s.ins.Insert(s.ctx, rows, tok)
+			var err error
+			if ri, ok := s.ins.(ReplayInserter); ok && replay {
+				err = ri.ReplayInsert(s.ctx, rows, tok)
+			} else {
+				err = s.ins.Insert(s.ctx, rows, tok)
+			}
 			if err == nil {
 				s.m.duration.Observe(time.Since(t0).Seconds())
 				break

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -15,6 +16,14 @@ import (
 var testStore *Embedded
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv("SINK_KILL_DIR"); dir != "" { // child of TestReplayAfterSIGKILLStoresOnce
+		t0, _ := strconv.ParseInt(os.Getenv("SINK_KILL_T0"), 10, 64)
+		if err := killInserter(dir, os.Getenv("SINK_KILL_MODE"), time.UnixMilli(t0).UTC()); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(runTests(m))
 }
 

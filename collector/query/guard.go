@@ -219,9 +219,10 @@ func (g *Guard) Canonical(ctx context.Context, sql string) (string, error) {
 
 // wrap binds `events` to the workspace's rows. The caller's statement is a
 // subquery so its own WITH clause, UNION or ORDER BY keep their meaning;
-// ClickHouse keeps the subquery's order for a plain outer SELECT *.
+// ClickHouse keeps the subquery's order for a plain outer SELECT *. The
+// batch_token column is bookkeeping of the sink, not analytics: hidden.
 func (g *Guard) wrap(wid, canonical string) string {
-	return "WITH events AS (SELECT * FROM " + EventsTable + " WHERE workspace_id = " + quoteString(wid) +
+	return "WITH events AS (SELECT * EXCEPT (batch_token) FROM " + EventsTable + " WHERE workspace_id = " + quoteString(wid) +
 		") SELECT * FROM (" + canonical + ")"
 }
 

@@ -354,7 +354,7 @@ func (h *Handler) dispatch(ctx context.Context, c *Claims, req *Request) (any, e
 		if p.Table != "events" {
 			return nil, perr(CodeForbidden, "only the events table can be described")
 		}
-		res, err := h.store.Select(ctx, "SELECT name, type FROM system.columns WHERE database = 'analytics' AND table = 'events' ORDER BY position", nil)
+		res, err := h.store.Select(ctx, "SELECT name, type FROM system.columns WHERE database = 'analytics' AND table = 'events' AND name != 'batch_token' ORDER BY position", nil)
 		if err != nil {
 			return nil, err
 		}

@@ -142,6 +142,7 @@ func TestHTTP(t *testing.T) {
 		{"no token", "", `{"id":"13","op":"ping"}`, 401, "unauthenticated", ""},
 		{"bad token", "x.y.z", `{"id":"14","op":"ping"}`, 401, "unauthenticated", ""},
 		{"malformed", s.token, `{`, 400, "invalid_request", ""},
+		{"sink bookkeeping hidden", s.token, `{"id":"16","op":"execute_query","params":{"sql":"SELECT batch_token FROM events"}}`, 200, "query_failed", "batch_token"},
 		{"report", s.token, `{"id":"15","op":"report","params":{"metrics":["visitors"],"date_range":["2026-01-01","2026-01-31"]}}`, 200, "", `"rows":[["3"]]`},
 	}
 	for _, tt := range tests {
@@ -168,6 +169,16 @@ func TestHTTP(t *testing.T) {
 				t.Fatal("answer echoes the token")
 			}
 		})
+	}
+	for _, body := range []string{
+		`{"id":"17","op":"describe_table","params":{"table":"events"}}`,
+		`{"id":"18","op":"execute_query","params":{"sql":"SELECT * FROM events LIMIT 1"}}`,
+	} {
+		_, r := s.post(t, s.token, body)
+		out, _ := json.Marshal(r)
+		if r.Type != "result" || !strings.Contains(string(out), "visitor_id") || strings.Contains(string(out), "batch_token") {
+			t.Fatalf("%s: %s shows the sink's batch_token column (or no columns)", body, out)
+		}
 	}
 	if n := counterValue(t, s.reg, "collector_query_requests_total", "query_refused", "execute_query"); n != 1 {
 		t.Fatalf("collector_query_requests_total{op=execute_query,code=query_refused} = %v, want 1", n)

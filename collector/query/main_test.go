@@ -13,8 +13,11 @@ import (
 )
 
 // testStore is the embedded engine with the real schema (sink.Migrate),
-// shared by the whole package: one engine connection per process.
-var testStore *sink.Embedded
+// shared by the whole package: one engine connection per process. With
+// CLICKHOUSE_ADDR set, every test of the package (escape battery, reports,
+// transports) runs against that ClickHouse server instead; its
+// analytics.events is emptied first, so point it at a disposable server.
+var testStore sink.Store
 
 // testSchema adds things a query must never reach.
 var testSchema = []string{
@@ -47,14 +50,23 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	testStore, err = sink.OpenEmbedded(filepath.Join(dir, "db"))
+	if addr := os.Getenv("CLICKHOUSE_ADDR"); addr != "" {
+		fmt.Println("query tests run against the ClickHouse server at CLICKHOUSE_ADDR")
+		testStore, err = sink.OpenServer("clickhouse://" + addr + "/default?dial_timeout=5s")
+	} else {
+		testStore, err = sink.OpenEmbedded(filepath.Join(dir, "db"))
+	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "cannot open embedded ClickHouse:", err)
+		fmt.Fprintln(os.Stderr, "cannot open ClickHouse:", err)
 		os.Exit(1)
 	}
 	ctx := context.Background()
 	if err := sink.Migrate(ctx, testStore, sink.SchemaConfig{}); err != nil {
 		fmt.Fprintln(os.Stderr, "cannot migrate:", err)
+		os.Exit(1)
+	}
+	if err := testStore.Exec(ctx, "TRUNCATE TABLE analytics.events"); err != nil {
+		fmt.Fprintln(os.Stderr, "cannot empty analytics.events:", err)
 		os.Exit(1)
 	}
 	for _, q := range testSchema {

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS analytics.events_local ON CLUSTER `kyomi`
     interactive Bool,
     revenue_amount Float64,
     revenue_currency LowCardinality(String),
-    props Map(LowCardinality(String), String)
+    props Map(LowCardinality(String), String),
+    batch_token LowCardinality(String)
 )
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/analytics/events_local', '{replica}')
 PARTITION BY toYYYYMM(ts)

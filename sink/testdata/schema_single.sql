@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS analytics.events
     interactive Bool,
     revenue_amount Float64,
     revenue_currency LowCardinality(String),
-    props Map(LowCardinality(String), String)
+    props Map(LowCardinality(String), String),
+    batch_token LowCardinality(String)
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)
