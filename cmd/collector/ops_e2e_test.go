@@ -282,3 +282,66 @@ func TestTLS(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestConnectionLimitSheds holds -max-conns keep-alive connections open: the next connection is
+// answered 503 and closed, counted in collector_http_rejected_connections_total, and the held
+// connections keep working.
+func TestConnectionLimitSheds(t *testing.T) {
+	_, args := e2eEnv(t)
+	p := startCollector(t, nil, append(args, "-max-conns", "3")...)
+	// /readyz polling may leave a keep-alive connection of the default client open: close it.
+	http.DefaultClient.CloseIdleConnections()
+	time.Sleep(100 * time.Millisecond)
+	req := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+	var held []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		if status := readStatus(t, c); status != 200 {
+			t.Fatalf("held connection: status %d", status)
+		}
+		held = append(held, c)
+	}
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if status := readStatus(t, c); status != 503 {
+		t.Fatalf("connection over the limit: status %d, want 503", status)
+	}
+	for _, h := range held[1:] {
+		h.Close()
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, err := held[0].Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	if status := readStatus(t, held[0]); status != 200 {
+		t.Fatalf("held connection after the overload: status %d", status)
+	}
+	held[0].Close()
+	time.Sleep(200 * time.Millisecond)
+	if v := p.metricValue(t, "collector_http_rejected_connections_total"); v != 1 {
+		t.Fatalf("collector_http_rejected_connections_total = %v, want 1", v)
+	}
+}
+
+// readStatus reads one HTTP answer's status line from c.
+func readStatus(t *testing.T, c net.Conn) int {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}

@@ -217,6 +217,15 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		CloseOnShutdown:               true,
 		Logger:                        fasthttpLogger{log},
 	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "collector_http_open_connections", Help: "Client connections open now (at most -max-conns).",
+		}, func() float64 { return float64(hs.GetOpenConnectionsCount()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "collector_http_rejected_connections_total",
+			Help: "Connections answered 503 and closed because -max-conns connections were open (overload shed).",
+		}, func() float64 { return float64(hs.GetRejectedConnectionsCount()) }),
+	)
 
 	var certs *certReloader
 	ln, err := net.Listen("tcp", c.Listen)
