@@ -106,7 +106,7 @@ func TestPrometheusRules(t *testing.T) {
 		args []string
 		want string
 	}{
-		{name: "check rules", args: []string{"check", "rules", "alerts.yml"}, want: "SUCCESS: 10 rules found"},
+		{name: "check rules", args: []string{"check", "rules", "alerts.yml"}, want: "SUCCESS: 12 rules found"},
 		{name: "unit tests", args: []string{"test", "rules", "alerts_test.yml"}, want: "SUCCESS"},
 	}
 	for _, tc := range tests {

@@ -58,7 +58,7 @@ local function pick(t) return t[math.random(#t)] end
 local function ipv4()
   while true do
     local a = math.random(1, 223)
-    if a ~= 10 and a ~= 127 and a ~= 100 and a ~= 172 and a ~= 192 then
+    if a ~= 10 and a ~= 127 and a ~= 100 and a ~= 169 and a ~= 172 and a ~= 192 then -- no private, loopback, CGNAT or link-local
       return string.format("%d.%d.%d.%d", a, math.random(0, 255), math.random(0, 255), math.random(1, 254))
     end
   end
