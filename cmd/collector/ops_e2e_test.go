@@ -345,3 +345,24 @@ func readStatus(t *testing.T, c net.Conn) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestOversizedHeadersRefused sends 16 KiB of headers: the answer is 431 and the process serves on.
+func TestOversizedHeadersRefused(t *testing.T) {
+	_, args := e2eEnv(t)
+	p := startCollector(t, nil, args...)
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := "POST /api/event HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 16<<10) + "\r\nContent-Length: 2\r\n\r\n{}"
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	if status := readStatus(t, c); status != 431 {
+		t.Fatalf("16 KiB of headers: status %d, want 431", status)
+	}
+	if code, _, _ := p.send(t, beacon{body: `{"n":"pageview","u":"https://acme.example/","d":"acme.example"}`, ip: "203.0.113.9", ua: chromeUA}); code != 202 {
+		t.Fatalf("after the oversized request: status %d, want 202", code)
+	}
+}
