@@ -3,15 +3,13 @@ package sink
 import (
 	"encoding/binary"
 	"math"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // column maps one column of analytics.events to its ClickHouse type and to
 // the Event field it holds. The table below is the only place that knows
-// the mapping: the DDL, the embedded RowBinary and JSONEachRow encoders and
+// the mapping: the DDL, the embedded store's Native encoder and
 // the server batch all read it, so they cannot disagree.
 type column struct {
 	name string
@@ -92,147 +90,10 @@ var columnList = func() string {
 // tsMillis is the stored timestamp: milliseconds since the epoch, UTC.
 func tsMillis(t time.Time) int64 { return t.UnixMilli() }
 
-// appendRowBinary appends the rows in ClickHouse RowBinary format, in the
-// order of columns. It allocates nothing beyond growing dst. The embedded
-// store does not use it (binary inline INSERT data can be cut short by the
-// engine, see TestInsertBinaryLookingValues); it is kept for the encoder
-// benchmarks and for a future binary insert path.
-func appendRowBinary(dst []byte, rows []Event) []byte {
-	for i := range rows {
-		e := &rows[i]
-		for ci := range columns {
-			c := &columns[ci]
-			switch c.kind {
-			case kindString:
-				dst = appendRBString(dst, c.str(e))
-			case kindTime:
-				dst = binary.LittleEndian.AppendUint64(dst, uint64(tsMillis(e.TS)))
-			case kindUInt64:
-				dst = binary.LittleEndian.AppendUint64(dst, c.u64(e))
-			case kindUInt16:
-				dst = binary.LittleEndian.AppendUint16(dst, c.u16(e))
-			case kindFloat64:
-				dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(c.f64(e)))
-			case kindBool:
-				if c.bl(e) {
-					dst = append(dst, 1)
-				} else {
-					dst = append(dst, 0)
-				}
-			case kindProps:
-				n := min(len(e.PropKeys), len(e.PropValues))
-				dst = binary.AppendUvarint(dst, uint64(n))
-				for j := range n {
-					dst = appendRBString(dst, e.PropKeys[j])
-					dst = appendRBString(dst, e.PropValues[j])
-				}
-			}
-		}
-	}
-	return dst
-}
-
+// appendRBString appends s as ClickHouse writes a String: varint length, bytes.
 func appendRBString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)
-}
-
-// appendJSONEachRow appends the rows in JSONEachRow format, the format the
-// embedded store inserts with. It allocates nothing beyond growing dst.
-// A non-finite revenue (NaN, ±Inf) is written as 0: JSON cannot carry it
-// and one bad value must not fail the whole batch.
-func appendJSONEachRow(dst []byte, rows []Event) []byte {
-	for i := range rows {
-		e := &rows[i]
-		dst = append(dst, '{')
-		for ci := range columns {
-			c := &columns[ci]
-			if ci > 0 {
-				dst = append(dst, ',')
-			}
-			dst = append(dst, '"')
-			dst = append(dst, c.name...)
-			dst = append(dst, '"', ':')
-			switch c.kind {
-			case kindString:
-				dst = appendJSONString(dst, c.str(e))
-			case kindTime:
-				dst = append(dst, '"')
-				dst = e.TS.UTC().AppendFormat(dst, "2006-01-02 15:04:05.000")
-				dst = append(dst, '"')
-			case kindUInt64:
-				dst = strconv.AppendUint(dst, c.u64(e), 10)
-			case kindUInt16:
-				dst = strconv.AppendUint(dst, uint64(c.u16(e)), 10)
-			case kindFloat64:
-				f := c.f64(e)
-				if math.IsNaN(f) || math.IsInf(f, 0) {
-					f = 0
-				}
-				dst = strconv.AppendFloat(dst, f, 'g', -1, 64)
-			case kindBool:
-				dst = strconv.AppendBool(dst, c.bl(e))
-			case kindProps:
-				dst = append(dst, '{')
-				n := min(len(e.PropKeys), len(e.PropValues))
-				for j := range n {
-					if j > 0 {
-						dst = append(dst, ',')
-					}
-					dst = appendJSONString(dst, e.PropKeys[j])
-					dst = append(dst, ':')
-					dst = appendJSONString(dst, e.PropValues[j])
-				}
-				dst = append(dst, '}')
-			}
-		}
-		dst = append(dst, '}', '\n')
-	}
-	return dst
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		b := s[i]
-		if b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '"', '\\':
-				dst = append(dst, '\\', b)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
 
 // rowValues returns one row's values in column order, typed as
@@ -286,4 +147,78 @@ func quoteString(s string) string {
 	}
 	b.WriteByte('\'')
 	return b.String()
+}
+
+// nativeType is the type a column is written with in a Native block: LowCardinality columns as
+// plain strings (the INSERT converts them), so the encoder needs no dictionaries.
+func (c *column) nativeType() string {
+	switch c.kind {
+	case kindString:
+		return "String"
+	case kindProps:
+		return "Map(String, String)"
+	}
+	return c.typ
+}
+
+// appendNative appends the rows as one ClickHouse Native block (columnar), in the order of
+// columns: the batch file of the embedded store's INSERT. It allocates nothing beyond growing dst.
+func appendNative(dst []byte, rows []Event) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(columns)))
+	dst = binary.AppendUvarint(dst, uint64(len(rows)))
+	for ci := range columns {
+		c := &columns[ci]
+		dst = appendRBString(dst, c.name)
+		dst = appendRBString(dst, c.nativeType())
+		switch c.kind {
+		case kindString:
+			for i := range rows {
+				dst = appendRBString(dst, c.str(&rows[i]))
+			}
+		case kindTime:
+			for i := range rows {
+				dst = binary.LittleEndian.AppendUint64(dst, uint64(tsMillis(rows[i].TS)))
+			}
+		case kindUInt64:
+			for i := range rows {
+				dst = binary.LittleEndian.AppendUint64(dst, c.u64(&rows[i]))
+			}
+		case kindUInt16:
+			for i := range rows {
+				dst = binary.LittleEndian.AppendUint16(dst, c.u16(&rows[i]))
+			}
+		case kindFloat64:
+			for i := range rows {
+				dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(c.f64(&rows[i])))
+			}
+		case kindBool:
+			for i := range rows {
+				if c.bl(&rows[i]) {
+					dst = append(dst, 1)
+				} else {
+					dst = append(dst, 0)
+				}
+			}
+		case kindProps:
+			// Map(K, V) is Array(Tuple(K, V)): cumulative offsets, then every key, then every value.
+			var off uint64
+			for i := range rows {
+				off += uint64(min(len(rows[i].PropKeys), len(rows[i].PropValues)))
+				dst = binary.LittleEndian.AppendUint64(dst, off)
+			}
+			for i := range rows {
+				e := &rows[i]
+				for j := range min(len(e.PropKeys), len(e.PropValues)) {
+					dst = appendRBString(dst, e.PropKeys[j])
+				}
+			}
+			for i := range rows {
+				e := &rows[i]
+				for j := range min(len(e.PropKeys), len(e.PropValues)) {
+					dst = appendRBString(dst, e.PropValues[j])
+				}
+			}
+		}
+	}
+	return dst
 }

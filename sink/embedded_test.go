@@ -230,3 +230,31 @@ func TestEmbeddedReplayInsert(t *testing.T) {
 		}
 	}
 }
+
+// TestEmbeddedInsertUnevenProps stores rows with no, several and one props: the Native batch
+// keeps each row's map apart (offsets, then keys, then values).
+func TestEmbeddedInsertUnevenProps(t *testing.T) {
+	ctx := context.Background()
+	ws := fmt.Sprintf("ws_props_%d", time.Now().UnixNano())
+	rows := sampleEvents(ws, 4, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), 30)
+	rows[0].PropKeys, rows[0].PropValues = nil, nil
+	rows[1].PropKeys, rows[1].PropValues = []string{"a", "b", "c"}, []string{"1", "2", "3"}
+	rows[2].PropKeys, rows[2].PropValues = []string{"only"}, []string{""}
+	rows[3].PropKeys, rows[3].PropValues = nil, nil
+	if err := testStore.Insert(ctx, rows, ""); err != nil {
+		t.Fatal(err)
+	}
+	res, err := testStore.Select(ctx, "SELECT toJSONString(props) FROM analytics.events WHERE workspace_id = '"+ws+"' ORDER BY ts", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`{}`, `{"a":"1","b":"2","c":"3"}`, `{"only":""}`, `{}`}
+	if len(res.Rows) != len(want) {
+		t.Fatalf("%d rows, want %d", len(res.Rows), len(want))
+	}
+	for i, r := range res.Rows {
+		if r[0] != want[i] {
+			t.Errorf("row %d props %v, want %s", i, r[0], want[i])
+		}
+	}
+}

@@ -17,45 +17,22 @@ func benchRows() []Event {
 	return rows
 }
 
-func BenchmarkEncodeRowBinary(b *testing.B) {
+func BenchmarkEncodeNative(b *testing.B) {
 	rows := benchRows()
-	buf := appendRowBinary(nil, rows)
+	buf := appendNative(nil, rows)
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendRowBinary(buf[:0], rows)
-	}
-	b.ReportMetric(float64(len(rows))*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
-}
-
-func BenchmarkEncodeJSONEachRow(b *testing.B) {
-	rows := benchRows()
-	buf := appendJSONEachRow(nil, rows)
-	b.SetBytes(int64(len(buf)))
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = appendJSONEachRow(buf[:0], rows)
+		buf = appendNative(buf[:0], rows)
 	}
 	b.ReportMetric(float64(len(rows))*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
 
 // BenchmarkEmbeddedInsert10k is one flush of 10,000 rows into the
-// embedded engine: encode (JSONEachRow) and INSERT, as the shipper does it.
+// embedded engine: encode (Native), batch file and INSERT, as the shipper does it.
 func BenchmarkEmbeddedInsert10k(b *testing.B) {
 	benchInsert(b, func(ctx context.Context, rows []Event, tok string) error {
 		return testStore.Insert(ctx, rows, tok)
-	})
-}
-
-// BenchmarkEmbeddedInsert10kRowBinary is the same flush sent as
-// RowBinary, the format the store no longer uses (binary inline data can be
-// cut short by the engine), kept to compare the two formats end to end.
-func BenchmarkEmbeddedInsert10kRowBinary(b *testing.B) {
-	benchInsert(b, func(ctx context.Context, rows []Event, tok string) error {
-		q := []byte("INSERT INTO analytics.events (" + columnList + ") SETTINGS insert_deduplication_token = '" + tok + "' FORMAT RowBinary\n")
-		q = appendRowBinary(q, rows)
-		_, _, err := testStore.conn.QueryStats(ctx, q, "")
-		return err
 	})
 }
 
