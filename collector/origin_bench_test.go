@@ -1,24 +1,13 @@
 package collector
 
 import (
-	"path/filepath"
 	"testing"
-
-	"github.com/kyomi/collector/collector/workspace"
 )
 
 // BenchmarkOriginCheck is the origin stage of the event handler: cut the host out of the Origin
 // header and look it up in the workspace registry (what event does before any other check).
 func BenchmarkOriginCheck(b *testing.B) {
-	cfgPath := filepath.Join(b.TempDir(), "w.yaml")
-	if err := writeTestFile(cfgPath, testWorkspaces); err != nil {
-		b.Fatal(err)
-	}
-	registry, err := workspace.Open(cfgPath, workspace.Options{PollInterval: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer registry.Close()
+	registry := openTestRegistry(b, b.TempDir())
 	for _, tc := range []struct {
 		name   string
 		origin string
