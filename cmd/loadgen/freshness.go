@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -92,18 +93,8 @@ func parseHistogram(r io.Reader, name string) ([]bucket, error) {
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no histogram %s in the metrics (a collector without it is older than the freshness metric)", name)
 	}
-	slices.SortFunc(out, func(a, b bucket) int { return cmpFloat(a.le, b.le) })
+	slices.SortFunc(out, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
 	return out, nil
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // freshnessBetween returns the report of the events counted between two scrapes.

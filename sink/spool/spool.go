@@ -14,6 +14,7 @@
 package spool
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -246,7 +247,7 @@ func (s *Spool) load() error {
 		}
 		s.segs = append(s.segs, segment{id: id, size: st.Size()})
 	}
-	slices.SortFunc(s.segs, func(a, b segment) int { return cmpUint(a.id, b.id) })
+	slices.SortFunc(s.segs, func(a, b segment) int { return cmp.Compare(a.id, b.id) })
 	if n := len(s.segs); n > 0 {
 		good, err := s.recoverTail(s.segs[n-1].id)
 		if err != nil {
@@ -296,16 +297,6 @@ func (s *Spool) load() error {
 		s.oldest = s.appendTimeAt(s.commit)
 	}
 	return nil
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (s *Spool) segIndex(id uint64) int {
