@@ -141,13 +141,19 @@ test: deps fmt-check vet
 	exit $$status
 
 # fuzz runs every Fuzz target in the tree for FUZZTIME; new crashers land in the package's testdata/fuzz.
+# Go 1.26's fuzz coordinator can end a run at the -fuzztime deadline with a bare "context deadline
+# exceeded" and no failing input (golang/go#75804, fixed in Go 1.27): that case is reported and not
+# counted as a failure. Any run that writes a failing input, or fails otherwise, fails the target.
 fuzz:
 	@mkdir -p bin; for f in $$(grep -rl --include='*_test.go' -E '^func Fuzz' .); do \
 	  pkg=./$$(dirname $$f); \
 	  for t in $$(grep -h -o -E '^func Fuzz[A-Za-z0-9_]+' $$f | sed 's/func //'); do \
 	    echo "fuzz $$pkg $$t for $(FUZZTIME)"; \
 	    if ! $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZETIME) $$pkg > bin/fuzz.log 2>&1; then \
-	      cat bin/fuzz.log; echo "fuzz target $$t in $$pkg failed"; exit 1; fi; \
+	      if grep -q -x -e '    context deadline exceeded' bin/fuzz.log && ! grep -q 'Failing input written' bin/fuzz.log; then \
+	        echo "  stopped by Go's fuzz deadline race (golang/go#75804), no failing input: not a failure"; \
+	      else cat bin/fuzz.log; echo "fuzz target $$t in $$pkg failed"; exit 1; fi; \
+	    fi; \
 	  done; \
 	done
 
