@@ -91,32 +91,8 @@ func (b *Beacon) Decode(body []byte) error {
 	if !d.consume('{') {
 		return b.fail("body", "must be a JSON object")
 	}
-	d.ws()
-	if d.consume('}') {
-		return b.required()
-	}
-	for {
-		d.ws()
-		key, ok := d.str()
-		if !ok {
-			return b.fail("", "invalid JSON: expected a field name")
-		}
-		d.ws()
-		if !d.consume(':') {
-			return b.fail("", "invalid JSON: expected ':'")
-		}
-		d.ws()
-		if err := d.field(key); err != nil {
-			return err
-		}
-		d.ws()
-		if d.consume(',') {
-			continue
-		}
-		if d.consume('}') {
-			break
-		}
-		return b.fail("", "invalid JSON: expected ',' or '}'")
+	if err := d.object("", "field name", d.field); err != nil {
+		return err
 	}
 	d.ws()
 	if d.i != len(d.s) {
@@ -286,16 +262,7 @@ func (d *decoder) props() error {
 		return b.fail("props", "must be an object")
 	}
 	b.PropKeys, b.PropValues = b.PropKeys[:0], b.PropValues[:0]
-	d.ws()
-	if d.consume('}') {
-		return nil
-	}
-	for {
-		d.ws()
-		k, ok := d.str()
-		if !ok {
-			return b.fail("props", "invalid JSON: expected a property name")
-		}
+	return d.object("props", "property name", func(k string) error {
 		switch {
 		case k == "":
 			return b.fail("props", "property name is empty")
@@ -304,11 +271,6 @@ func (d *decoder) props() error {
 		case hasControl(k):
 			return b.fail("props", "property name contains control characters")
 		}
-		d.ws()
-		if !d.consume(':') {
-			return b.fail("props", "invalid JSON: expected ':'")
-		}
-		d.ws()
 		v, keep, err := d.propValue()
 		if err != nil {
 			return err
@@ -325,6 +287,32 @@ func (d *decoder) props() error {
 			b.PropKeys = append(b.PropKeys, k)
 			b.PropValues = append(b.PropValues, v)
 		}
+		return nil
+	})
+}
+
+// object reads the members of a JSON object whose '{' was just consumed, up to and including its
+// '}', calling member with the decoder at each member's value. field names the object in errors
+// ("" for the body), what its member names ("field name", "property name").
+func (d *decoder) object(field, what string, member func(key string) error) error {
+	d.ws()
+	if d.consume('}') {
+		return nil
+	}
+	for {
+		d.ws()
+		key, ok := d.str()
+		if !ok {
+			return d.b.fail(field, "invalid JSON: expected a "+what)
+		}
+		d.ws()
+		if !d.consume(':') {
+			return d.b.fail(field, "invalid JSON: expected ':'")
+		}
+		d.ws()
+		if err := member(key); err != nil {
+			return err
+		}
 		d.ws()
 		if d.consume(',') {
 			continue
@@ -332,7 +320,7 @@ func (d *decoder) props() error {
 		if d.consume('}') {
 			return nil
 		}
-		return b.fail("props", "invalid JSON: expected ',' or '}'")
+		return d.b.fail(field, "invalid JSON: expected ',' or '}'")
 	}
 }
 
@@ -386,60 +374,43 @@ func (d *decoder) revenue() error {
 	}
 	var amount, currency string
 	haveAmount := false
-	d.ws()
-	if !d.consume('}') {
-		for {
-			d.ws()
-			k, ok := d.str()
-			if !ok {
-				return b.fail("revenue", "invalid JSON: expected a field name")
-			}
-			d.ws()
-			if !d.consume(':') {
-				return b.fail("revenue", "invalid JSON: expected ':'")
-			}
-			d.ws()
-			switch k {
-			case "amount":
-				switch c := d.peek(); {
-				case c == '"':
-					v, ok := d.str()
-					if !ok {
-						return b.fail("revenue", "invalid JSON string")
-					}
-					amount, haveAmount = v, true
-				case c == '-' || c >= '0' && c <= '9':
-					v, ok := d.number()
-					if !ok {
-						return b.fail("revenue", "invalid number")
-					}
-					amount, haveAmount = v, true
-				default:
-					return b.fail("revenue", "amount must be a number or a numeric string")
-				}
-			case "currency":
-				if d.peek() != '"' {
-					return b.fail("revenue", "currency must be a string")
-				}
+	err := d.object("revenue", "field name", func(k string) error {
+		switch k {
+		case "amount":
+			switch c := d.peek(); {
+			case c == '"':
 				v, ok := d.str()
 				if !ok {
 					return b.fail("revenue", "invalid JSON string")
 				}
-				currency = v
-			default:
-				if !d.skip(0) {
-					return b.fail("revenue", "invalid JSON")
+				amount, haveAmount = v, true
+			case c == '-' || c >= '0' && c <= '9':
+				v, ok := d.number()
+				if !ok {
+					return b.fail("revenue", "invalid number")
 				}
+				amount, haveAmount = v, true
+			default:
+				return b.fail("revenue", "amount must be a number or a numeric string")
 			}
-			d.ws()
-			if d.consume(',') {
-				continue
+		case "currency":
+			if d.peek() != '"' {
+				return b.fail("revenue", "currency must be a string")
 			}
-			if d.consume('}') {
-				break
+			v, ok := d.str()
+			if !ok {
+				return b.fail("revenue", "invalid JSON string")
 			}
-			return b.fail("revenue", "invalid JSON: expected ',' or '}'")
+			currency = v
+		default:
+			if !d.skip(0) {
+				return b.fail("revenue", "invalid JSON")
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if !haveAmount {
 		return b.fail("revenue", "amount is required")
