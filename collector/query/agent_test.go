@@ -179,28 +179,13 @@ func ask(t *testing.T, c *websocket.Conn, msg string) Response {
 	return r
 }
 
-func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
-}
-
 // waitGauge waits until the gauge name has value want.
 func waitGauge(t *testing.T, reg *prometheus.Registry, name string, want float64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for gaugeValue(t, reg, name) != want {
+	for metricValue(t, reg, name) != want {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s = %v, want %v", name, gaugeValue(t, reg, name), want)
+			t.Fatalf("%s = %v, want %v", name, metricValue(t, reg, name), want)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -281,7 +266,7 @@ func TestAgentServesBackend(t *testing.T) {
 	if m := store.max.Load(); m < 2 {
 		t.Errorf("at most %d statement ran at once, want concurrent requests", m)
 	}
-	if g := gaugeValue(t, e.reg, "collector_connect_agent_connected"); g != 1 {
+	if g := metricValue(t, e.reg, "collector_connect_agent_connected"); g != 1 {
 		t.Errorf("collector_connect_agent_connected = %v while connected", g)
 	}
 	b.mu.Lock()
@@ -295,7 +280,7 @@ func TestAgentServesBackend(t *testing.T) {
 	if err := waitRun(t, done); err != nil {
 		t.Fatalf("Run after cancel: %v", err)
 	}
-	if g := gaugeValue(t, e.reg, "collector_connect_agent_connected"); g != 0 {
+	if g := metricValue(t, e.reg, "collector_connect_agent_connected"); g != 0 {
 		t.Errorf("collector_connect_agent_connected = %v after stop", g)
 	}
 	logs := e.logs.String()
@@ -336,7 +321,7 @@ func TestAgentReconnectsWithBackoff(t *testing.T) {
 	if r := ask(t, c, `{"id":"after","op":"ping"}`); r.ID != "after" || r.Type != "result" {
 		t.Fatalf("ping after reconnects: %+v", r)
 	}
-	if n := counterValue(t, e.reg, "collector_connect_agent_reconnects_total"); n != drops {
+	if n := metricValue(t, e.reg, "collector_connect_agent_reconnects_total"); n != drops {
 		t.Errorf("collector_connect_agent_reconnects_total = %v, want %d", n, drops)
 	}
 	b.mu.Lock()
@@ -387,7 +372,7 @@ func TestAgentRevokedStops(t *testing.T) {
 	if n := b.dials.Load(); n != 1 {
 		t.Fatalf("backend saw %d dials, want 1 (no reconnect with a revoked token)", n)
 	}
-	if g := gaugeValue(t, e.reg, "collector_connect_agent_connected"); g != 0 {
+	if g := metricValue(t, e.reg, "collector_connect_agent_connected"); g != 0 {
 		t.Fatalf("collector_connect_agent_connected = %v after stop", g)
 	}
 }
@@ -483,7 +468,7 @@ func TestAgentRetriesRefusedUpgrade(t *testing.T) {
 	if n := b.dials.Load(); n < 3 {
 		t.Fatalf("backend saw %d dials, want retries", n)
 	}
-	if n := counterValue(t, e.reg, "collector_connect_agent_reconnects_total"); n < 2 {
+	if n := metricValue(t, e.reg, "collector_connect_agent_reconnects_total"); n < 2 {
 		t.Fatalf("collector_connect_agent_reconnects_total = %v, want >= 2", n)
 	}
 	if logs := e.logs.String(); !strings.Contains(logs, "status 401") || strings.Contains(logs, token) || strings.Contains(logs, "QSECRET") {

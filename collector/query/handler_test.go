@@ -180,10 +180,10 @@ func TestHTTP(t *testing.T) {
 			t.Fatalf("%s: %s shows the sink's batch_token column (or no columns)", body, out)
 		}
 	}
-	if n := counterValue(t, s.reg, "collector_query_requests_total", "query_refused", "execute_query"); n != 1 {
+	if n := metricValue(t, s.reg, "collector_query_requests_total", "query_refused", "execute_query"); n != 1 {
 		t.Fatalf("collector_query_requests_total{op=execute_query,code=query_refused} = %v, want 1", n)
 	}
-	if n := counterValue(t, s.reg, "collector_query_errors_total", "unauthenticated"); n != 2 {
+	if n := metricValue(t, s.reg, "collector_query_errors_total", "unauthenticated"); n != 2 {
 		t.Fatalf("collector_query_errors_total{code=unauthenticated} = %v, want 2", n)
 	}
 }
@@ -303,9 +303,9 @@ func TestWebSocketAuth(t *testing.T) {
 	})
 }
 
-// counterValue reads a counter from the registry by name and label values
-// (sorted by label name).
-func counterValue(t *testing.T, reg *prometheus.Registry, name string, values ...string) float64 {
+// metricValue reads a counter or gauge from the registry by name and label values (sorted by
+// label name); it fails the test when there is no such series.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, values ...string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -326,9 +326,13 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, values ..
 					continue metrics
 				}
 			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
 			return m.GetCounter().GetValue()
 		}
 	}
+	t.Fatalf("no series %s%v", name, values)
 	return 0
 }
 
