@@ -292,13 +292,7 @@ func TestAgentServesBackend(t *testing.T) {
 	}
 	c.Close()
 	b.srv.CloseClientConnections()
-	deadline := time.Now().Add(3 * time.Second)
-	for runtime.NumGoroutine() > before+4 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if g := runtime.NumGoroutine(); g > before+4 {
-		t.Fatalf("goroutines: %d before, %d after stop", before, g)
-	}
+	waitGoroutines(t, before)
 }
 
 // TestAgentReconnectsWithBackoff has the backend drop the first connections

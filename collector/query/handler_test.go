@@ -248,12 +248,19 @@ func TestWebSocketConcurrent(t *testing.T) {
 	}
 	c.Close()
 	s.h.Close()
+	waitGoroutines(t, before)
+}
+
+// waitGoroutines fails the test when, within 3 s, the goroutine count does not come back to
+// within 4 of before (what was running when the test started).
+func waitGoroutines(t *testing.T, before int) {
+	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for runtime.NumGoroutine() > before+4 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if g := runtime.NumGoroutine(); g > before+4 {
-		t.Fatalf("goroutines: %d before, %d after close", before, g)
+		t.Fatalf("goroutines: %d before, %d after the test stopped its work", before, g)
 	}
 }
 
