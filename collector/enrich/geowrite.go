@@ -1,12 +1,14 @@
 package enrich
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/maxmind/mmdbwriter"
@@ -16,9 +18,10 @@ import (
 // WriteTestGeoDB writes a small GeoIP2-City-layout database to path, for
 // tests and for demo runs (`make run`). Keys of entries are CIDR prefixes
 // or single addresses; reserved ranges (loopback, private, documentation)
-// are allowed. A Region of the form "CC-XX" is stored as subdivision
-// iso_code "XX", so Lookup returns it unchanged. The file is written to a
-// temporary name and renamed into place.
+// are allowed, and a network inside another keeps its own record. A
+// Region of the form "CC-XX" is stored as subdivision iso_code "XX", so
+// Lookup returns it unchanged. The file is written to a temporary name and
+// renamed into place.
 func WriteTestGeoDB(path string, entries map[string]Geo) error {
 	return writeGeoDB(path, "GeoLite2-City", entries, func(g Geo) mmdbtype.Map {
 		m := mmdbtype.Map{}
@@ -82,16 +85,34 @@ func writeGeoDB(path, dbType string, entries map[string]Geo, record func(Geo) mm
 	if err != nil {
 		return fmt.Errorf("cannot create GeoIP tree: %w", err)
 	}
+	type network struct {
+		key string
+		p   netip.Prefix
+	}
+	var nets []network
 	var errs []error
-	for key, g := range entries {
+	for key := range entries {
 		p, err := parseNetwork(key)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		ipnet := &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-		if err := tree.Insert(ipnet, record(g)); err != nil {
-			errs = append(errs, fmt.Errorf("cannot insert %s: %w", key, err))
+		nets = append(nets, network{key, p})
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	// An insert replaces everything under its network, so wider networks go first and the
+	// networks nested in them keep their own records, whatever the map order. IPv4 networks
+	// sit 96 bits deep in the IPv6 tree.
+	depth := func(p netip.Prefix) int { return p.Bits() + 128 - p.Addr().BitLen() }
+	slices.SortFunc(nets, func(a, b network) int {
+		return cmp.Or(cmp.Compare(depth(a.p), depth(b.p)), a.p.Addr().Compare(b.p.Addr()), strings.Compare(a.key, b.key))
+	})
+	for _, n := range nets {
+		ipnet := &net.IPNet{IP: n.p.Addr().AsSlice(), Mask: net.CIDRMask(n.p.Bits(), n.p.Addr().BitLen())}
+		if err := tree.Insert(ipnet, record(entries[n.key])); err != nil {
+			errs = append(errs, fmt.Errorf("cannot insert %s: %w", n.key, err))
 		}
 	}
 	if len(errs) > 0 {
