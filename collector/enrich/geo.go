@@ -1,13 +1,14 @@
 package enrich
 
 import (
+	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
-	"github.com/oschwald/maxminddb-golang"
+	"github.com/oschwald/maxminddb-golang/v2"
 )
 
 // Geo is the location of an address as the collector stores it.
@@ -19,8 +20,8 @@ type Geo struct {
 
 // geoCacheSize bounds the decoded-record cache. MaxMind databases share
 // one data record among many networks (a city's record serves all of its
-// ranges), so caching by record offset makes repeat lookups a tree walk
-// plus a map read; 65536 records is a few megabytes.
+// ranges), so caching by record offset makes a prefix-cache miss a tree
+// walk plus a map read; 65536 records is a few megabytes.
 const geoCacheSize = 1 << 16
 
 // geoFile is one open MaxMind DB file with its decoded-record cache.
@@ -39,8 +40,13 @@ type geoFile struct {
 // state1, city), decided per record. Lookup is safe for concurrent use;
 // Close must not run concurrently with Lookup. The package never logs and
 // never puts an address into an error.
+//
+// Answers are cached by network prefix (see prefixCache), never by full
+// address: the cache holds IPv4 /24 and IPv6 /48 networks, the granularity
+// address-anonymisation schemes keep, and costs at most about 6 MiB.
 type GeoDB struct {
-	files []*geoFile
+	files    []*geoFile
+	prefixes *prefixCache
 }
 
 // OpenGeoDB opens (memory-maps) the database at path.
@@ -51,7 +57,7 @@ func OpenGeoDB(path string) (*GeoDB, error) {
 // OpenGeoDBs opens several databases that Lookup consults in order, the first that knows an
 // address winning: DB-IP ships IPv4 and IPv6 ranges as two files.
 func OpenGeoDBs(paths []string) (*GeoDB, error) {
-	g := &GeoDB{}
+	g := &GeoDB{prefixes: new(prefixCache)}
 	for _, p := range paths {
 		f, err := openGeoFile(p)
 		if err != nil {
@@ -84,10 +90,6 @@ func (g *GeoDB) DatabaseType() string {
 	return g.files[0].r.Metadata.DatabaseType
 }
 
-// ipPool holds the 16-byte buffers handed to the reader, which takes a
-// net.IP that escapes to the heap; pooling keeps Lookup allocation-free.
-var ipPool = sync.Pool{New: func() any { return new([16]byte) }}
-
 // Lookup returns the location of ip; Geo{} when ip is invalid, not in the
 // database, or g is nil. It never logs the IP. Returned strings are shared
 // and immutable.
@@ -96,39 +98,54 @@ func (g *GeoDB) Lookup(ip netip.Addr) Geo {
 		return Geo{}
 	}
 	ip = ip.Unmap()
-	for _, f := range g.files {
-		if v, ok := f.lookup(ip); ok {
-			return v
-		}
+	key := prefixKey(ip)
+	slot, h := g.prefixes.slot(key)
+	if e := slot.load(h); e != nil && e.key == key {
+		return e.geo
 	}
-	return Geo{}
+	v, wide := g.lookupFiles(ip)
+	if wide {
+		slot.store(h, &prefixEntry{key: key, geo: v})
+	}
+	return v
 }
 
-// lookup finds ip in one file; ok is false when the file does not know it.
-func (g *geoFile) lookup(ip netip.Addr) (Geo, bool) {
+// lookupFiles walks the files in order. wide reports that every file it
+// consulted answered for a network that contains ip's whole cache key, so
+// that every address under the key gets the same answer (a walk that ends
+// at depth d <= key bits reads no bit beyond the key).
+func (g *GeoDB) lookupFiles(ip netip.Addr) (v Geo, wide bool) {
+	wide = true
+	for _, f := range g.files {
+		v, found, w := f.lookup(ip)
+		wide = wide && w
+		if found {
+			return v, wide
+		}
+	}
+	return Geo{}, wide
+}
+
+// lookup finds ip in one file; found is false when the file does not know
+// it, wide as for lookupFiles.
+func (g *geoFile) lookup(ip netip.Addr) (v Geo, found, wide bool) {
 	if ip.Is6() && g.ipv4DB {
-		return Geo{}, false
+		return Geo{}, false, true // no IPv6 address is in an IPv4 file
 	}
-	buf := ipPool.Get().(*[16]byte)
-	var nip net.IP
-	if ip.Is4() {
-		a := ip.As4()
-		copy(buf[:4], a[:])
-		nip = buf[:4]
-	} else {
-		*buf = ip.As16()
-		nip = buf[:16]
+	res := g.r.Lookup(ip)
+	if res.Err() != nil {
+		return Geo{}, false, false
 	}
-	off, err := g.r.LookupOffset(nip)
-	ipPool.Put(buf)
-	if err != nil || off == maxminddb.NotFound {
-		return Geo{}, false
+	wide = containsKey(ip, res.Prefix())
+	if !res.Found() {
+		return Geo{}, false, wide
 	}
+	off := res.Offset()
 	g.mu.RLock()
 	v, ok := g.cache[off]
 	g.mu.RUnlock()
 	if ok {
-		return v, true
+		return v, true, wide
 	}
 	v = g.decode(off)
 	g.mu.Lock()
@@ -140,7 +157,97 @@ func (g *geoFile) lookup(ip netip.Addr) (Geo, bool) {
 	}
 	g.cache[off] = v
 	g.mu.Unlock()
-	return v, true
+	return v, true, wide
+}
+
+// Widths of the prefix-cache keys, and its number of slots (2^16).
+const (
+	prefixBits4     = 24
+	prefixBits6     = 48
+	prefixCacheBits = 16
+	prefixCacheSize = 1 << prefixCacheBits
+)
+
+// prefixCache holds answers by network prefix in front of the tree walk:
+// a direct-mapped table of prefixCacheSize slots indexed by a hash of the
+// key, each slot pointing to an immutable entry, so a hit is a hash, two
+// atomic loads and a compare, with no lock and no allocation; a miss
+// allocates one entry, which replaces whatever shared its slot.
+//
+// The key is the address masked to its /24 (IPv4) or /48 (IPv6), never
+// the full address: the collector keeps no raw IPs, and these are the
+// widths anonymisation schemes keep. An answer is stored only when the
+// database network holding the address is at least as wide as the key, so
+// it is the answer for every address under the key; addresses in narrower
+// networks walk the tree each time (and hit the record cache). "Not in
+// the database" is cached the same way.
+//
+// Memory: the slots take 1 MiB (a hash and a pointer each) from
+// OpenGeoDBs on; each entry is 80 bytes (32 for the key, 48 for Geo's
+// string headers; the strings are shared with the record cache), so a
+// full table is about 6 MiB.
+type prefixCache struct {
+	slots [prefixCacheSize]prefixSlot
+}
+
+// prefixSlot holds the key's hash beside the entry pointer, in one cache
+// line, so that a miss does not have to read the entry (a random heap
+// object, likely a cache miss) to find that it is another key's. The two
+// words are stored one after the other; a reader that sees a hash with
+// another entry still compares the entry's key, so a torn pair is a miss,
+// never a wrong answer.
+type prefixSlot struct {
+	hash  atomic.Uint64
+	entry atomic.Pointer[prefixEntry]
+}
+
+func (s *prefixSlot) load(h uint64) *prefixEntry {
+	if s.hash.Load() != h {
+		return nil
+	}
+	return s.entry.Load()
+}
+
+func (s *prefixSlot) store(h uint64, e *prefixEntry) {
+	s.entry.Store(e)
+	s.hash.Store(h)
+}
+
+// prefixEntry is the answer for every address of key; it is never changed
+// after it is stored.
+type prefixEntry struct {
+	key netip.Prefix
+	geo Geo
+}
+
+// prefixKey returns the cache key of ip, a valid unmapped address: ip
+// masked to /24 or /48.
+func prefixKey(ip netip.Addr) netip.Prefix {
+	bits := prefixBits6
+	if ip.Is4() {
+		bits = prefixBits4
+	}
+	p, _ := ip.Prefix(bits) // cannot fail: ip is valid and bits <= ip.BitLen()
+	return p
+}
+
+// slot returns key's slot and hash (Fibonacci hashing of the 128 address
+// bits; the top bits pick the slot).
+func (c *prefixCache) slot(key netip.Prefix) (*prefixSlot, uint64) {
+	a := key.Addr().As16()
+	h := binary.BigEndian.Uint64(a[:8])*0x9E3779B97F4A7C15 ^ binary.BigEndian.Uint64(a[8:])*0xC2B2AE3D27D4EB4F
+	return &c.slots[h>>(64-prefixCacheBits)], h
+}
+
+// containsKey reports whether p, the database network that holds ip,
+// contains ip's whole cache key.
+func containsKey(ip netip.Addr, p netip.Prefix) bool {
+	if ip.Is4() {
+		// An IPv6 prefix (::/n, n < 96) means a record above the IPv4
+		// subtree answers for all of IPv4.
+		return p.Addr().Is6() || p.Bits() <= prefixBits4
+	}
+	return p.Bits() <= prefixBits6
 }
 
 // geoRecord holds the fields of both layouts; City is decoded as any
@@ -159,7 +266,7 @@ type geoRecord struct {
 
 func (g *geoFile) decode(off uintptr) Geo {
 	var rec geoRecord
-	if err := g.r.Decode(off, &rec); err != nil {
+	if err := g.r.LookupOffset(off).Decode(&rec); err != nil {
 		return Geo{}
 	}
 	var out Geo

@@ -77,7 +77,7 @@ func TestGeoDBLookup(t *testing.T) {
 					if got := g.Lookup(ip); got != tc.want {
 						t.Fatalf("Lookup = %+v, want %+v", got, tc.want)
 					}
-					// The second lookup is served by the record cache.
+					// The second lookup is served by the prefix or the record cache.
 					if got := g.Lookup(ip); got != tc.want {
 						t.Fatalf("cached Lookup = %+v, want %+v", got, tc.want)
 					}
