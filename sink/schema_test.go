@@ -146,7 +146,8 @@ func TestEventsTableLayout(t *testing.T) {
 		}
 	}
 	ddl := showCreate(t)
-	for _, w := range []string{"TTL toDateTime(ts) + toIntervalDay(retention_days)", "non_replicated_deduplication_window = 1000", "ttl_only_drop_parts = 0"} {
+	for _, w := range []string{"TTL toDateTime(ts) + toIntervalDay(retention_days)", "non_replicated_deduplication_window = 1000", "ttl_only_drop_parts = 0",
+		"merge_selector_base = 20"} { // embeddedMergePolicy, set by Migrate on the embedded engine
 		if !strings.Contains(ddl, w) {
 			t.Errorf("DDL lacks %q:\n%s", w, ddl)
 		}

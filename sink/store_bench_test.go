@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -53,4 +54,73 @@ func benchInsert(b *testing.B, insert func(context.Context, []Event, string) err
 	if err := testStore.Exec(ctx, "ALTER TABLE analytics.events DELETE WHERE startsWith(workspace_id, 'ws_bench_') SETTINGS mutations_sync = 2"); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// BenchmarkEmbeddedSustainedInsert measures what storing a row costs the
+// process as a whole, merges included: 40 flushes of 10,000 rows two per
+// second (the shipper's cadence at 20k events/s), then the wait until no
+// merge runs for 3 s. It reports CPU µs per row (user+system of every
+// thread, the engine's merge threads too) and the active parts left, with
+// ClickHouse's default merge policy and with the one Migrate sets. One
+// iteration takes about 30 s; run it with -benchtime 1x.
+func BenchmarkEmbeddedSustainedInsert(b *testing.B) {
+	for _, v := range []struct{ name, setting string }{
+		{"default", "ALTER TABLE analytics.events RESET SETTING merge_selector_base"},
+		{"shipped", embeddedMergePolicy},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			ctx := context.Background()
+			rows := benchRows()
+			for b.Loop() {
+				if err := testStore.Exec(ctx, v.setting); err != nil {
+					b.Fatal(err)
+				}
+				now := time.Now().UTC().Truncate(time.Millisecond)
+				for i := range rows {
+					rows[i].TS = now.Add(time.Duration(i) * time.Millisecond)
+				}
+				start := processCPU(b)
+				for i := range 40 {
+					tok := fmt.Sprintf("sustained-%s-%d-%d", v.name, now.UnixNano(), i)
+					if err := testStore.Insert(ctx, rows, tok); err != nil {
+						b.Fatal(err)
+					}
+					time.Sleep(500 * time.Millisecond)
+				}
+				for quiet := 0; quiet < 6; time.Sleep(500 * time.Millisecond) {
+					res, err := testStore.Select(ctx, "SELECT count() FROM system.merges", nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if n, _ := asUint64(res.Rows[0][0]); n == 0 {
+						quiet++
+					} else {
+						quiet = 0
+					}
+				}
+				b.ReportMetric(float64((processCPU(b)-start).Microseconds())/float64(40*len(rows)), "cpu-µs/row")
+				res, err := testStore.Select(ctx, "SELECT count() FROM system.parts WHERE database = 'analytics' AND table = 'events' AND active", nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				parts, _ := asUint64(res.Rows[0][0])
+				b.ReportMetric(float64(parts), "active-parts")
+				if err := testStore.Exec(ctx, "TRUNCATE TABLE analytics.events"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := testStore.Exec(ctx, embeddedMergePolicy); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// processCPU is the user+system CPU time of this process, all threads.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
