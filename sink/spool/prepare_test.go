@@ -32,15 +32,7 @@ func frameEnd(t *testing.T, path string) (end, size int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	off := 0
-	for off < len(b) {
-		n, ok := checkFrame(b[off:])
-		if !ok {
-			break
-		}
-		off += n
-	}
-	return int64(off), int64(len(b))
+	return int64(framesEnd(b)), int64(len(b))
 }
 
 // copyDir copies the regular files of src into a new directory: the state

@@ -452,14 +452,7 @@ func (s *Spool) recoverTail(id uint64) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("cannot read spool segment %s: %w", segName(id), err)
 	}
-	off := 0
-	for off < len(data) {
-		n, ok := checkFrame(data[off:])
-		if !ok {
-			break
-		}
-		off += n
-	}
+	off := framesEnd(data)
 	if off == len(data) {
 		return int64(off), nil
 	}
@@ -488,6 +481,19 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// framesEnd returns the length of the run of valid frames at the start of b.
+func framesEnd(b []byte) int {
+	off := 0
+	for off < len(b) {
+		n, ok := checkFrame(b[off:])
+		if !ok {
+			break
+		}
+		off += n
+	}
+	return off
 }
 
 // checkFrame validates the frame at the start of b and returns its length.
