@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"time"
+	"unsafe"
 )
 
 // codecVersion is the first byte of every encoded event. A new layout gets a
@@ -66,12 +67,13 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// eventDecoder walks one record. All strings are cut from one string copy of
-// the record, so a decoded Event owns its memory (the caller may reuse rec)
-// at the cost of one allocation per event.
+// eventDecoder walks one record. All strings are cut from one string holding
+// the record's bytes (a copy of its own for DecodeEvent, a slice of a shared
+// block for Decoder), so a decoded Event owns its memory and the caller may
+// reuse rec.
 type eventDecoder struct {
 	rec []byte
-	s   string // string copy of rec
+	s   string // the bytes of rec, not aliasing it
 	off int
 	err error
 }
@@ -128,13 +130,47 @@ func (d *eventDecoder) str(what string) string {
 // an unknown version or out-of-range values is rejected with an error
 // wrapping ErrCorruptEvent, and e is then left in an unspecified state.
 func DecodeEvent(rec []byte, e *Event) error {
+	return decodeEvent(rec, string(rec), e)
+}
+
+// Decoder decodes records like DecodeEvent but copies them into shared
+// blocks of decoderBlock bytes instead of allocating one string per
+// record: the shipper's decode then allocates once per few hundred events.
+// A block is never written again where it was handed out, so the strings
+// stay valid for as long as they are referenced (a batch until its insert),
+// and the block is freed by the garbage collector after the last one. The
+// zero value is ready; a Decoder is not safe for concurrent use.
+type Decoder struct {
+	block []byte
+}
+
+// decoderBlock is the size of a Decoder block: about 250 events of 250
+// bytes; a larger record gets a block of its own size.
+const decoderBlock = 64 << 10
+
+// Decode is DecodeEvent with e's strings held in d's blocks.
+func (d *Decoder) Decode(rec []byte, e *Event) error {
+	if cap(d.block)-len(d.block) < len(rec) {
+		d.block = make([]byte, 0, max(decoderBlock, len(rec)))
+	}
+	start := len(d.block)
+	d.block = append(d.block, rec...)
+	if len(rec) == 0 {
+		return decodeEvent(rec, "", e)
+	}
+	return decodeEvent(rec, unsafe.String(&d.block[start], len(rec)), e)
+}
+
+// decodeEvent decodes rec into e; s holds the same bytes as rec, and e's
+// strings are cut from it.
+func decodeEvent(rec []byte, s string, e *Event) error {
 	if len(rec) == 0 {
 		return fmt.Errorf("%w: empty record", ErrCorruptEvent)
 	}
 	if rec[0] != codecVersion {
 		return fmt.Errorf("%w: unknown version %d", ErrCorruptEvent, rec[0])
 	}
-	d := eventDecoder{rec: rec, s: string(rec), off: 1}
+	d := eventDecoder{rec: rec, s: s, off: 1}
 	var ms int64
 	if d.err == nil {
 		v, n := binary.Varint(rec[d.off:])

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -105,6 +106,42 @@ func BenchmarkAppendBinary(b *testing.B) {
 	}
 }
 
+// TestDecoderKeepsEveryRow decodes a stream of records, the long one larger
+// than a block, into rows kept side by side as the shipper's batch keeps them,
+// reusing one record buffer: every row must still equal its event after the
+// decoder has moved through several blocks.
+func TestDecoderKeepsEveryRow(t *testing.T) {
+	evs := sampleEvents("ws_decoder", 40, time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC), 30)
+	evs[7].Pathname = "/" + strings.Repeat("p", decoderBlock+10)
+	var (
+		dec  Decoder
+		rows = make([]Event, 0, 3*len(evs))
+		want []Event
+		rec  []byte
+	)
+	for range 3 {
+		for _, ev := range evs {
+			rec = ev.AppendBinary(rec[:0])
+			rows = append(rows, Event{})
+			if err := dec.Decode(rec, &rows[len(rows)-1]); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, ev)
+			for i := range rec { // the spool reader reuses its buffer
+				rec[i] = 0xff
+			}
+		}
+	}
+	for i := range rows {
+		if !reflect.DeepEqual(rows[i], want[i]) {
+			t.Fatalf("row %d changed after later decodes:\n got %+v\nwant %+v", i, rows[i], want[i])
+		}
+	}
+	if err := dec.Decode(nil, &Event{}); !errors.Is(err, ErrCorruptEvent) {
+		t.Errorf("empty record: %v, want ErrCorruptEvent", err)
+	}
+}
+
 func BenchmarkDecodeEvent(b *testing.B) {
 	rec := sampleEvents("ws_codec", 1, time.Now(), 30)[0].AppendBinary(nil)
 	var e Event
@@ -123,12 +160,20 @@ func FuzzDecodeEvent(f *testing.F) {
 	}
 	f.Add((&Event{}).AppendBinary(nil))
 	f.Fuzz(func(t *testing.T, rec []byte) {
-		var e Event
-		if err := DecodeEvent(rec, &e); err != nil {
+		var e, viaDecoder Event
+		err := DecodeEvent(rec, &e)
+		var dec Decoder
+		if derr := dec.Decode(rec, &viaDecoder); (err == nil) != (derr == nil) {
+			t.Fatalf("DecodeEvent: %v; Decoder.Decode: %v", err, derr)
+		}
+		if err != nil {
 			if !errors.Is(err, ErrCorruptEvent) {
 				t.Fatalf("error does not wrap ErrCorruptEvent: %v", err)
 			}
 			return
+		}
+		if !reflect.DeepEqual(e, viaDecoder) {
+			t.Fatalf("Decoder.Decode differs from DecodeEvent:\n%+v\n%+v", viaDecoder, e)
 		}
 		// Whatever decodes must re-encode to an event that decodes equal.
 		var again Event

@@ -219,6 +219,7 @@ func (s *Shipper) run() {
 	forced, hasForced := s.sp.Pending()
 	openEnd := s.sp.OpenEnd()
 	rows := make([]Event, 0, min(s.cfg.MaxRows, 1024))
+	var dec Decoder
 	appended := make([]int64, 0, cap(rows)) // append time (Unix ns) of each row, for the freshness metric
 	end := start
 	var first time.Time // append time of the batch's oldest record
@@ -255,7 +256,7 @@ func (s *Shipper) run() {
 			} else {
 				rows = append(rows, Event{})
 			}
-			if err := DecodeEvent(rec.Data, &rows[len(rows)-1]); err != nil {
+			if err := dec.Decode(rec.Data, &rows[len(rows)-1]); err != nil {
 				rows = rows[:len(rows)-1]
 				s.m.decodeErrs.Inc()
 				s.cfg.Logger.Error("spool record is not an event, skipped", "position", rec.Pos.String(), "err", err)
