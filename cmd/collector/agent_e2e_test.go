@@ -124,8 +124,9 @@ func TestConnectTokenConfig(t *testing.T) {
 
 // TestConnectAgentE2E runs the binary in agent mode against an in-test Connect backend: it dials
 // out with the bearer token from COLLECTOR_CONNECT_TOKEN, answers the backend's requests for its
-// workspace (an event sent to the collector shows up in a count), reports itself connected, and
-// stops cleanly on SIGTERM without logging the token or the URL's query string. A token whose url
+// workspace (an event sent to the collector shows up in a count), reports itself connected, redials
+// with the token written to the file after the backend drops it (rotation, no restart), and stops
+// cleanly on SIGTERM without logging the token or the URL's query string. A token whose url
 // is https:// refuses the start.
 func TestConnectAgentE2E(t *testing.T) {
 	keys := newConnectKeys(t)
@@ -191,6 +192,31 @@ func TestConnectAgentE2E(t *testing.T) {
 	if v := p.metricValue(t, "collector_connect_agent_connected"); v != 1 {
 		t.Fatalf("collector_connect_agent_connected = %v", v)
 	}
+
+	// Rotation: the file now holds token B and the backend takes only B. The open connection is
+	// dropped by the backend; the collector reads the file again and redials with B (A would get
+	// 401), with no restart.
+	tokenB, fileB := keys.tokenFile(t, "ws_acme", "ws://"+backend.Listener.Addr().String()+"/agent/v1?secret=QSECRET")
+	rotated, err := os.ReadFile(fileB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, rotated, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want.Store(&tokenB)
+	c.Close()
+	select {
+	case c = <-conns:
+		defer c.Close()
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the collector did not redial with the rotated token\n%s", p.logs.String())
+	}
+	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	if a := ask("p2", `{"id":"p2","op":"ping"}`); !strings.Contains(a, `"workspace":"ws_acme"`) {
+		t.Fatalf("ping after rotation: %s", a)
+	}
+
 	if err := p.stop(syscall.SIGTERM, 60*time.Second); err != nil {
 		t.Fatalf("collector exited with %v after SIGTERM\n%s", err, p.logs.String())
 	}
@@ -198,8 +224,8 @@ func TestConnectAgentE2E(t *testing.T) {
 	if !strings.Contains(logs, "connect agent connected") {
 		t.Errorf("no connect log:\n%s", logs)
 	}
-	if strings.Contains(logs, token) || strings.Contains(logs, "QSECRET") {
-		t.Errorf("logs carry the token or the URL query string:\n%s", logs)
+	if strings.Contains(logs, token) || strings.Contains(logs, tokenB) || strings.Contains(logs, "QSECRET") {
+		t.Errorf("logs carry a token or the URL query string:\n%s", logs)
 	}
 
 	_, httpsFile := keys.tokenFile(t, "ws_acme", "https://"+backend.Listener.Addr().String()+"/agent/v1")

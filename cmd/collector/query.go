@@ -102,16 +102,19 @@ func readConnectToken(path string) (string, error) {
 }
 
 // startConnectAgent runs agent mode (-connect-token): the collector dials the Kyomi Connect backend
-// named by the token and serves it with h, redialing with backoff until ctx ends. A token the
-// verifier refuses, or whose url is not ws:// or wss://, refuses the start; a check that cannot run
-// now (JWKS or Redis unreachable) is logged and left to the agent's retries. stop ends the agent
-// and waits for it.
+// named by the token and serves it with h, redialing with backoff until ctx ends. The token file is
+// read again before every dial, so a rotated token is used from the next connection on, with no
+// restart; a file that cannot be read or a token that is refused then is logged and retried. At
+// start, an unreadable file or a token the verifier refuses, or whose url is not ws:// or wss://,
+// refuses the start; a check that cannot run now (JWKS or Redis unreachable) is logged and left to
+// the agent's retries. stop ends the agent and waits for it.
 func startConnectAgent(ctx context.Context, c *config, h *query.Handler, log *slog.Logger, reg prometheus.Registerer) (stop func(), err error) {
-	token, err := readConnectToken(c.ConnectToken)
-	if err != nil {
+	if _, err := readConnectToken(c.ConnectToken); err != nil {
 		return nil, fmt.Errorf("-connect-token: %w", err)
 	}
-	a, err := h.NewAgent(query.AgentConfig{Token: token, Logger: log, Registerer: reg})
+	path := c.ConnectToken
+	source := func() (string, error) { return readConnectToken(path) }
+	a, err := h.NewAgent(query.AgentConfig{Token: source, Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +129,7 @@ func startConnectAgent(ctx context.Context, c *config, h *query.Handler, log *sl
 	go func() {
 		defer close(done)
 		if err := a.Run(actx); err != nil {
-			log.Error("connect agent stopped; it does not reconnect with this token", "err", err)
+			log.Error("connect agent stopped", "err", err)
 		}
 	}()
 	return func() { cancel(); <-done }, nil

@@ -19,9 +19,15 @@ import (
 // AgentConfig configures an Agent. The zero value of a duration means its
 // default.
 type AgentConfig struct {
-	// Token is the Kyomi Connect token. Its url claim is where the agent
-	// dials; it is sent as "Authorization: Bearer" and never logged.
-	Token string
+	// Token returns the Kyomi Connect token; required. The agent calls it
+	// before every dial, the first and each reconnect, so a source that
+	// reads a file picks up a rotated token at the next connection, while a
+	// connection already open keeps the token it was dialed with (its
+	// workspace, its re-checks) until it drops or that token is refused.
+	// The token's url claim is where the agent dials; it is sent as
+	// "Authorization: Bearer" and never logged. Token's errors must not
+	// carry the token. It is called from one goroutine at a time.
+	Token func() (string, error)
 	// A lost or failed connection is retried after a wait that starts at
 	// BackoffBase and doubles up to BackoffMax, each wait jittered down by
 	// up to half so that many collectors cut off together do not return
@@ -55,8 +61,9 @@ var ErrBadConnectURL = errors.New("the token's url claim must be a ws:// or wss:
 
 // Refused reports whether err says the token itself cannot be used (the
 // Verifier refused it, or its url is not a ws:// or wss:// URL), as opposed
-// to a check that could not run now (keys or revocation list unreachable).
-// The Agent never retries a refused token.
+// to a check that could not run now (keys or revocation list unreachable,
+// token source unreadable). The Agent never dials with a refused token; it
+// asks its token source again after the next backoff wait.
 func Refused(err error) bool {
 	var ae *AuthError
 	return errors.As(err, &ae) || errors.Is(err, ErrBadConnectURL)
@@ -65,14 +72,15 @@ func Refused(err error) bool {
 // Agent is agent mode: instead of waiting for Kyomi Connect to connect to
 // /connect/v1, the collector dials the backend named by its token's url
 // claim, the way Connect's own agents do, and answers the backend's
-// request messages exactly as /connect/v1 would, scoped to the token's
-// workspace. A collector behind NAT can so serve reports with no inbound
-// port. Run is called once; the Agent stops when its context ends or its
-// Handler is closed.
+// request messages exactly as /connect/v1 would, scoped to the workspace of
+// the token each connection was dialed with. A collector behind NAT can so
+// serve reports with no inbound port. Run is called once; the Agent stops
+// when its context ends or its Handler is closed.
 type Agent struct {
 	h          *Handler
 	cfg        AgentConfig
 	log        *slog.Logger
+	wid        string // workspace of the last token dialed with; Run's goroutine only
 	dialer     *websocket.Dialer
 	connected  prometheus.Gauge
 	reconnects prometheus.Counter
@@ -83,8 +91,8 @@ type Agent struct {
 // see Check and Run.
 func (h *Handler) NewAgent(cfg AgentConfig) (*Agent, error) {
 	var errs []error
-	if cfg.Token == "" {
-		errs = append(errs, errors.New("connect agent token is empty"))
+	if cfg.Token == nil {
+		errs = append(errs, errors.New("connect agent needs a token source"))
 	}
 	if cfg.Registerer == nil {
 		errs = append(errs, errors.New("connect agent needs a registerer"))
@@ -137,10 +145,26 @@ func (h *Handler) NewAgent(cfg AgentConfig) (*Agent, error) {
 	return a, nil
 }
 
-// Check verifies the agent's token with the Handler's Verifier, as
-// CheckConnectToken does. Run calls it before every connection.
+// Check asks the token source for the current token and verifies it with
+// the Handler's Verifier, as CheckConnectToken does. Run does the same
+// before every connection.
 func (a *Agent) Check(ctx context.Context) (*Claims, *url.URL, error) {
-	return CheckConnectToken(ctx, a.h.ver, a.cfg.Token)
+	_, c, u, err := a.load(ctx)
+	return c, u, err
+}
+
+// load asks the token source for the current token and verifies it. Its
+// errors never carry the token.
+func (a *Agent) load(ctx context.Context) (token string, c *Claims, u *url.URL, err error) {
+	token, err = a.cfg.Token()
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("cannot get the connect token: %w", err)
+	}
+	c, u, err = CheckConnectToken(ctx, a.h.ver, token)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return token, c, u, nil
 }
 
 // CheckConnectToken verifies a Connect token for agent mode with v
@@ -189,11 +213,15 @@ func logURL(u *url.URL) string {
 }
 
 // Run connects to the backend and serves it, reconnecting with backoff when
-// the connection fails or is lost, until ctx ends or the Handler closes
-// (it returns nil) or the token is refused (it returns the error at once and
-// does not reconnect). The token is verified again before every dial, at
-// every ping and before every request as on /connect/v1, so a revocation
-// refuses the next request at once and ends the agent within a ping.
+// the connection fails or is lost, until ctx ends or the Handler closes; it
+// then returns nil. Each dial takes a fresh token from the token source. The
+// token of a connection is verified again at every ping and before every
+// request as on /connect/v1, so a revocation refuses the next request at
+// once and hangs up within a ping. A token that is refused, or a source
+// that fails, is logged (never the token) and retried after the backoff
+// wait: the agent dials again as soon as the source yields a good token,
+// so an operator fixes a revoked or expired token by replacing it, with no
+// restart. Run returns an error only if the Handler is already closed.
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.h.enter() {
 		return errors.New("cannot run the connect agent: the query handler is closed")
@@ -212,14 +240,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if Refused(err) {
-			return err
-		}
 		if up >= a.cfg.StableAfter {
 			b.reset()
 		}
 		wait := b.next()
-		if up == 0 {
+		switch {
+		case Refused(err):
+			a.log.Error("connect agent token refused; retrying with the token source's next token", "err", err, "retry_in", wait.String())
+		case up == 0:
 			a.log.Warn("connect agent cannot connect; retrying", "err", err, "retry_in", wait.String())
 		}
 		t := time.NewTimer(wait)
@@ -232,14 +260,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// serveOnce verifies the token, dials and serves one connection until it
-// ends. up is how long the connection was open (0: it never opened).
+// serveOnce takes the current token, verifies it, dials and serves one
+// connection with it until it ends. up is how long the connection was open
+// (0: it never opened).
 func (a *Agent) serveOnce(ctx context.Context) (up time.Duration, err error) {
-	c, u, err := a.Check(ctx)
+	token, c, u, err := a.load(ctx)
 	if err != nil {
 		return 0, err
 	}
-	hdr := http.Header{"Authorization": {"Bearer " + a.cfg.Token}}
+	// A rotated token may name another workspace: the token defines the
+	// scope, so it is served as is, and the change is logged.
+	if a.wid != "" && c.WID != a.wid {
+		a.log.Warn("connect agent token names another workspace than the previous one", "previous_workspace", a.wid, "workspace", c.WID)
+	}
+	a.wid = c.WID
+	hdr := http.Header{"Authorization": {"Bearer " + token}}
 	conn, resp, err := a.dialer.DialContext(ctx, u.String(), hdr)
 	if err != nil {
 		if resp != nil {
@@ -267,7 +302,7 @@ func (a *Agent) serveOnce(ctx context.Context) (up time.Duration, err error) {
 			}
 			// A backend may keep an idle connection for days: the token is checked
 			// again here too, so a revoked or expired one hangs up within a ping.
-			if _, _, err := a.Check(cctx); Refused(err) {
+			if _, _, err := CheckConnectToken(cctx, a.h.ver, token); Refused(err) {
 				refused = err
 				cancel()
 				return
@@ -278,7 +313,7 @@ func (a *Agent) serveOnce(ctx context.Context) (up time.Duration, err error) {
 			}
 		}
 	})
-	err = a.h.serveConn(cctx, conn, a.cfg.Token, idle)
+	err = a.h.serveConn(cctx, conn, token, idle)
 	cancel()
 	pinger.Wait()
 	if refused != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -76,6 +77,36 @@ func newAgentEnv(t *testing.T, store Store) *agentEnv {
 func (e *agentEnv) token(t *testing.T, wid, u string) string {
 	t.Helper()
 	return sign(t, e.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims(wid, map[string]any{"url": u}))
+}
+
+// static is a token source that always yields token.
+func static(token string) func() (string, error) {
+	return func() (string, error) { return token, nil }
+}
+
+// fileSource is a token source that reads path at every call, as
+// cmd/collector does with -connect-token: one token, white space trimmed.
+// Its errors name the file, never its content.
+func fileSource(path string) func() (string, error) {
+	return func() (string, error) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("cannot read the token file: %w", err)
+		}
+		return strings.TrimSpace(string(data)), nil
+	}
+}
+
+// waitLog waits until the agent's logs hold msg at least n times.
+func waitLog(t *testing.T, e *agentEnv, msg string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(e.logs.String(), msg) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs hold %q fewer than %d times:\n%s", msg, n, e.logs.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // agent makes an Agent with fast test timings; cfg.Token must be set.
@@ -179,6 +210,12 @@ func ask(t *testing.T, c *websocket.Conn, msg string) Response {
 	return r
 }
 
+// resultJSON is r's result as JSON, to look for a field in.
+func resultJSON(r Response) string {
+	data, _ := json.Marshal(r.Result)
+	return string(data)
+}
+
 // waitGauge waits until the gauge name has value want.
 func waitGauge(t *testing.T, reg *prometheus.Registry, name string, want float64) {
 	t.Helper()
@@ -204,7 +241,7 @@ func TestAgentServesBackend(t *testing.T) {
 	b.want.Store(&token)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := run(ctx, e.agent(t, AgentConfig{Token: token}))
+	done := run(ctx, e.agent(t, AgentConfig{Token: static(token)}))
 	c := b.accept(t)
 
 	type check struct {
@@ -304,7 +341,7 @@ func TestAgentReconnectsWithBackoff(t *testing.T) {
 	token := e.token(t, "ws_a", b.url)
 	b.want.Store(&token)
 	const base = 40 * time.Millisecond
-	done := run(context.Background(), e.agent(t, AgentConfig{Token: token, BackoffBase: base, BackoffMax: 4 * base, StableAfter: time.Hour}))
+	done := run(context.Background(), e.agent(t, AgentConfig{Token: static(token), BackoffBase: base, BackoffMax: 4 * base, StableAfter: time.Hour}))
 	const drops = 4
 	for i := 0; i < drops; i++ {
 		c := b.accept(t)
@@ -333,16 +370,154 @@ func TestAgentReconnectsWithBackoff(t *testing.T) {
 	}
 }
 
-// TestAgentRevokedStops revokes the token while connected: the next
+// TestAgentRotatedToken rotates the token file while connected: the open
+// connection keeps serving with token A and its workspace, and once the
+// backend drops it, the agent redials with token B from the file and serves
+// B's workspace (a rotation may change the workspace: the token defines the
+// scope). No token reaches the logs.
+func TestAgentRotatedToken(t *testing.T) {
+	before := runtime.NumGoroutine()
+	e := newAgentEnv(t, testStore)
+	b := startBackend(t)
+	tokenA := e.token(t, "ws_a", b.url)
+	tokenB := sign(t, e.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_b", map[string]any{"url": b.url, "jti": "jti-b"}))
+	file := filepath.Join(t.TempDir(), "connect.jwt")
+	writeFile(t, file, []byte(tokenA+"\n"))
+	b.want.Store(&tokenA)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := run(ctx, e.agent(t, AgentConfig{Token: fileSource(file), PingInterval: 200 * time.Millisecond}))
+
+	c := b.accept(t)
+	if r := ask(t, c, `{"id":"a1","op":"ping"}`); r.Type != "result" || !strings.Contains(resultJSON(r), `"workspace":"ws_a"`) {
+		t.Fatalf("ping with token A: %+v", r)
+	}
+	writeFile(t, file, []byte(tokenB+"\n"))
+	b.want.Store(&tokenB)
+	// One ping (and its token check) while the backend does not read: the
+	// open connection keeps token A.
+	time.Sleep(250 * time.Millisecond)
+	if r := ask(t, c, `{"id":"a2","op":"ping"}`); r.Type != "result" || !strings.Contains(resultJSON(r), `"workspace":"ws_a"`) {
+		t.Fatalf("ping on the open connection after rotation: %+v", r)
+	}
+	c.Close()
+
+	c = b.accept(t)
+	if r := ask(t, c, `{"id":"b1","op":"ping"}`); r.Type != "result" || !strings.Contains(resultJSON(r), `"workspace":"ws_b"`) {
+		t.Fatalf("ping after reconnect: %+v", r)
+	}
+	b.mu.Lock()
+	headers := append([]string(nil), b.headers...)
+	b.mu.Unlock()
+	if len(headers) != 2 || headers[0] != "Bearer "+tokenA || headers[1] != "Bearer "+tokenB {
+		t.Fatalf("backend saw %d dials, want A then B", len(headers))
+	}
+	cancel()
+	if err := waitRun(t, done); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "another workspace") {
+		t.Errorf("workspace change not logged:\n%s", logs)
+	}
+	if strings.Contains(logs, tokenA) || strings.Contains(logs, tokenB) || strings.Contains(logs, "QSECRET") {
+		t.Errorf("logs carry a token or the URL query string:\n%s", logs)
+	}
+	c.Close()
+	b.srv.CloseClientConnections()
+	waitGoroutines(t, before)
+}
+
+// TestAgentBadTokenFile breaks the token file before the backend drops the
+// connection: a missing file, garbage, and tokens that are expired, signed
+// by an unknown key or name an https url. The agent never dials with them,
+// logs each retry without the file's content, and connects with the good
+// token written next.
+func TestAgentBadTokenFile(t *testing.T) {
+	es := map[string]any{"alg": "ES256", "kid": "k1"}
+	tests := []struct {
+		name string
+		bad  func(e *agentEnv, b *backend) string // the file's content; "" removes the file
+		log  string                               // logged at each retry
+	}{
+		{"missing file", func(*agentEnv, *backend) string { return "" }, "cannot get the connect token"},
+		{"garbage", func(*agentEnv, *backend) string { return "GARBAGE-QSECRET-not.a.token" }, "connect agent token refused"},
+		{"expired", func(e *agentEnv, b *backend) string {
+			return sign(t, e.key, es, claims("ws_a", map[string]any{"url": b.url, "exp": time.Now().Add(-time.Hour).Unix()}))
+		}, "connect agent token refused"},
+		{"bad signature", func(_ *agentEnv, b *backend) string {
+			return sign(t, newTestKey(t, "k1"), es, claims("ws_a", map[string]any{"url": b.url}))
+		}, "connect agent token refused"},
+		{"https url", func(e *agentEnv, b *backend) string {
+			return e.token(t, "ws_a", strings.Replace(b.url, "ws://", "https://", 1))
+		}, "connect agent token refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newAgentEnv(t, testStore)
+			b := startBackend(t)
+			good := e.token(t, "ws_a", b.url)
+			b.want.Store(&good)
+			file := filepath.Join(t.TempDir(), "connect.jwt")
+			writeFile(t, file, []byte(good+"\n"))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := run(ctx, e.agent(t, AgentConfig{Token: fileSource(file)}))
+			c := b.accept(t)
+
+			bad := tt.bad(e, b)
+			if bad == "" {
+				if err := os.Remove(file); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				writeFile(t, file, []byte(bad+"\n"))
+			}
+			c.Close()
+			waitLog(t, e, tt.log, 3)
+			if n := b.dials.Load(); n != 1 {
+				t.Fatalf("backend saw %d dials, want 1 (none with the bad file)", n)
+			}
+
+			fresh := sign(t, e.key, es, claims("ws_a", map[string]any{"url": b.url, "jti": "jti-2"}))
+			b.want.Store(&fresh)
+			writeFile(t, file, []byte(fresh+"\n"))
+			c = b.accept(t)
+			if r := ask(t, c, `{"id":"again","op":"ping"}`); r.Type != "result" {
+				t.Fatalf("ping after restoring a good token: %+v", r)
+			}
+			cancel()
+			if err := waitRun(t, done); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			logs := e.logs.String()
+			for _, secret := range []string{good, fresh, "QSECRET", "GARBAGE"} {
+				if strings.Contains(logs, secret) {
+					t.Fatalf("logs carry the token file's content or the URL query string:\n%s", logs)
+				}
+			}
+			if bad != "" && strings.Contains(logs, bad) {
+				t.Fatalf("logs carry the bad token:\n%s", logs)
+			}
+		})
+	}
+}
+
+// TestAgentRevokedHangsUp revokes the token while connected: the next
 // request is refused at once, and at the next ping check the agent hangs up
-// and stops for good instead of redialing, though the backend kept the
-// connection open.
-func TestAgentRevokedStops(t *testing.T) {
+// though the backend kept the connection open. It never redials with the
+// revoked token, logs the refusal without the token, and connects again as
+// soon as the token file holds a new token.
+func TestAgentRevokedHangsUp(t *testing.T) {
 	e := newAgentEnv(t, testStore)
 	b := startBackend(t)
 	token := e.token(t, "ws_a", b.url)
 	b.want.Store(&token)
-	done := run(context.Background(), e.agent(t, AgentConfig{Token: token, PingInterval: 50 * time.Millisecond}))
+	file := filepath.Join(t.TempDir(), "connect.jwt")
+	writeFile(t, file, []byte(token+"\n"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := run(ctx, e.agent(t, AgentConfig{Token: fileSource(file), PingInterval: 50 * time.Millisecond}))
 	c := b.accept(t)
 	if r := ask(t, c, `{"id":"before","op":"ping"}`); r.Type != "result" {
 		t.Fatalf("before revocation: %+v", r.Error)
@@ -351,23 +526,30 @@ func TestAgentRevokedStops(t *testing.T) {
 	if r := ask(t, c, `{"id":"after","op":"ping"}`); r.Type != "error" || r.Error.Code != CodeTokenRevoked || r.ID != "after" {
 		t.Fatalf("after revocation: %+v", r)
 	}
-	err := waitRun(t, done)
-	var ae *AuthError
-	if !Refused(err) || !errors.As(err, &ae) || ae.Code != CodeTokenRevoked {
-		t.Fatalf("Run returned %v, want a token_revoked refusal", err)
-	}
-	if strings.Contains(err.Error(), token) {
-		t.Fatal("the error carries the token")
-	}
 	if _, _, err := c.ReadMessage(); err == nil {
 		t.Fatal("the agent left the connection open")
 	}
-	time.Sleep(100 * time.Millisecond) // ten backoff bases: time enough for a redial
+	waitLog(t, e, "connect agent token refused", 3)
 	if n := b.dials.Load(); n != 1 {
-		t.Fatalf("backend saw %d dials, want 1 (no reconnect with a revoked token)", n)
+		t.Fatalf("backend saw %d dials, want 1 (no redial with a revoked token)", n)
 	}
 	if g := metricValue(t, e.reg, "collector_connect_agent_connected"); g != 0 {
-		t.Fatalf("collector_connect_agent_connected = %v after stop", g)
+		t.Fatalf("collector_connect_agent_connected = %v after the hang-up", g)
+	}
+
+	fresh := sign(t, e.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_a", map[string]any{"url": b.url, "jti": "jti-2"}))
+	b.want.Store(&fresh)
+	writeFile(t, file, []byte(fresh+"\n"))
+	c = b.accept(t)
+	if r := ask(t, c, `{"id":"fresh","op":"ping"}`); r.Type != "result" {
+		t.Fatalf("with the new token: %+v", r.Error)
+	}
+	cancel()
+	if err := waitRun(t, done); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if logs := e.logs.String(); strings.Contains(logs, token) || strings.Contains(logs, fresh) || strings.Contains(logs, "QSECRET") {
+		t.Fatalf("logs carry a token or the URL query string:\n%s", logs)
 	}
 }
 
@@ -380,7 +562,7 @@ func TestAgentDropsSilentBackend(t *testing.T) {
 	token := e.token(t, "ws_a", b.url)
 	b.want.Store(&token)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := run(ctx, e.agent(t, AgentConfig{Token: token, PingInterval: 50 * time.Millisecond}))
+	done := run(ctx, e.agent(t, AgentConfig{Token: static(token), PingInterval: 50 * time.Millisecond}))
 	b.accept(t) // never read: pings go unanswered
 	c := b.accept(t)
 	if r := ask(t, c, `{"id":"again","op":"ping"}`); r.ID != "again" || r.Type != "result" {
@@ -393,8 +575,10 @@ func TestAgentDropsSilentBackend(t *testing.T) {
 }
 
 // TestAgentRefusesToken checks tokens the agent must not use: a url that
-// is not ws:// or wss://, and tokens the Verifier refuses. Run returns at
-// once without dialing, and the error names neither the token nor the URL.
+// is not ws:// or wss://, and tokens the Verifier refuses. Check refuses
+// them; Run never dials with them but logs the refusal at error level and
+// asks its token source again after each backoff wait, until stopped.
+// Neither the error nor the logs name the token or the URL.
 func TestAgentRefusesToken(t *testing.T) {
 	e := newAgentEnv(t, testStore)
 	b := startBackend(t)
@@ -421,19 +605,35 @@ func TestAgentRefusesToken(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b.want.Store(&tt.token)
 			reg := prometheus.NewRegistry()
-			a, err := e.h.NewAgent(AgentConfig{Token: tt.token, Registerer: reg, BackoffBase: time.Millisecond})
+			logs := &syncBuffer{}
+			a, err := e.h.NewAgent(AgentConfig{Token: static(tt.token), Registerer: reg, BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond,
+				Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := a.Check(context.Background()); !Refused(err) {
-				t.Fatalf("Check: %v, want a refusal", err)
-			}
-			err = waitRun(t, run(context.Background(), a))
+			_, _, err = a.Check(context.Background())
 			if !Refused(err) || errors.Is(err, ErrBadConnectURL) != tt.badURL {
-				t.Fatalf("Run returned %v, want a refusal (bad url: %v)", err, tt.badURL)
+				t.Fatalf("Check: %v, want a refusal (bad url: %v)", err, tt.badURL)
 			}
 			if strings.Contains(err.Error(), tt.token) || strings.Contains(err.Error(), "QSECRET") {
 				t.Fatalf("error repeats the token or the URL: %v", err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := run(ctx, a)
+			deadline := time.Now().Add(10 * time.Second)
+			for strings.Count(logs.String(), "connect agent token refused") < 3 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			cancel()
+			if err := waitRun(t, done); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			out := logs.String()
+			if n := strings.Count(out, "connect agent token refused"); n < 3 || !strings.Contains(out, `"level":"ERROR"`) {
+				t.Fatalf("refusal logged %d times, want >= 3 at error level:\n%s", n, out)
+			}
+			if strings.Contains(out, tt.token) || strings.Contains(out, "QSECRET") {
+				t.Fatalf("logs repeat the token or the URL:\n%s", out)
 			}
 			if n := b.dials.Load(); n != 0 {
 				t.Fatalf("case %d: backend saw %d dials, want none", i, n)
@@ -450,7 +650,7 @@ func TestAgentRetriesRefusedUpgrade(t *testing.T) {
 	b := startBackend(t) // b.want unset: every upgrade gets 401
 	token := e.token(t, "ws_a", b.url)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := run(ctx, e.agent(t, AgentConfig{Token: token, BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond}))
+	done := run(ctx, e.agent(t, AgentConfig{Token: static(token), BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond}))
 	deadline := time.Now().Add(20 * time.Second)
 	for b.dials.Load() < 3 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -490,12 +690,12 @@ func TestBackoff(t *testing.T) {
 func TestNewAgentConfig(t *testing.T) {
 	e := newAgentEnv(t, testStore)
 	_, err := e.h.NewAgent(AgentConfig{BackoffBase: -1, PingInterval: -1})
-	for _, want := range []string{"token is empty", "registerer", "backoff base", "ping interval"} {
+	for _, want := range []string{"token source", "registerer", "backoff base", "ping interval"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %q", err, want)
 		}
 	}
-	if _, err := e.h.NewAgent(AgentConfig{Token: "t", Registerer: e.reg, BackoffBase: time.Minute, BackoffMax: time.Second}); err == nil {
+	if _, err := e.h.NewAgent(AgentConfig{Token: static("t"), Registerer: e.reg, BackoffBase: time.Minute, BackoffMax: time.Second}); err == nil {
 		t.Error("max below base accepted")
 	}
 }
