@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"log/slog"
@@ -24,6 +23,7 @@ import (
 	"github.com/kyomi/collector/collector/enrich"
 	"github.com/kyomi/collector/collector/ratelimit"
 	"github.com/kyomi/collector/collector/workspace"
+	"github.com/kyomi/collector/internal/syncbuf"
 	"github.com/kyomi/collector/salt"
 	"github.com/kyomi/collector/sink"
 	"github.com/kyomi/collector/sink/spool"
@@ -44,23 +44,8 @@ workspaces:
 
 const chromeUA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects log or process output while the test reads it.
+type syncBuffer = syncbuf.Buffer
 
 // faultSpool wraps the real spool and fails appends while fail is set.
 type faultSpool struct {

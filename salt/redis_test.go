@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kyomi/collector/internal/syncbuf"
 	"github.com/kyomi/collector/salt/redistest"
 )
 
@@ -36,22 +37,8 @@ type node struct {
 	logs *syncBuffer
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
+// syncBuffer collects log or process output while the test reads it.
+type syncBuffer = syncbuf.Buffer
 
 func newNode(t *testing.T, url string, clk *fakeClock, opts ...Option) *node {
 	t.Helper()

@@ -27,6 +27,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/kyomi/collector/internal/syncbuf"
 )
 
 // e2eUA is the user agent of the end-to-end browser. Headless Chromium announces itself as
@@ -72,23 +73,8 @@ func collectorBinary(t *testing.T) string {
 	return e2eBinary.path
 }
 
-// syncBuffer collects a process's output while the test may read it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects log or process output while the test reads it.
+type syncBuffer = syncbuf.Buffer
 
 // collectorProc is one `collector serve` process with an embedded store in its own data directory.
 type collectorProc struct {

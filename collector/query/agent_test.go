@@ -1,7 +1,6 @@
 package query
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,26 +18,12 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/kyomi/collector/internal/syncbuf"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// syncBuffer is a log sink the test reads while the agent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects log or process output while the test reads it.
+type syncBuffer = syncbuf.Buffer
 
 // agentEnv is a Handler over store with a JWKS file and a revocation file
 // that is re-read on every check, and the key that signs its tokens.
