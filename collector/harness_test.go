@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +22,7 @@ import (
 	"github.com/kyomi/collector/collector/enrich"
 	"github.com/kyomi/collector/collector/ratelimit"
 	"github.com/kyomi/collector/collector/workspace"
+	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/syncbuf"
 	"github.com/kyomi/collector/salt"
 	"github.com/kyomi/collector/sink"
@@ -101,7 +101,7 @@ type harnessOptions struct {
 // trusted proxy, so tests set the client address with X-Forwarded-For).
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	before := goroutines()
+	leakcheck.Register(t)
 	dir := t.TempDir()
 	h := &harness{t: t, dir: dir, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -198,14 +198,6 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		}
 		registry.Close()
 		geo.Close()
-		deadline := time.Now().Add(5 * time.Second)
-		for goroutines() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := goroutines(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Errorf("goroutines leaked: %d > %d\n%s", n, before, buf[:runtime.Stack(buf, true)])
-		}
 		if strings.Contains(h.logs.String(), `"level":"ERROR"`) && !t.Failed() && !h.errorsExpected {
 			t.Errorf("error-level log lines:\n%s", h.logs.String())
 		}
@@ -332,11 +324,3 @@ func (h *harness) metric(name string, labels ...string) float64 {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
-
-// goroutines counts the running goroutines except fasthttp's process-wide date updater, which
-// starts with the first server and never stops.
-func goroutines() int {
-	buf := make([]byte, 1<<20)
-	stacks := string(buf[:runtime.Stack(buf, true)])
-	return strings.Count(stacks, "goroutine ") - strings.Count(stacks, "fasthttp.updateServerDate")
-}

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kyomi/collector/internal/leakcheck"
 )
 
 var (
@@ -39,7 +41,7 @@ func newTestLocal(t *testing.T, dir string, clk *fakeClock, opts ...Option) (*Lo
 }
 
 func TestLocalFile(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	dir := t.TempDir()
 	clk := newFakeClock(mustTime(t, "2026-11-23T10:00:00Z"))
 	l, reg := newTestLocal(t, dir, clk)
@@ -78,7 +80,7 @@ func TestLocalFile(t *testing.T) {
 }
 
 func TestLocalRotationAndExpiry(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	dir := t.TempDir()
 	clk := newFakeClock(mustTime(t, "2026-11-23T10:00:00Z"))
 	l, _ := newTestLocal(t, dir, clk, withManualRefresh())

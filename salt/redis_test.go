@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/syncbuf"
 	"github.com/kyomi/collector/salt/redistest"
 )
@@ -133,7 +134,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestRedisNodesAgree(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	addr, _ := redistest.Start(t)
 	clk := newFakeClock(rtime(t, "2026-11-23T10:00:00Z"))
 	a := newNode(t, "redis://"+addr, clk)
@@ -173,7 +174,7 @@ func TestRedisNodesAgree(t *testing.T) {
 }
 
 func TestRedisDayChangeAndPrefetch(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	addr, _ := redistest.Start(t)
 	clk := newFakeClock(rtime(t, "2026-11-23T22:00:00Z"))
 	a := newNode(t, "redis://"+addr, clk, withManualRefresh())
@@ -231,7 +232,7 @@ func TestRedisDayChangeAndPrefetch(t *testing.T) {
 }
 
 func TestRedisRestartUnderLoad(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	addr, stop := redistest.Start(t)
 	clk := newFakeClock(rtime(t, "2026-11-23T10:00:00Z"))
 	opts := []Option{WithRefreshInterval(20 * time.Millisecond), WithRetryInterval(10 * time.Millisecond)}
@@ -282,7 +283,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 }
 
 func TestRedisDownAtStart(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	addr := freeAddr(t)
 	clk := newFakeClock(rtime(t, "2026-11-23T10:00:00Z"))
 	n := newNode(t, "redis://"+addr+"?dial_timeout=200ms", clk, WithRetryInterval(20*time.Millisecond))
@@ -325,7 +326,7 @@ func TestRedisDownAcrossMidnight(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Register(t)
 			addr, stop := redistest.Start(t)
 			clk := newFakeClock(rtime(t, "2026-11-23T22:00:00Z"))
 			url := "redis://" + addr + "?dial_timeout=200ms&read_timeout=200ms&max_retries=0"
@@ -537,7 +538,7 @@ func writeCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 }
 
 func TestRedisTLS(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	certFile, keyFile, pool := writeCert(t)
 	addr, _ := redistest.StartTLS(t, certFile, keyFile)
 	clk := newFakeClock(rtime(t, "2026-11-23T10:00:00Z"))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/sink/spool"
 )
 
@@ -154,20 +154,6 @@ func closeShipper(t *testing.T, s *Shipper) {
 	}
 }
 
-func noGoroutineLeak(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(2 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			t.Errorf("goroutine leak: %d before, %d after", before, n)
-		}
-	})
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -192,7 +178,7 @@ func TestShipperFlushTriggers(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			noGoroutineLeak(t)
+			leakcheck.Register(t)
 			sp := openTestSpool(t, t.TempDir())
 			d := &dedupStore{}
 			s, reg := startShipper(t, sp, d, tc.cfg)
@@ -239,7 +225,7 @@ func metricVal(t *testing.T, reg *prometheus.Registry, name string) float64 {
 }
 
 func TestShipperRetriesFailedInserts(t *testing.T) {
-	noGoroutineLeak(t)
+	leakcheck.Register(t)
 	sp := openTestSpool(t, t.TempDir())
 	d := &dedupStore{failNext: 3}
 	s, reg := startShipper(t, sp, d, ShipperConfig{MaxRows: 20, MaxAge: 10 * time.Millisecond})
@@ -260,7 +246,7 @@ func TestShipperRetriesFailedInserts(t *testing.T) {
 // the checkpoint, restarts with a different MaxRows, and checks that the
 // replay reuses the token so every event is stored exactly once.
 func TestShipperCrashBetweenInsertAndCommit(t *testing.T) {
-	noGoroutineLeak(t)
+	leakcheck.Register(t)
 	dir := t.TempDir()
 	sp, err := spool.Open(spool.Config{Dir: dir})
 	if err != nil {
@@ -344,7 +330,7 @@ func TestDedupTokenDeterministic(t *testing.T) {
 // ClickHouse through an outage longer than several flush intervals, then a
 // crash between insert and commit, and counts rows with SELECT.
 func TestShipperOutageEmbedded(t *testing.T) {
-	noGoroutineLeak(t)
+	leakcheck.Register(t)
 	// Unique per run: the store is shared by every test and -count runs.
 	ws := fmt.Sprintf("ws_shipper_outage_%d", time.Now().UnixNano())
 	dir := t.TempDir()
@@ -399,7 +385,7 @@ func TestShipperOutageEmbedded(t *testing.T) {
 // TestShipperCloseSyncsIntervalSpool: with a long sync interval nothing is
 // readable until a sync, and Close must still ship every appended event.
 func TestShipperCloseSyncsIntervalSpool(t *testing.T) {
-	noGoroutineLeak(t)
+	leakcheck.Register(t)
 	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), SyncInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)

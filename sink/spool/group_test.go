@@ -6,13 +6,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/internal/leakcheck"
 )
 
 // TestCommitDelaySpacesFsyncs checks that durable appends under load share fsyncs spaced by
 // CommitDelay, that a lone append is not delayed by it, and that every append is still durable
 // (readable) when Append returns.
 func TestCommitDelaySpacesFsyncs(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Register(t)
 	const delay = 20 * time.Millisecond
 	s, reg := openSpool(t, Config{Dir: t.TempDir(), CommitDelay: delay})
 
@@ -55,7 +57,7 @@ func TestCommitDelaySpacesFsyncs(t *testing.T) {
 // TestFailedWriteFailsEveryWaiter breaks the segment file under concurrent durable appends: every
 // Append must return an error (none may hang, none may claim durability) and later appends fail.
 func TestFailedWriteFailsEveryWaiter(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Register(t)
 	s, _ := openSpool(t, Config{Dir: t.TempDir(), CommitDelay: 5 * time.Millisecond})
 	if err := s.Append([]byte("before")); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/internal/leakcheck"
 )
 
 // waitPrepared waits until the background preparation of dir's next
@@ -57,7 +59,7 @@ func copyDir(t *testing.T, src string) string {
 }
 
 func TestRotationUsesPreparedSegment(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Register(t)
 	dir := t.TempDir()
 	const seg = 4 << 20
 	s, reg := openSpool(t, Config{Dir: dir, SegmentBytes: seg})

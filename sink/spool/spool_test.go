@@ -7,13 +7,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kyomi/collector/internal/leakcheck"
 )
 
 // openSpool opens a spool in dir with a fresh registry and closes it at
@@ -72,21 +73,6 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
-// checkNoLeak fails if goroutines started during the test outlive it.
-func checkNoLeak(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(2 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			t.Errorf("goroutine leak: %d before, %d after", before, n)
-		}
-	})
-}
-
 func TestAppendReadRestart(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := openSpool(t, Config{Dir: dir})
@@ -137,7 +123,7 @@ func TestAppendReadRestart(t *testing.T) {
 }
 
 func TestGroupCommitConcurrent(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Register(t)
 	s, reg := openSpool(t, Config{Dir: t.TempDir()})
 	const writers, each = 64, 50
 	var wg sync.WaitGroup
@@ -349,7 +335,7 @@ func TestOldestUnflushed(t *testing.T) {
 }
 
 func TestSyncInterval(t *testing.T) {
-	checkNoLeak(t)
+	leakcheck.Register(t)
 	dir := t.TempDir()
 	s, reg := openSpool(t, Config{Dir: dir, SyncInterval: 20 * time.Millisecond})
 	for i := range 100 {
