@@ -342,7 +342,9 @@ func TestLoadAgainstValidatingServer(t *testing.T) {
 				}
 			}
 			// Every request sent was answered, or cut by the end of -duration; no transport errors.
-			if r.Latency.Count+r.CutAtEnd != r.Sent || r.ErrorsTotal != uint64(s.statuses[429]+s.statuses[503]) {
+			// The server may have answered a cut request with an error the run never read.
+			serverErrors := uint64(s.statuses[429] + s.statuses[503])
+			if r.Latency.Count+r.CutAtEnd != r.Sent || r.ErrorsTotal > serverErrors || serverErrors > r.ErrorsTotal+r.CutAtEnd {
 				t.Fatalf("report sent %d answered %d cut %d errors %v; server statuses %v", r.Sent, r.Latency.Count, r.CutAtEnd, r.Errors, s.statuses)
 			}
 			if tc.wantSent > 0 && r.CutAtEnd != 0 {
