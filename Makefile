@@ -135,7 +135,12 @@ test: deps fmt-check vet
 	$(GO) test -race -count=1 -v -timeout 30m $(TESTFLAGS) ./... > "$(TESTLOG)" 2>&1 || status=$$?; \
 	grep -E -B1 -e '--- SKIP' "$(TESTLOG)" | head -40; \
 	grep -E '^(ok|FAIL|panic:)|^\s*--- FAIL' "$(TESTLOG)"; \
-	if [ $$status -ne 0 ]; then echo "go test failed (exit $$status); last lines of $(TESTLOG):"; tail -80 "$(TESTLOG)"; fi; \
+	if [ $$status -ne 0 ]; then \
+	  echo "go test failed (exit $$status). What led to each failure, from $(TESTLOG):"; \
+	  grep -E -B25 '^\s*--- FAIL' "$(TESTLOG)" | head -300; \
+	  grep -E -A40 'WARNING: DATA RACE' "$(TESTLOG)" | head -200; \
+	  echo "last lines of $(TESTLOG):"; tail -40 "$(TESTLOG)"; \
+	fi; \
 	pass=$$(grep -c -E '^\s*--- PASS' "$(TESTLOG)"); fail=$$(grep -c -E '^\s*--- FAIL' "$(TESTLOG)"); skip=$$(grep -c -E '^\s*--- SKIP' "$(TESTLOG)"); \
 	echo "tests: $$pass passed, $$fail failed, $$skip skipped"; \
 	exit $$status
