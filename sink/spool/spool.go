@@ -312,11 +312,14 @@ func (s *Spool) load() error {
 	for _, sg := range s.segs {
 		s.total += sg.size
 	}
-	// Clamp the checkpoint to data that exists: a cut tail or a deleted
-	// segment moves it forward, never past the start of the new segment.
-	if s.commit.Segment < s.segs[0].id {
-		s.commit = Position{Segment: s.segs[0].id}
-	}
+	// The checkpoint stays as recorded when its segment is gone: Commit
+	// deletes a sealed segment once the checkpoint reaches its end, and the
+	// reader goes on at the next segment. The end of segment N and the
+	// start of segment N+1 are one place under two names, and the shipper
+	// names a batch by its start: moved to the other name here, a pending
+	// batch was replayed under another token than its first insert and
+	// stored twice. Only a checkpoint past a cut tail is clamped: the
+	// records it passed are gone.
 	if i := s.segIndex(s.commit.Segment); i >= 0 && s.commit.Offset > s.segs[i].size {
 		s.commit.Offset = s.segs[i].size
 	}
@@ -513,6 +516,15 @@ func checkFrame(b []byte) (int, bool) {
 
 // appendTimeAt reads the append time of the frame at p, 0 if unreadable.
 func (s *Spool) appendTimeAt(p Position) int64 {
+	if s.segIndex(p.Segment) < 0 {
+		// A deleted segment (the checkpoint can name the end of one): the
+		// next frame is the first of the next segment.
+		i := slices.IndexFunc(s.segs, func(sg segment) bool { return sg.id > p.Segment })
+		if i < 0 {
+			return 0
+		}
+		p = Position{Segment: s.segs[i].id}
+	}
 	f, err := os.Open(filepath.Join(s.cfg.Dir, segName(p.Segment)))
 	if err != nil {
 		return 0
@@ -535,6 +547,10 @@ func (s *Spool) appendTimeAt(p Position) int64 {
 func (s *Spool) ID() string { return s.id }
 
 // Checkpoint returns the committed position: everything before it is stored.
+// After a restart it is the position last committed, as it was passed to
+// Commit (unless a cut tail lost records before it), even when it names the
+// end of a segment that Commit has since deleted: the shipper's dedup token
+// of a pending batch is made from it.
 func (s *Spool) Checkpoint() Position {
 	s.mu.Lock()
 	defer s.mu.Unlock()
