@@ -41,7 +41,7 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	defer func() { s.m.duration.Observe(time.Since(start).Seconds()) }()
 
-	ctx.Response.Header.Set("Vary", "Origin")
+	ctx.Response.Header.SetCanonical(headerVary, headerOrigin)
 	origin := ctx.Request.Header.Peek("Origin")
 	var originWS *workspace.Workspace
 	if len(origin) > 0 {
@@ -49,7 +49,7 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 			if ws, _, ok := s.cfg.Registry.Match(bytesString(host)); ok {
 				originWS = ws
 				// The origin is a configured site: let its page read every answer, errors included.
-				ctx.Response.Header.SetBytesV("Access-Control-Allow-Origin", origin)
+				ctx.Response.Header.SetCanonical(headerACAO, origin)
 			}
 		}
 	}

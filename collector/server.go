@@ -208,17 +208,33 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 
 // securityHeaders sets the headers every answer carries. The CSP forbids everything: no answer of
 // the collector is a document. CORP cross-origin lets any site load the script.
+// The names are canonical already: SetCanonical skips the normalization Set does on every call,
+// which was a tenth of the event handler's CPU in BenchmarkEventHandler.
 func (s *Server) securityHeaders(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Response.Header
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
+	for _, kv := range securityHeaderValues {
+		h.SetCanonical(kv[0], kv[1])
+	}
 	if s.cfg.HSTS {
-		h.Set("Strict-Transport-Security", "max-age=31536000")
+		h.SetCanonical(hstsHeader[0], hstsHeader[1])
 	}
 }
+
+var (
+	securityHeaderValues = [][2][]byte{
+		{[]byte("X-Content-Type-Options"), []byte("nosniff")},
+		{[]byte("X-Frame-Options"), []byte("DENY")},
+		{[]byte("Referrer-Policy"), []byte("no-referrer")},
+		{[]byte("Content-Security-Policy"), []byte("default-src 'none'; frame-ancestors 'none'")},
+		{[]byte("Cross-Origin-Resource-Policy"), []byte("cross-origin")},
+	}
+	hstsHeader = [2][]byte{[]byte("Strict-Transport-Security"), []byte("max-age=31536000")}
+
+	// Names and values the event handler sets on every answer.
+	headerVary   = []byte("Vary")
+	headerOrigin = []byte("Origin")
+	headerACAO   = []byte("Access-Control-Allow-Origin")
+)
 
 func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 	var failed []error
