@@ -165,7 +165,12 @@ func BenchmarkDecode(b *testing.B) {
 // has its own benchmarks).
 type discardSpool struct{ n int }
 
-func (d *discardSpool) Append(rec []byte) error { d.n += len(rec); return nil }
+func (d *discardSpool) AppendAll(recs [][]byte) error {
+	for _, rec := range recs {
+		d.n += len(rec)
+	}
+	return nil
+}
 
 // BenchmarkEventHandler runs the whole handler (decode, limits, registry, client IP, rate limits
 // off, UA cache hit, bot filter, geo, salt, encoding) on a reused RequestCtx.

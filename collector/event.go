@@ -19,7 +19,9 @@ import (
 type eventState struct {
 	beacon  Beacon
 	ev      sink.Event
-	rec     []byte
+	rec     []byte   // the encoded events, one per domain, back to back
+	recs    [][]byte // rec cut into those events
+	ends    []int    // where each event ends in rec
 	domains []string
 	errBody []byte
 }
@@ -31,6 +33,9 @@ func (st *eventState) reset() {
 	keys, vals := st.ev.PropKeys[:0], st.ev.PropValues[:0]
 	st.ev = sink.Event{PropKeys: keys, PropValues: vals}
 	st.rec = st.rec[:0]
+	clear(st.recs)
+	st.recs = st.recs[:0]
+	st.ends = st.ends[:0]
 	clear(st.domains)
 	st.domains = st.domains[:0]
 	st.errBody = st.errBody[:0]
@@ -191,18 +196,26 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	ev.PropKeys = append(ev.PropKeys[:0], b.PropKeys...)
 	ev.PropValues = append(ev.PropValues[:0], b.PropValues...)
 
+	// One event per domain, appended together: all are stored, after one fsync wait, or none
+	// is, so a client that retries a 503 never duplicates the domains that went through.
 	for _, d := range st.domains {
 		ev.Domain = d
 		ev.VisitorID = daySalt.VisitorID(ws.ID, d, ip, uaRaw)
-		st.rec = ev.AppendBinary(st.rec[:0])
-		if err := s.cfg.Spool.Append(st.rec); err != nil {
-			s.m.reject(rejectSpool)
-			s.throttledError("cannot append the event to the spool", err)
-			s.fail(ctx, st, fasthttp.StatusServiceUnavailable, "temporarily unavailable")
-			return
-		}
-		s.m.accepted.Inc()
+		st.rec = ev.AppendBinary(st.rec)
+		st.ends = append(st.ends, len(st.rec))
 	}
+	begin := 0
+	for _, end := range st.ends {
+		st.recs = append(st.recs, st.rec[begin:end])
+		begin = end
+	}
+	if err := s.cfg.Spool.AppendAll(st.recs); err != nil {
+		s.m.reject(rejectSpool)
+		s.throttledError("cannot append the event to the spool", err)
+		s.fail(ctx, st, fasthttp.StatusServiceUnavailable, "temporarily unavailable")
+		return
+	}
+	s.m.accepted.Add(float64(len(st.recs)))
 	plain(ctx, fasthttp.StatusAccepted, "ok")
 }
 

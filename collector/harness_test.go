@@ -54,14 +54,14 @@ type faultSpool struct {
 	fail error
 }
 
-func (f *faultSpool) Append(rec []byte) error {
+func (f *faultSpool) AppendAll(recs [][]byte) error {
 	f.mu.Lock()
 	err := f.fail
 	f.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	return f.sp.Append(rec)
+	return f.sp.AppendAll(recs)
 }
 
 func (f *faultSpool) setFail(err error) {

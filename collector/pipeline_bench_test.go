@@ -50,7 +50,7 @@ var lastRecord []byte
 // captureSpool appends to a real spool and keeps a copy of the record for the shipper's half.
 type captureSpool struct{ sp *spool.Spool }
 
-func (c captureSpool) Append(rec []byte) error {
-	lastRecord = append(lastRecord[:0], rec...)
-	return c.sp.Append(rec)
+func (c captureSpool) AppendAll(recs [][]byte) error {
+	lastRecord = append(lastRecord[:0], recs[len(recs)-1]...)
+	return c.sp.AppendAll(recs)
 }

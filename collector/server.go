@@ -46,10 +46,12 @@ import (
 	"github.com/kyomi/collector/salt"
 )
 
-// Spool is the durable append the handler needs: Append returns once rec survives a crash of the
-// process (or returns an error, which the handler answers with 503). It must not keep rec.
+// Spool is the durable append the handler needs: AppendAll returns once every record of recs
+// survives a crash of the process, or returns an error, which the handler answers with 503. On an
+// error none of recs may be stored (the client retries the whole request); *spool.Spool keeps to
+// that except when the disk itself fails. It must not keep recs.
 type Spool interface {
-	Append(rec []byte) error
+	AppendAll(recs [][]byte) error
 }
 
 // Registry maps a domain to its workspace; *workspace.Registry implements it. Match must not

@@ -582,41 +582,62 @@ func (s *Spool) Notify() <-chan struct{} { return s.notify }
 // (group commit). It returns ErrFull when the spool is over MaxBytes, and
 // ErrClosed after Close. rec is copied; the caller may reuse it.
 func (s *Spool) Append(rec []byte) error {
-	if len(rec) == 0 || len(rec) > MaxRecordBytes {
-		return fmt.Errorf("cannot append spool record of %d bytes: size must be 1..%d", len(rec), MaxRecordBytes)
+	return s.AppendAll([][]byte{rec})
+}
+
+// AppendAll stores recs as Append does, with one answer for all of them:
+// they fit under MaxBytes together or none is stored (ErrFull), and a nil
+// return means every one is durable, after one wait. A caller that answers
+// one request with several records thus never has some stored when it
+// reports a failure that the client will retry. (A failed write of the
+// disk itself can still leave the first records stored.)
+func (s *Spool) AppendAll(recs [][]byte) error {
+	var frames int64
+	for _, rec := range recs {
+		if len(rec) == 0 || len(rec) > MaxRecordBytes {
+			return fmt.Errorf("cannot append spool record of %d bytes: size must be 1..%d", len(rec), MaxRecordBytes)
+		}
+		frames += int64(headerSize + len(rec))
 	}
-	frame := int64(headerSize + len(rec))
+	if len(recs) == 0 {
+		return nil
+	}
 	now := time.Now().UnixNano()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	if s.total+frame > s.cfg.MaxBytes {
+	if s.total+frames > s.cfg.MaxBytes {
 		s.mu.Unlock()
 		s.metrics.full.Inc()
 		return ErrFull
 	}
-	if s.bufEnd+frame > s.cfg.SegmentBytes {
-		if err := s.rotateLocked(frame); err != nil {
-			s.mu.Unlock()
-			return err
+	for _, rec := range recs {
+		frame := int64(headerSize + len(rec))
+		if s.bufEnd+frame > s.cfg.SegmentBytes {
+			// The frames already buffered, this call's included, are written and
+			// fsynced before the next segment starts.
+			if err := s.rotateLocked(frame); err != nil {
+				s.mu.Unlock()
+				return err
+			}
 		}
+		start := len(s.buf)
+		s.buf = binary.LittleEndian.AppendUint32(s.buf, uint32(len(rec)))
+		s.buf = binary.LittleEndian.AppendUint32(s.buf, 0)
+		s.buf = binary.LittleEndian.AppendUint64(s.buf, uint64(now))
+		s.buf = append(s.buf, rec...)
+		binary.LittleEndian.PutUint32(s.buf[start+4:], crc32.Checksum(s.buf[start+8:], castagnoli))
+		s.bufEnd += frame
+		s.total += frame
+		s.segs[len(s.segs)-1].size = s.bufEnd
 	}
-	start := len(s.buf)
-	s.buf = binary.LittleEndian.AppendUint32(s.buf, uint32(len(rec)))
-	s.buf = binary.LittleEndian.AppendUint32(s.buf, 0)
-	s.buf = binary.LittleEndian.AppendUint64(s.buf, uint64(now))
-	s.buf = append(s.buf, rec...)
-	binary.LittleEndian.PutUint32(s.buf[start+4:], crc32.Checksum(s.buf[start+8:], castagnoli))
-	s.bufEnd += frame
-	s.total += frame
-	s.segs[len(s.segs)-1].size = s.bufEnd
 	if s.oldest == 0 {
 		s.oldest = now
 	}
-	s.appended++
-	s.metrics.appended.Inc()
+	s.appended += uint64(len(recs))
+	s.metrics.appended.Add(float64(len(recs)))
 	if s.cfg.SyncInterval > 0 {
 		s.mu.Unlock()
 		return nil
