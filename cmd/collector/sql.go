@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/kyomi/collector/collector/workspace"
 	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/spool"
 )
 
 // sqlCmd runs one SQL statement against the configured store and prints the result as TSV (or
@@ -60,6 +63,18 @@ func eraseCmd(ctx context.Context, args []string, env func(string) string, stdou
 	defer store.Close()
 	ectx, cancel := withTimeout(ctx, time.Hour)
 	defer cancel()
+	if c.ClickHouse == "" {
+		// Events still in the spool would be inserted at the next start, after the erasure: ship
+		// them first, pending batch included, so that the erasure covers them.
+		shipped, err := drainSpool(ectx, c, store)
+		if err != nil {
+			fmt.Fprintf(stderr, "collector erase-workspace: %v\n", err)
+			return 1
+		}
+		if shipped > 0 {
+			fmt.Fprintf(stdout, "shipped %d spooled events into the store before erasing\n", shipped)
+		}
+	}
 	rep, err := sink.EraseWorkspace(ectx, store, fs.Arg(0))
 	if err != nil {
 		fmt.Fprintf(stderr, "collector erase-workspace: %v\n", err)
@@ -67,6 +82,40 @@ func eraseCmd(ctx context.Context, args []string, env func(string) string, stdou
 	}
 	fmt.Fprintln(stdout, rep.String())
 	return 0
+}
+
+// drainSpool ships every event left in the data directory's spool into store (a pending batch
+// is stored once, as at a restart) and returns how many records it found. The spool exists only if
+// a collector served from this directory.
+func drainSpool(ctx context.Context, c *config, store sink.Store) (int, error) {
+	dir := filepath.Join(c.DataDir, "spool")
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	sp, err := spool.Open(spool.Config{Dir: dir, MaxBytes: c.SpoolMaxBytes})
+	if err != nil {
+		return 0, fmt.Errorf("cannot open the spool to ship its events: %w", err)
+	}
+	defer sp.Close()
+	n := 0
+	for rd := sp.NewReader(sp.Checkpoint()); ; n++ {
+		if _, err := rd.Next(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return 0, fmt.Errorf("cannot read the spool: %w", err)
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	shipper, err := sink.NewShipper(sp, store, sink.ShipperConfig{MaxRows: c.BatchRows, MaxAge: c.BatchAge})
+	if err != nil {
+		return 0, err
+	}
+	if err := shipper.Close(ctx); err != nil {
+		return 0, fmt.Errorf("cannot ship the spooled events: %w", err)
+	}
+	return n, nil
 }
 
 // openRawStore opens the configured store without applying migrations: the operator commands
