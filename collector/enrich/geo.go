@@ -81,13 +81,18 @@ func openGeoFile(path string) (*geoFile, error) {
 	return &geoFile{r: r, ipv4DB: r.Metadata.IPVersion == 4, cache: make(map[uintptr]Geo, 1024)}, nil
 }
 
-// DatabaseType returns the database_type of the file's metadata
-// ("GeoLite2-City", ...), for a start-up log line.
+// DatabaseType returns the database_type of each file's metadata
+// ("GeoLite2-City", or "city ipv4, city ipv6" for DB-IP's two files), for a
+// start-up log line.
 func (g *GeoDB) DatabaseType() string {
-	if g == nil || len(g.files) == 0 {
+	if g == nil {
 		return ""
 	}
-	return g.files[0].r.Metadata.DatabaseType
+	types := make([]string, len(g.files))
+	for i, f := range g.files {
+		types[i] = f.r.Metadata.DatabaseType
+	}
+	return strings.Join(types, ", ")
 }
 
 // Lookup returns the location of ip; Geo{} when ip is invalid, not in the

@@ -231,6 +231,9 @@ func TestGeoDBsInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
+	if got, want := g.DatabaseType(), "ip-location-db-dbip-city, GeoLite2-City"; got != want {
+		t.Errorf("database types %q, want %q (both files, in order)", got, want)
+	}
 	cases := []struct {
 		ip   string
 		want string
