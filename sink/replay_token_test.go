@@ -63,15 +63,6 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 func TestReplayAfterSegmentEndKeepsToken(t *testing.T) {
 	leakcheck.Register(t)
 	dir := t.TempDir()
-	open := func() *spool.Spool {
-		t.Helper()
-		sp, err := spool.Open(spool.Config{Dir: dir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { sp.Close() })
-		return sp
-	}
 	appendEvent := func(sp *spool.Spool, marker string) {
 		t.Helper()
 		ev := sampleEvents("ws_seg", 1, time.Now(), 30)[0]
@@ -96,7 +87,7 @@ func TestReplayAfterSegmentEndKeepsToken(t *testing.T) {
 	}
 
 	// An earlier process left two records in segment 1.
-	sp := open()
+	sp := openTestSpool(t, dir)
 	appendEvent(sp, "m0")
 	appendEvent(sp, "m1")
 	if err := sp.Close(); err != nil {
@@ -105,7 +96,7 @@ func TestReplayAfterSegmentEndKeepsToken(t *testing.T) {
 
 	// The next process ships them as one batch ending at the end of segment 1, then inserts the
 	// batch of a new record and dies before its commit.
-	sp = open()
+	sp = openTestSpool(t, dir)
 	first := &tokenLog{hangAt: 2}
 	s := start(sp, first)
 	from := sp.Checkpoint()
@@ -129,7 +120,7 @@ func TestReplayAfterSegmentEndKeepsToken(t *testing.T) {
 	ins, _ := first.calls()
 
 	// The restarted process replays the pending batch.
-	sp = open()
+	sp = openTestSpool(t, dir)
 	if _, ok := sp.Pending(); !ok {
 		t.Fatal("no pending batch after the crash")
 	}
