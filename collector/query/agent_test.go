@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/syncbuf"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -218,7 +218,7 @@ func waitGauge(t *testing.T, reg *prometheus.Registry, name string, want float64
 // every id gets exactly its own answer, statements run concurrently, and
 // results hold the token's workspace only.
 func TestAgentServesBackend(t *testing.T) {
-	before := runtime.NumGoroutine()
+	leakcheck.Register(t)
 	store := &slowStore{Store: testStore, delay: 20 * time.Millisecond}
 	e := newAgentEnv(t, store)
 	b := startBackend(t)
@@ -314,7 +314,6 @@ func TestAgentServesBackend(t *testing.T) {
 	}
 	c.Close()
 	b.srv.CloseClientConnections()
-	waitGoroutines(t, before)
 }
 
 // TestAgentReconnectsWithBackoff has the backend drop the first connections
@@ -361,7 +360,7 @@ func TestAgentReconnectsWithBackoff(t *testing.T) {
 // B's workspace (a rotation may change the workspace: the token defines the
 // scope). No token reaches the logs.
 func TestAgentRotatedToken(t *testing.T) {
-	before := runtime.NumGoroutine()
+	leakcheck.Register(t)
 	e := newAgentEnv(t, testStore)
 	b := startBackend(t)
 	tokenA := e.token(t, "ws_a", b.url)
@@ -410,7 +409,6 @@ func TestAgentRotatedToken(t *testing.T) {
 	}
 	c.Close()
 	b.srv.CloseClientConnections()
-	waitGoroutines(t, before)
 }
 
 // TestAgentBadTokenFile breaks the token file before the backend drops the

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/sink"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -202,7 +202,7 @@ func dialWS(t *testing.T, s *testServer, token string) *websocket.Conn {
 }
 
 func TestWebSocketConcurrent(t *testing.T) {
-	before := runtime.NumGoroutine()
+	leakcheck.Register(t)
 	store := &slowStore{Store: testStore, delay: 20 * time.Millisecond}
 	s := startServer(t, store, Config{MaxInFlight: 3})
 	c := dialWS(t, s, s.token)
@@ -248,20 +248,6 @@ func TestWebSocketConcurrent(t *testing.T) {
 	}
 	c.Close()
 	s.h.Close()
-	waitGoroutines(t, before)
-}
-
-// waitGoroutines fails the test when, within 3 s, the goroutine count does not come back to
-// within 4 of before (what was running when the test started).
-func waitGoroutines(t *testing.T, before int) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for runtime.NumGoroutine() > before+4 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if g := runtime.NumGoroutine(); g > before+4 {
-		t.Fatalf("goroutines: %d before, %d after the test stopped its work", before, g)
-	}
 }
 
 func TestWebSocketAuth(t *testing.T) {

@@ -23,6 +23,9 @@ func Register(t testing.TB, opts ...goleak.Option) {
 		goleak.IgnoreCurrent(),
 		// fasthttp's Date header clock: started once per process, never stopped.
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		// A stopped fasthttp server's idle-worker cleaner: it sleeps MaxIdleWorkerDuration (10 s by
+		// default) before it sees the stop. A server left running is still caught by its Serve loop.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
 	}, opts...)
 	t.Cleanup(func() {
 		// Find retries for about 0.4 s; a loaded CI machine under -race gets up to 5 s to let
