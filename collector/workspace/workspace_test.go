@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kyomi/collector/internal/leakcheck"
 )
 
 const goodYAML = `
@@ -183,7 +184,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestRegistryReload(t *testing.T) {
-	before := runtime.NumGoroutine()
+	leakcheck.Register(t) // the watcher goroutine stops at Close
 	path := filepath.Join(t.TempDir(), "workspaces.yaml")
 	writeFile(t, path, goodYAML)
 	reg := prometheus.NewRegistry()
@@ -270,7 +271,6 @@ func TestRegistryReload(t *testing.T) {
 	if err := r.Close(); err != nil { // idempotent
 		t.Fatal(err)
 	}
-	waitFor(t, "watcher goroutine to stop", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 func TestOpenRejectsBadFile(t *testing.T) {
