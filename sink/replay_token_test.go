@@ -125,7 +125,7 @@ func TestReplayAfterSegmentEndKeepsToken(t *testing.T) {
 		t.Fatal("no pending batch after the crash")
 	}
 	second := &tokenLog{}
-	s = start(sp, second)
+	start(sp, second) // stopped by its cleanup
 	waitUntil(t, "the replay", func() bool {
 		_, rep := second.calls()
 		return len(rep) > 0
