@@ -71,13 +71,17 @@ func TestEmbeddedInsertDedup(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rows := sampleEvents(tc.ws, 100, ts, 30)
+			ws, run := fresh(tc.ws), fresh("")
+			rows := sampleEvents(ws, 100, ts, 30)
 			for _, tok := range tc.tokens {
+				if tok != "" {
+					tok += run
+				}
 				if err := testStore.Insert(ctx, rows, tok); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if got := countRows(t, tc.ws); got != tc.wantRow {
+			if got := countRows(t, ws); got != tc.wantRow {
 				t.Fatalf("got %d rows, want %d", got, tc.wantRow)
 			}
 		})

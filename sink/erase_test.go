@@ -11,29 +11,30 @@ func TestEraseWorkspace(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ts := time.Now().UTC().Add(-time.Hour)
-	for _, ws := range []string{"ws_erase_me", "ws_erase_keep"} {
+	erase, keep := fresh("ws_erase_me"), fresh("ws_erase_keep")
+	for _, ws := range []string{erase, keep} {
 		if err := testStore.Insert(ctx, sampleEvents(ws, 50, ts, 30), "erase-"+ws); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rep, err := EraseWorkspaceWith(ctx, testStore, "ws_erase_me", EraseOptions{Poll: 50 * time.Millisecond})
+	rep, err := EraseWorkspaceWith(ctx, testStore, erase, EraseOptions{Poll: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.RowsBefore != 50 || rep.RowsAfter != 0 || !rep.Rewritten || rep.MutationID == "" {
 		t.Fatalf("report: %+v", rep)
 	}
-	if !strings.Contains(rep.String(), "ws_erase_me") {
+	if !strings.Contains(rep.String(), erase) {
 		t.Fatalf("report text: %s", rep)
 	}
-	if n := countRows(t, "ws_erase_me"); n != 0 {
+	if n := countRows(t, erase); n != 0 {
 		t.Fatalf("%d rows left", n)
 	}
-	if n := countRows(t, "ws_erase_keep"); n != 50 {
+	if n := countRows(t, keep); n != 50 {
 		t.Fatalf("other workspace has %d rows, want 50", n)
 	}
 	// The rewritten parts hold no trace of the erased workspace.
-	res, err := testStore.Select(ctx, "SELECT count() FROM analytics.events WHERE workspace_id = 'ws_erase_me' SETTINGS apply_mutations_on_fly = 0", nil)
+	res, err := testStore.Select(ctx, "SELECT count() FROM analytics.events WHERE workspace_id = "+quoteString(erase)+" SETTINGS apply_mutations_on_fly = 0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,22 +51,25 @@ func TestEraseWorkspaceEmptyID(t *testing.T) {
 
 // TestEraseWorkspacePhysicallyComplete waits until the replaced parts are
 // removed from disk. The table is told to remove old parts after one
-// second instead of eight minutes so the test stays short.
+// second instead of eight minutes, and to look for them every second
+// (an idle cleanup thread otherwise backs off up to five minutes), so the
+// test stays short.
 func TestEraseWorkspacePhysicallyComplete(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := testStore.Exec(ctx, "ALTER TABLE analytics.events MODIFY SETTING old_parts_lifetime = 1, cleanup_delay_period = 1, cleanup_delay_period_random_add = 0"); err != nil {
+	if err := testStore.Exec(ctx, "ALTER TABLE analytics.events MODIFY SETTING old_parts_lifetime = 1, cleanup_delay_period = 1, max_cleanup_delay_period = 1, cleanup_delay_period_random_add = 0"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := testStore.Exec(context.Background(), "ALTER TABLE analytics.events RESET SETTING old_parts_lifetime, cleanup_delay_period, cleanup_delay_period_random_add"); err != nil {
+		if err := testStore.Exec(context.Background(), "ALTER TABLE analytics.events RESET SETTING old_parts_lifetime, cleanup_delay_period, max_cleanup_delay_period, cleanup_delay_period_random_add"); err != nil {
 			t.Error(err)
 		}
 	})
-	if err := testStore.Insert(ctx, sampleEvents("ws_erase_disk", 20, time.Now().UTC(), 30), "erase-disk"); err != nil {
+	ws := fresh("ws_erase_disk")
+	if err := testStore.Insert(ctx, sampleEvents(ws, 20, time.Now().UTC(), 30), "erase-"+ws); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := EraseWorkspaceWith(ctx, testStore, "ws_erase_disk", EraseOptions{Poll: 100 * time.Millisecond, WaitRemoval: time.Minute})
+	rep, err := EraseWorkspaceWith(ctx, testStore, ws, EraseOptions{Poll: 100 * time.Millisecond, WaitRemoval: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

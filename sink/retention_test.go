@@ -48,17 +48,18 @@ func TestApplyRetentionTierChange(t *testing.T) {
 	defer cancel()
 	old := time.Now().UTC().Add(-40 * 24 * time.Hour)
 	young := time.Now().UTC().Add(-20 * 24 * time.Hour)
+	down, stay, empty := fresh("ws_tier_down"), fresh("ws_tier_stay"), fresh("ws_tier_empty")
 	// Two pro workspaces with 40-day-old rows; one moves to free (30 days)
 	// and also has rows young enough to outlive the change.
-	for _, ws := range []string{"ws_tier_down", "ws_tier_stay"} {
+	for _, ws := range []string{down, stay} {
 		if err := testStore.Insert(ctx, sampleEvents(ws, 7, old, 395), "tier-"+ws); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := testStore.Insert(ctx, sampleEvents("ws_tier_down", 3, young, 395), "tier-young"); err != nil {
+	if err := testStore.Insert(ctx, sampleEvents(down, 3, young, 395), "tier-young-"+down); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]uint16{"ws_tier_down": 30, "ws_tier_stay": 395, "ws_tier_empty": 30}
+	want := map[string]uint16{down: 30, stay: 395, empty: 30}
 	acts, err := ApplyRetention(ctx, testStore, want)
 	if err != nil {
 		t.Fatal(err)
@@ -67,18 +68,18 @@ func TestApplyRetentionTierChange(t *testing.T) {
 	for _, a := range acts {
 		got[a.WorkspaceID] = a
 	}
-	if a := got["ws_tier_down"]; a.Outcome != RetentionIssued || a.MutationID == "" {
-		t.Fatalf("ws_tier_down: got %+v, want issued", a)
+	if a := got[down]; a.Outcome != RetentionIssued || a.MutationID == "" {
+		t.Fatalf("%s: got %+v, want issued", down, a)
 	}
-	for _, ws := range []string{"ws_tier_stay", "ws_tier_empty"} {
+	for _, ws := range []string{stay, empty} {
 		if a := got[ws]; a.Outcome != RetentionCurrent {
 			t.Fatalf("%s: got %+v, want current", ws, a)
 		}
 	}
-	if err := WaitMutations(ctx, testStore, []string{got["ws_tier_down"].MutationID}, 50*time.Millisecond); err != nil {
+	if err := WaitMutations(ctx, testStore, []string{got[down].MutationID}, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	res, err := testStore.Select(ctx, "SELECT groupUniqArray(retention_days) FROM analytics.events WHERE workspace_id = 'ws_tier_down'", nil)
+	res, err := testStore.Select(ctx, "SELECT groupUniqArray(retention_days) FROM analytics.events WHERE workspace_id = "+quoteString(down), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,11 +97,11 @@ func TestApplyRetentionTierChange(t *testing.T) {
 		}
 	}
 	materializeTTL(t)
-	if n := countRows(t, "ws_tier_down"); n != 3 {
-		t.Fatalf("ws_tier_down has %d rows, want the 3 younger than 30 days", n)
+	if n := countRows(t, down); n != 3 {
+		t.Fatalf("%s has %d rows, want the 3 younger than 30 days", down, n)
 	}
-	if n := countRows(t, "ws_tier_stay"); n != 7 {
-		t.Fatalf("ws_tier_stay has %d rows, want 7", n)
+	if n := countRows(t, stay); n != 7 {
+		t.Fatalf("%s has %d rows, want 7", stay, n)
 	}
 }
 
@@ -135,7 +136,8 @@ func TestFindRetentionMutation(t *testing.T) {
 func TestApplyRetentionNotReissued(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := testStore.Insert(ctx, sampleEvents("ws_tier_held", 4, time.Now().UTC().Add(-time.Hour), 30), "tier-held"); err != nil {
+	held := fresh("ws_tier_held")
+	if err := testStore.Insert(ctx, sampleEvents(held, 4, time.Now().UTC().Add(-time.Hour), 30), "tier-"+held); err != nil {
 		t.Fatal(err)
 	}
 	if err := testStore.Exec(ctx, "SYSTEM STOP MERGES analytics.events"); err != nil {
@@ -147,7 +149,7 @@ func TestApplyRetentionNotReissued(t *testing.T) {
 			_ = testStore.Exec(context.Background(), "SYSTEM START MERGES analytics.events")
 		}
 	})
-	want := map[string]uint16{"ws_tier_held": 395}
+	want := map[string]uint16{held: 395}
 	first, err := ApplyRetention(ctx, testStore, want)
 	if err != nil {
 		t.Fatal(err)

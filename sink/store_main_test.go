@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -47,6 +48,16 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// runSeq numbers the calls of fresh.
+var runSeq atomic.Int64
+
+// fresh returns name with a suffix unique in this process. Tests that use fixed workspace ids or
+// deduplication tokens call it once per run, so that `go test -count=N` does not see the rows and
+// tokens of the previous pass in the shared engine.
+func fresh(name string) string {
+	return name + "_r" + strconv.FormatInt(runSeq.Add(1), 10)
 }
 
 // countRows returns the number of rows of workspace ws.

@@ -117,7 +117,11 @@ func TestScrub(t *testing.T) {
 
 func TestConcurrentQueries(t *testing.T) {
 	ctx := context.Background()
-	if _, err := testConn.Query(ctx, "CREATE TABLE IF NOT EXISTS default.conc (g UInt32, n UInt64) ENGINE = MergeTree ORDER BY g", ""); err != nil {
+	// Dropped first: with -count=N the previous pass left its rows in this process's engine.
+	if _, err := testConn.Query(ctx, "DROP TABLE IF EXISTS default.conc", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testConn.Query(ctx, "CREATE TABLE default.conc (g UInt32, n UInt64) ENGINE = MergeTree ORDER BY g", ""); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
