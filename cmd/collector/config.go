@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/collector/clientip"
+	"github.com/kyomi/collector/collector/query"
 )
 
 // config is everything the collector binary is told at start: flags, each of which can also be
@@ -200,7 +201,7 @@ func (c *config) validate() []error {
 		if c.JWKS == "" {
 			bad("connect-token", "needs -jwks: the token is verified before it is used")
 		}
-		if _, err := readConnectToken(c.ConnectToken); err != nil {
+		if _, err := query.ReadTokenFile(c.ConnectToken); err != nil {
 			bad("connect-token", "%v", err)
 		}
 	}

@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,34 +70,6 @@ func newVerifier(c *config) (*query.Verifier, *redis.Client, error) {
 	return ver, rdb, nil
 }
 
-// maxConnectTokenBytes bounds the -connect-token file: a Connect token is well under 2 KiB, and the
-// verifier refuses anything over 8 KiB anyway.
-const maxConnectTokenBytes = 8 << 10
-
-// readConnectToken reads the -connect-token file: one JWT, surrounding white space ignored. Its
-// errors never quote the file's content.
-func readConnectToken(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("cannot read the token file: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConnectTokenBytes+1))
-	if err != nil {
-		return "", fmt.Errorf("cannot read the token file %s: %w", path, err)
-	}
-	token := strings.TrimSpace(string(data))
-	switch {
-	case len(data) > maxConnectTokenBytes:
-		return "", fmt.Errorf("%s is larger than %d bytes, want one token", path, maxConnectTokenBytes)
-	case token == "":
-		return "", fmt.Errorf("%s is empty, want one token", path)
-	case strings.ContainsAny(token, " \t\r\n"):
-		return "", fmt.Errorf("%s holds more than one line or word, want one token", path)
-	}
-	return token, nil
-}
-
 // startConnectAgent runs agent mode (-connect-token): the collector dials the Kyomi Connect backend
 // named by the token and serves it with h, redialing with backoff until ctx ends. The token file is
 // read again before every dial, so a rotated token is used from the next connection on, with no
@@ -109,11 +78,11 @@ func readConnectToken(path string) (string, error) {
 // refuses the start; a check that cannot run now (JWKS or Redis unreachable) is logged and left to
 // the agent's retries. stop ends the agent and waits for it.
 func startConnectAgent(ctx context.Context, c *config, h *query.Handler, log *slog.Logger, reg prometheus.Registerer) (stop func(), err error) {
-	if _, err := readConnectToken(c.ConnectToken); err != nil {
+	if _, err := query.ReadTokenFile(c.ConnectToken); err != nil {
 		return nil, fmt.Errorf("-connect-token: %w", err)
 	}
 	path := c.ConnectToken
-	source := func() (string, error) { return readConnectToken(path) }
+	source := func() (string, error) { return query.ReadTokenFile(path) }
 	a, err := h.NewAgent(query.AgentConfig{Token: source, Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, err
@@ -138,7 +107,7 @@ func startConnectAgent(ctx context.Context, c *config, h *query.Handler, log *sl
 // checkConnectToken is `config check` for -connect-token: the token is verified against -jwks and
 // the revocation lists, and its url must be ws:// or wss://, as at start.
 func checkConnectToken(ctx context.Context, c *config) error {
-	token, err := readConnectToken(c.ConnectToken)
+	token, err := query.ReadTokenFile(c.ConnectToken)
 	if err != nil {
 		return err
 	}

@@ -69,17 +69,9 @@ func static(token string) func() (string, error) {
 	return func() (string, error) { return token, nil }
 }
 
-// fileSource is a token source that reads path at every call, as
-// cmd/collector does with -connect-token: one token, white space trimmed.
-// Its errors name the file, never its content.
+// fileSource is the token source agent mode uses: the file read again at every call.
 func fileSource(path string) func() (string, error) {
-	return func() (string, error) {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return "", fmt.Errorf("cannot read the token file: %w", err)
-		}
-		return strings.TrimSpace(string(data)), nil
-	}
+	return func() (string, error) { return ReadTokenFile(path) }
 }
 
 // waitLog waits until the agent's logs hold msg at least n times.
