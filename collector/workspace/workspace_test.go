@@ -1,7 +1,6 @@
 package workspace
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kyomi/collector/internal/leakcheck"
+	"github.com/kyomi/collector/internal/syncbuf"
 )
 
 const goodYAML = `
@@ -188,9 +188,7 @@ func TestRegistryReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "workspaces.yaml")
 	writeFile(t, path, goodYAML)
 	reg := prometheus.NewRegistry()
-	var logs bytes.Buffer
-	var logMu atomicBuffer
-	logMu.buf = &logs
+	var logMu syncbuf.Buffer
 	r, err := Open(path, Options{
 		Logger:       slog.New(slog.NewJSONHandler(&logMu, nil)),
 		Registerer:   reg,
@@ -310,24 +308,6 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, result string) fl
 		}
 	}
 	return 0
-}
-
-// atomicBuffer is a bytes.Buffer safe for the logger's goroutine and the test.
-type atomicBuffer struct {
-	mu  sync.Mutex
-	buf *bytes.Buffer
-}
-
-func (b *atomicBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *atomicBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func FuzzParseConfig(f *testing.F) {
