@@ -148,14 +148,20 @@ func TestConnectAgentE2E(t *testing.T) {
 
 	_, args := e2eEnv(t)
 	p := startCollector(t, []string{"COLLECTOR_CONNECT_TOKEN=" + tokenFile}, append(args, "-jwks", keys.jwks)...)
-	var c *websocket.Conn
-	select {
-	case c = <-conns:
-		defer c.Close()
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the collector did not dial the backend\n%s", p.logs.String())
+	// accept waits for the collector's next connection to the backend.
+	accept := func(what string) *websocket.Conn {
+		t.Helper()
+		select {
+		case c := <-conns:
+			t.Cleanup(func() { c.Close() })
+			_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+			return c
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the collector did not %s\n%s", what, p.logs.String())
+			return nil
+		}
 	}
-	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	c := accept("dial the backend")
 	ask := func(id, msg string) string {
 		t.Helper()
 		if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
@@ -206,13 +212,7 @@ func TestConnectAgentE2E(t *testing.T) {
 	}
 	want.Store(&tokenB)
 	c.Close()
-	select {
-	case c = <-conns:
-		defer c.Close()
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the collector did not redial with the rotated token\n%s", p.logs.String())
-	}
-	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	c = accept("redial with the rotated token")
 	if a := ask("p2", `{"id":"p2","op":"ping"}`); !strings.Contains(a, `"workspace":"ws_acme"`) {
 		t.Fatalf("ping after rotation: %s", a)
 	}
