@@ -74,6 +74,19 @@ func fileSource(path string) func() (string, error) {
 	return func() (string, error) { return ReadTokenFile(path) }
 }
 
+// runFileAgent writes token to a fresh token file and runs e's agent with cfg, reading that file
+// (cfg.Token is set here). It returns the file, the cancel that stops the agent, and the channel
+// that receives Run's result.
+func runFileAgent(t *testing.T, e *agentEnv, token string, cfg AgentConfig) (string, context.CancelFunc, <-chan error) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "connect.jwt")
+	writeFile(t, file, []byte(token+"\n"))
+	cfg.Token = fileSource(file)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return file, cancel, run(ctx, e.agent(t, cfg))
+}
+
 // waitLog waits until the agent's logs hold msg at least n times.
 func waitLog(t *testing.T, e *agentEnv, msg string, n int) {
 	t.Helper()
@@ -357,12 +370,8 @@ func TestAgentRotatedToken(t *testing.T) {
 	b := startBackend(t)
 	tokenA := e.token(t, "ws_a", b.url)
 	tokenB := sign(t, e.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_b", map[string]any{"url": b.url, "jti": "jti-b"}))
-	file := filepath.Join(t.TempDir(), "connect.jwt")
-	writeFile(t, file, []byte(tokenA+"\n"))
 	b.want.Store(&tokenA)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := run(ctx, e.agent(t, AgentConfig{Token: fileSource(file), PingInterval: 200 * time.Millisecond}))
+	file, cancel, done := runFileAgent(t, e, tokenA, AgentConfig{PingInterval: 200 * time.Millisecond})
 
 	c := b.accept(t)
 	if r := ask(t, c, `{"id":"a1","op":"ping"}`); r.Type != "result" || !strings.Contains(resultJSON(r), `"workspace":"ws_a"`) {
@@ -433,11 +442,7 @@ func TestAgentBadTokenFile(t *testing.T) {
 			b := startBackend(t)
 			good := e.token(t, "ws_a", b.url)
 			b.want.Store(&good)
-			file := filepath.Join(t.TempDir(), "connect.jwt")
-			writeFile(t, file, []byte(good+"\n"))
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			done := run(ctx, e.agent(t, AgentConfig{Token: fileSource(file)}))
+			file, cancel, done := runFileAgent(t, e, good, AgentConfig{})
 			c := b.accept(t)
 
 			bad := tt.bad(e, b)
@@ -488,11 +493,7 @@ func TestAgentRevokedHangsUp(t *testing.T) {
 	b := startBackend(t)
 	token := e.token(t, "ws_a", b.url)
 	b.want.Store(&token)
-	file := filepath.Join(t.TempDir(), "connect.jwt")
-	writeFile(t, file, []byte(token+"\n"))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := run(ctx, e.agent(t, AgentConfig{Token: fileSource(file), PingInterval: 50 * time.Millisecond}))
+	file, cancel, done := runFileAgent(t, e, token, AgentConfig{PingInterval: 50 * time.Millisecond})
 	c := b.accept(t)
 	if r := ask(t, c, `{"id":"before","op":"ping"}`); r.Type != "result" {
 		t.Fatalf("before revocation: %+v", r.Error)
