@@ -20,8 +20,7 @@ type eventState struct {
 	beacon  Beacon
 	ev      sink.Event
 	rec     []byte   // the encoded events, one per domain, back to back
-	recs    [][]byte // rec cut into those events
-	ends    []int    // where each event ends in rec
+	recs    [][]byte // each event's bytes in rec (in an earlier array of rec if rec grew since)
 	domains []string
 	errBody []byte
 }
@@ -35,7 +34,6 @@ func (st *eventState) reset() {
 	st.rec = st.rec[:0]
 	clear(st.recs)
 	st.recs = st.recs[:0]
-	st.ends = st.ends[:0]
 	clear(st.domains)
 	st.domains = st.domains[:0]
 	st.errBody = st.errBody[:0]
@@ -201,13 +199,9 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	for _, d := range st.domains {
 		ev.Domain = d
 		ev.VisitorID = daySalt.VisitorID(ws.ID, d, ip, uaRaw)
+		start := len(st.rec)
 		st.rec = ev.AppendBinary(st.rec)
-		st.ends = append(st.ends, len(st.rec))
-	}
-	begin := 0
-	for _, end := range st.ends {
-		st.recs = append(st.recs, st.rec[begin:end])
-		begin = end
+		st.recs = append(st.recs, st.rec[start:])
 	}
 	if err := s.cfg.Spool.AppendAll(st.recs); err != nil {
 		s.m.reject(rejectSpool)
