@@ -2,9 +2,13 @@ package spool
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kyomi/collector/internal/leakcheck"
@@ -44,30 +48,28 @@ func TestAppendAllAllOrNothing(t *testing.T) {
 	}
 }
 
-// TestAppendAllAcrossRotation: a call whose records do not fit in the current segment is spread
-// over two, and every record is there, in order, after a restart.
-func TestAppendAllAcrossRotation(t *testing.T) {
+// TestAppendAllStartsNextSegment: a call whose records do not fit in the current segment goes
+// whole into the next one, and every record is there, in order, after a restart.
+func TestAppendAllStartsNextSegment(t *testing.T) {
 	leakcheck.Register(t)
 	dir := t.TempDir()
 	const seg = 4 << 20
 	s, _ := openSpool(t, Config{Dir: dir, SegmentBytes: seg})
-	rec := func(i int) []byte {
-		return append([]byte(fmt.Sprintf("r%d-", i)), bytes.Repeat([]byte("x"), 900<<10)...)
-	}
 	for i := range 3 {
-		if err := s.Append(rec(i)); err != nil {
+		if err := s.Append(bigRecord(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.AppendAll([][]byte{rec(3), rec(4), rec(5)}); err != nil {
+	// 3.6 MiB would fit in what is left of the first segment; the call's 2.7 MiB do not.
+	if err := s.AppendAll([][]byte{bigRecord(3), bigRecord(4), bigRecord(5)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
-	if len(segs) != 2 {
-		t.Fatalf("%d segment files, want the call spread over 2", len(segs))
+	counts := segmentRecords(t, dir)
+	if len(counts) != 2 || counts[0] != 3 || counts[1] != 3 {
+		t.Fatalf("records per segment %v, want [3 3]: the call kept in one segment", counts)
 	}
 	s2, _ := openSpool(t, Config{Dir: dir, SegmentBytes: seg})
 	got, _ := readAll(t, s2, s2.Checkpoint())
@@ -79,4 +81,91 @@ func TestAppendAllAcrossRotation(t *testing.T) {
 			t.Fatalf("record %d starts %q, want %q", i, r[:8], want)
 		}
 	}
+}
+
+// TestAppendAllFailedRotationStoresNone: when the next segment cannot be started, none of the
+// call's records is stored, although the first would have fitted in the current segment. The
+// client that is told so retries, and nothing is stored twice.
+func TestAppendAllFailedRotationStoresNone(t *testing.T) {
+	leakcheck.Register(t)
+	dir := t.TempDir()
+	const seg = 4 << 20
+	s, _ := openSpool(t, Config{Dir: dir, SegmentBytes: seg})
+	for i := range 3 {
+		if err := s.Append(bigRecord(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The next segment's name is taken, so the rotation fails.
+	s.mu.Lock()
+	next := filepath.Join(dir, segName(s.segs[len(s.segs)-1].id+1))
+	s.mu.Unlock()
+	if err := os.Mkdir(next, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAll([][]byte{bigRecord(3), bigRecord(4)}); err == nil {
+		t.Fatal("AppendAll with the next segment blocked: nil error")
+	}
+	if err := os.Remove(next); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := openSpool(t, Config{Dir: dir, SegmentBytes: seg})
+	got, _ := readAll(t, s2, s2.Checkpoint())
+	if len(got) != 3 {
+		t.Fatalf("read %d records after the refused call, want the 3 appended before it", len(got))
+	}
+}
+
+// TestAppendAllOverSegmentRefused: records that together exceed a segment are refused with an
+// error that says so, and nothing is stored.
+func TestAppendAllOverSegmentRefused(t *testing.T) {
+	leakcheck.Register(t)
+	const seg = 4 << 20
+	s, _ := openSpool(t, Config{Dir: t.TempDir(), SegmentBytes: seg})
+	recs := make([][]byte, 5)
+	for i := range recs {
+		recs[i] = bigRecord(i)
+	}
+	err := s.AppendAll(recs)
+	if err == nil || !strings.Contains(err.Error(), "more than a segment") {
+		t.Fatalf("AppendAll of 4.5 MiB into 4 MiB segments: %v, want a more-than-a-segment error", err)
+	}
+	if got, _ := readAll(t, s, s.Checkpoint()); len(got) != 0 {
+		t.Fatalf("%d records stored after the refused call, want 0", len(got))
+	}
+}
+
+// bigRecord is a 900 KiB record that starts "r<i>-".
+func bigRecord(i int) []byte {
+	return append([]byte(fmt.Sprintf("r%d-", i)), bytes.Repeat([]byte("x"), 900<<10)...)
+}
+
+// segmentRecords counts the frames in each segment file of dir, in segment order.
+func segmentRecords(t *testing.T, dir string) []int {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(segs)
+	var counts []int
+	for _, p := range segs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for off := 0; off+headerSize <= len(b); n++ {
+			size := int(binary.LittleEndian.Uint32(b[off:]))
+			if size == 0 {
+				break // the zero tail of a preallocated segment
+			}
+			off += headerSize + size
+		}
+		counts = append(counts, n)
+	}
+	return counts
 }

@@ -589,8 +589,12 @@ func (s *Spool) Append(rec []byte) error {
 // they fit under MaxBytes together or none is stored (ErrFull), and a nil
 // return means every one is durable, after one wait. A caller that answers
 // one request with several records thus never has some stored when it
-// reports a failure that the client will retry. (A failed write of the
-// disk itself can still leave the first records stored.)
+// reports a failure that the client will retry. The records of one call go
+// into one segment: when they do not fit in the current one, the next
+// segment is started before any of them is buffered, so a failed rotation
+// refuses them all. Together they may take at most SegmentBytes. (A write
+// or fsync that the disk itself fails can still have stored some of them:
+// the spool cannot know what reached the disk, and it closes.)
 func (s *Spool) AppendAll(recs [][]byte) error {
 	var frames int64
 	for _, rec := range recs {
@@ -601,6 +605,9 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 	}
 	if len(recs) == 0 {
 		return nil
+	}
+	if frames > s.cfg.SegmentBytes {
+		return fmt.Errorf("cannot append %d spool records of %d bytes together: more than a segment (%d bytes)", len(recs), frames, s.cfg.SegmentBytes)
 	}
 	now := time.Now().UnixNano()
 	s.mu.Lock()
@@ -613,26 +620,30 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 		s.metrics.full.Inc()
 		return ErrFull
 	}
-	for _, rec := range recs {
-		frame := int64(headerSize + len(rec))
-		if s.bufEnd+frame > s.cfg.SegmentBytes {
-			// The frames already buffered, this call's included, are written and
-			// fsynced before the next segment starts.
-			if err := s.rotateLocked(frame); err != nil {
-				s.mu.Unlock()
-				return err
-			}
+	if s.bufEnd+frames > s.cfg.SegmentBytes {
+		// The frames already buffered are written and fsynced before the
+		// next segment starts.
+		if err := s.rotateLocked(frames); err != nil {
+			s.mu.Unlock()
+			return err
 		}
+		if s.total+frames > s.cfg.MaxBytes { // others appended while mu was released
+			s.mu.Unlock()
+			s.metrics.full.Inc()
+			return ErrFull
+		}
+	}
+	for _, rec := range recs {
 		start := len(s.buf)
 		s.buf = binary.LittleEndian.AppendUint32(s.buf, uint32(len(rec)))
 		s.buf = binary.LittleEndian.AppendUint32(s.buf, 0)
 		s.buf = binary.LittleEndian.AppendUint64(s.buf, uint64(now))
 		s.buf = append(s.buf, rec...)
 		binary.LittleEndian.PutUint32(s.buf[start+4:], crc32.Checksum(s.buf[start+8:], castagnoli))
-		s.bufEnd += frame
-		s.total += frame
-		s.segs[len(s.segs)-1].size = s.bufEnd
 	}
+	s.bufEnd += frames
+	s.total += frames
+	s.segs[len(s.segs)-1].size = s.bufEnd
 	if s.oldest == 0 {
 		s.oldest = now
 	}
