@@ -53,13 +53,7 @@ func TestAppendAllAllOrNothing(t *testing.T) {
 func TestAppendAllStartsNextSegment(t *testing.T) {
 	leakcheck.Register(t)
 	dir := t.TempDir()
-	const seg = 4 << 20
-	s, _ := openSpool(t, Config{Dir: dir, SegmentBytes: seg})
-	for i := range 3 {
-		if err := s.Append(bigRecord(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s := threeBigRecords(t, dir)
 	// 3.6 MiB would fit in what is left of the first segment; the call's 2.7 MiB do not.
 	if err := s.AppendAll([][]byte{bigRecord(3), bigRecord(4), bigRecord(5)}); err != nil {
 		t.Fatal(err)
@@ -71,7 +65,7 @@ func TestAppendAllStartsNextSegment(t *testing.T) {
 	if len(counts) != 2 || counts[0] != 3 || counts[1] != 3 {
 		t.Fatalf("records per segment %v, want [3 3]: the call kept in one segment", counts)
 	}
-	s2, _ := openSpool(t, Config{Dir: dir, SegmentBytes: seg})
+	s2, _ := openSpool(t, Config{Dir: dir, SegmentBytes: bigSeg})
 	got, _ := readAll(t, s2, s2.Checkpoint())
 	if len(got) != 6 {
 		t.Fatalf("read %d records after restart, want 6", len(got))
@@ -89,13 +83,7 @@ func TestAppendAllStartsNextSegment(t *testing.T) {
 func TestAppendAllFailedRotationStoresNone(t *testing.T) {
 	leakcheck.Register(t)
 	dir := t.TempDir()
-	const seg = 4 << 20
-	s, _ := openSpool(t, Config{Dir: dir, SegmentBytes: seg})
-	for i := range 3 {
-		if err := s.Append(bigRecord(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s := threeBigRecords(t, dir)
 	// The next segment's name is taken, so the rotation fails.
 	s.mu.Lock()
 	next := filepath.Join(dir, segName(s.segs[len(s.segs)-1].id+1))
@@ -112,7 +100,7 @@ func TestAppendAllFailedRotationStoresNone(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2, _ := openSpool(t, Config{Dir: dir, SegmentBytes: seg})
+	s2, _ := openSpool(t, Config{Dir: dir, SegmentBytes: bigSeg})
 	got, _ := readAll(t, s2, s2.Checkpoint())
 	if len(got) != 3 {
 		t.Fatalf("read %d records after the refused call, want the 3 appended before it", len(got))
@@ -123,8 +111,7 @@ func TestAppendAllFailedRotationStoresNone(t *testing.T) {
 // error that says so, and nothing is stored.
 func TestAppendAllOverSegmentRefused(t *testing.T) {
 	leakcheck.Register(t)
-	const seg = 4 << 20
-	s, _ := openSpool(t, Config{Dir: t.TempDir(), SegmentBytes: seg})
+	s, _ := openSpool(t, Config{Dir: t.TempDir(), SegmentBytes: bigSeg})
 	recs := make([][]byte, 5)
 	for i := range recs {
 		recs[i] = bigRecord(i)
@@ -136,6 +123,22 @@ func TestAppendAllOverSegmentRefused(t *testing.T) {
 	if got, _ := readAll(t, s, s.Checkpoint()); len(got) != 0 {
 		t.Fatalf("%d records stored after the refused call, want 0", len(got))
 	}
+}
+
+// bigSeg is the segment size of the tests that use bigRecord: four of them fit in one segment.
+const bigSeg = 4 << 20
+
+// threeBigRecords opens a spool in dir with bigSeg segments and appends bigRecord 0, 1 and 2,
+// leaving room in the first segment for one more.
+func threeBigRecords(t *testing.T, dir string) *Spool {
+	t.Helper()
+	s, _ := openSpool(t, Config{Dir: dir, SegmentBytes: bigSeg})
+	for i := range 3 {
+		if err := s.Append(bigRecord(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
 }
 
 // bigRecord is a 900 KiB record that starts "r<i>-".
