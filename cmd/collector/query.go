@@ -50,7 +50,9 @@ func newQueryHandler(_ context.Context, c *config, store sink.Store, log *slog.L
 // token ids from -revoked-jti and, with -redis, from the shared set. The caller closes the Redis
 // client, if any.
 func newVerifier(c *config) (*query.Verifier, *redis.Client, error) {
-	ver := &query.Verifier{Keys: &query.JWKS{Location: c.JWKS}, Leeway: 60 * time.Second}
+	// exp is enforced exactly; the 60 s only let a freshly minted token's nbf and iat be ahead of our
+	// clock, for an issuer whose clock runs slightly fast.
+	ver := &query.Verifier{Keys: &query.JWKS{Location: c.JWKS}, Skew: 60 * time.Second}
 	var rdb *redis.Client
 	var revokers anyRevoker
 	if c.RevokedJTI != "" {

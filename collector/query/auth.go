@@ -58,13 +58,16 @@ type KeySource interface {
 	Key(ctx context.Context, kid string, refresh bool) (*ecdsa.PublicKey, error)
 }
 
-// Verifier checks bearer tokens: ES256 only, key by kid, exp enforced when
-// present, nbf/iat sanity with Leeway, wid required, jti not revoked.
-// A Verifier is safe for concurrent use.
+// Verifier checks bearer tokens: ES256 only, key by kid, wid required, jti
+// not revoked. exp is enforced when present with no leeway: a token is
+// refused (token_expired) from the second its exp names. nbf and iat, when
+// present, may be up to Skew ahead of our clock, so that a token minted just
+// now by an issuer whose clock runs slightly fast is not refused; Skew never
+// extends exp. A Verifier is safe for concurrent use.
 type Verifier struct {
 	Keys    KeySource
-	Revoker Revoker // nil: no revocation list
-	Leeway  time.Duration
+	Revoker Revoker          // nil: no revocation list
+	Skew    time.Duration    // how far ahead of ours the issuer's clock may be, for nbf and iat only
 	Now     func() time.Time // nil: time.Now
 }
 
@@ -133,14 +136,14 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 		now = v.Now
 	}
 	t := now().Unix()
-	lw := int64(v.Leeway / time.Second)
-	if c.Exp != nil && t > *c.Exp+lw {
+	skew := int64(v.Skew / time.Second)
+	if c.Exp != nil && t >= *c.Exp { // RFC 7519 4.1.4: valid only before exp
 		return nil, authErr("token_expired", "token expired")
 	}
-	if c.Nbf != nil && t+lw < *c.Nbf {
+	if c.Nbf != nil && t+skew < *c.Nbf {
 		return nil, authErr("unauthenticated", "token not yet valid")
 	}
-	if c.Iat != nil && t+lw < *c.Iat {
+	if c.Iat != nil && t+skew < *c.Iat {
 		return nil, authErr("unauthenticated", "token issued in the future")
 	}
 	if !validWID(c.WID) {

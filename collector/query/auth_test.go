@@ -103,7 +103,7 @@ func TestTokenBattery(t *testing.T) {
 	writeFile(t, jwks, jwksJSON(t, good))
 	revoked := filepath.Join(dir, "revoked")
 	writeFile(t, revoked, []byte("# revoked tokens\njti-revoked\n"))
-	v := &Verifier{Keys: &JWKS{Location: jwks}, Revoker: &FileRevoker{Path: revoked}, Leeway: 30 * time.Second}
+	v := &Verifier{Keys: &JWKS{Location: jwks}, Revoker: &FileRevoker{Path: revoked}, Skew: 60 * time.Second}
 	es := map[string]any{"alg": "ES256", "typ": "JWT", "kid": "k1"}
 	valid := sign(t, good, es, claims("ws_a", nil))
 
@@ -128,7 +128,10 @@ func TestTokenBattery(t *testing.T) {
 		{"valid no exp", sign(t, good, es, claims("ws_a", map[string]any{"exp": nil})), "", "ws_a"},
 		{"valid future exp", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(time.Hour).Unix()})), "", "ws_a"},
 		{"expired", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})), "token_expired", ""},
-		{"expired within leeway", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(-10 * time.Second).Unix()})), "", "ws_a"},
+		{"expired 30 s ago, within skew", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(-30 * time.Second).Unix()})), "token_expired", ""},
+		{"exp in 60 s", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(60 * time.Second).Unix()})), "", "ws_a"},
+		{"nbf 30 s ahead, within skew", sign(t, good, es, claims("ws_a", map[string]any{"nbf": time.Now().Add(30 * time.Second).Unix()})), "", "ws_a"},
+		{"iat 30 s ahead, within skew", sign(t, good, es, claims("ws_a", map[string]any{"iat": time.Now().Add(30 * time.Second).Unix()})), "", "ws_a"},
 		{"nbf in future", sign(t, good, es, claims("ws_a", map[string]any{"nbf": time.Now().Add(time.Hour).Unix()})), "unauthenticated", ""},
 		{"iat in future", sign(t, good, es, claims("ws_a", map[string]any{"iat": time.Now().Add(time.Hour).Unix()})), "unauthenticated", ""},
 		{"forged claims", forged, "unauthenticated", ""},
