@@ -51,15 +51,22 @@ type Revoker interface {
 	Revoked(ctx context.Context, jti string) (bool, error)
 }
 
-// KeySource yields the ES256 public keys that sign query tokens, by key id.
+// KeySource yields the ES256 public keys that sign query tokens, by key id
+// or all of them. refresh asks the source to re-read its keys first when it
+// may; the source rate-limits those re-reads, whoever asks.
 type KeySource interface {
-	// Key returns the key with the given kid. refresh asks the source to
-	// re-read its keys first when it may (rate-limited by the source).
+	// Key returns the key with the given kid.
 	Key(ctx context.Context, kid string, refresh bool) (*ecdsa.PublicKey, error)
+	// Keys returns every key, for a token without a kid. The slice is
+	// shared: callers must not modify it. When no re-read happened, it is
+	// the same slice as the previous call returned.
+	Keys(ctx context.Context, refresh bool) ([]*ecdsa.PublicKey, error)
 }
 
 // Verifier checks bearer tokens: ES256 only, key by kid, wid required, jti
-// not revoked. exp is enforced when present with no leeway: a token is
+// not revoked. A token without a kid (kid is optional, RFC 7515 4.1.4) is
+// accepted if any of the source's keys verifies its signature; an unknown
+// kid is refused and never falls back to the other keys. exp is enforced when present with no leeway: a token is
 // refused (token_expired) from the second its exp names. nbf and iat, when
 // present, may be up to Skew ahead of our clock, so that a token minted just
 // now by an issuer whose clock runs slightly fast is not refused; Skew never
@@ -107,21 +114,27 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if err != nil || len(sig) != 64 {
 		return nil, authErr("unauthenticated", "malformed token signature")
 	}
-	key, err := v.Keys.Key(ctx, hdr.Kid, false)
-	if errors.Is(err, errUnknownKid) {
-		key, err = v.Keys.Key(ctx, hdr.Kid, true)
-	}
-	if err != nil {
-		if errors.Is(err, errUnknownKid) {
-			return nil, authErr("unauthenticated", "unknown signing key")
-		}
-		return nil, fmt.Errorf("cannot load signing keys: %w", err)
-	}
 	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
 	r := new(big.Int).SetBytes(sig[:32])
 	s := new(big.Int).SetBytes(sig[32:])
-	if !ecdsa.Verify(key, digest[:], r, s) {
-		return nil, authErr("unauthenticated", "bad token signature")
+	if hdr.Kid == "" {
+		if err := v.verifyAnyKey(ctx, digest[:], r, s); err != nil {
+			return nil, err
+		}
+	} else {
+		key, err := v.Keys.Key(ctx, hdr.Kid, false)
+		if errors.Is(err, errUnknownKid) {
+			key, err = v.Keys.Key(ctx, hdr.Kid, true)
+		}
+		if err != nil {
+			if errors.Is(err, errUnknownKid) {
+				return nil, authErr("unauthenticated", "unknown signing key")
+			}
+			return nil, fmt.Errorf("cannot load signing keys: %w", err)
+		}
+		if !ecdsa.Verify(key, digest[:], r, s) {
+			return nil, authErr("unauthenticated", "bad token signature")
+		}
 	}
 	pb, err := b64.DecodeString(parts[1])
 	if err != nil {
@@ -164,6 +177,37 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	return &c, nil
 }
 
+// verifyAnyKey checks the signature of a token without a kid against every
+// key of the source. If none verifies it, the source is asked to re-read its
+// keys, as for an unknown kid (so a rotated key is picked up), under the same
+// rate limit: such tokens cannot make it re-read more often than unknown kids
+// can. The keys are tried again only if the re-read changed them.
+func (v *Verifier) verifyAnyKey(ctx context.Context, digest []byte, r, s *big.Int) error {
+	var tried []*ecdsa.PublicKey
+	for _, refresh := range []bool{false, true} {
+		keys, err := v.Keys.Keys(ctx, refresh)
+		if err != nil {
+			return fmt.Errorf("cannot load signing keys: %w", err)
+		}
+		if refresh && sameKeys(keys, tried) {
+			break
+		}
+		for _, k := range keys {
+			if ecdsa.Verify(k, digest, r, s) {
+				return nil
+			}
+		}
+		tried = keys
+	}
+	return authErr("unauthenticated", "bad token signature")
+}
+
+// sameKeys reports whether b is the very slice a is, which a KeySource
+// returns when it did not re-read its keys.
+func sameKeys(a, b []*ecdsa.PublicKey) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
 // validWID accepts workspace ids made of letters, digits, '_', '-' and '.',
 // which is what the workspaces file allows; anything else is refused so the
 // id can be quoted into SQL safely.
@@ -185,9 +229,10 @@ func validWID(s string) bool {
 var errUnknownKid = errors.New("unknown kid")
 
 // JWKS is a KeySource reading a JSON Web Key Set from an http(s) URL or a
-// file. Keys are cached; an unknown kid triggers a re-read at most once per
-// MinRefresh so that tokens with made-up kids cannot make us hammer the
-// source. It is safe for concurrent use.
+// file. Keys are cached; a refresh (asked for an unknown kid, or a token
+// without a kid that no key verifies) re-reads the source at most once per
+// MinRefresh, so that made-up tokens cannot make us hammer the source. It is
+// safe for concurrent use.
 type JWKS struct {
 	Location   string        // http://, https:// URL or file path
 	MinRefresh time.Duration // minimum time between two re-reads; 0 means 30s
@@ -195,45 +240,68 @@ type JWKS struct {
 
 	fetch   sync.Mutex // one read of the source at a time; held without mu
 	mu      sync.Mutex // guards the fields below; never held during a read
-	keys    map[string]*ecdsa.PublicKey
+	keys    keySet
 	fetched time.Time
 	loaded  bool
+}
+
+// keySet is one read of the source. It is never modified once read.
+type keySet struct {
+	byKid map[string]*ecdsa.PublicKey
+	all   []*ecdsa.PublicKey // every key, in the set's order, with or without a kid
 }
 
 // Key implements KeySource. A caller whose kid is cached never waits for a
 // read of the source that another caller started.
 func (j *JWKS) Key(ctx context.Context, kid string, refresh bool) (*ecdsa.PublicKey, error) {
-	if k, ok, due := j.cached(kid, refresh); !due {
-		if !ok {
-			return nil, errUnknownKid
-		}
-		return k, nil
+	ks, err := j.get(ctx, refresh)
+	if err != nil {
+		return nil, err
 	}
-	j.fetch.Lock()
-	defer j.fetch.Unlock()
-	if _, _, due := j.cached(kid, refresh); due { // another caller may have read it meanwhile
-		keys, err := j.load(ctx)
-		j.mu.Lock()
-		j.fetched = time.Now()
-		if err == nil {
-			j.keys, j.loaded = keys, true
-		}
-		loaded := j.loaded
-		j.mu.Unlock()
-		if err != nil && !loaded {
-			return nil, err
-		}
-	}
-	k, ok, _ := j.cached(kid, false)
+	k, ok := ks.byKid[kid]
 	if !ok {
 		return nil, errUnknownKid
 	}
 	return k, nil
 }
 
-// cached returns the cached key for kid and whether the source is due for
-// a read: never read yet, or refresh asked and MinRefresh passed.
-func (j *JWKS) cached(kid string, refresh bool) (k *ecdsa.PublicKey, ok, due bool) {
+// Keys implements KeySource.
+func (j *JWKS) Keys(ctx context.Context, refresh bool) ([]*ecdsa.PublicKey, error) {
+	ks, err := j.get(ctx, refresh)
+	if err != nil {
+		return nil, err
+	}
+	return ks.all, nil
+}
+
+// get returns the cached keys, reading the source first if it is due (see
+// cached). Only the caller that reads waits for the read.
+func (j *JWKS) get(ctx context.Context, refresh bool) (keySet, error) {
+	if ks, due := j.cached(refresh); !due {
+		return ks, nil
+	}
+	j.fetch.Lock()
+	defer j.fetch.Unlock()
+	if _, due := j.cached(refresh); due { // another caller may have read it meanwhile
+		ks, err := j.load(ctx)
+		j.mu.Lock()
+		j.fetched = time.Now()
+		if err == nil {
+			j.keys, j.loaded = ks, true
+		}
+		loaded := j.loaded
+		j.mu.Unlock()
+		if err != nil && !loaded {
+			return keySet{}, err
+		}
+	}
+	ks, _ := j.cached(false)
+	return ks, nil
+}
+
+// cached returns the cached keys and whether the source is due for a read:
+// never read yet, or refresh asked and MinRefresh passed.
+func (j *JWKS) cached(refresh bool) (ks keySet, due bool) {
 	minRefresh := j.MinRefresh
 	if minRefresh == 0 {
 		minRefresh = 30 * time.Second
@@ -241,13 +309,12 @@ func (j *JWKS) cached(kid string, refresh bool) (k *ecdsa.PublicKey, ok, due boo
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if !j.loaded || (refresh && time.Since(j.fetched) >= minRefresh) {
-		return nil, false, true
+		return keySet{}, true
 	}
-	k, ok = j.keys[kid]
-	return k, ok, false
+	return j.keys, false
 }
 
-func (j *JWKS) load(ctx context.Context) (map[string]*ecdsa.PublicKey, error) {
+func (j *JWKS) load(ctx context.Context) (keySet, error) {
 	var data []byte
 	if strings.HasPrefix(j.Location, "http://") || strings.HasPrefix(j.Location, "https://") {
 		client := j.Client
@@ -256,42 +323,47 @@ func (j *JWKS) load(ctx context.Context) (map[string]*ecdsa.PublicKey, error) {
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.Location, nil)
 		if err != nil {
-			return nil, fmt.Errorf("cannot build JWKS request: %w", err)
+			return keySet{}, fmt.Errorf("cannot build JWKS request: %w", err)
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("cannot fetch JWKS: %w", err)
+			return keySet{}, fmt.Errorf("cannot fetch JWKS: %w", err)
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("cannot fetch JWKS: status %d", resp.StatusCode)
+			return keySet{}, fmt.Errorf("cannot fetch JWKS: status %d", resp.StatusCode)
 		}
 		data, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		if err != nil {
-			return nil, fmt.Errorf("cannot read JWKS: %w", err)
+			return keySet{}, fmt.Errorf("cannot read JWKS: %w", err)
 		}
 	} else {
 		var err error
 		data, err = os.ReadFile(j.Location)
 		if err != nil {
-			return nil, fmt.Errorf("cannot read JWKS file: %w", err)
+			return keySet{}, fmt.Errorf("cannot read JWKS file: %w", err)
 		}
 	}
-	return ParseJWKS(data)
+	return parseJWKS(data)
 }
 
 // ParseJWKS decodes a JSON Web Key Set and returns its P-256 EC keys by kid.
 // Keys of other types or curves are ignored.
 func ParseJWKS(data []byte) (map[string]*ecdsa.PublicKey, error) {
+	ks, err := parseJWKS(data)
+	return ks.byKid, err
+}
+
+func parseJWKS(data []byte) (keySet, error) {
 	var set struct {
 		Keys []struct {
 			Kty, Crv, Kid, X, Y, Use, Alg string
 		} `json:"keys"`
 	}
 	if err := json.Unmarshal(data, &set); err != nil {
-		return nil, fmt.Errorf("cannot decode JWKS: %w", err)
+		return keySet{}, fmt.Errorf("cannot decode JWKS: %w", err)
 	}
-	out := make(map[string]*ecdsa.PublicKey)
+	out := keySet{byKid: make(map[string]*ecdsa.PublicKey)}
 	for _, k := range set.Keys {
 		if k.Kty != "EC" || k.Crv != "P-256" || (k.Alg != "" && k.Alg != "ES256") || (k.Use != "" && k.Use != "sig") {
 			continue
@@ -299,14 +371,15 @@ func ParseJWKS(data []byte) (map[string]*ecdsa.PublicKey, error) {
 		x, errX := b64.DecodeString(k.X)
 		y, errY := b64.DecodeString(k.Y)
 		if errX != nil || errY != nil || len(x) != 32 || len(y) != 32 {
-			return nil, fmt.Errorf("cannot decode JWKS key %q: bad coordinates", k.Kid)
+			return keySet{}, fmt.Errorf("cannot decode JWKS key %q: bad coordinates", k.Kid)
 		}
 		raw := append([]byte{4}, append(x, y...)...)
 		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
 		if err != nil {
-			return nil, fmt.Errorf("cannot decode JWKS key %q: %w", k.Kid, err)
+			return keySet{}, fmt.Errorf("cannot decode JWKS key %q: %w", k.Kid, err)
 		}
-		out[k.Kid] = pub
+		out.byKid[k.Kid] = pub
+		out.all = append(out.all, pub)
 	}
 	return out, nil
 }

@@ -117,9 +117,7 @@ func TestTokenBattery(t *testing.T) {
 	hs256 := in + "." + b64.EncodeToString(mac.Sum(nil))
 	none, _ := json.Marshal(map[string]any{"alg": "none", "kid": "k1"})
 	algNone := b64.EncodeToString(none) + "." + b64.EncodeToString(cb) + "."
-	parts := strings.Split(valid, ".")
-	forgedClaims, _ := json.Marshal(claims("ws_b", nil))
-	forged := parts[0] + "." + b64.EncodeToString(forgedClaims) + "." + parts[2]
+	forged := forgeClaims(valid, claims("ws_b", nil))
 
 	tests := []struct {
 		name, token, code, wid string
@@ -186,6 +184,63 @@ func TestTokenBattery(t *testing.T) {
 	})
 }
 
+// TestTokenWithoutKid: kid is optional (RFC 7515 4.1.4). A token without one is accepted when any
+// key of the JWKS verifies it; a kid that is present but unknown is still refused, even when a
+// published key signed the token.
+func TestTokenWithoutKid(t *testing.T) {
+	k1, k2 := newTestKey(t, "k1"), newTestKey(t, "k2")
+	anon1, anon2 := newTestKey(t, ""), newTestKey(t, "") // published without a kid
+	unpublished := newTestKey(t, "k1")
+	noKid := map[string]any{"alg": "ES256", "typ": "JWT"}
+	emptyKid := map[string]any{"alg": "ES256", "kid": ""}
+	tests := []struct {
+		name  string
+		keys  []testKey // the JWKS
+		token string
+		code  string // "" accepted
+	}{
+		{"one key, no kid", []testKey{k1}, sign(t, k1, noKid, claims("ws_a", nil)), ""},
+		{"one key, empty kid", []testKey{k1}, sign(t, k1, emptyKid, claims("ws_a", nil)), ""},
+		{"two keys, second signed", []testKey{k1, k2}, sign(t, k2, noKid, claims("ws_a", nil)), ""},
+		{"two keys without kids, first signed", []testKey{anon1, anon2}, sign(t, anon1, noKid, claims("ws_a", nil)), ""},
+		{"two keys, none signed", []testKey{k1, k2}, sign(t, unpublished, noKid, claims("ws_a", nil)), "unauthenticated"},
+		{"no kid, claims forged", []testKey{k1, k2}, forgeClaims(sign(t, k2, noKid, claims("ws_a", nil)), claims("ws_b", nil)), "unauthenticated"},
+		{"unknown kid, published key signed", []testKey{k1, k2}, sign(t, k2, map[string]any{"alg": "ES256", "kid": "k9"}, claims("ws_a", nil)), "unauthenticated"},
+		{"no kid, expired", []testKey{k1}, sign(t, k1, noKid, claims("ws_a", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})), "token_expired"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "jwks.json")
+			writeFile(t, path, jwksJSON(t, tt.keys...))
+			v := &Verifier{Keys: &JWKS{Location: path}}
+			c, err := v.Verify(context.Background(), tt.token)
+			if tt.code == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if c.WID != "ws_a" {
+					t.Fatalf("wid %q, want ws_a", c.WID)
+				}
+				return
+			}
+			var ae *AuthError
+			if !errors.As(err, &ae) || ae.Code != tt.code {
+				t.Fatalf("got %v, want code %s", err, tt.code)
+			}
+			if strings.Contains(err.Error(), tt.token) {
+				t.Fatal("error echoes the token")
+			}
+		})
+	}
+}
+
+// forgeClaims replaces the claims of token, keeping its header and signature.
+func forgeClaims(token string, c map[string]any) string {
+	parts := strings.Split(token, ".")
+	cb, _ := json.Marshal(c)
+	return parts[0] + "." + b64.EncodeToString(cb) + "." + parts[2]
+}
+
 func TestJWKSURLRefreshRateLimited(t *testing.T) {
 	k1 := newTestKey(t, "k1")
 	k2 := newTestKey(t, "k2")
@@ -204,18 +259,29 @@ func TestJWKSURLRefreshRateLimited(t *testing.T) {
 	if _, err := v.Verify(ctx, sign(t, k1, es("k1"), claims("ws_a", nil))); err != nil {
 		t.Fatal(err)
 	}
-	// An attacker sending many unknown kids causes at most one fetch per MinRefresh.
+	// An attacker sending many unknown kids, or tokens without a kid that no key verifies, causes
+	// at most one fetch per MinRefresh.
+	noKid := map[string]any{"alg": "ES256"}
+	unknownKid, unverifiable := sign(t, k2, es("nope"), claims("ws_a", nil)), sign(t, k2, noKid, claims("ws_a", nil))
 	for i := 0; i < 50; i++ {
-		v.Verify(ctx, sign(t, k2, es("nope"), claims("ws_a", nil)))
+		v.Verify(ctx, unknownKid)
+		v.Verify(ctx, unverifiable)
 	}
 	if n := fetches.Load(); n > 2 {
-		t.Fatalf("%d JWKS fetches for 50 unknown kids, want <= 2", n)
+		t.Fatalf("%d JWKS fetches for 50 unknown kids and 50 unverifiable tokens without a kid, want <= 2", n)
 	}
 	// A rotated key is picked up after MinRefresh.
 	publish.Store(jwksJSON(t, k1, k2))
 	time.Sleep(250 * time.Millisecond)
 	if _, err := v.Verify(ctx, sign(t, k2, es("k2"), claims("ws_a", nil))); err != nil {
 		t.Fatalf("rotated key not picked up: %v", err)
+	}
+	// So is one that signs tokens without a kid.
+	k3 := newTestKey(t, "k3")
+	publish.Store(jwksJSON(t, k1, k2, k3))
+	time.Sleep(250 * time.Millisecond)
+	if _, err := v.Verify(ctx, sign(t, k3, noKid, claims("ws_a", nil))); err != nil {
+		t.Fatalf("rotated key not picked up for a token without a kid: %v", err)
 	}
 }
 
