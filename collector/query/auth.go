@@ -21,16 +21,21 @@ import (
 // Claims are the claims of a Kyomi Connect query token that the query path
 // uses. WID is the only workspace the bearer may read.
 type Claims struct {
-	JTI  string `json:"jti"`
-	DSID string `json:"dsid"`
-	WID  string `json:"wid"`
-	DB   string `json:"db"`
-	URL  string `json:"url"`
-	Iss  string `json:"iss"`
-	Iat  *int64 `json:"iat,omitempty"`
-	Exp  *int64 `json:"exp,omitempty"`
-	Nbf  *int64 `json:"nbf,omitempty"`
+	JTI  string       `json:"jti"`
+	DSID string       `json:"dsid"`
+	WID  string       `json:"wid"`
+	DB   string       `json:"db"`
+	URL  string       `json:"url"`
+	Iss  string       `json:"iss"`
+	Iat  *NumericDate `json:"iat,omitempty"`
+	Exp  *NumericDate `json:"exp,omitempty"`
+	Nbf  *NumericDate `json:"nbf,omitempty"`
 }
+
+// NumericDate is a JWT NumericDate (RFC 7519 section 2): seconds since
+// 1970-01-01T00:00:00Z UTC, which may have a fraction ("exp": 1790000000.5).
+// A JSON value that is not a number does not decode.
+type NumericDate float64
 
 // AuthError is a refused token. Code is one of the stable protocol error
 // codes ("unauthenticated", "token_expired", "token_revoked"); the message
@@ -66,11 +71,12 @@ type KeySource interface {
 // Verifier checks bearer tokens: ES256 only, key by kid, wid required, jti
 // not revoked. A token without a kid (kid is optional, RFC 7515 4.1.4) is
 // accepted if any of the source's keys verifies its signature; an unknown
-// kid is refused and never falls back to the other keys. exp is enforced when present with no leeway: a token is
-// refused (token_expired) from the second its exp names. nbf and iat, when
-// present, may be up to Skew ahead of our clock, so that a token minted just
-// now by an issuer whose clock runs slightly fast is not refused; Skew never
-// extends exp. A Verifier is safe for concurrent use.
+// kid is refused and never falls back to the other keys. exp is enforced
+// when present with no leeway: a token is refused (token_expired) from the
+// instant its exp names. nbf and iat, when present, may be up to Skew ahead
+// of our clock, so that a token minted just now by an issuer whose clock
+// runs slightly fast is not refused; Skew never extends exp. A Verifier is
+// safe for concurrent use.
 type Verifier struct {
 	Keys    KeySource
 	Revoker Revoker          // nil: no revocation list
@@ -142,21 +148,26 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	}
 	var c Claims
 	if err := json.Unmarshal(pb, &c); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && (te.Field == "exp" || te.Field == "nbf" || te.Field == "iat") {
+			return nil, authErr("unauthenticated", "token claim "+te.Field+" is not a NumericDate (a number of seconds)")
+		}
 		return nil, authErr("unauthenticated", "malformed token claims")
 	}
 	now := time.Now
 	if v.Now != nil {
 		now = v.Now
 	}
-	t := now().Unix()
-	skew := int64(v.Skew / time.Second)
-	if c.Exp != nil && t >= *c.Exp { // RFC 7519 4.1.4: valid only before exp
+	// Seconds with their fraction: a float64 holds today's Unix time to well under a microsecond.
+	t := float64(now().UnixNano()) / 1e9
+	skew := v.Skew.Seconds()
+	if c.Exp != nil && t >= float64(*c.Exp) { // RFC 7519 4.1.4: valid only before exp
 		return nil, authErr("token_expired", "token expired")
 	}
-	if c.Nbf != nil && t+skew < *c.Nbf {
+	if c.Nbf != nil && t+skew < float64(*c.Nbf) {
 		return nil, authErr("unauthenticated", "token not yet valid")
 	}
-	if c.Iat != nil && t+skew < *c.Iat {
+	if c.Iat != nil && t+skew < float64(*c.Iat) {
 		return nil, authErr("unauthenticated", "token issued in the future")
 	}
 	if !validWID(c.WID) {

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -130,6 +131,11 @@ func TestTokenBattery(t *testing.T) {
 		{"exp in 60 s", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(60 * time.Second).Unix()})), "", "ws_a"},
 		{"nbf 30 s ahead, within skew", sign(t, good, es, claims("ws_a", map[string]any{"nbf": time.Now().Add(30 * time.Second).Unix()})), "", "ws_a"},
 		{"iat 30 s ahead, within skew", sign(t, good, es, claims("ws_a", map[string]any{"iat": time.Now().Add(30 * time.Second).Unix()})), "", "ws_a"},
+		{"fractional exp in future", sign(t, good, es, claims("ws_a", map[string]any{"exp": float64(time.Now().Unix()) + 3600.5})), "", "ws_a"},
+		{"fractional exp in past", sign(t, good, es, claims("ws_a", map[string]any{"exp": float64(time.Now().Unix()) - 1.5})), "token_expired", ""},
+		{"fractional nbf and iat", sign(t, good, es, claims("ws_a", map[string]any{"nbf": float64(time.Now().Unix()) - 0.5, "iat": float64(time.Now().Unix()) - 10.25})), "", "ws_a"},
+		{"fractional nbf in future", sign(t, good, es, claims("ws_a", map[string]any{"nbf": float64(time.Now().Add(time.Hour).Unix()) + 0.5})), "unauthenticated", ""},
+		{"string exp", sign(t, good, es, claims("ws_a", map[string]any{"exp": strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)})), "unauthenticated", ""},
 		{"nbf in future", sign(t, good, es, claims("ws_a", map[string]any{"nbf": time.Now().Add(time.Hour).Unix()})), "unauthenticated", ""},
 		{"iat in future", sign(t, good, es, claims("ws_a", map[string]any{"iat": time.Now().Add(time.Hour).Unix()})), "unauthenticated", ""},
 		{"forged claims", forged, "unauthenticated", ""},
@@ -170,6 +176,19 @@ func TestTokenBattery(t *testing.T) {
 			}
 		})
 	}
+
+	// A date claim that is not a number is named in the reason, not lumped with malformed JSON.
+	t.Run("non-number dates named", func(t *testing.T) {
+		for _, claim := range []string{"exp", "nbf", "iat"} {
+			for _, val := range []any{"1790000000", true, []int{1}, map[string]int{"s": 1}} {
+				_, err := v.Verify(context.Background(), sign(t, good, es, claims("ws_a", map[string]any{claim: val})))
+				var ae *AuthError
+				if !errors.As(err, &ae) || ae.Code != "unauthenticated" || !strings.Contains(ae.Reason, "claim "+claim+" is not a NumericDate") {
+					t.Errorf("%s = %v: got %v, want unauthenticated naming the claim", claim, val, err)
+				}
+			}
+		}
+	})
 
 	// Revocation file reloads when it changes.
 	t.Run("revocation file reload", func(t *testing.T) {
