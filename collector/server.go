@@ -20,15 +20,21 @@
 //     filtered; 400 {"error": "field: problem"}; 403 domain or origin not configured; 413 body over
 //     MaxBodyBytes; 429 rate limited; 503 only when the event cannot be made durable (spool append
 //     failed, or no salt to make a visitor id with).
+//   - Requests the HTTP server cannot read (a body over MaxRequestBytes, headers over its read
+//     buffer, a garbage request line) never reach Handler: ErrorHandler answers them, with the
+//     same status codes, JSON shape and CORS headers as the handler's own refusals.
 package collector
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,9 +83,16 @@ type Config struct {
 	ClientRate *ratelimit.Limiter // per client address (IPv6 by /64); nil = unlimited
 	WSRate     *ratelimit.Limiter // per workspace; nil = unlimited
 
-	// Routes are extra exact-path handlers (the tracking script, the query path). They get the
-	// security headers; cookies they set are removed.
+	// Routes are extra handlers (the tracking script, the query path), by exact path; a key
+	// ending in "/" is a prefix route that answers every path under it no exact route answers
+	// (the longest prefix wins). They get the security headers; cookies they set are removed.
+	// A route's metric label is its key.
 	Routes map[string]fasthttp.RequestHandler
+	// Refused answers, in a route's own error format, a request to that route that the HTTP server
+	// refused while reading it (see ErrorHandler); status is 400, 408, 413 or 431. The function
+	// sets the status and body and must not read the request body, which was not read in full.
+	// Every key must be a key of Routes.
+	Refused map[string]func(ctx *fasthttp.RequestCtx, status int)
 	// Ready are the readiness checks of /readyz; any error answers 503.
 	Ready []func() error
 	// HSTS adds Strict-Transport-Security to every answer (set when the collector terminates TLS).
@@ -96,6 +109,8 @@ type Server struct {
 	metrics fasthttp.RequestHandler
 	pool    sync.Pool
 	now     func() time.Time
+	// prefixes are the keys of Routes that end in "/", longest first.
+	prefixes []string
 
 	logThrottle atomic.Int64 // unix seconds of the last logged spool error
 }
@@ -126,6 +141,11 @@ func NewServer(cfg Config) (*Server, error) {
 			errs = append(errs, fmt.Errorf("collector: route %s is served by the collector itself", path))
 		}
 	}
+	for path := range cfg.Refused {
+		if _, ok := cfg.Routes[path]; !ok {
+			errs = append(errs, fmt.Errorf("collector: refused-request answer for %s, which is not a route", path))
+		}
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -151,6 +171,12 @@ func NewServer(cfg Config) (*Server, error) {
 		s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
 	s.pool.New = func() any { return new(eventState) }
+	for p := range cfg.Routes {
+		if strings.HasSuffix(p, "/") {
+			s.prefixes = append(s.prefixes, p)
+		}
+	}
+	sort.Slice(s.prefixes, func(i, j int) bool { return len(s.prefixes[i]) > len(s.prefixes[j]) })
 	return s, nil
 }
 
@@ -202,6 +228,14 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 			ctx.Response.Header.DelAllCookies()
 			s.m.code(string(path), ctx.Response.StatusCode())
 			return
+		}
+		for _, prefix := range s.prefixes {
+			if bytes.HasPrefix(path, []byte(prefix)) {
+				s.cfg.Routes[prefix](ctx)
+				ctx.Response.Header.DelAllCookies()
+				s.m.code(prefix, ctx.Response.StatusCode())
+				return
+			}
 		}
 	}
 	plain(ctx, fasthttp.StatusNotFound, "not found")
