@@ -3,6 +3,7 @@ package script
 import (
 	"bytes"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/andybalholm/brotli"
@@ -16,6 +17,8 @@ func FuzzServe(f *testing.F) {
 	f.Add("/js/script.js", "gzip, deflate, br", `"x"`)
 	f.Add("/js/script.hash.outbound-links.js", "br;q=0, gzip;q=0.5", "W/\"a\", *")
 	f.Add("/js/script..js", "*;q=0", "")
+	f.Add("/js/script.tagged-events.manual.hash.js", "gzip", "")
+	f.Add("/js/script.manual.bogus.js", "br", "")
 	f.Add("/js/.js", ";;;q=,", ",,")
 	f.Fuzz(func(t *testing.T, path, acceptEncoding, ifNoneMatch string) {
 		var ctx fasthttp.RequestCtx
@@ -32,17 +35,20 @@ func FuzzServe(f *testing.F) {
 		}
 		body := ctx.Response.Body()
 		etag := string(ctx.Response.Header.Peek("ETag"))
-		for _, a := range assets {
+		// A 200 answers a valid variant name, whose asset exists by now.
+		key, _ := variantKey(strings.TrimSuffix(strings.TrimPrefix(string(ctx.Path()), PathPrefix), ".js"))
+		if a, err := assets.lookup(key); err == nil && a != nil {
 			var enc *encoding
-			switch {
-			case a.identity.etag == etag:
+			switch etag {
+			case a.identity.etag:
 				enc = &a.identity
-			case a.gz.etag == etag:
+			case a.gz.etag:
 				enc = &a.gz
-			case a.br.etag == etag:
+			case a.br.etag:
 				enc = &a.br
-			default:
-				continue
+			}
+			if enc == nil {
+				t.Fatalf("200 with ETag %q, not one of %s", etag, a.name)
 			}
 			if !bytes.Equal(enc.body, body) {
 				t.Fatalf("body does not match ETag %s", etag)

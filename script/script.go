@@ -1,5 +1,11 @@
-// Package script serves the Kyomi tracking script: the minified variants in dist/, embedded in
-// the binary and compressed once at start-up (gzip and brotli, best level), under /js/.
+// Package script serves the Kyomi tracking script under /js/: every Plausible variant name
+// (script.js plus any set of ten extensions, in any order), embedded in the binary.
+//
+// dist/ holds, per subset of the prebuilt extensions (hash, outbound-links, file-downloads), a
+// minified variant (*.min.js, compressed once at start-up, gzip and brotli at their best level)
+// and a template (*.tmpl.js) that keeps the code of the other extensions between markers. A
+// variant naming one of those is cut from its template and compressed on its first request,
+// then cached.
 //
 // The readable source is src/script.js; `go generate ./script` rebuilds dist/ with esbuild and
 // a test fails when dist/ is stale. See README.md for the embed snippet, data attributes and
@@ -14,14 +20,19 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/andybalholm/brotli"
 	"github.com/valyala/fasthttp"
+
+	"github.com/kyomi/collector/script/internal/segments"
 )
 
 // PathPrefix is the URL path under which Handler serves the variants, for example
@@ -34,8 +45,13 @@ const PathPrefix = "/js/"
 // reach visitors within a day. Revalidation is cheap: the strong ETag answers 304.
 const cacheControl = "public, max-age=86400, stale-while-revalidate=604800"
 
-//go:embed dist/*.min.js
+//go:embed dist/*.js
 var dist embed.FS
+
+// segmentExtensions are Plausible's extensions whose code is cut from a template per request
+// (see script/internal/minify); the others (hash, outbound-links, file-downloads) are prebuilt.
+// TestExtensions checks the list against the build's.
+var segmentExtensions = []string{"compat", "exclusions", "local", "manual", "pageview-props", "revenue", "tagged-events"}
 
 // encoding is one stored representation of an asset.
 type encoding struct {
@@ -49,55 +65,152 @@ type asset struct {
 	identity, gz, br encoding
 }
 
-// assets maps the key of a variant (its sorted extension set, see variantKey) to the asset.
-// It is built once by init and read-only afterwards, so Handler needs no locking.
+// catalog holds every variant the handler can serve. It is safe for concurrent use: prebuilt and
+// templates are read-only after load, and assembled fills itself once per key.
+type catalog struct {
+	// prebuilt maps the key of a variant without segment extensions (its sorted extension set,
+	// see variantKey) to its asset.
+	prebuilt map[string]*asset
+	// templates maps the same keys to the template that the variants with segment extensions
+	// are cut from.
+	templates map[string][]byte
+	// assembled caches, per key, the variants cut from a template on first request: at most one
+	// per subset of the ten extensions (1016), a few kilobytes each.
+	assembled sync.Map // key → *lazyAsset
+}
+
+// lazyAsset is a variant assembled and compressed by the first request that needs it.
+type lazyAsset struct {
+	once sync.Once
+	a    *asset
+	err  error
+}
+
 var assets = mustLoad()
 
-func mustLoad() map[string]*asset {
-	m, err := load(dist)
+func mustLoad() *catalog {
+	c, err := load(dist)
 	if err != nil {
 		panic(err)
 	}
-	return m
+	return c
 }
 
-func load(fsys fs.FS) (map[string]*asset, error) {
-	files, err := fs.Glob(fsys, "dist/*.min.js")
+func load(fsys fs.FS) (*catalog, error) {
+	c := &catalog{prebuilt: map[string]*asset{}, templates: map[string][]byte{}}
+	for _, kind := range []string{".min.js", ".tmpl.js"} {
+		files, err := fs.Glob(fsys, "dist/*"+kind)
+		if err != nil {
+			return nil, fmt.Errorf("cannot list embedded scripts: %w", err)
+		}
+		for _, file := range files {
+			raw, err := fs.ReadFile(fsys, file)
+			if err != nil {
+				return nil, fmt.Errorf("cannot read embedded %s: %w", file, err)
+			}
+			name := strings.TrimSuffix(path.Base(file), kind)
+			key, ok := variantKey(name)
+			if !ok || hasSegment(key) {
+				return nil, fmt.Errorf("cannot use embedded script with name %q", name)
+			}
+			if kind == ".tmpl.js" {
+				if _, err := segments.Names(raw); err != nil {
+					return nil, fmt.Errorf("cannot use embedded template %s: %w", file, err)
+				}
+				c.templates[key] = raw
+				continue
+			}
+			if c.prebuilt[key], err = newAsset(name, raw); err != nil {
+				return nil, fmt.Errorf("cannot compress %s: %w", file, err)
+			}
+		}
+	}
+	if _, ok := c.prebuilt["script"]; !ok {
+		return nil, errors.New("cannot find the default script among the embedded files")
+	}
+	for key := range c.prebuilt {
+		if c.templates[key] == nil {
+			return nil, fmt.Errorf("cannot find the template of %s among the embedded files", key)
+		}
+	}
+	return c, nil
+}
+
+// newAsset compresses raw once with gzip and brotli at their best levels.
+func newAsset(name string, raw []byte) (*asset, error) {
+	gz, err := gzipBest(raw)
 	if err != nil {
-		return nil, fmt.Errorf("cannot list embedded scripts: %w", err)
+		return nil, fmt.Errorf("cannot gzip: %w", err)
 	}
-	m := make(map[string]*asset, len(files))
-	for _, file := range files {
-		raw, err := fs.ReadFile(fsys, file)
+	br, err := brotliBest(raw)
+	if err != nil {
+		return nil, fmt.Errorf("cannot brotli-compress: %w", err)
+	}
+	sum := sha256.Sum256(raw)
+	tag := hex.EncodeToString(sum[:12])
+	return &asset{
+		name:     name,
+		identity: encoding{body: raw, etag: `"` + tag + `"`},
+		gz:       encoding{body: gz, etag: `"` + tag + `-gz"`},
+		br:       encoding{body: br, etag: `"` + tag + `-br"`},
+	}, nil
+}
+
+// lookup returns the asset of the variant with the given key, assembling it on first use, or
+// nil when no such variant exists.
+func (c *catalog) lookup(key string) (*asset, error) {
+	if a := c.prebuilt[key]; a != nil || !hasSegment(key) {
+		return a, nil
+	}
+	if base, _ := splitKey(key); c.templates[base] == nil {
+		return nil, nil // an unknown extension
+	}
+	v, ok := c.assembled.Load(key)
+	if !ok {
+		v, _ = c.assembled.LoadOrStore(key, &lazyAsset{})
+	}
+	l := v.(*lazyAsset)
+	l.once.Do(func() {
+		raw, err := c.cut(key)
+		if err == nil {
+			l.a, err = newAsset(key, raw)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("cannot read embedded %s: %w", file, err)
+			l.err = fmt.Errorf("cannot assemble script variant %s: %w", key, err)
 		}
-		name := strings.TrimSuffix(path.Base(file), ".min.js")
-		key, ok := variantKey(name)
-		if !ok {
-			return nil, fmt.Errorf("cannot use embedded script with name %q", name)
-		}
-		gz, err := gzipBest(raw)
-		if err != nil {
-			return nil, fmt.Errorf("cannot gzip %s: %w", file, err)
-		}
-		br, err := brotliBest(raw)
-		if err != nil {
-			return nil, fmt.Errorf("cannot brotli-compress %s: %w", file, err)
-		}
-		sum := sha256.Sum256(raw)
-		tag := hex.EncodeToString(sum[:12])
-		m[key] = &asset{
-			name:     name,
-			identity: encoding{body: raw, etag: `"` + tag + `"`},
-			gz:       encoding{body: gz, etag: `"` + tag + `-gz"`},
-			br:       encoding{body: br, etag: `"` + tag + `-br"`},
+	})
+	return l.a, l.err
+}
+
+// cut returns the script of the variant with the given key, which names a segment extension
+// and whose template exists, cut from its template.
+func (c *catalog) cut(key string) ([]byte, error) {
+	base, on := splitKey(key)
+	return segments.Cut(c.templates[base], func(name string) bool { return slices.Contains(on, name) })
+}
+
+// hasSegment reports whether the variant key names a segment extension.
+func hasSegment(key string) bool {
+	for _, ext := range strings.Split(key, ".")[1:] {
+		if slices.Contains(segmentExtensions, ext) {
+			return true
 		}
 	}
-	if _, ok := m["script"]; !ok {
-		return nil, fmt.Errorf("cannot find the default script among %d embedded files", len(files))
+	return false
+}
+
+// splitKey splits a variant key into the key of its template (the other extensions) and its
+// segment extensions.
+func splitKey(key string) (base string, on []string) {
+	base = "script"
+	for _, ext := range strings.Split(key, ".")[1:] {
+		if slices.Contains(segmentExtensions, ext) {
+			on = append(on, ext)
+		} else {
+			base += "." + ext
+		}
 	}
-	return m, nil
+	return base, on
 }
 
 func gzipBest(raw []byte) ([]byte, error) {
@@ -146,42 +259,12 @@ func variantKey(name string) (string, bool) {
 	return strings.Join(append([]string{"script"}, ext...), "."), true
 }
 
-// Register adds Serve to routes under every path it answers with 200: each variant with its
-// extensions in any order, for example "/js/script.js" and both
-// "/js/script.hash.outbound-links.js" and "/js/script.outbound-links.hash.js". It suits a
-// router that matches exact paths; a prefix router can mount Handler at PathPrefix instead.
+// Register adds Serve to routes as the prefix route PathPrefix, which answers every path under
+// it: the extensions of a variant come in any order and in any subset, far more paths than an
+// exact-match table can hold. The router must treat a key ending in "/" as a prefix (as
+// collector.Server does).
 func Register(routes map[string]fasthttp.RequestHandler) {
-	for _, p := range Paths() {
-		routes[p] = Serve
-	}
-}
-
-// Paths returns, sorted, every URL path Serve answers with 200 (see Register). The result is a
-// new slice on each call.
-func Paths() []string {
-	var out []string
-	for _, a := range assets {
-		ext := strings.Split(a.name, ".")[1:]
-		permute(ext, 0, func(order []string) {
-			out = append(out, PathPrefix+strings.Join(append([]string{"script"}, order...), ".")+".js")
-		})
-	}
-	sort.Strings(out)
-	return out
-}
-
-// permute calls visit with every ordering of s[k:] after the fixed prefix s[:k]. It reorders s
-// in place and restores it before returning.
-func permute(s []string, k int, visit func([]string)) {
-	if k >= len(s) {
-		visit(s)
-		return
-	}
-	for i := k; i < len(s); i++ {
-		s[k], s[i] = s[i], s[k]
-		permute(s, k+1, visit)
-		s[k], s[i] = s[i], s[k]
-	}
+	routes[PathPrefix] = Serve
 }
 
 // Handler returns the fasthttp handler for GET and HEAD under PathPrefix. Mount it for paths
@@ -202,8 +285,16 @@ func Serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	key, ok := variantKey(string(p[len(PathPrefix) : len(p)-len(".js")]))
-	a := assets[key]
-	if !ok || a == nil {
+	if !ok {
+		ctx.Error("not found", fasthttp.StatusNotFound)
+		return
+	}
+	a, err := assets.lookup(key)
+	if err != nil {
+		ctx.Error("cannot assemble the script", fasthttp.StatusInternalServerError) // tests rule it out
+		return
+	}
+	if a == nil {
 		ctx.Error("not found", fasthttp.StatusNotFound)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,10 +78,14 @@ func TestServe(t *testing.T) {
 	checkGoroutines(t)
 	base := serve(t, Handler())
 	client := rawClient(t)
-	def := assets["script"]
-	full := assets["script.file-downloads.hash.outbound-links"]
+	def := assets.prebuilt["script"]
+	full := assets.prebuilt["script.file-downloads.hash.outbound-links"]
 	if full == nil {
 		t.Fatal("full variant missing")
+	}
+	tagged, err := assets.lookup("script.hash.manual.tagged-events")
+	if err != nil || tagged == nil {
+		t.Fatalf("assembled variant: %v", err)
 	}
 	tests := []struct {
 		name     string
@@ -103,8 +108,16 @@ func TestServe(t *testing.T) {
 		{name: "not modified", method: "GET", path: "/js/script.js", header: map[string]string{"Accept-Encoding": "br", "If-None-Match": `"x", ` + def.br.etag}, status: 304, encoding: "", body: []byte{}, etag: def.br.etag},
 		{name: "not modified weak", method: "GET", path: "/js/script.js", header: map[string]string{"If-None-Match": "W/" + def.identity.etag}, status: 304, body: []byte{}, etag: def.identity.etag},
 		{name: "other coding's etag does not match", method: "GET", path: "/js/script.js", header: map[string]string{"Accept-Encoding": "gzip", "If-None-Match": def.br.etag}, status: 200, encoding: "gzip", body: def.gz.body, etag: def.gz.etag},
-		{name: "unknown variant", method: "GET", path: "/js/script.tagged-events.js", status: 404},
+		{name: "assembled variant in any order", method: "GET", path: "/js/script.tagged-events.hash.manual.js", status: 200, body: tagged.identity.body, etag: tagged.identity.etag},
+		{name: "assembled variant brotli", method: "GET", path: "/js/script.manual.tagged-events.hash.js", header: map[string]string{"Accept-Encoding": "gzip, br"}, status: 200, encoding: "br", body: tagged.br.body, etag: tagged.br.etag},
+		{name: "assembled variant gzip", method: "GET", path: "/js/script.hash.manual.tagged-events.js", header: map[string]string{"Accept-Encoding": "gzip"}, status: 200, encoding: "gzip", body: tagged.gz.body, etag: tagged.gz.etag},
+		{name: "assembled variant not modified", method: "GET", path: "/js/script.manual.hash.tagged-events.js", header: map[string]string{"Accept-Encoding": "br", "If-None-Match": tagged.br.etag}, status: 304, body: []byte{}, etag: tagged.br.etag},
+		{name: "unknown variant", method: "GET", path: "/js/script.bogus.js", status: 404},
+		{name: "unknown extension with a segment one", method: "GET", path: "/js/script.manual.bogus.js", status: 404},
+		{name: "unknown extension with a prebuilt one", method: "GET", path: "/js/script.hash.bogus.js", status: 404},
 		{name: "repeated extension", method: "GET", path: "/js/script.hash.hash.js", status: 404},
+		{name: "repeated segment extension", method: "GET", path: "/js/script.manual.hash.manual.js", status: 404},
+		{name: "extension case", method: "GET", path: "/js/script.Manual.js", status: 404},
 		{name: "empty extension", method: "GET", path: "/js/script..js", status: 404},
 		{name: "other file", method: "GET", path: "/js/other.js", status: 404},
 		{name: "outside prefix", method: "GET", path: "/script.js", status: 404},
@@ -169,29 +182,70 @@ func TestServe(t *testing.T) {
 	}
 }
 
-// TestRegister serves every registered path through an exact-match router and checks that each
-// is a working variant and that the set covers every ordering of the extensions.
+// TestVariants requests every extension alone and several combinations in several orders: each
+// answers 200 with the variant of its sorted extension set, whatever the order.
+func TestVariants(t *testing.T) {
+	checkGoroutines(t)
+	base := serve(t, Handler())
+	client := rawClient(t)
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := client.Get(base + path)
+		if err != nil {
+			t.Fatalf("cannot GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("cannot read %s: %v", path, err)
+		}
+		return resp.StatusCode, string(body)
+	}
+	exts := []string{"hash", "outbound-links", "file-downloads", "compat", "exclusions", "local", "manual", "pageview-props", "revenue", "tagged-events"}
+	for _, ext := range exts {
+		if code, body := get("/js/script." + ext + ".js"); code != 200 || !strings.HasPrefix(body, "(function(){") {
+			t.Errorf("%s: status %d, body %.20q", ext, code, body)
+		}
+	}
+	combos := [][]string{
+		{"tagged-events", "outbound-links", "file-downloads"},
+		{"manual", "hash", "local"},
+		{"revenue", "tagged-events", "pageview-props", "exclusions", "compat"},
+		exts,
+	}
+	for _, combo := range combos {
+		var want string
+		// The sorted order, the given order and the reversed order answer the same script.
+		orders := [][]string{slices.Sorted(slices.Values(combo)), combo, slices.Clone(combo)}
+		slices.Reverse(orders[2])
+		for _, order := range orders {
+			path := "/js/script." + strings.Join(order, ".") + ".js"
+			code, body := get(path)
+			if code != 200 || (want != "" && body != want) {
+				t.Errorf("%s: status %d, differs from the sorted order: %v", path, code, want != "" && body != want)
+			}
+			want = body
+		}
+	}
+}
+
+// TestRegister checks that Register mounts Serve as the prefix route and that a prefix router
+// answers any order through it.
 func TestRegister(t *testing.T) {
 	routes := map[string]fasthttp.RequestHandler{}
 	Register(routes)
-	// 1 default + 3 with one extension + 3×2 with two + 3×2×1 with three.
-	if len(routes) != 1+3+6+6 {
-		t.Errorf("registered %d paths, want 16: %v", len(routes), Paths())
-	}
-	for _, p := range []string{"/js/script.js", "/js/script.file-downloads.hash.js", "/js/script.outbound-links.file-downloads.hash.js"} {
-		if routes[p] == nil {
-			t.Errorf("%s not registered", p)
-		}
+	if len(routes) != 1 || routes[PathPrefix] == nil {
+		t.Fatalf("registered %d routes, want %s only", len(routes), PathPrefix)
 	}
 	base := serve(t, func(ctx *fasthttp.RequestCtx) {
-		if h := routes[string(ctx.Path())]; h != nil {
-			h(ctx)
+		if strings.HasPrefix(string(ctx.Path()), PathPrefix) {
+			routes[PathPrefix](ctx)
 			return
 		}
 		ctx.Error("no route", fasthttp.StatusTeapot)
 	})
 	client := rawClient(t)
-	for p := range routes {
+	for _, p := range []string{"/js/script.js", "/js/script.file-downloads.hash.js", "/js/script.outbound-links.tagged-events.revenue.js"} {
 		resp, err := client.Get(base + p)
 		if err != nil {
 			t.Fatalf("cannot GET %s: %v", p, err)

@@ -1,9 +1,13 @@
 // Kyomi Analytics tracking script: the readable source.
 //
 // The build (script/internal/gen, run by `go generate ./script`) minifies this file with
-// esbuild once per variant and writes script/dist/*.min.js. The free identifiers HASH,
-// OUTBOUND and FILES are compile-time constants set per variant; esbuild removes the code
-// behind a false constant, so the default script carries none of it.
+// esbuild and writes script/dist/. The free identifiers HASH, OUTBOUND and FILES are
+// compile-time constants set per variant; esbuild removes the code behind a false constant, so
+// the default script carries none of it. Plausible's other extensions are segments: lines
+// between `//#if name` (or `//#if !name`, code for when the extension is off) and `//#end`.
+// The prebuilt *.min.js variants carry no segment code; the *.tmpl.js templates keep every
+// segment between markers, and the server cuts a template down to the requested extensions
+// (script/internal/segments). A segment must be whole statements of one statement list.
 //
 // Promises kept here: no cookies, no storage writes (the opt-out key is only READ), no
 // fingerprinting, and every request is a CORS "simple request" (POST with a text/plain body)
@@ -19,6 +23,11 @@
     return;
   }
   var script = doc.currentScript;
+  //#if compat
+  // Loaders that run the script without document.currentScript (a module script, an old
+  // browser): Plausible's compat variant finds the tag by id="plausible".
+  script = script || doc.getElementById('plausible');
+  //#end
   var attr = function (name) {
     return script.getAttribute('data-' + name);
   };
@@ -26,35 +35,39 @@
   var api = attr('api') || new URL(script.src).origin + '/api/event';
   var domain = attr('domain') || loc.hostname;
   var hashMode = HASH || attr('hash') != null;
-  // data-exclude="/admin/*, /preview/**": '*' matches within one path segment, '**' across
-  // segments; a trailing slash is optional.
-  var excluded = (attr('exclude') || '')
-    .split(',')
-    .filter(function (glob) {
-      return glob.trim();
-    })
-    .map(function (glob) {
-    return new RegExp(
-      '^' +
-        glob
-          .trim()
-          .replace(/[.+?^${}()|[\]\\]/g, '\\$&')
-          .replace(/\*\*?/g, function (star) {
-            return star[1] ? '.*' : '[^/]*';
-          }) +
-        '/?$'
-    );
-  });
   var lastPage;
+
+  // matches reports whether path matches a pattern of list, such as "/admin/*, /preview/**"
+  // (data-exclude, data-include): '*' matches within one path segment, '**' across segments;
+  // a trailing slash is optional.
+  function matches(list, path) {
+    return (list || '').split(',').some(function (glob) {
+      return (
+        glob.trim() &&
+        new RegExp(
+          '^' +
+            glob
+              .trim()
+              .replace(/[.+?^${}()|[\]\\]/g, '\\$&')
+              .replace(/\*\*?/g, function (star) {
+                return star[1] ? '.*' : '[^/]*';
+              }) +
+            '/?$'
+        ).test(path)
+      );
+    });
+  }
 
   // ignored answers why an event must not be sent, or nothing when it may be sent.
   function ignored() {
+    //#if !local
     if (
       attr('allow-local') == null &&
       (/^(localhost|127\.|\[::1\]$)/.test(loc.hostname) || loc.protocol == 'file:')
     ) {
       return 1;
     }
+    //#end
     // The site owner opts their own browser out with localStorage.kyomi_ignore = 'true'
     // (set by hand in the devtools console; this script never writes storage). Reading
     // storage throws where the user blocks it, which means no opt-out.
@@ -64,9 +77,14 @@
       }
     } catch (e) {}
     var path = loc.pathname + (hashMode ? loc.hash : '');
-    return excluded.some(function (re) {
-      return re.test(path);
-    });
+    //#if exclusions
+    // data-include (Plausible's exclusions variant): events only on matching paths.
+    if (attr('include') && !matches(attr('include'), path)) {
+      return 1;
+    }
+    //#end
+    // data-exclude: no events on matching paths.
+    return matches(attr('exclude'), path);
   }
 
   // track sends one event. options: props (string map), revenue ({amount, currency}),
@@ -87,6 +105,17 @@
     if (options.props) {
       payload.p = options.props;
     }
+    //#if pageview-props
+    // Plausible's pageview-props: event-<name>="value" attributes of the script tag are props
+    // of every event; props passed in the call win.
+    var props = {};
+    script.getAttributeNames().forEach(function (name) {
+      if (!name.indexOf('event-')) {
+        props[name.slice(6)] = script.getAttribute(name);
+      }
+    });
+    payload.p = Object.assign(props, payload.p);
+    //#end
     if (options.revenue) {
       payload.$ = options.revenue;
     }
@@ -130,6 +159,7 @@
   w.kyomi = w.plausible = track;
   track.k = 1;
 
+  //#if !manual
   if (attr('manual') == null) {
     ['pushState', 'replaceState'].forEach(function (method) {
       var original = hist[method];
@@ -156,6 +186,7 @@
       page();
     }
   }
+  //#end
 
   queue.forEach(function (args) {
     track.apply(0, args);
@@ -169,6 +200,12 @@
         if (!link || (type != 'click' && event.button != 1)) {
           return;
         }
+        //#if tagged-events
+        // A tagged link sends its own event instead (below).
+        if (taggedIn(event.target)) {
+          return;
+        }
+        //#end
         var url = link.href.split(/[?#]/)[0];
         if (
           FILES &&
@@ -188,4 +225,72 @@
       });
     });
   }
+
+  //#if tagged-events
+  // Plausible's tagged events: class="plausible-event-name=Signup plausible-event-plan=pro" on a
+  // link, a button or any other element sends the event on click (and middle click), on a form
+  // when it is submitted. '+' in a value stands for a space; '--' may replace '=' for site
+  // builders that refuse '=' in class names. Like link events, they never delay the navigation
+  // or the submission: keepalive carries the request.
+
+  // tagOf returns the event an element's classes describe as {n: name, p: props, r: revenue},
+  // or nothing when the element has no plausible-event-name class.
+  function tagOf(el) {
+    var name;
+    var props = {};
+    var revenue;
+    [].forEach.call(el.classList || [], function (cls) {
+      var m = cls.match(/^plausible-event-(.+?)(?:=|--)(.+)/);
+      if (m) {
+        var key = m[1].toLowerCase();
+        var value = m[2].replace(/\+/g, ' ');
+        if (key == 'name') {
+          name = value;
+          return;
+        }
+        //#if revenue
+        // plausible-event-revenue-amount=9.99 plausible-event-revenue-currency=EUR
+        if (!key.indexOf('revenue-')) {
+          revenue = revenue || {};
+          revenue[key.slice(8)] = value;
+          return;
+        }
+        //#end
+        props[m[1]] = value;
+      }
+    });
+    return name && { n: name, p: props, r: revenue && revenue.amount && revenue.currency && revenue };
+  }
+
+  // taggedIn returns the event of the first tagged element among el and its three closest
+  // ancestors, or nothing. A click inside a form counts nothing: only the submission does.
+  function taggedIn(el) {
+    var tag;
+    for (var i = 0; el && i < 4; i++, el = el.parentNode) {
+      if (el.tagName == 'FORM') {
+        return;
+      }
+      tag = tag || tagOf(el);
+    }
+    return tag;
+  }
+
+  ['click', 'auxclick'].forEach(function (type) {
+    doc.addEventListener(type, function (event) {
+      var tag = taggedIn(event.target);
+      var link = event.target.closest && event.target.closest('a[href]');
+      if (!tag || (type != 'click' && event.button != 1)) {
+        return;
+      }
+      if (link) {
+        tag.p.url = link.href.split(/[?#]/)[0]; // no query string, as for outbound links
+      }
+      track(tag.n, { props: tag.p, revenue: tag.r });
+    });
+  });
+  doc.addEventListener('submit', function (event) {
+    var tag = tagOf(event.target);
+    tag && track(tag.n, { props: tag.p, revenue: tag.r });
+  });
+  //#end
 })();

@@ -1,39 +1,66 @@
-// Package minify turns the readable tracking script into its minified variants with esbuild.
+// Package minify turns the readable tracking script into its minified variants and templates
+// with esbuild.
 //
 // It is used only at build time (by script/internal/gen through `go generate`) and by the
 // reproducibility test, so esbuild never ends up in the collector binary.
 package minify
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/evanw/esbuild/pkg/api"
+
+	"github.com/kyomi/collector/script/internal/segments"
 )
 
-// Extensions lists the optional features in the order they appear in a canonical file name,
-// mapped to the compile-time constant of script/src/script.js that each one switches on.
-// "script.hash.outbound-links.js" is the default script plus hash routing and outbound links.
-var Extensions = []struct {
-	Name     string
+// Extension is one optional feature of the script, named as in Plausible's file names.
+type Extension struct {
+	Name string
+	// Constant is the compile-time constant of script/src/script.js that switches the feature
+	// on; esbuild removes the code behind a false constant. Empty for a segment extension: its
+	// code sits between `//#if name` (or `//#if !name`) and `//#end` lines of the source and
+	// the server keeps or cuts it per request (see Template).
 	Constant string
-}{
+}
+
+// Extensions lists every extension, constant extensions first, in the order they appear in a
+// canonical file name. "script.hash.outbound-links.js" is the default script plus hash routing
+// and outbound links.
+var Extensions = []Extension{
 	{Name: "hash", Constant: "HASH"},
 	{Name: "outbound-links", Constant: "OUTBOUND"},
 	{Name: "file-downloads", Constant: "FILES"},
+	{Name: "compat"},
+	{Name: "exclusions"},
+	{Name: "local"},
+	{Name: "manual"},
+	{Name: "pageview-props"},
+	{Name: "revenue"},
+	{Name: "tagged-events"},
 }
 
-// Variants returns the canonical base names of every variant ("script", "script.hash", ...),
-// one per subset of Extensions, default first. The result is a new slice on each call.
+// Variants returns the canonical base names of the prebuilt variants ("script", "script.hash",
+// ...): one per subset of the constant extensions, default first. Each is also the name of a
+// template. The result is a new slice on each call.
 func Variants() []string {
-	names := make([]string, 0, 1<<len(Extensions))
-	for mask := 0; mask < 1<<len(Extensions); mask++ {
+	var constants []Extension
+	for _, ext := range Extensions {
+		if ext.Constant != "" {
+			constants = append(constants, ext)
+		}
+	}
+	names := make([]string, 0, 1<<len(constants))
+	for mask := 0; mask < 1<<len(constants); mask++ {
 		name := "script"
-		for i, ext := range Extensions {
+		for i, ext := range constants {
 			if mask&(1<<i) != 0 {
 				name += "." + ext.Name
 			}
@@ -46,26 +73,147 @@ func Variants() []string {
 	return names
 }
 
-// Build minifies src for the variant with the canonical base name variant. The output is a
-// pure function of src, variant and the pinned esbuild version: no timestamps, no paths.
+// Build minifies src for the variant with the base name variant (any extensions, any order):
+// constants are defined and segments kept or dropped before esbuild runs. The output is a pure
+// function of src, variant and the pinned esbuild version: no timestamps, no paths.
 func Build(src []byte, variant string) ([]byte, error) {
+	on, define, err := parse(variant)
+	if err != nil {
+		return nil, err
+	}
+	code, err := preprocess(src, func(name string) bool { return on[name] }, false)
+	if err != nil {
+		return nil, err
+	}
+	return transform(code, variant, define, api.LegalCommentsNone)
+}
+
+// Template minifies src for the variant with the base name variant, which may name constant
+// extensions only, keeping the code of every segment extension between markers that
+// script/internal/segments cuts. The output is a pure function of src, variant and the pinned
+// esbuild version.
+func Template(src []byte, variant string) ([]byte, error) {
+	on, define, err := parse(variant)
+	if err != nil {
+		return nil, err
+	}
+	for _, ext := range Extensions {
+		if on[ext.Name] && ext.Constant == "" {
+			return nil, fmt.Errorf("cannot build a template for %q: %s is a segment extension", variant, ext.Name)
+		}
+	}
+	code, err := preprocess(src, nil, true)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := transform(code, variant, define, api.LegalCommentsInline)
+	if err != nil {
+		return nil, err
+	}
+	// The minifier must have kept the markers balanced and no other legal comment.
+	names, err := segments.Names(tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("cannot use template %s: %w", variant, err)
+	}
+	for _, name := range names {
+		if e := find(name); e == nil || e.Constant != "" {
+			return nil, fmt.Errorf("cannot use template %s: marker names %q", variant, name)
+		}
+	}
+	return tmpl, nil
+}
+
+func find(name string) *Extension {
+	for i := range Extensions {
+		if Extensions[i].Name == name {
+			return &Extensions[i]
+		}
+	}
+	return nil
+}
+
+// parse splits a base name into its set of extensions and the esbuild defines of the constant
+// extensions.
+func parse(variant string) (map[string]bool, map[string]string, error) {
+	parts := strings.Split(variant, ".")
+	if parts[0] != "script" {
+		return nil, nil, fmt.Errorf("cannot build unknown variant %q", variant)
+	}
 	on := map[string]bool{}
-	for _, part := range strings.Split(variant, ".")[1:] {
+	for _, part := range parts[1:] {
+		if find(part) == nil || on[part] {
+			return nil, nil, fmt.Errorf("cannot build unknown variant %q", variant)
+		}
 		on[part] = true
 	}
-	define := make(map[string]string, len(Extensions))
+	define := map[string]string{}
 	for _, ext := range Extensions {
-		define[ext.Constant] = fmt.Sprint(on[ext.Name])
-		delete(on, ext.Name)
+		if ext.Constant != "" {
+			define[ext.Constant] = fmt.Sprint(on[ext.Name])
+		}
 	}
-	if !strings.HasPrefix(variant, "script") || len(on) != 0 {
-		return nil, fmt.Errorf("cannot build unknown variant %q", variant)
+	return on, define, nil
+}
+
+// preprocess resolves the `//#if name`, `//#if !name` and `//#end` lines of src. With markers,
+// every segment is kept and each directive becomes a legal comment that esbuild keeps in place
+// (/*!+name*/, /*!-name*/, /*!end*/); without, a segment is kept when on says so.
+func preprocess(src []byte, on func(string) bool, markers bool) ([]byte, error) {
+	var out bytes.Buffer
+	keep := []bool{true}
+	sc := bufio.NewScanner(bytes.NewReader(src))
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		directive := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(directive, "//#if "):
+			name, negated := strings.CutPrefix(strings.TrimSpace(strings.TrimPrefix(directive, "//#if ")), "!")
+			if e := find(name); e == nil || e.Constant != "" {
+				return nil, fmt.Errorf("line %d: %q is not a segment extension", n, name)
+			}
+			if markers {
+				sign := "+"
+				if negated {
+					sign = "-"
+				}
+				out.WriteString("/*!" + sign + name + "*/\n")
+				continue
+			}
+			keep = append(keep, keep[len(keep)-1] && on(name) != negated)
+			continue
+		case directive == "//#end":
+			if markers {
+				out.WriteString("/*!end*/\n")
+				continue
+			}
+			if len(keep) == 1 {
+				return nil, fmt.Errorf("line %d: //#end without //#if", n)
+			}
+			keep = keep[:len(keep)-1]
+			continue
+		case strings.HasPrefix(directive, "//#"):
+			return nil, fmt.Errorf("line %d: unknown directive %q", n, directive)
+		}
+		if keep[len(keep)-1] {
+			out.WriteString(line)
+			out.WriteByte('\n')
+		}
 	}
-	result := api.Transform(string(src), api.TransformOptions{
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(keep) != 1 {
+		return nil, fmt.Errorf("%d //#if without //#end", len(keep)-1)
+	}
+	return out.Bytes(), nil
+}
+
+func transform(code []byte, variant string, define map[string]string, legal api.LegalComments) ([]byte, error) {
+	result := api.Transform(string(code), api.TransformOptions{
 		Loader:            api.LoaderJS,
 		Target:            api.ES2017,
 		Charset:           api.CharsetUTF8,
-		LegalComments:     api.LegalCommentsNone,
+		LegalComments:     legal,
 		MinifyWhitespace:  true,
 		MinifyIdentifiers: true,
 		MinifySyntax:      true,
@@ -82,8 +230,9 @@ func Build(src []byte, variant string) ([]byte, error) {
 	return result.Code, nil
 }
 
-// Generate builds every variant from the source file at srcPath and writes them to distDir
-// as <variant>.min.js, removing stale *.min.js files that no variant produces any more.
+// Generate builds every prebuilt variant and every template from the source file at srcPath and
+// writes them to distDir as <variant>.min.js and <variant>.tmpl.js, removing stale files of
+// either kind that the build no longer produces.
 func Generate(srcPath, distDir string) error {
 	src, err := os.ReadFile(srcPath)
 	if err != nil {
@@ -92,24 +241,29 @@ func Generate(srcPath, distDir string) error {
 	if err := os.MkdirAll(distDir, 0o755); err != nil {
 		return fmt.Errorf("cannot create %s: %w", distDir, err)
 	}
-	want := map[string]bool{}
+	var want []string
 	for _, variant := range Variants() {
-		code, err := Build(src, variant)
-		if err != nil {
-			return err
-		}
-		file := filepath.Join(distDir, variant+".min.js")
-		want[file] = true
-		if err := os.WriteFile(file, code, 0o644); err != nil {
-			return fmt.Errorf("cannot write %s: %w", file, err)
+		for _, kind := range []struct {
+			suffix string
+			build  func([]byte, string) ([]byte, error)
+		}{{".min.js", Build}, {".tmpl.js", Template}} {
+			code, err := kind.build(src, variant)
+			if err != nil {
+				return err
+			}
+			file := filepath.Join(distDir, variant+kind.suffix)
+			want = append(want, file)
+			if err := os.WriteFile(file, code, 0o644); err != nil {
+				return fmt.Errorf("cannot write %s: %w", file, err)
+			}
 		}
 	}
-	old, err := filepath.Glob(filepath.Join(distDir, "*.min.js"))
+	old, err := filepath.Glob(filepath.Join(distDir, "*.js"))
 	if err != nil {
 		return fmt.Errorf("cannot list %s: %w", distDir, err)
 	}
 	for _, file := range old {
-		if !want[file] {
+		if !slices.Contains(want, file) {
 			if err := os.Remove(file); err != nil {
 				return fmt.Errorf("cannot remove stale %s: %w", file, err)
 			}
