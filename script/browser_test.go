@@ -267,3 +267,118 @@ plausible('Legacy', {props: {from: 'plausible'}});`})
 		}
 	})
 }
+
+// TestBrowserExtensions drives the variants of Plausible's other extensions (cut from templates
+// by the server) in Chromium, one case per behaviour.
+func TestBrowserExtensions(t *testing.T) {
+	checkGoroutines(t)
+	browser := newBrowser(t)
+
+	t.Run("manual: no automatic page view, plausible('pageview') works", func(t *testing.T) {
+		h := newHarness(t, browser, "")
+		h.add("/user/42", page{Variant: "script.manual"})
+		h.run(chromedp.Navigate(h.url("", "/user/42")))
+		h.waitJS(`typeof plausible == 'function' && document.readyState == 'complete'`)
+		h.eval(`history.pushState({}, '', '/user/43')`, nil)
+		h.eval(`new Promise(r => plausible('pageview', {u: location.origin + '/user/:id', callback: r}))`, nil)
+		if ev := h.events(1)[0]; ev.N != "pageview" || ev.U != h.url("", "/user/:id") {
+			t.Fatalf("manual page view %+v", ev)
+		}
+	})
+
+	t.Run("local: tracks on a loopback address", func(t *testing.T) {
+		h := newHarness(t, browser, "")
+		h.add("/local", page{Variant: "script.local"})
+		h.run(chromedp.Navigate(h.url("127.0.0.1", "/local")))
+		if ev := h.events(1)[0]; ev.N != "pageview" || ev.U != h.url("127.0.0.1", "/local") {
+			t.Fatalf("page view %+v", ev)
+		}
+	})
+
+	t.Run("tagged-events: clicks, forms and revenue", func(t *testing.T) {
+		h := newHarness(t, browser, "")
+		out := h.url(otherHost, "/partner?token=secret")
+		h.add("/tags", page{
+			Variant: "script.tagged-events.outbound-links.revenue",
+			Body: template.HTML(`<button id="signup" class="big plausible-event-name=Signup plausible-event-plan=pro+plan">sign up</button>
+<div class="plausible-event-name--Purchase plausible-event-revenue-amount=9.99 plausible-event-revenue-currency=EUR"><span id="buy">buy</span></div>
+<form class="plausible-event-name=Newsletter" action="/thanks"><button id="send" class="plausible-event-name=Inside">send</button></form>
+<a id="partner" class="plausible-event-name=Partner" href="` + out + `">partner</a>`),
+		})
+		h.add("/thanks", page{Status: 204})
+		h.add("/partner", page{NoScript: true})
+		h.run(chromedp.Navigate(h.url("", "/tags")))
+		h.waitJS(`typeof plausible == 'function'`)
+		h.run(chromedp.Click(chromedp.CSS("#signup")))
+		h.run(chromedp.Click(chromedp.CSS("#buy")))
+		h.run(chromedp.Click(chromedp.CSS("#send"))) // a click inside a form counts only as the submission
+		h.checkNoTraces()
+		h.run(chromedp.Click(chromedp.CSS("#partner")))
+		h.waitJS(`location.host == '` + otherHost + `:` + h.port + `'`)
+		byName := map[string]event{}
+		for _, ev := range h.events(5) {
+			byName[ev.N] = ev
+		}
+		if ev, ok := byName["Signup"]; !ok || len(ev.P) != 1 || ev.P["plan"] != "pro plan" || ev.Revenue != nil {
+			t.Errorf("tagged button %+v", ev)
+		}
+		if ev := byName["Purchase"]; ev.Revenue["amount"] != "9.99" || ev.Revenue["currency"] != "EUR" || len(ev.P) != 0 {
+			t.Errorf("tagged revenue %+v", ev)
+		}
+		if _, ok := byName["Newsletter"]; !ok {
+			t.Errorf("no event for the tagged form in %v", byName)
+		}
+		// The tagged link sends its own event, not an outbound click too, and its URL prop has
+		// no query string, as for outbound links.
+		if ev := byName["Partner"]; ev.P["url"] != h.url(otherHost, "/partner") {
+			t.Errorf("tagged link %+v, want url %s", ev, h.url(otherHost, "/partner"))
+		}
+		if _, ok := byName["pageview"]; !ok {
+			t.Errorf("no page view in %v", byName)
+		}
+	})
+
+	t.Run("pageview-props: event-* attributes are props", func(t *testing.T) {
+		h := newHarness(t, browser, "")
+		h.add("/article", page{Variant: "script.pageview-props", Attrs: `event-author="Jane Doe" event-section="news"`})
+		h.run(chromedp.Navigate(h.url("", "/article")))
+		h.waitJS(`typeof plausible == 'function'`)
+		h.eval(`new Promise(r => plausible('Share', {props: {section: 'sports'}, callback: r}))`, nil)
+		byName := map[string]event{}
+		for _, ev := range h.events(2) {
+			byName[ev.N] = ev
+		}
+		if ev := byName["pageview"]; len(ev.P) != 2 || ev.P["author"] != "Jane Doe" || ev.P["section"] != "news" {
+			t.Errorf("page view props %+v", ev.P)
+		}
+		if ev := byName["Share"]; ev.P["author"] != "Jane Doe" || ev.P["section"] != "sports" {
+			t.Errorf("custom event props %+v, want the call's section to win", ev.P)
+		}
+	})
+
+	t.Run("exclusions: data-exclude and data-include", func(t *testing.T) {
+		h := newHarness(t, browser, "")
+		attrs := template.HTMLAttr(`data-include="/docs/**" data-exclude="/docs/private/*"`)
+		for _, p := range []string{"/docs/private/plan", "/pricing", "/docs/intro/setup"} {
+			h.add(p, page{Variant: "script.exclusions", Attrs: attrs})
+			h.run(chromedp.Navigate(h.url("", p)))
+			h.waitJS(`typeof plausible == 'function' && document.readyState == 'complete'`)
+		}
+		if ev := h.events(1)[0]; ev.N != "pageview" || ev.U != h.url("", "/docs/intro/setup") {
+			t.Fatalf("page view %+v, want only the included, not excluded path", ev)
+		}
+	})
+
+	t.Run("compat: found by id without document.currentScript", func(t *testing.T) {
+		h := newHarness(t, browser, "")
+		// A module script runs with document.currentScript == null.
+		h.add("/module", page{Variant: "script.compat", Attrs: `id="plausible" type="module"`})
+		h.add("/module-base", page{Attrs: `id="plausible" type="module"`})
+		h.run(chromedp.Navigate(h.url("", "/module-base")))
+		h.waitJS(`document.readyState == 'complete'`)
+		h.run(chromedp.Navigate(h.url("", "/module")))
+		if ev := h.events(1)[0]; ev.N != "pageview" || ev.U != h.url("", "/module") {
+			t.Fatalf("page view %+v, want one from the compat variant only", ev)
+		}
+	})
+}
