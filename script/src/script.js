@@ -44,7 +44,7 @@
     return (list || '').split(',').some(function (glob) {
       return (
         glob.trim() &&
-        new RegExp(
+        RegExp( // without new: the same new object, four bytes less
           '^' +
             glob
               .trim()
