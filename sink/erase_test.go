@@ -2,6 +2,9 @@ package sink
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +57,14 @@ func TestEraseWorkspaceEmptyID(t *testing.T) {
 // second instead of eight minutes, and to look for them every second
 // (an idle cleanup thread otherwise backs off up to five minutes), so the
 // test stays short.
+//
+// The cleanup thread reads those settings only when it schedules its next
+// run; MODIFY SETTING does not reschedule it. A thread that last ran under
+// the defaults sleeps 30 s to five minutes: the first run is up to 40 s
+// after the table is created, and after the RESET of an earlier pass
+// (go test -count=2) the engine logged "Scheduling next cleanup after
+// 195000ms", longer than this test waits. SYSTEM START CLEANUP wakes it
+// at once, and from then on it runs every second.
 func TestEraseWorkspacePhysicallyComplete(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -65,10 +76,14 @@ func TestEraseWorkspacePhysicallyComplete(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	if err := testStore.Exec(ctx, "SYSTEM START CLEANUP analytics.events"); err != nil {
+		t.Fatal(err)
+	}
 	ws := fresh("ws_erase_disk")
 	if err := testStore.Insert(ctx, sampleEvents(ws, 20, time.Now().UTC(), 30), "erase-"+ws); err != nil {
 		t.Fatal(err)
 	}
+	dirs := partDirsHolding(t, ws)
 	rep, err := EraseWorkspaceWith(ctx, testStore, ws, EraseOptions{Poll: 100 * time.Millisecond, WaitRemoval: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -79,5 +94,33 @@ func TestEraseWorkspacePhysicallyComplete(t *testing.T) {
 	if !strings.Contains(rep.String(), "physically complete") {
 		t.Fatalf("report text: %s", rep)
 	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("part directory %s that held the workspace is still on disk (stat: %v)", d, err)
+		}
+	}
 	t.Logf("%s", rep)
+}
+
+// partDirsHolding returns the directories on disk of the active parts that
+// hold rows of workspace ws.
+func partDirsHolding(t *testing.T, ws string) []string {
+	t.Helper()
+	res, err := testStore.Select(context.Background(), "SELECT path FROM system.parts WHERE database = 'analytics' AND table = 'events' AND active"+
+		" AND name IN (SELECT DISTINCT _part FROM analytics.events WHERE workspace_id = "+quoteString(ws)+")", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := make([]string, 0, len(res.Rows))
+	for _, row := range res.Rows {
+		d, _ := row[0].(string)
+		if _, err := os.Stat(d); err != nil { // else the check that it is gone proves nothing
+			t.Fatalf("part directory of workspace %s: %v", ws, err)
+		}
+		dirs = append(dirs, d)
+	}
+	if len(dirs) == 0 {
+		t.Fatalf("no part holds workspace %s", ws)
+	}
+	return dirs
 }
