@@ -44,18 +44,7 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	defer func() { s.m.duration.Observe(time.Since(start).Seconds()) }()
 
-	ctx.Response.Header.SetCanonical(headerVary, headerOrigin)
-	origin := ctx.Request.Header.Peek("Origin")
-	var originWS *workspace.Workspace
-	if len(origin) > 0 {
-		if host, ok := originHost(origin); ok {
-			if ws, _, ok := s.cfg.Registry.Match(bytesString(host)); ok {
-				originWS = ws
-				// The origin is a configured site: let its page read every answer, errors included.
-				ctx.Response.Header.SetCanonical(headerACAO, origin)
-			}
-		}
-	}
+	origin, originWS := s.allowOrigin(ctx)
 	if ctx.IsOptions() {
 		s.preflight(ctx, origin, originWS)
 		return
@@ -82,7 +71,7 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	body := ctx.Request.Body()
 	if len(body) > MaxBodyBytes || ctx.Request.Header.ContentLength() > MaxBodyBytes {
 		s.m.reject(rejectTooLarge)
-		s.fail(ctx, st, fasthttp.StatusRequestEntityTooLarge, "body: larger than 8192 bytes")
+		s.fail(ctx, st, fasthttp.StatusRequestEntityTooLarge, eventTooLarge)
 		return
 	}
 	b := &st.beacon
@@ -249,6 +238,27 @@ func (s *Server) matchDomains(st *eventState, d string) (*workspace.Workspace, s
 		}
 		rest = tail
 	}
+}
+
+// allowOrigin sets the CORS headers every event answer carries and returns the Origin header with
+// the workspace it belongs to (nil when it is absent or not configured).
+func (s *Server) allowOrigin(ctx *fasthttp.RequestCtx) ([]byte, *workspace.Workspace) {
+	ctx.Response.Header.SetCanonical(headerVary, headerOrigin)
+	origin := ctx.Request.Header.Peek("Origin")
+	if len(origin) == 0 {
+		return origin, nil
+	}
+	host, ok := originHost(origin)
+	if !ok {
+		return origin, nil
+	}
+	ws, _, ok := s.cfg.Registry.Match(bytesString(host))
+	if !ok {
+		return origin, nil
+	}
+	// The origin is a configured site: let its page read every answer, errors included.
+	ctx.Response.Header.SetCanonical(headerACAO, origin)
+	return origin, ws
 }
 
 // preflight answers a CORS preflight. Only configured origins get the allow headers; browsers then

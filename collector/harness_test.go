@@ -93,6 +93,7 @@ type harnessOptions struct {
 	clientRate float64
 	salts      salt.Source
 	routes     map[string]fasthttp.RequestHandler
+	refused    map[string]func(*fasthttp.RequestCtx, int)
 	ready      []func() error
 }
 
@@ -160,6 +161,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		Spool:      h.faults,
 		ClientRate: ratelimit.New(ratelimit.Config{Rate: o.clientRate, Burst: int(o.clientRate) + 1, MaxKeys: 1024}, nil, nil),
 		Routes:     o.routes,
+		Refused:    o.refused,
 		Ready:      o.ready,
 	})
 	if err != nil {
@@ -170,16 +172,10 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	h.addr = ln.Addr().String()
-	hs := &fasthttp.Server{
-		Handler:            h.srv.Handler(),
-		MaxRequestBodySize: 1 << 20, // larger than MaxBodyBytes so that the handler's own 413 is tested
-		ReadTimeout:        5 * time.Second,
-		// Idle workers exit after this; the default (10 s) would outlive the leak check.
-		MaxIdleWorkerDuration: 20 * time.Millisecond,
-		// Without this fasthttp answers a malformed multipart body itself, before the handler.
-		DisablePreParseMultipartForm: true,
-		Logger:                       discardLogger{},
-	}
+	hs := h.srv.HTTPServer(discardLogger{}) // the request limits and ErrorHandler the binary serves with
+	hs.ReadTimeout = 5 * time.Second
+	// Idle workers exit after this; the default (10 s) would outlive the leak check.
+	hs.MaxIdleWorkerDuration = 20 * time.Millisecond
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	t.Cleanup(func() {

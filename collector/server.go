@@ -20,6 +20,9 @@
 //     filtered; 400 {"error": "field: problem"}; 403 domain or origin not configured; 413 body over
 //     MaxBodyBytes; 429 rate limited; 503 only when the event cannot be made durable (spool append
 //     failed, or no salt to make a visitor id with).
+//   - Requests the HTTP server cannot read (a body over MaxRequestBytes, headers over its read
+//     buffer, a garbage request line) never reach Handler: ErrorHandler answers them, with the
+//     same status codes, JSON shape and CORS headers as the handler's own refusals.
 package collector
 
 import (
@@ -85,6 +88,11 @@ type Config struct {
 	// (the longest prefix wins). They get the security headers; cookies they set are removed.
 	// A route's metric label is its key.
 	Routes map[string]fasthttp.RequestHandler
+	// Refused answers, in a route's own error format, a request to that route that the HTTP server
+	// refused while reading it (see ErrorHandler); status is 400, 408, 413 or 431. The function
+	// sets the status and body and must not read the request body, which was not read in full.
+	// Every key must be a key of Routes.
+	Refused map[string]func(ctx *fasthttp.RequestCtx, status int)
 	// Ready are the readiness checks of /readyz; any error answers 503.
 	Ready []func() error
 	// HSTS adds Strict-Transport-Security to every answer (set when the collector terminates TLS).
@@ -131,6 +139,11 @@ func NewServer(cfg Config) (*Server, error) {
 	for path := range cfg.Routes {
 		if isOwnPath(path) {
 			errs = append(errs, fmt.Errorf("collector: route %s is served by the collector itself", path))
+		}
+	}
+	for path := range cfg.Refused {
+		if _, ok := cfg.Routes[path]; !ok {
+			errs = append(errs, fmt.Errorf("collector: refused-request answer for %s, which is not a route", path))
 		}
 	}
 	if len(errs) > 0 {
@@ -210,23 +223,29 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	default:
-		if h, ok := s.cfg.Routes[string(path)]; ok {
-			h(ctx)
+		if key, ok := s.routeKey(path); ok {
+			s.cfg.Routes[key](ctx)
 			ctx.Response.Header.DelAllCookies()
-			s.m.code(string(path), ctx.Response.StatusCode())
+			s.m.code(key, ctx.Response.StatusCode())
 			return
-		}
-		for _, prefix := range s.prefixes {
-			if bytes.HasPrefix(path, []byte(prefix)) {
-				s.cfg.Routes[prefix](ctx)
-				ctx.Response.Header.DelAllCookies()
-				s.m.code(prefix, ctx.Response.StatusCode())
-				return
-			}
 		}
 	}
 	plain(ctx, fasthttp.StatusNotFound, "not found")
 	s.m.code(handlerOther, fasthttp.StatusNotFound)
+}
+
+// routeKey returns the key of Routes that answers path: path itself, or else the longest prefix
+// route that path is under. The key is also the route's metric label.
+func (s *Server) routeKey(path []byte) (string, bool) {
+	if _, ok := s.cfg.Routes[string(path)]; ok {
+		return string(path), true
+	}
+	for _, prefix := range s.prefixes {
+		if bytes.HasPrefix(path, []byte(prefix)) {
+			return prefix, true
+		}
+	}
+	return "", false
 }
 
 // securityHeaders sets the headers every answer carries. The CSP forbids everything: no answer of

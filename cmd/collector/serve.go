@@ -134,6 +134,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	}
 
 	routes := map[string]fasthttp.RequestHandler{}
+	refused := map[string]func(*fasthttp.RequestCtx, int){}
 	script.Register(routes)
 	if c.JWKS != "" {
 		qh, err := newQueryHandler(ctx, c, store, log, reg)
@@ -142,6 +143,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		}
 		defer qh.Close()
 		routes["/api/query"] = qh.HTTP
+		refused["/api/query"] = qh.HTTPRefused
 		routes["/connect/v1"] = qh.WebSocket
 		if c.ConnectToken != "" {
 			stopAgent, err := startConnectAgent(ctx, c, qh.Handler, log, reg)
@@ -192,31 +194,24 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		ClientRate: ratelimit.New(ratelimit.Config{Rate: c.RateClient, Burst: int(c.RateClient) + 1, MaxKeys: 1 << 20}, nil, overflows.Inc),
 		WSRate:     ratelimit.New(ratelimit.Config{Rate: c.RateWorkspace, Burst: int(c.RateWorkspace) + 1, MaxKeys: 1 << 16}, nil, overflows.Inc),
 		Routes:     routes,
+		Refused:    refused,
 		Ready:      readyChecks,
 		HSTS:       c.TLSCert != "",
 	})
 	if err != nil {
 		return err
 	}
-	hs := &fasthttp.Server{
-		Handler:       srv.Handler(),
-		Name:          "kyomi-collector",
-		ReadTimeout:   c.ReadTimeout,
-		WriteTimeout:  c.WriteTimeout,
-		IdleTimeout:   c.IdleTimeout,
-		Concurrency:   c.MaxConns,
-		MaxConnsPerIP: c.MaxConnsPerIP,
-		// The event handler enforces its own 8 KiB limit (answered 413 with metrics); this bound is
-		// for the query path, whose messages carry SQL.
-		MaxRequestBodySize:            1 << 20,
-		DisablePreParseMultipartForm:  true,
-		ReadBufferSize:                8 << 10, // request line and headers; larger headers get 431
-		DisableHeaderNamesNormalizing: false,
-		NoDefaultServerHeader:         true,
-		NoDefaultDate:                 false,
-		CloseOnShutdown:               true,
-		Logger:                        fasthttpLogger{log},
-	}
+	// Bodies over collector.MaxRequestBytes (the query path's bound; the event handler refuses
+	// over 8 KiB itself) and headers over 8 KiB are answered 413 and 431 by srv.ErrorHandler.
+	hs := srv.HTTPServer(fasthttpLogger{log})
+	hs.Name = "kyomi-collector"
+	hs.ReadTimeout = c.ReadTimeout
+	hs.WriteTimeout = c.WriteTimeout
+	hs.IdleTimeout = c.IdleTimeout
+	hs.Concurrency = c.MaxConns
+	hs.MaxConnsPerIP = c.MaxConnsPerIP
+	hs.NoDefaultServerHeader = true
+	hs.CloseOnShutdown = true
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "collector_http_open_connections", Help: "Client connections open now (at most -max-conns).",

@@ -469,6 +469,19 @@ func (h *Handler) HTTP(rc *fasthttp.RequestCtx) {
 	h.writeHTTP(rc, fasthttp.StatusOK, h.Do(ctx, c, &req))
 }
 
+// HTTPRefused answers, as HTTP would, a POST /api/query the HTTP server refused while reading it
+// (status 413: the body is over its limit; 400, 408 or 431: it could not be parsed), and counts it
+// as an error of op "unknown". It does not read the request body.
+func (h *Handler) HTTPRefused(rc *fasthttp.RequestCtx, status int) {
+	rc.SetContentType("application/json")
+	eb := &ErrorBody{CodeInvalidRequest, "malformed request"}
+	if status == fasthttp.StatusRequestEntityTooLarge {
+		eb = &ErrorBody{CodeTooLarge, "request too large"}
+	}
+	h.count("unknown", eb.Code)
+	h.writeHTTP(rc, status, &Response{Type: "error", Error: eb})
+}
+
 func (h *Handler) count(op, code string) {
 	if !knownOps[op] {
 		op = "unknown"
