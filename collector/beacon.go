@@ -2,6 +2,7 @@ package collector
 
 import (
 	"strconv"
+	"unicode"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -13,9 +14,10 @@ const (
 	MaxURLBytes      = 2048    // u/url: the longest URL browsers and CDNs handle reliably
 	MaxReferrerBytes = 2048    // r/referrer
 	MaxNameBytes     = 120     // n/name, as Plausible
-	MaxProps         = 30      // p/props pairs, as Plausible
+	MaxProps         = 30      // props kept, as Plausible; later ones are dropped, not refused
 	MaxPropKeyBytes  = 300     // property name, as Plausible
 	MaxPropValBytes  = 2000    // property value, as Plausible
+	maxDroppedNames  = 64      // names of dropped props remembered to drop their repeats (see propsObject)
 	MaxDomains       = 10      // entries of a comma-separated d (Plausible's multi-site form)
 	maxDomainBytes   = 2048    // d before it is split
 	maxCurrencyBytes = 3       // ISO 4217
@@ -38,9 +40,9 @@ func (e *BeaconError) Error() string {
 }
 
 // Beacon is a decoded event body. Its strings point into the body and into the beacon's own
-// scratch buffer: they are valid until the next Decode or Reset and until the body is reused, so
-// a caller that keeps anything must copy it. A Beacon is reused through Reset, which keeps
-// capacity; it is not safe for concurrent use.
+// scratch and propsJSON buffers: they are valid until the next Decode or Reset and until the body
+// is reused, so a caller that keeps anything must copy it. A Beacon is reused through Reset, which
+// keeps capacity; it is not safe for concurrent use.
 type Beacon struct {
 	Name        string
 	URL         string
@@ -54,24 +56,27 @@ type Beacon struct {
 	PropKeys    []string
 	PropValues  []string
 
-	scratch []byte // unescaped strings and stringified numbers; never reallocated during Decode
-	err     BeaconError
+	scratch   []byte   // unescaped strings and stringified numbers; never reallocated during Decode
+	propsJSON []byte   // props sent as an escaped JSON string, unescaped; decoded from here
+	dropped   []string // names of dropped props, at most maxDroppedNames
+	err       BeaconError
 }
 
 // Reset clears b for the next body and keeps its buffers.
 func (b *Beacon) Reset() {
-	scratch, keys, vals := b.scratch[:0], b.PropKeys[:0], b.PropValues[:0]
+	scratch, propsJSON := b.scratch[:0], b.propsJSON[:0]
+	keys, vals, dropped := b.PropKeys[:0], b.PropValues[:0], b.dropped[:0]
 	clear(b.PropKeys)
 	clear(b.PropValues)
-	*b = Beacon{scratch: scratch, PropKeys: keys, PropValues: vals}
+	clear(b.dropped)
+	*b = Beacon{scratch: scratch, propsJSON: propsJSON, PropKeys: keys, PropValues: vals, dropped: dropped}
 }
 
 // Decode parses body, a JSON object in the shape of Plausible's Events API, into b (which it resets
-// first). Short and long names are accepted (n/name, u/url, d/domain, r/referrer, p/props,
-// $/revenue, h, i); unknown fields are skipped; a field given twice keeps its last value. Property
-// values may be strings, numbers or booleans (numbers keep their JSON spelling, booleans become
-// "true"/"false"); null values are dropped; objects and arrays are rejected. Strings must be valid
-// UTF-8 without control characters. The returned error is a *BeaconError, owned by b.
+// first). Short and long names are accepted (n/name, u/url, d/domain, r/referrer, m/meta/p/props,
+// $/revenue, h/hashMode, i); unknown fields are skipped; a field given twice keeps its last value,
+// except the props keys, read as Plausible does (see props). Strings must be valid UTF-8 without
+// control characters. The returned error is a *BeaconError, owned by b.
 func (b *Beacon) Decode(body []byte) error {
 	b.Reset()
 	b.Interactive = true
@@ -98,6 +103,11 @@ func (b *Beacon) Decode(body []byte) error {
 	if d.i != len(d.s) {
 		return b.fail("", "invalid JSON: data after the object")
 	}
+	// Plausible reads h || hashMode: hashMode counts only when h is absent, null or false.
+	b.HashMode = d.hash == hashOn || d.hash == hashUnset && d.hashLong == hashOn
+	if err := d.props(); err != nil {
+		return err
+	}
 	return b.required()
 }
 
@@ -123,7 +133,33 @@ type decoder struct {
 	b *Beacon
 	s []byte
 	i int
+
+	// propsAt holds, per props source (propsM...), 1 + the offset of its first value in s, or -1
+	// when that value is null or false; 0 when the source is absent. decoded is the propsAt entry
+	// whose props are in b.PropKeys, 0 for none.
+	propsAt        [propsSources]int
+	decoded        int
+	hash, hashLong hashState // h (or hash_mode) and hashMode
 }
+
+// Props sources in Plausible's order of precedence: request.ex reads m || meta || p || props.
+const (
+	propsM = iota
+	propsMeta
+	propsP
+	propsProps
+	propsSources
+)
+
+// hashState is what an h or hashMode field said. Unset is also null and false, the values that
+// Elixir's || passes over.
+type hashState uint8
+
+const (
+	hashUnset hashState = iota
+	hashOff             // 0
+	hashOn              // 1 or true
+)
 
 func (d *decoder) ws() {
 	for d.i < len(d.s) {
@@ -172,19 +208,31 @@ func (d *decoder) field(key string) error {
 	case "r", "referrer":
 		return d.stringField(&b.Referrer, "referrer", MaxReferrerBytes, true)
 	case "h", "hash_mode":
-		v, ok := d.flag()
+		st, ok := d.hashFlag()
 		if !ok {
 			return b.fail("h", "must be a boolean or 0/1")
 		}
-		b.HashMode = v
+		d.hash = st
+	case "hashMode":
+		st, ok := d.hashFlag()
+		if !ok {
+			return b.fail("hashMode", "must be a boolean or 0/1")
+		}
+		d.hashLong = st
 	case "i", "interactive":
 		v, ok := d.flag()
 		if !ok {
 			return b.fail("interactive", "must be a boolean")
 		}
 		b.Interactive = v
-	case "p", "props":
-		return d.props()
+	case "m":
+		return d.propsSource(propsM)
+	case "meta":
+		return d.propsSource(propsMeta)
+	case "p":
+		return d.propsSource(propsP)
+	case "props":
+		return d.propsSource(propsProps)
 	case "$", "revenue":
 		return d.revenue()
 	default:
@@ -241,6 +289,19 @@ func (d *decoder) flag() (bool, bool) {
 	return false, false
 }
 
+// hashFlag decodes an h or hashMode value.
+func (d *decoder) hashFlag() (hashState, bool) {
+	if d.peek() == 'n' || d.peek() == 'f' {
+		_, ok := d.flag()
+		return hashUnset, ok
+	}
+	v, ok := d.flag()
+	if v {
+		return hashOn, ok
+	}
+	return hashOff, ok
+}
+
 // numberEnd reports whether the value that was just read is not followed by more number text.
 func (d *decoder) numberEnd() bool {
 	switch d.peek() {
@@ -250,45 +311,169 @@ func (d *decoder) numberEnd() bool {
 	return false
 }
 
+// propsSource notes where the value of one props key (m, meta, p or props) starts and checks
+// that it is JSON. Which source wins is known only at the end of the body (see props), but an
+// object that leads so far is decoded at once, in the one pass a body with one props key needs.
+// Plausible's JSON decoder (Jason) keeps the first of repeated keys, and so does this.
+func (d *decoder) propsSource(src int) error {
+	b, start := d.b, d.i
+	if d.lit("null") || d.lit("false") {
+		if d.propsAt[src] == 0 {
+			d.propsAt[src] = -1
+		}
+		return nil
+	}
+	if d.propsAt[src] != 0 {
+		return d.skipProps()
+	}
+	d.propsAt[src] = start + 1
+	for _, at := range d.propsAt[:src] {
+		if at > 0 {
+			return d.skipProps() // a source before it in precedence is set
+		}
+	}
+	if d.peek() != '{' {
+		return d.skipProps()
+	}
+	mark := len(b.scratch)
+	d.i++
+	b.PropKeys, b.PropValues, b.dropped = b.PropKeys[:0], b.PropValues[:0], b.dropped[:0]
+	if d.propsObject() == nil {
+		d.decoded = start + 1
+		return nil
+	}
+	// A prop over a limit counts only if this source wins, and a syntax error is found again by
+	// skipProps: read the value again as JSON alone and leave the decoding to props.
+	b.PropKeys, b.PropValues, b.dropped = b.PropKeys[:0], b.PropValues[:0], b.dropped[:0]
+	b.scratch = b.scratch[:mark]
+	d.decoded, d.i = 0, start
+	return d.skipProps()
+}
+
+// skipProps checks a props value as JSON without decoding it.
+func (d *decoder) skipProps() error {
+	if !d.skip(0) {
+		return d.b.fail("props", "invalid JSON")
+	}
+	return nil
+}
+
+// props decodes the props of the body as Plausible does (lib/plausible/ingestion/request.ex,
+// put_props; lib/plausible/helpers/json.ex, decode_or_fallback): the first of m, meta, p, props
+// that is present and neither null nor false is the only source. An object is read as is; a
+// string is read as the JSON text of an object; anything else, or a string that is not an
+// object's JSON, gives no props and the event is still accepted. The winner is decoded here
+// unless propsSource decoded it already.
 func (d *decoder) props() error {
 	b := d.b
-	if d.lit("null") {
+	for _, at := range d.propsAt {
+		if at <= 0 {
+			continue
+		}
+		if at == d.decoded {
+			return nil
+		}
+		b.PropKeys, b.PropValues, b.dropped = b.PropKeys[:0], b.PropValues[:0], b.dropped[:0]
+		p := decoder{b: b, s: d.s, i: at - 1}
+		switch p.peek() {
+		case '{':
+			p.i++
+			return p.propsObject()
+		case '"':
+			return p.propsString()
+		}
 		return nil
 	}
-	if !d.consume('{') {
-		if d.peek() == 0 || !d.skip(0) {
-			return b.fail("", "invalid JSON")
-		}
-		return b.fail("props", "must be an object")
+	return nil
+}
+
+// propsString decodes props sent as a string holding an object's JSON text. Without escapes the
+// text is read in place; with escapes it is unescaped into b.propsJSON, not scratch, so that
+// scratch keeps room for the strings inside it (each body byte still reaches scratch at most once).
+func (d *decoder) propsString() error {
+	b := d.b
+	mark, start := len(b.scratch), d.i+1
+	v, ok := d.str()
+	if !ok {
+		return b.fail("props", "invalid JSON string") // checked by propsSource already
 	}
-	b.PropKeys, b.PropValues = b.PropKeys[:0], b.PropValues[:0]
+	text := d.s[start : d.i-1]
+	if len(b.scratch) != mark {
+		b.propsJSON = append(b.propsJSON[:0], v...)
+		b.scratch = b.scratch[:mark]
+		text = b.propsJSON
+	}
+	in := decoder{b: b, s: text}
+	in.ws()
+	open := in.i
+	// The whole text is checked before any prop is read: Plausible rejects a prop over a limit only
+	// in text that parses. Nesting deeper than maxNesting counts as not parsing (Plausible has no
+	// such limit; this one bounds the recursion of skip).
+	if in.peek() != '{' || !in.skip(0) {
+		return nil
+	}
+	in.ws()
+	if in.i != len(in.s) {
+		return nil
+	}
+	in.i = open + 1
+	return in.propsObject()
+}
+
+// propsObject decodes the members of a props object whose '{' was just read, with Plausible's
+// rules (request.ex, filter_bad_props, validate_props): a member whose value is an object, an
+// array or null, or whose name or value is empty or white space only, is dropped; numbers and
+// booleans become text (numbers keep the spelling sent, where Plausible re-prints floats: 1.50 is
+// "1.5" there); of a repeated name the first member counts, even if it is dropped; 30 props are
+// kept and the rest dropped (Plausible keeps 30 in map order, this keeps the first 30 sent); a
+// kept name over 300 bytes or value over 2000 bytes is a 400. A kept name or value with a control
+// character is a 400 too, which Plausible does not do: no property needs one, and header and log
+// injection rely on them (see hasControl).
+func (d *decoder) propsObject() error {
+	b := d.b
 	return d.object("props", "property name", func(k string) error {
+		v, keep, err := d.propValue()
 		switch {
-		case k == "":
-			return b.fail("props", "property name is empty")
+		case err != nil:
+			return err
+		case len(b.PropKeys) == MaxProps, d.repeated(k):
+			return nil
+		case !keep || blank(k) || blank(v):
+			// Remembered so that a repeat of the name is dropped too; bounded so that a body of
+			// many dropped members costs at most maxDroppedNames compares per member. Past the
+			// bound a repeat can be kept where Plausible would drop it.
+			if len(b.dropped) < maxDroppedNames {
+				b.dropped = append(b.dropped, k)
+			}
+			return nil
 		case len(k) > MaxPropKeyBytes:
 			return b.fail("props", "property name longer than "+strconv.Itoa(MaxPropKeyBytes)+" bytes")
+		case len(v) > MaxPropValBytes:
+			return b.fail("props", "property value longer than "+strconv.Itoa(MaxPropValBytes)+" bytes")
 		case hasControl(k):
 			return b.fail("props", "property name contains control characters")
+		case hasControl(v):
+			return b.fail("props", "property value contains control characters")
 		}
-		v, keep, err := d.propValue()
-		if err != nil {
-			return err
-		}
-		if keep {
-			for _, prev := range b.PropKeys {
-				if prev == k {
-					return b.fail("props", "duplicate property name")
-				}
-			}
-			if len(b.PropKeys) == MaxProps {
-				return b.fail("props", "more than "+strconv.Itoa(MaxProps)+" properties")
-			}
-			b.PropKeys = append(b.PropKeys, k)
-			b.PropValues = append(b.PropValues, v)
-		}
+		b.PropKeys = append(b.PropKeys, k)
+		b.PropValues = append(b.PropValues, v)
 		return nil
 	})
+}
+
+// repeated reports whether a props member named k was seen before, kept or dropped.
+func (d *decoder) repeated(k string) bool {
+	for _, prev := range d.b.PropKeys {
+		if prev == k {
+			return true
+		}
+	}
+	for _, prev := range d.b.dropped {
+		if prev == k {
+			return true
+		}
+	}
+	return false
 }
 
 // object reads the members of a JSON object whose '{' was just consumed, up to and including its
@@ -324,7 +509,8 @@ func (d *decoder) object(field, what string, member func(key string) error) erro
 	}
 }
 
-// propValue decodes a property value: a string, number or boolean (stringified), or null (dropped).
+// propValue decodes a property value: a string, number or boolean as text (keep), or null, an
+// object or an array, skipped (not keep).
 func (d *decoder) propValue() (string, bool, error) {
 	b := d.b
 	switch c := d.peek(); {
@@ -332,12 +518,6 @@ func (d *decoder) propValue() (string, bool, error) {
 		v, ok := d.str()
 		if !ok {
 			return "", false, b.fail("props", "invalid JSON string")
-		}
-		if len(v) > MaxPropValBytes {
-			return "", false, b.fail("props", "property value longer than "+strconv.Itoa(MaxPropValBytes)+" bytes")
-		}
-		if hasControl(v) {
-			return "", false, b.fail("props", "property value contains control characters")
 		}
 		return v, true, nil
 	case c == 't' && d.lit("true"):
@@ -351,12 +531,12 @@ func (d *decoder) propValue() (string, bool, error) {
 		if !ok {
 			return "", false, b.fail("props", "invalid number")
 		}
-		if len(v) > MaxPropValBytes {
-			return "", false, b.fail("props", "property value longer than "+strconv.Itoa(MaxPropValBytes)+" bytes")
-		}
 		return v, true, nil
 	case c == '{' || c == '[':
-		return "", false, b.fail("props", "values must be strings, numbers or booleans, not objects or arrays")
+		if !d.skip(1) {
+			return "", false, b.fail("props", "invalid JSON value")
+		}
+		return "", false, nil
 	}
 	return "", false, b.fail("props", "invalid JSON value")
 }
@@ -596,8 +776,7 @@ func (d *decoder) skip(depth int) bool {
 	}
 	switch c := d.peek(); {
 	case c == '"':
-		_, ok := d.str()
-		return ok
+		return d.skipStr()
 	case c == '{':
 		d.i++
 		d.ws()
@@ -606,7 +785,7 @@ func (d *decoder) skip(depth int) bool {
 		}
 		for {
 			d.ws()
-			if _, ok := d.str(); !ok {
+			if !d.skipStr() {
 				return false
 			}
 			d.ws()
@@ -651,6 +830,25 @@ func (d *decoder) skip(depth int) bool {
 		return ok
 	}
 	return false
+}
+
+// skipStr reads a JSON string that nothing uses, giving back the scratch its escapes took.
+func (d *decoder) skipStr() bool {
+	mark := len(d.b.scratch)
+	_, ok := d.str()
+	d.b.scratch = d.b.scratch[:mark]
+	return ok
+}
+
+// blank reports whether s is empty or white space only (Unicode White_Space), which Plausible
+// drops: String.trim_leading(to_string(v)) == "".
+func blank(s string) bool {
+	for _, r := range s {
+		if !unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // scratchString returns scratch[start:] as a string without copying. Safe because scratch is never

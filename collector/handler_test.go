@@ -155,6 +155,49 @@ func TestEventVariants(t *testing.T) {
 	}
 }
 
+// TestEventPropsPlausibleShapes sends the props shapes Plausible accepts (lib/plausible/ingestion/
+// request.ex) and checks what is stored.
+func TestEventPropsPlausibleShapes(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	const ev = `"n":"signup","u":"https://acme.example/app#/settings","d":"acme.example"`
+	cases := []struct {
+		name, fields, props, path string
+	}{
+		{"props as a JSON string", `"p":"{\"plan\":\"pro\",\"seats\":12}"`, "[plan seats] [pro 12]", "/app"},
+		{"nested values dropped", `"p":{"a":{"b":1},"c":[1],"d":"e"}`, "[d] [e]", "/app"},
+		{"m", `"m":{"plan":"pro"}`, "[plan] [pro]", "/app"},
+		{"meta as a JSON string", `"meta":"{\"plan\":\"pro\"}"`, "[plan] [pro]", "/app"},
+		{"m wins over p", `"p":{"from":"p"},"m":{"from":"m"}`, "[from] [m]", "/app"},
+		{"meta wins over props", `"props":{"from":"props"},"meta":{"from":"meta"}`, "[from] [meta]", "/app"},
+		{"null m passed over", `"m":null,"props":{"from":"props"}`, "[from] [props]", "/app"},
+		{"hashMode", `"hashMode":1`, "[] []", "/app#/settings"},
+		{"h wins over hashMode", `"h":0,"hashMode":1`, "[] []", "/app"},
+		{"props not an object", `"p":["a"]`, "[] []", "/app"},
+		{"empty name and value dropped, repeat ignored", `"p":{"":"x","a":"","b":"1","b":"2"}`, "[b] [1]", "/app"},
+		{"31st prop dropped", `"p":{` + manyProps(MaxProps+1) + `}`, fmt.Sprint(MaxProps), "/app"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(h.events())
+			code, hdr, body := h.do(request{body: `{` + ev + `,` + tc.fields + `}`})
+			if code != 202 || hdr.Get("X-Collector-Dropped") != "" {
+				t.Fatalf("status %d %s dropped %q", code, body, hdr.Get("X-Collector-Dropped"))
+			}
+			evs := h.events()[before:]
+			if len(evs) != 1 {
+				t.Fatalf("stored %d events", len(evs))
+			}
+			got := fmt.Sprint(evs[0].PropKeys, evs[0].PropValues)
+			if tc.props == fmt.Sprint(MaxProps) {
+				got = fmt.Sprint(len(evs[0].PropKeys)) // only the count
+			}
+			if got != tc.props || evs[0].Pathname != tc.path {
+				t.Fatalf("props %s pathname %q, want %s %q", got, evs[0].Pathname, tc.props, tc.path)
+			}
+		})
+	}
+}
+
 func TestDropped(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	pv := `{"n":"pageview","u":"https://acme.example/","d":"acme.example"}`
