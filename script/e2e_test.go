@@ -494,6 +494,26 @@ func TestEndToEnd(t *testing.T) {
 			Props: map[string]string{"url": h.url(otherHost, "/e2e/partner")}}) // no query string
 	})
 
+	run("tagged events, revenue and script props through an assembled variant", func(t *testing.T) {
+		h := newHarness(t, browser, collectorURL)
+		from := len(rp.exchanges())
+		// The collector routes every ordering of the extensions to the script handler.
+		h.add("/e2e/tags", page{Variant: "script.tagged-events.pageview-props.revenue", Attrs: `event-author="Jane"`,
+			Body: template.HTML(`<button id="signup" class="plausible-event-name=Signup plausible-event-plan=pro+plan">sign up</button>
+<button id="buy" class="plausible-event-name=Purchase plausible-event-revenue-amount=9.99 plausible-event-revenue-currency=EUR">buy</button>`)})
+		h.run(chromedp.Navigate(h.url("", "/e2e/tags")))
+		h.waitJS(`typeof kyomi == 'function'`)
+		h.run(chromedp.Click(chromedp.CSS("#signup")))
+		h.run(chromedp.Click(chromedp.CSS("#buy")))
+		rp.waitBeacons(h, from, 3, "")
+		h.checkNoTraces()
+		checkNoCookies(h)
+		expect(storedRow{Name: "pageview", Pathname: "/e2e/tags", Interactive: true, Props: map[string]string{"author": "Jane"}})
+		expect(storedRow{Name: "Signup", Pathname: "/e2e/tags", Interactive: true, Props: map[string]string{"author": "Jane", "plan": "pro plan"}})
+		expect(storedRow{Name: "Purchase", Pathname: "/e2e/tags", Interactive: true, Props: map[string]string{"author": "Jane"},
+			RevenueAmount: 9.99, RevenueCurrency: "EUR"})
+	})
+
 	run("strict CSP allowing only the collector", func(t *testing.T) {
 		h := newHarness(t, browser, collectorURL)
 		from := len(rp.exchanges())
