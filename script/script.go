@@ -86,6 +86,8 @@ type lazyAsset struct {
 	err  error
 }
 
+// assets is the catalog of the embedded dist/, loaded and the prebuilt variants compressed once
+// at init.
 var assets = mustLoad()
 
 func mustLoad() *catalog {
