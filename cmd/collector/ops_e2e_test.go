@@ -46,6 +46,51 @@ func (p *proc) metricValue(t *testing.T, series string) float64 {
 	return -1
 }
 
+// TestMetricNamesArePrefixed scrapes /metrics of the binary with the query path on: every metric
+// family starts collector_ (DESIGN 3.6), the Go runtime's and the process's included.
+func TestMetricNamesArePrefixed(t *testing.T) {
+	_, args := e2eEnv(t)
+	p := startCollector(t, nil, append(args, "-jwks", newConnectKeys(t).jwks)...)
+	// A query without a token, so that the query path's labelled counters have a series.
+	qr, err := http.Post("http://"+p.addr+"/api/query", "application/json", strings.NewReader(`{"id":"q1","op":"ping"}`))
+	if err != nil {
+		t.Fatalf("POST /api/query: %v", err)
+	}
+	qr.Body.Close()
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	families := map[string]bool{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<22)
+	for sc.Scan() {
+		// Every family has a "# TYPE name type" line; samples are checked too, in case one has none.
+		name, _, _ := strings.Cut(sc.Text(), " ")
+		if rest, ok := strings.CutPrefix(sc.Text(), "# TYPE "); ok {
+			name, _, _ = strings.Cut(rest, " ")
+			families[name] = true
+		} else if strings.HasPrefix(name, "#") {
+			continue
+		}
+		name, _, _ = strings.Cut(name, "{")
+		if !strings.HasPrefix(name, "collector_") {
+			t.Errorf("%q does not start collector_", name)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"collector_events_received_total", "collector_query_requests_total",
+		"collector_go_goroutines", "collector_go_gc_duration_seconds", "collector_process_cpu_seconds_total",
+		"collector_process_resident_memory_bytes"} {
+		if !families[name] {
+			t.Errorf("/metrics has no %s (of %d families)", name, len(families))
+		}
+	}
+}
+
 // TestMetricsCountKnownTraffic sends a known mix and checks the exact counter values.
 func TestMetricsCountKnownTraffic(t *testing.T) {
 	_, args := e2eEnv(t)
