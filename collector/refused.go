@@ -41,10 +41,10 @@ func (s *Server) HTTPServer(log fasthttp.Logger) *fasthttp.Server {
 // The answer has the shape of the path's own errors when the path is known: on /api/event the
 // handler's {"error": "..."} with its CORS headers, counted in collector_events_rejected_total; on
 // the route with a Config.Refused function, that function's (routes matched as Handler matches
-// them). Elsewhere it is {"error": "..."}. The
-// path is known only when the request line and headers were read and the body was not (a
-// Content-Length over the limit): fasthttp resets the request when reading either fails, so a
-// chunked body over the limit gets the answer of no particular path.
+// them). Elsewhere it is {"error": "..."}. The path is known only when the request line and
+// headers were read and the body was not (a Content-Length over the limit): fasthttp resets the
+// request when reading either fails, so a chunked body over the limit gets the answer of no
+// particular path.
 //
 // Every answer is counted in collector_http_requests_total, except to a client that closed the
 // connection before sending a whole request. The answer never quotes the request and err is not
