@@ -1,41 +1,17 @@
 package collector
 
 import (
-	"bufio"
 	"encoding/json"
-	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
-)
 
-// rawAnswer writes head, then body (ignoring a write error: the server may answer and close
-// before reading it all), to a new connection to addr and reads the one answer.
-func rawAnswer(t *testing.T, addr, head, body string) (int, http.Header, string) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, head); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.WriteString(c, body)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
-}
+	"github.com/kyomi/collector/internal/rawhttp"
+)
 
 // TestRequestsTheServerCannotRead covers the answers of ErrorHandler: requests fasthttp refuses
 // while reading them get the contract's status and JSON shape, not fasthttp's plain-text 400.
@@ -86,7 +62,7 @@ func TestRequestsTheServerCannotRead(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := h.metric("collector_http_requests_total", "handler", tc.handler, "code", strconv.Itoa(tc.status))
-			status, hdr, body := rawAnswer(t, h.addr, tc.head, tc.body)
+			status, hdr, body := rawhttp.Answer(t, h.addr, tc.head, tc.body)
 			if status != tc.status {
 				t.Fatalf("status %d, want %d; body %.200q", status, tc.status, body)
 			}

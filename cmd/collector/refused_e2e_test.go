@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"io"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/internal/rawhttp"
 )
 
 // TestOversizedAndMalformedRequests drives the built binary with requests its HTTP server refuses
@@ -22,32 +23,15 @@ func TestOversizedAndMalformedRequests(t *testing.T) {
 	big := strings.Repeat("x", 2_000_000)
 
 	// Over a raw connection: the server answers as soon as it reads the Content-Length and closes
-	// without reading the body, so a client still writing gets a broken pipe. net/http's client
-	// then sometimes reports the write error rather than the answer that already arrived.
+	// without reading the body (see package rawhttp).
 	post := func(t *testing.T, path, origin string) (int, http.Header, string) {
 		t.Helper()
-		c, err := net.Dial("tcp", p.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		head := "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
 		if origin != "" {
 			head += "Origin: " + origin + "\r\n"
 		}
 		head += "Content-Length: " + strconv.Itoa(len(big)) + "\r\n\r\n"
-		if _, err := io.WriteString(c, head); err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.WriteString(c, big)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("POST %s: reading the answer: %v", path, err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, resp.Header, string(b)
+		return rawhttp.Answer(t, p.addr, head, big)
 	}
 
 	t.Run("event", func(t *testing.T) {
