@@ -98,10 +98,7 @@ plausible('Legacy', {props: {from: 'plausible'}});`})
 		if status.Status != 202 {
 			t.Errorf("callback got status %d, want 202", status.Status)
 		}
-		byName := map[string]event{}
-		for _, ev := range h.events(5) {
-			byName[ev.N] = ev
-		}
+		byName := h.eventsByName(5)
 		if _, ok := byName["pageview"]; !ok {
 			t.Errorf("no page view among %v", byName)
 		}
@@ -140,10 +137,7 @@ plausible('Legacy', {props: {from: 'plausible'}});`})
 		// The outbound click navigates away at once; keepalive carries the beacon anyway.
 		h.run(chromedp.Click(chromedp.CSS("#out")))
 		h.waitJS(`location.host == '` + otherHost + `:` + h.port + `'`)
-		byName := map[string]event{}
-		for _, ev := range h.events(3) {
-			byName[ev.N] = ev
-		}
+		byName := h.eventsByName(3)
 		if ev := byName["File Download"]; ev.P["url"] != h.url("", "/files/report.pdf") {
 			t.Errorf("file download %+v", ev)
 		}
@@ -315,10 +309,7 @@ func TestBrowserExtensions(t *testing.T) {
 		h.checkNoTraces()
 		h.run(chromedp.Click(chromedp.CSS("#partner")))
 		h.waitJS(`location.host == '` + otherHost + `:` + h.port + `'`)
-		byName := map[string]event{}
-		for _, ev := range h.events(5) {
-			byName[ev.N] = ev
-		}
+		byName := h.eventsByName(5)
 		if ev, ok := byName["Signup"]; !ok || len(ev.P) != 1 || ev.P["plan"] != "pro plan" || ev.Revenue != nil {
 			t.Errorf("tagged button %+v", ev)
 		}
@@ -344,10 +335,7 @@ func TestBrowserExtensions(t *testing.T) {
 		h.run(chromedp.Navigate(h.url("", "/article")))
 		h.waitJS(`typeof plausible == 'function'`)
 		h.eval(`new Promise(r => plausible('Share', {props: {section: 'sports'}, callback: r}))`, nil)
-		byName := map[string]event{}
-		for _, ev := range h.events(2) {
-			byName[ev.N] = ev
-		}
+		byName := h.eventsByName(2)
 		if ev := byName["pageview"]; len(ev.P) != 2 || ev.P["author"] != "Jane Doe" || ev.P["section"] != "news" {
 			t.Errorf("page view props %+v", ev.P)
 		}

@@ -265,6 +265,16 @@ func (h *harness) waitJS(expr string) {
 	}
 }
 
+// eventsByName is events(n) keyed by event name; of beacons with the same name the last wins.
+func (h *harness) eventsByName(n int) map[string]event {
+	h.t.Helper()
+	byName := map[string]event{}
+	for _, ev := range h.events(n) {
+		byName[ev.N] = ev
+	}
+	return byName
+}
+
 // events waits until the recorder holds at least n beacons, then a quiet period to catch
 // extra ones, and returns every beacon decoded. It checks the transport on the way: each is
 // a POST with a text/plain body and no cookie, and no preflight ever arrived.
