@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kyomi/collector/internal/leakcheck"
 )
@@ -94,5 +96,74 @@ func TestCheckpointAtSegmentEndSurvivesRestart(t *testing.T) {
 	// The oldest uncommitted record is found past the deleted segment the checkpoint names.
 	if age := metricValue(t, reg, "collector_spool_oldest_unflushed_seconds"); age <= 0 {
 		t.Errorf("oldest unflushed age %v with record c uncommitted, want > 0", age)
+	}
+}
+
+// TestAppendDoesNotWaitForCheckpoint: while a checkpoint write is in progress (MarkPending or
+// Commit, two fsyncs each), durable appends still complete. They used to wait for it, twice per
+// shipped batch. The write is held open by making checkpoint.tmp a FIFO: opening it for writing
+// blocks until the test opens it for reading.
+func TestAppendDoesNotWaitForCheckpoint(t *testing.T) {
+	leakcheck.Register(t)
+	dir := t.TempDir()
+	s, _ := openSpool(t, Config{Dir: dir})
+	if err := s.Append([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	_, end := readBatch(t, s, s.Checkpoint())
+	fifo := filepath.Join(dir, "checkpoint.tmp")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	committed := make(chan error, 1)
+	go func() { committed <- s.Commit(end) }() // blocks opening the FIFO
+	for s.ckMu.TryLock() { // until Commit holds the checkpoint lock
+		s.ckMu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // and has reached the open
+
+	appended := make(chan error, 1)
+	go func() {
+		for range 10 {
+			if err := s.Append([]byte("event")); err != nil {
+				appended <- err
+				return
+			}
+		}
+		appended <- nil
+	}()
+	var appendErr error
+	timedOut := false
+	select {
+	case appendErr = <-appended:
+	case <-time.After(10 * time.Second):
+		timedOut = true
+	}
+	// Let the checkpoint write go on: read the FIFO. Its fsync then fails (a FIFO cannot be
+	// synced), so Commit reports an error; that is not what this test is about.
+	r, err := os.Open(fifo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(r)
+	r.Close()
+	<-committed
+	if timedOut {
+		<-appended
+		t.Fatal("durable appends waited for the checkpoint write")
+	}
+	if appendErr != nil {
+		t.Fatal(appendErr)
+	}
+	if err := os.Remove(fifo); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	got, end := readBatch(t, s, s.Checkpoint())
+	if len(got) != 11 {
+		t.Fatalf("%d records readable, want 11", len(got))
+	}
+	if err := s.Commit(end); err != nil {
+		t.Fatalf("Commit after the FIFO was removed: %v", err)
 	}
 }

@@ -200,8 +200,13 @@ type Spool struct {
 	total    int64     // bytes of all segments, including buf
 	oldest   int64     // append time (ns) of the oldest uncommitted record, 0 if none
 	openEnd  Position  // start of the segment made by Open
-	commit   Position
-	pending  *Position
+	commit   Position  // written under ckMu and mu; read under either
+	pending  *Position // as commit
+	// ckMu serializes MarkPending and Commit. Their checkpoint file writes
+	// (two fsyncs: about 1 ms each under load, up to 4.5 ms) run outside
+	// mu: with mu held, every append and the group commit in flight stalled
+	// behind them, twice per shipped batch.
+	ckMu     sync.Mutex
 	notify   chan struct{}
 	prepared bool          // the prepared file is complete and unused
 	prepKick chan struct{} // asks prepareLoop for a new prepared file
@@ -865,27 +870,31 @@ func (s *Spool) limit(id uint64) (end int64, sealed bool, next uint64, ok bool) 
 // MarkPending durably records end as the end of the batch about to be
 // inserted, so a restart cuts the same batch (see Pending).
 func (s *Spool) MarkPending(end Position) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.ckMu.Lock()
+	defer s.ckMu.Unlock()
 	p := end
 	if err := s.writeCheckpoint(s.commit, &p); err != nil {
 		return err
 	}
+	s.mu.Lock()
 	s.pending = &p
+	s.mu.Unlock()
 	return nil
 }
 
 // Commit durably records that everything before p is stored, clears the
 // pending batch and deletes segments that lie wholly before p.
 func (s *Spool) Commit(p Position) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.ckMu.Lock()
+	defer s.ckMu.Unlock()
 	if p.Less(s.commit) {
 		return fmt.Errorf("cannot commit spool position %s: before checkpoint %s", p, s.commit)
 	}
 	if err := s.writeCheckpoint(p, nil); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.commit, s.pending = p, nil
 	last := len(s.segs) - 1
 	keep := s.segs[:0]
