@@ -117,7 +117,8 @@ func TestAppendDoesNotWaitForCheckpoint(t *testing.T) {
 	}
 	committed := make(chan error, 1)
 	go func() { committed <- s.Commit(end) }() // blocks opening the FIFO
-	for s.ckMu.TryLock() {                     // until Commit holds the checkpoint lock
+	// Wait until Commit holds the checkpoint lock.
+	for s.ckMu.TryLock() {
 		s.ckMu.Unlock()
 		time.Sleep(time.Millisecond)
 	}
