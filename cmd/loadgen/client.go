@@ -61,12 +61,14 @@ func (r *result) merge(o *result) {
 // reached or ctx ends, and returns what it measured. Every goroutine it starts has returned
 // when it returns.
 func runLoad(ctx context.Context, cfg loadConfig, reqs []request) *result {
-	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	// The deadline is counted from start, so that a run bounded by -duration never reports less
+	// than it (the context used to be made first and could end a few µs before start+duration).
+	start := time.Now()
+	ctx, cancel := context.WithDeadline(ctx, start.Add(cfg.Duration))
 	defer cancel()
 	var claimed atomic.Int64
 	results := make([]*result, cfg.Concurrency)
 	var wg sync.WaitGroup
-	start := time.Now()
 	for w := range cfg.Concurrency {
 		results[w] = newResult()
 		wg.Go(func() {
