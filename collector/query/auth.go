@@ -358,13 +358,9 @@ func (j *JWKS) load(ctx context.Context) (keySet, error) {
 	return parseJWKS(data)
 }
 
-// ParseJWKS decodes a JSON Web Key Set and returns its P-256 EC keys by kid.
-// Keys of other types or curves are ignored.
-func ParseJWKS(data []byte) (map[string]*ecdsa.PublicKey, error) {
-	ks, err := parseJWKS(data)
-	return ks.byKid, err
-}
-
+// parseJWKS decodes a JSON Web Key Set and returns its ES256 signing keys
+// (P-256 EC): all of them in order, and those with a kid by kid. Keys of
+// other types, curves or uses are ignored.
 func parseJWKS(data []byte) (keySet, error) {
 	var set struct {
 		Keys []struct {
