@@ -166,8 +166,7 @@ func NewShipper(sp *spool.Spool, ins Inserter, cfg ShipperConfig) (*Shipper, err
 	return s, nil
 }
 
-// Close flushes every durable record of the spool (after syncing the spool,
-// for SyncInterval mode) and stops the Shipper. Stop appending first. If
+// Close flushes every durable record of the spool and stops the Shipper. Stop appending first. If
 // ctx ends before the drain completes (say the store is down), Close stops
 // anyway and returns an error; the records stay in the spool for the next
 // start. The metrics stay registered, so their final values can be read.
@@ -225,7 +224,6 @@ func (s *Shipper) run() {
 	var first time.Time // append time of the batch's oldest record
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	synced := false
 	for {
 		eof := false
 		// A batch marked pending by an earlier run is cut exactly where it
@@ -265,14 +263,6 @@ func (s *Shipper) run() {
 			}
 		}
 		closing := s.closingNow()
-		if closing && eof && !synced {
-			// Make what SyncInterval mode still buffers readable, once.
-			synced = true
-			if err := s.sp.Sync(); err != nil {
-				s.cfg.Logger.Error("cannot sync spool before drain", "err", err)
-			}
-			continue
-		}
 		atForced := hasForced && end == forced
 		due := atForced || (!hasForced && len(rows) >= s.cfg.MaxRows) ||
 			(len(rows) > 0 && (closing || time.Since(first) >= s.cfg.MaxAge))

@@ -382,11 +382,13 @@ func TestShipperOutageEmbedded(t *testing.T) {
 	}
 }
 
-// TestShipperCloseSyncsIntervalSpool: with a long sync interval nothing is
-// readable until a sync, and Close must still ship every appended event.
-func TestShipperCloseSyncsIntervalSpool(t *testing.T) {
+// TestShipperIntervalSpool: with a long sync interval an acknowledged event
+// is written, so it ships within MaxAge without waiting for the interval,
+// and the spool is fsynced before each batch is marked pending.
+func TestShipperIntervalSpool(t *testing.T) {
 	leakcheck.Register(t)
-	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), SyncInterval: time.Hour})
+	spReg := prometheus.NewRegistry()
+	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), SyncInterval: time.Hour, Registerer: spReg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,10 +396,20 @@ func TestShipperCloseSyncsIntervalSpool(t *testing.T) {
 	d := &dedupStore{}
 	s, _ := startShipper(t, sp, d, ShipperConfig{MaxRows: 10, MaxAge: 10 * time.Millisecond})
 	appendMarked(t, sp, "ws", 0, 35)
-	time.Sleep(50 * time.Millisecond)
-	if m, _ := d.stored(); len(m) != 0 {
-		t.Fatalf("%d rows shipped before the spool synced", len(m))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if m, _ := d.stored(); len(m) == 35 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("35 written events not shipped within 5s of a one-hour sync interval")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	closeShipper(t, s)
 	checkExactlyOnce(t, d, "ws", 35)
+	// The interval never ticked: the marks of the batches fsynced the spool.
+	if n := metricVal(t, spReg, "collector_spool_fsync_duration_seconds"); n < 1 {
+		t.Errorf("%v spool fsyncs for 4 or more shipped batches, want at least 1", n)
+	}
 }

@@ -88,7 +88,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.Int64Var(&c.SpoolMaxBytes, "spool-max-bytes", 1<<30, "bytes the on-disk spool may hold before new events are refused with 503")
 	// 0 means every 202 follows an fsync (group-committed across concurrent requests): nothing
 	// acknowledged is lost on a crash of the process or the machine.
-	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", 0, "0 = fsync before every acknowledgement (group commit); >0 = acknowledge at once and fsync at this interval, losing at most that window on a process or machine crash")
+	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", 0, "0 = write and fsync before every acknowledgement (group commit): nothing acknowledged is lost on a crash of the process or the machine; >0 = write before every acknowledgement, fsync at this interval and before each insert: a crash of the process loses nothing, a crash of the machine at most this window")
 	// Off by default: on a virtual disk with ~0.5ms fsyncs, spacing them cost more throughput than
 	// the CPU it saved (BENCHMARKS.md).
 	fs.DurationVar(&c.SpoolCommitDelay, "spool-commit-delay", 0, "with -spool-sync-interval 0: an fsync starts no sooner than this after the previous one, so one fsync covers more events under load, at the price of up to this much more latency per answer; 0 = back-to-back fsyncs")

@@ -16,7 +16,8 @@ import (
 // SPOOL_KILL_DIR is set, and the tests otherwise.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv("SPOOL_KILL_DIR"); dir != "" {
-		killAppender(dir, os.Getenv("SPOOL_KILL_ROUND"))
+		interval, _ := time.ParseDuration(os.Getenv("SPOOL_KILL_INTERVAL"))
+		killAppender(dir, os.Getenv("SPOOL_KILL_ROUND"), interval)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -24,8 +25,8 @@ func TestMain(m *testing.M) {
 
 // killAppender appends records from 8 goroutines and prints the id of
 // every record whose Append returned nil, until the process is killed.
-func killAppender(dir, round string) {
-	s, err := Open(Config{Dir: dir})
+func killAppender(dir, round string, interval time.Duration) {
+	s, err := Open(Config{Dir: dir, SyncInterval: interval})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)
@@ -52,13 +53,24 @@ func killAppender(dir, round string) {
 
 // TestSIGKILLLosesNoAck kills an appending process at random moments and
 // checks after each restart that every acknowledged record is in the spool
-// exactly once.
+// exactly once, with an fsync before each acknowledgement and with
+// SyncInterval (a write before each acknowledgement; an hour between
+// fsyncs, so none happens while the process lives).
 func TestSIGKILLLosesNoAck(t *testing.T) {
+	for _, interval := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprintf("sync-interval=%s", interval), func(t *testing.T) {
+			testSIGKILLLosesNoAck(t, interval)
+		})
+	}
+}
+
+func testSIGKILLLosesNoAck(t *testing.T, interval time.Duration) {
 	dir := t.TempDir()
 	acked := map[string]bool{}
 	for round := range 8 {
 		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), "SPOOL_KILL_DIR="+dir, fmt.Sprintf("SPOOL_KILL_ROUND=%d", round))
+		cmd.Env = append(os.Environ(), "SPOOL_KILL_DIR="+dir, fmt.Sprintf("SPOOL_KILL_ROUND=%d", round),
+			"SPOOL_KILL_INTERVAL="+interval.String())
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)

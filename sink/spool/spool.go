@@ -95,10 +95,14 @@ type Config struct {
 	// MaxBytes/2 when that is smaller (MaxBytes must then be >= 8 MiB).
 	SegmentBytes int64
 	// SyncInterval 0 (default) makes Append return only after its record is
-	// fsynced (group commit): nothing acknowledged is lost on a process
-	// crash or power loss. A positive interval makes Append return at once;
-	// records are written and fsynced every interval, so a crash of the
-	// process or the machine loses at most the last interval of records.
+	// written and fsynced (group commit): nothing acknowledged is lost on a
+	// crash of the process or of the machine. A positive interval makes
+	// Append return once its record is written to the segment file (the
+	// same group commit without the fsync): nothing acknowledged is lost
+	// on a crash of the process, and the file is fsynced every interval and
+	// before each MarkPending, so a crash of the machine (kernel, power)
+	// loses at most the last interval of records and never a record that
+	// was already shipped.
 	SyncInterval time.Duration
 	// CommitDelay (durable mode only) spaces group commits: an fsync starts
 	// no sooner than CommitDelay after the previous one started, so under
@@ -183,7 +187,7 @@ type Spool struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond // signalled when io finishes (rotation, Sync and Close wait on it)
-	group    *group     // the appends in buf; durable appenders wait on group.done only
+	group    *group     // the appends in buf; appenders wait on group.done only
 	kick     chan struct{}
 	lastIO   time.Time // start of the last write+fsync
 	closed   bool
@@ -193,7 +197,8 @@ type Spool struct {
 	spare    []byte    // the other buffer, reused by the next flush
 	bufEnd   int64     // offset in the last segment after buf
 	written  int64     // bytes of the last segment written to the file
-	durable  Position  // end of the fsynced data
+	durable  Position  // end of the written data: acknowledged, readable by the shipper
+	unsynced bool      // SyncInterval mode: written data not yet fsynced
 	appended uint64    // records appended since open
 	ioBusy   bool      // one goroutine writes and syncs at a time
 	failed   error     // a write or fsync failed: the spool refuses appends
@@ -212,8 +217,8 @@ type Spool struct {
 	prepKick chan struct{} // asks prepareLoop for a new prepared file
 
 	stop     chan struct{}
-	done     chan struct{} // commitLoop or syncLoop ended
-	prepDone chan struct{} // prepareLoop ended
+	loops    sync.WaitGroup // commitLoop and syncLoop
+	prepDone chan struct{}  // prepareLoop ended
 }
 
 const (
@@ -233,7 +238,7 @@ func Open(cfg Config) (*Spool, error) {
 		return nil, fmt.Errorf("cannot create spool dir: %w", err)
 	}
 	s := &Spool{cfg: cfg, notify: make(chan struct{}, 1), kick: make(chan struct{}, 1),
-		prepKick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		prepKick: make(chan struct{}, 1), stop: make(chan struct{}),
 		prepDone: make(chan struct{}), group: newGroup()}
 	s.cond = sync.NewCond(&s.mu)
 	s.metrics = newMetrics(s)
@@ -244,10 +249,9 @@ func Open(cfg Config) (*Spool, error) {
 		s.file.Close()
 		return nil, fmt.Errorf("cannot register spool metrics: %w", err)
 	}
+	s.loops.Go(s.commitLoop)
 	if cfg.SyncInterval > 0 {
-		go s.syncLoop()
-	} else {
-		go s.commitLoop()
+		s.loops.Go(s.syncLoop)
 	}
 	go s.prepareLoop() // newSegmentFile asked it for the next segment
 	return s, nil
@@ -582,9 +586,9 @@ func (s *Spool) OpenEnd() Position { return s.openEnd }
 // are available to the reader. It has one slot: one consumer.
 func (s *Spool) Notify() <-chan struct{} { return s.notify }
 
-// Append stores one record. With SyncInterval 0 it returns nil only once
-// the record is fsynced, sharing each fsync with the concurrent callers
-// (group commit). It returns ErrFull when the spool is over MaxBytes, and
+// Append stores one record. It returns nil only once the record is written
+// to the segment file, and with SyncInterval 0 also fsynced, sharing each
+// write and fsync with the concurrent callers (group commit). It returns ErrFull when the spool is over MaxBytes, and
 // ErrClosed after Close. rec is copied; the caller may reuse it.
 func (s *Spool) Append(rec []byte) error {
 	return s.AppendAll([][]byte{rec})
@@ -654,10 +658,6 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 	}
 	s.appended += uint64(len(recs))
 	s.metrics.appended.Add(float64(len(recs)))
-	if s.cfg.SyncInterval > 0 {
-		s.mu.Unlock()
-		return nil
-	}
 	// Wait for the group this frame joined. Only its members are woken when
 	// it is durable (a shared condition variable woke every waiter at every
 	// fsync, a herd of futex calls per group at hundreds of appenders).
@@ -674,11 +674,10 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 	return nil
 }
 
-// commitLoop is the group committer of durable mode: woken by appends, it
-// writes and fsyncs whatever is buffered, spacing fsyncs by CommitDelay.
-// It runs until Close.
+// commitLoop is the group committer: woken by appends, it writes whatever
+// is buffered, and fsyncs it too when SyncInterval is 0, spacing fsyncs by
+// CommitDelay. It runs until Close.
 func (s *Spool) commitLoop() {
-	defer close(s.done)
 	var timer *time.Timer
 	for {
 		select {
@@ -706,19 +705,20 @@ func (s *Spool) commitLoop() {
 		for s.ioBusy {
 			s.cond.Wait()
 		}
-		_ = s.flushLocked() // a failure is logged and fails the waiting groups
+		_ = s.flushLocked(s.cfg.SyncInterval == 0) // a failure is logged and fails the waiting groups
 		s.mu.Unlock()
 	}
 }
 
-// flushLocked writes and fsyncs the buffered frames. It is called with mu
-// held and !ioBusy; it releases mu during the I/O so that other callers
-// keep appending into a fresh buffer (the next group).
-func (s *Spool) flushLocked() error {
+// flushLocked writes the buffered frames, then fsyncs the file when sync is
+// set and anything written is not yet synced. It is called with mu held and
+// !ioBusy; it releases mu during the I/O so that other callers keep
+// appending into a fresh buffer (the next group).
+func (s *Spool) flushLocked(sync bool) error {
 	if s.failed != nil {
 		return fmt.Errorf("cannot write spool segment: %w", s.failed)
 	}
-	if len(s.buf) == 0 {
+	if len(s.buf) == 0 && !(sync && s.unsynced) {
 		return nil
 	}
 	s.ioBusy = true
@@ -734,11 +734,14 @@ func (s *Spool) flushLocked() error {
 	}
 	s.mu.Unlock()
 	start := time.Now()
-	_, err := f.Write(buf)
-	if err == nil {
-		err = datasync(f)
+	var err error
+	if len(buf) > 0 {
+		_, err = f.Write(buf)
 	}
-	s.metrics.fsync.Observe(time.Since(start).Seconds())
+	if err == nil && sync {
+		err = datasync(f)
+		s.metrics.fsync.Observe(time.Since(start).Seconds())
+	}
 	s.mu.Lock()
 	s.ioBusy = false
 	s.cond.Broadcast()
@@ -759,6 +762,7 @@ func (s *Spool) flushLocked() error {
 		s.spare = buf[:0]
 	}
 	s.written = end
+	s.unsynced = !sync
 	s.durable = Position{Segment: seg, Offset: end}
 	close(g.done)
 	select {
@@ -786,7 +790,7 @@ func (s *Spool) rotateLocked(frame int64) error {
 		if len(s.buf) == 0 {
 			break
 		}
-		if err := s.flushLocked(); err != nil {
+		if err := s.flushLocked(s.cfg.SyncInterval == 0); err != nil {
 			return err
 		}
 	}
@@ -795,6 +799,7 @@ func (s *Spool) rotateLocked(frame int64) error {
 	if err := sealFile(s.file, s.written); err != nil {
 		return err
 	}
+	s.unsynced = false
 	next := s.segs[len(s.segs)-1].id + 1
 	f, err := s.newSegmentFile(next)
 	if err != nil {
@@ -809,8 +814,7 @@ func (s *Spool) rotateLocked(frame int64) error {
 	return nil
 }
 
-// Sync writes and fsyncs every record appended so far. Shutdown calls it in
-// SyncInterval mode before the final drain.
+// Sync writes and fsyncs every record appended so far.
 func (s *Spool) Sync() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -820,11 +824,12 @@ func (s *Spool) Sync() error {
 	if s.file == nil {
 		return nil
 	}
-	return s.flushLocked()
+	return s.flushLocked(true)
 }
 
+// syncLoop fsyncs the written records every SyncInterval (SyncInterval mode
+// only). It runs until Close.
 func (s *Spool) syncLoop() {
-	defer close(s.done)
 	t := time.NewTicker(s.cfg.SyncInterval)
 	defer t.Stop()
 	for {
@@ -868,10 +873,18 @@ func (s *Spool) limit(id uint64) (end int64, sealed bool, next uint64, ok bool) 
 }
 
 // MarkPending durably records end as the end of the batch about to be
-// inserted, so a restart cuts the same batch (see Pending).
+// inserted, so a restart cuts the same batch (see Pending). In SyncInterval
+// mode it fsyncs the records first: a checkpoint never points past what a
+// crash of the machine leaves on disk, and a shipped record is never lost
+// from the spool.
 func (s *Spool) MarkPending(end Position) error {
 	s.ckMu.Lock()
 	defer s.ckMu.Unlock()
+	if s.cfg.SyncInterval > 0 {
+		if err := s.Sync(); err != nil {
+			return err
+		}
+	}
 	p := end
 	if err := s.writeCheckpoint(s.commit, &p); err != nil {
 		return err
@@ -1029,7 +1042,7 @@ func (s *Spool) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	close(s.stop)
-	<-s.done
+	s.loops.Wait()
 	<-s.prepDone
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -1038,7 +1051,7 @@ func (s *Spool) Close() error {
 	}
 	var err error
 	if !wasClosed {
-		err = s.flushLocked()
+		err = s.flushLocked(true)
 	}
 	if err == nil && s.failed == nil {
 		err = sealFile(s.file, s.written)
