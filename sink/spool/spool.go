@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -685,6 +686,7 @@ func (s *Spool) commitLoop() {
 			return
 		case <-s.kick:
 		}
+		s.gather()
 		s.mu.Lock()
 		wait := s.cfg.CommitDelay - time.Since(s.lastIO)
 		s.mu.Unlock()
@@ -707,6 +709,33 @@ func (s *Spool) commitLoop() {
 		}
 		_ = s.flushLocked(s.cfg.SyncInterval == 0) // a failure is logged and fails the waiting groups
 		s.mu.Unlock()
+	}
+}
+
+// maxGatherYields bounds the yields of gather: a group is cut after at most
+// this many rounds of the run queue.
+const maxGatherYields = 8
+
+// gather lets the appenders that are ready to run join the group before it
+// is cut. The appender that kicks the committer makes it the next goroutine
+// its P runs, ahead of the handlers already runnable, so under load a group
+// held one or two appends and each paid a write (and fsync) of its own.
+// Each yield puts the committer behind the goroutines waiting to run; gather
+// stops at the first yield that brought no append, so a lone append is
+// committed at once.
+func (s *Spool) gather() {
+	s.mu.Lock()
+	n := s.appended
+	s.mu.Unlock()
+	for range maxGatherYields {
+		runtime.Gosched()
+		s.mu.Lock()
+		m := s.appended
+		s.mu.Unlock()
+		if m == n {
+			return
+		}
+		n = m
 	}
 }
 
