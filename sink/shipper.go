@@ -290,13 +290,15 @@ func (s *Shipper) run() {
 		if !eof {
 			continue
 		}
-		wait := time.Hour
+		wait, notify := time.Hour, s.sp.Notify()
 		if len(rows) > 0 {
-			wait = max(0, s.cfg.MaxAge-time.Since(first))
+			// A batch is open: read what arrives every batchPoll, in bulk,
+			// not at each group commit (thousands a second under load).
+			wait, notify = min(max(0, s.cfg.MaxAge-time.Since(first)), batchPoll), nil
 		}
 		timer.Reset(wait)
 		select {
-		case <-s.sp.Notify():
+		case <-notify:
 		case <-timer.C:
 		case <-s.closing:
 		case <-s.ctx.Done():
@@ -311,6 +313,11 @@ func (s *Shipper) run() {
 		}
 	}
 }
+
+// batchPoll is how often the Shipper reads the spool while a batch is open
+// and not yet due. A batch that reaches MaxRows is therefore cut up to this
+// late; one cut by MaxAge is not.
+const batchPoll = 50 * time.Millisecond
 
 // dedupToken names the batch [start, end) of the spool with id.
 func dedupToken(id string, start, end spool.Position) string {

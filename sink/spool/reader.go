@@ -29,6 +29,15 @@ type Reader struct {
 	fID uint64
 	buf []byte // bytes of the segment from bufOff
 	off int64  // segment offset of buf[0]
+
+	// The last limit of segment pos.Segment: readable data ends at end,
+	// which only grows. Next asks the spool again (taking its lock, which
+	// appenders share) only when pos reaches it, not once per record.
+	limSeg    uint64
+	limEnd    int64
+	limSealed bool
+	limNext   uint64
+	limOK     bool
 }
 
 // NewReader returns a Reader positioned at from (usually Checkpoint()).
@@ -45,7 +54,11 @@ func (r *Reader) Position() Position { return r.pos }
 // that segment skipped, since frames cannot be resynchronised.
 func (r *Reader) Next() (Record, error) {
 	for {
-		end, sealed, next, ok := r.s.limit(r.pos.Segment)
+		if !r.limOK || r.limSeg != r.pos.Segment || (r.pos.Offset >= r.limEnd && !r.limSealed) {
+			r.limSeg = r.pos.Segment
+			r.limEnd, r.limSealed, r.limNext, r.limOK = r.s.limit(r.pos.Segment)
+		}
+		end, sealed, next, ok := r.limEnd, r.limSealed, r.limNext, r.limOK
 		if !ok {
 			return Record{}, io.EOF
 		}
