@@ -165,14 +165,30 @@ func (c Config) withDefaults() Config {
 }
 
 // group is one group commit: the appends whose frames sit in the same
-// buffer and become durable with the same write and fsync. done is closed
-// when they are durable or failed; err is set before.
+// buffer and become durable with the same write (and fsync). Each waits on
+// its own waiter, which receives the outcome; only the members of a group
+// are woken when it completes (a shared condition variable woke every
+// waiter at every fsync, a herd of futex calls per group at hundreds of
+// appenders). Two groups alternate, like the buffers, so that a commit
+// allocates nothing.
 type group struct {
-	done chan struct{}
-	err  error
+	waiters []*waiter
 }
 
-func newGroup() *group { return &group{done: make(chan struct{})} }
+// done hands every member of g the outcome of its commit and empties g.
+func (g *group) done(err error) {
+	for i, w := range g.waiters {
+		w.c <- err // buffered: never blocks
+		g.waiters[i] = nil
+	}
+	g.waiters = g.waiters[:0]
+}
+
+// waiter is one AppendAll call waiting for its group; it is reused through
+// waiters, so an append allocates nothing.
+type waiter struct{ c chan error }
+
+var waiters = sync.Pool{New: func() any { return &waiter{c: make(chan error, 1)} }}
 
 type segment struct {
 	id   uint64
@@ -188,7 +204,8 @@ type Spool struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond // signalled when io finishes (rotation, Sync and Close wait on it)
-	group    *group     // the appends in buf; appenders wait on group.done only
+	group    *group     // the appends in buf
+	spareG   *group     // the other group, reused by the next flush
 	kick     chan struct{}
 	lastIO   time.Time // start of the last write+fsync
 	closed   bool
@@ -240,7 +257,7 @@ func Open(cfg Config) (*Spool, error) {
 	}
 	s := &Spool{cfg: cfg, notify: make(chan struct{}, 1), kick: make(chan struct{}, 1),
 		prepKick: make(chan struct{}, 1), stop: make(chan struct{}),
-		prepDone: make(chan struct{}), group: newGroup()}
+		prepDone: make(chan struct{}), group: new(group), spareG: new(group)}
 	s.cond = sync.NewCond(&s.mu)
 	s.metrics = newMetrics(s)
 	if err := s.load(); err != nil {
@@ -589,8 +606,8 @@ func (s *Spool) Notify() <-chan struct{} { return s.notify }
 
 // Append stores one record. It returns nil only once the record is written
 // to the segment file, and with SyncInterval 0 also fsynced, sharing each
-// write and fsync with the concurrent callers (group commit). It returns ErrFull when the spool is over MaxBytes, and
-// ErrClosed after Close. rec is copied; the caller may reuse it.
+// write and fsync with the concurrent callers (group commit). It returns
+// ErrFull when the spool is over MaxBytes, and ErrClosed after Close. rec is copied; the caller may reuse it.
 func (s *Spool) Append(rec []byte) error {
 	return s.AppendAll([][]byte{rec})
 }
@@ -659,18 +676,18 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 	}
 	s.appended += uint64(len(recs))
 	s.metrics.appended.Add(float64(len(recs)))
-	// Wait for the group this frame joined. Only its members are woken when
-	// it is durable (a shared condition variable woke every waiter at every
-	// fsync, a herd of futex calls per group at hundreds of appenders).
-	g := s.group
+	// Wait for the group these frames joined.
+	w := waiters.Get().(*waiter)
+	s.group.waiters = append(s.group.waiters, w)
 	s.mu.Unlock()
 	select {
 	case s.kick <- struct{}{}:
 	default: // the committer is already due to run
 	}
-	<-g.done
-	if g.err != nil {
-		return fmt.Errorf("cannot append to spool: %w", g.err)
+	err := <-w.c
+	waiters.Put(w)
+	if err != nil {
+		return fmt.Errorf("cannot append to spool: %w", err)
 	}
 	return nil
 }
@@ -753,7 +770,7 @@ func (s *Spool) flushLocked(sync bool) error {
 	s.ioBusy = true
 	buf, f, end, g := s.buf, s.file, s.bufEnd, s.group
 	seg := s.segs[len(s.segs)-1].id
-	s.group = newGroup()
+	s.group, s.spareG = s.spareG, nil
 	s.lastIO = time.Now()
 	s.buf, s.spare = s.spare[:0], nil
 	if s.buf == nil {
@@ -782,9 +799,9 @@ func (s *Spool) flushLocked(sync bool) error {
 		s.cfg.Logger.Error("spool write failed, spool closed", "err", err)
 		// This group and the one that filled meanwhile both fail; no append
 		// joins a group after closed is set.
-		g.err, s.group.err = err, err
-		close(g.done)
-		close(s.group.done)
+		g.done(err)
+		s.group.done(err)
+		s.spareG = g
 		return fmt.Errorf("cannot write spool segment: %w", err)
 	}
 	if cap(buf) <= 16<<20 { // double buffering: the next flush fills this one
@@ -793,7 +810,8 @@ func (s *Spool) flushLocked(sync bool) error {
 	s.written = end
 	s.unsynced = !sync
 	s.durable = Position{Segment: seg, Offset: end}
-	close(g.done)
+	g.done(nil)
+	s.spareG = g
 	select {
 	case s.notify <- struct{}{}:
 	default:
