@@ -91,7 +91,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", 0, "0 = write and fsync before every acknowledgement (group commit): nothing acknowledged is lost on a crash of the process or the machine; >0 = write before every acknowledgement, fsync at this interval and before each insert: a crash of the process loses nothing, a crash of the machine at most this window")
 	// Off by default: on a virtual disk with ~0.5ms fsyncs, spacing them cost more throughput than
 	// the CPU it saved (BENCHMARKS.md).
-	fs.DurationVar(&c.SpoolCommitDelay, "spool-commit-delay", 0, "with -spool-sync-interval 0: an fsync starts no sooner than this after the previous one, so one fsync covers more events under load, at the price of up to this much more latency per answer; 0 = back-to-back fsyncs")
+	fs.DurationVar(&c.SpoolCommitDelay, "spool-commit-delay", 0, "a group commit (write and fsync, or only the write with -spool-sync-interval > 0) starts no sooner than this after the previous one, so one covers more events under load, at the price of up to this much more latency per answer; 0 = back to back")
 	// ClickHouse prefers few large inserts: 10k rows or one second, whichever comes first.
 	fs.IntVar(&c.BatchRows, "batch-rows", 10000, "flush to ClickHouse after this many rows; each flush is one INSERT")
 	fs.DurationVar(&c.BatchAge, "batch-age", time.Second, "flush to ClickHouse when the oldest pending event is this old")

@@ -105,12 +105,12 @@ type Config struct {
 	// loses at most the last interval of records and never a record that
 	// was already shipped.
 	SyncInterval time.Duration
-	// CommitDelay (durable mode only) spaces group commits: an fsync starts
-	// no sooner than CommitDelay after the previous one started, so under
-	// load each fsync covers more appends. An append waits at most this
-	// long more; when appends come further apart than CommitDelay, none
-	// waits at all. Durability is unchanged: Append still returns only after
-	// its record is fsynced. Default 0: fsyncs run back to back. Measured on
+	// CommitDelay spaces group commits: a commit (a write and fsync, or with
+	// SyncInterval a write) starts no sooner than CommitDelay after the
+	// previous one started, so under load each covers more appends. An
+	// append waits at most this long more; when appends come further apart
+	// than CommitDelay, none waits at all. Durability is unchanged. Default
+	// 0: commits run back to back. Measured on
 	// a virtual disk (fsync ~0.5ms wall, ~100µs CPU), 1ms saved about a
 	// fifth of the CPU per append at 64 appenders but cut their throughput
 	// to a third, and lost both at 256 (BenchmarkAppendParallel); it may pay
@@ -607,7 +607,8 @@ func (s *Spool) Notify() <-chan struct{} { return s.notify }
 // Append stores one record. It returns nil only once the record is written
 // to the segment file, and with SyncInterval 0 also fsynced, sharing each
 // write and fsync with the concurrent callers (group commit). It returns
-// ErrFull when the spool is over MaxBytes, and ErrClosed after Close. rec is copied; the caller may reuse it.
+// ErrFull when the spool is over MaxBytes, and ErrClosed after Close. rec
+// is copied; the caller may reuse it.
 func (s *Spool) Append(rec []byte) error {
 	return s.AppendAll([][]byte{rec})
 }
