@@ -166,10 +166,11 @@ func NewShipper(sp *spool.Spool, ins Inserter, cfg ShipperConfig) (*Shipper, err
 	return s, nil
 }
 
-// Close flushes every durable record of the spool and stops the Shipper. Stop appending first. If
-// ctx ends before the drain completes (say the store is down), Close stops
-// anyway and returns an error; the records stay in the spool for the next
-// start. The metrics stay registered, so their final values can be read.
+// Close flushes every durable record of the spool and stops the Shipper.
+// Stop appending first. If ctx ends before the drain completes (say the
+// store is down), Close stops anyway and returns an error; the records stay
+// in the spool for the next start. The metrics stay registered, so their
+// final values can be read.
 func (s *Shipper) Close(ctx context.Context) error {
 	select {
 	case <-s.closing:
