@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 )
@@ -128,37 +129,63 @@ func countWorkspace(ctx context.Context, s Store, tg target, id string) (uint64,
 	return asUint64(res.Rows[0][0])
 }
 
-// partsHolding lists the active parts of the table before the mutation:
-// the ones the mutation replaces.
-func partsHolding(ctx context.Context, s Store, tg target) ([]string, error) {
-	res, err := s.Select(ctx, "SELECT name FROM system.parts WHERE database = '"+Database+"' AND table = "+
+// part is an active part of the table before the mutation: one the
+// mutation replaces.
+type part struct{ name, path string }
+
+// partsHolding lists the active parts of the table before the mutation.
+func partsHolding(ctx context.Context, s Store, tg target) ([]part, error) {
+	res, err := s.Select(ctx, "SELECT name, path FROM system.parts WHERE database = '"+Database+"' AND table = "+
 		quoteString(tg.name)+" AND active", nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list parts: %w", err)
 	}
-	out := make([]string, 0, len(res.Rows))
+	out := make([]part, 0, len(res.Rows))
 	for _, row := range res.Rows {
 		n, _ := row[0].(string)
-		out = append(out, n)
+		p, _ := row[1].(string)
+		out = append(out, part{name: n, path: p})
 	}
 	return out, nil
 }
 
-// stillOnDisk counts the parts among names that are inactive but not yet
-// removed.
-func stillOnDisk(ctx context.Context, s Store, tg target, names []string) (int, error) {
-	if len(names) == 0 {
+// stillOnDisk counts the parts among before that are replaced but not yet
+// removed: listed as inactive by system.parts, or, with the embedded engine
+// (whose files are local), no longer listed while their directory is still
+// there. ClickHouse drops a part from system.parts when it starts deleting
+// its files, not when it is done; a ClickHouse server's files cannot be
+// checked from here, so there the last moments of a deletion go unseen.
+func stillOnDisk(ctx context.Context, s Store, tg target, before []part) (int, error) {
+	if len(before) == 0 {
 		return 0, nil
 	}
-	lits := make([]string, len(names))
-	for i, n := range names {
-		lits[i] = quoteString(n)
+	lits := make([]string, len(before))
+	for i, p := range before {
+		lits[i] = quoteString(p.name)
 	}
-	res, err := s.Select(ctx, "SELECT toUInt64(count()) FROM system.parts WHERE database = '"+Database+"' AND table = "+
-		quoteString(tg.name)+" AND NOT active AND name IN ("+strings.Join(lits, ", ")+")", nil)
+	res, err := s.Select(ctx, "SELECT name, toUInt8(active) FROM system.parts WHERE database = '"+Database+"' AND table = "+
+		quoteString(tg.name)+" AND name IN ("+strings.Join(lits, ", ")+")", nil)
 	if err != nil {
 		return 0, fmt.Errorf("cannot list replaced parts: %w", err)
 	}
-	n, err := asUint64(res.Rows[0][0])
-	return int(n), err
+	active := make(map[string]bool, len(res.Rows))
+	for _, row := range res.Rows {
+		n, _ := row[0].(string)
+		a, _ := asUint64(row[1])
+		active[n] = a == 1
+	}
+	_, local := s.(*Embedded)
+	pending := 0
+	for _, p := range before {
+		a, listed := active[p.name]
+		switch {
+		case listed && !a:
+			pending++
+		case !listed && local && p.path != "":
+			if _, err := os.Stat(p.path); err == nil {
+				pending++
+			}
+		}
+	}
+	return pending, nil
 }
