@@ -73,13 +73,13 @@ func (s *Server) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 		return
 	}
 	label := handlerOther
-	if key, ok := s.routeKey(path); ok {
-		label = key
-		if f := s.cfg.Refused[key]; f != nil {
+	if r, ok := s.routeFor(path); ok {
+		label = r.key
+		if f := s.cfg.Refused[r.key]; f != nil {
 			f(ctx, status)
 			ctx.Response.Header.DelAllCookies()
 			if count {
-				s.m.code(key, ctx.Response.StatusCode())
+				s.m.code(r.key, ctx.Response.StatusCode())
 			}
 			return
 		}

@@ -109,8 +109,10 @@ type Server struct {
 	metrics fasthttp.RequestHandler
 	pool    sync.Pool
 	now     func() time.Time
-	// prefixes are the keys of Routes that end in "/", longest first.
-	prefixes []string
+	// routes are cfg.Routes with their keys; prefixes the ones whose key ends in "/", longest
+	// first.
+	routes   map[string]route
+	prefixes []route
 
 	logThrottle atomic.Int64 // unix seconds of the last logged spool error
 }
@@ -171,12 +173,15 @@ func NewServer(cfg Config) (*Server, error) {
 		s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
 	s.pool.New = func() any { return new(eventState) }
-	for p := range cfg.Routes {
+	s.routes = make(map[string]route, len(cfg.Routes))
+	for p, h := range cfg.Routes {
+		r := route{key: p, h: h}
+		s.routes[p] = r
 		if strings.HasSuffix(p, "/") {
-			s.prefixes = append(s.prefixes, p)
+			s.prefixes = append(s.prefixes, r)
 		}
 	}
-	sort.Slice(s.prefixes, func(i, j int) bool { return len(s.prefixes[i]) > len(s.prefixes[j]) })
+	sort.Slice(s.prefixes, func(i, j int) bool { return len(s.prefixes[i].key) > len(s.prefixes[j].key) })
 	return s, nil
 }
 
@@ -223,10 +228,10 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	default:
-		if key, ok := s.routeKey(path); ok {
-			s.cfg.Routes[key](ctx)
+		if r, ok := s.routeFor(path); ok {
+			r.h(ctx)
 			ctx.Response.Header.DelAllCookies()
-			s.m.code(key, ctx.Response.StatusCode())
+			s.m.code(r.key, ctx.Response.StatusCode())
 			return
 		}
 	}
@@ -234,18 +239,24 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 	s.m.code(handlerOther, fasthttp.StatusNotFound)
 }
 
-// routeKey returns the key of Routes that answers path: path itself, or else the longest prefix
-// route that path is under. The key is also the route's metric label.
-func (s *Server) routeKey(path []byte) (string, bool) {
-	if _, ok := s.cfg.Routes[string(path)]; ok {
-		return string(path), true
+// route is one of Config.Routes: its key, which is also its metric label, and its handler.
+type route struct {
+	key string
+	h   fasthttp.RequestHandler
+}
+
+// routeFor returns the route that answers path: the one keyed by path itself, or else the longest
+// prefix route that path is under. It does not allocate.
+func (s *Server) routeFor(path []byte) (route, bool) {
+	if r, ok := s.routes[string(path)]; ok {
+		return r, true
 	}
-	for _, prefix := range s.prefixes {
-		if bytes.HasPrefix(path, []byte(prefix)) {
-			return prefix, true
+	for _, r := range s.prefixes {
+		if bytes.HasPrefix(path, []byte(r.key)) {
+			return r, true
 		}
 	}
-	return "", false
+	return route{}, false
 }
 
 // securityHeaders sets the headers every answer carries. The CSP forbids everything: no answer of
