@@ -450,3 +450,22 @@ func TestRoutes(t *testing.T) {
 	}
 	h.errorsExpected = false
 }
+
+// routeSink keeps the result of routeFor alive in TestRouteForDoesNotAllocate.
+var routeSink route
+
+// TestRouteForDoesNotAllocate: finding the handler of an exact or a prefix route (the tracking
+// script is fetched on every page view) allocates nothing.
+func TestRouteForDoesNotAllocate(t *testing.T) {
+	noop := func(*fasthttp.RequestCtx) {}
+	h := newHarness(t, harnessOptions{routes: map[string]fasthttp.RequestHandler{"/js/script.js": noop, "/js/": noop}})
+	for _, tc := range []struct{ path, key string }{{"/js/script.js", "/js/script.js"}, {"/js/script.hash.js", "/js/"}} {
+		path := []byte(tc.path)
+		if r, ok := h.srv.routeFor(path); !ok || r.key != tc.key {
+			t.Fatalf("routeFor(%s) = %q, %v; want %q", tc.path, r.key, ok, tc.key)
+		}
+		if n := testing.AllocsPerRun(100, func() { routeSink, _ = h.srv.routeFor(path) }); n != 0 {
+			t.Errorf("routeFor(%s): %v allocations", tc.path, n)
+		}
+	}
+}
