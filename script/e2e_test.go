@@ -27,6 +27,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/kyomi/collector/internal/startline"
 	"github.com/kyomi/collector/internal/syncbuf"
 )
 
@@ -102,18 +103,13 @@ func startCollectorProc(t *testing.T) *collectorProc {
 	if err := os.WriteFile(cfg, ws, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
 	p := &collectorProc{
-		t: t, bin: bin, dataDir: filepath.Join(dir, "data"), addr: addr,
+		t: t, bin: bin, dataDir: filepath.Join(dir, "data"),
 		logs: &syncBuffer{}, done: make(chan error, 1),
 		client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second},
 	}
-	p.cmd = exec.Command(bin, "serve", "-listen", addr, "-config", cfg, "-data-dir", p.dataDir, "-batch-age", "200ms")
+	// Port 0, read back from the startup log line: see package startline.
+	p.cmd = exec.Command(bin, "serve", "-listen", "127.0.0.1:0", "-config", cfg, "-data-dir", p.dataDir, "-batch-age", "200ms")
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("cannot start the collector: %v", err)
@@ -132,10 +128,15 @@ func startCollectorProc(t *testing.T) *collectorProc {
 			t.Fatalf("collector exited before it was ready: %v\n%s", err, p.logs.String())
 		default:
 		}
-		if resp, err := p.client.Get("http://" + addr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
+		if p.addr == "" {
+			p.addr = startline.Addr(p.logs.String())
+		}
+		if p.addr != "" {
+			if resp, err := p.client.Get("http://" + p.addr + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return p
+				}
 			}
 		}
 		if time.Now().After(deadline) {

@@ -86,8 +86,7 @@ func TestConfigCheckAcceptsExample(t *testing.T) {
 // TestBadConfigDoesNotStart runs the real binary with a bad environment value: it must exit at
 // once with the message and never listen.
 func TestBadConfigDoesNotStart(t *testing.T) {
-	addr := freeAddr(t)
-	cmd := exec.Command(binPath, "serve", "-listen", addr, "-data-dir", t.TempDir())
+	cmd := exec.Command(binPath, "serve", "-listen", "127.0.0.1:0", "-data-dir", t.TempDir())
 	cmd.Env = append(os.Environ(), "COLLECTOR_BATCH_AGE=never")
 	out, err := cmd.CombinedOutput()
 	if exitCode(err) != 2 {

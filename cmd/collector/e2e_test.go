@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kyomi/collector/internal/syncbuf"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/internal/startline"
+	"github.com/kyomi/collector/internal/syncbuf"
 )
 
 // binPath is the collector binary built once for the end-to-end tests in this package.
@@ -41,17 +43,20 @@ func TestMain(m *testing.M) {
 
 // proc is one running collector process started by a test.
 type proc struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	addr string // host:port it serves on
-	logs *lockedBuffer
-	done chan error
+	t      *testing.T
+	cmd    *exec.Cmd
+	addr   string // host:port it serves on; "" if it exited before it listened
+	logs   *lockedBuffer
+	done   chan error    // the exit, for the test to receive once
+	exited chan struct{} // closed at the exit
 }
 
 // lockedBuffer collects log or process output while the test reads it.
 type lockedBuffer = syncbuf.Buffer
 
-// freeAddr returns a loopback address with a port nobody listens on right now.
+// freeAddr returns a loopback address with a port nobody listens on right now. Another process may
+// take the port before the caller does, so collectors listen on port 0 (startCollectorNoWait); only
+// addresses that must be known before their server starts (Redis) come from here.
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -70,25 +75,51 @@ func startCollector(t *testing.T, env []string, args ...string) *proc {
 	return p
 }
 
+// startCollectorNoWait runs `collector serve` with args on a port the kernel picks, and returns once
+// the process listens (p.addr, from its "collector started" log line) or exits (p.addr ""); see
+// package startline for why.
 func startCollectorNoWait(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	addr := freeAddr(t)
-	cmd := exec.Command(binPath, append([]string{"serve", "-listen", addr}, args...)...)
+	cmd := exec.Command(binPath, append([]string{"serve", "-listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	logs := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("cannot start collector: %v", err)
 	}
-	p := &proc{t: t, cmd: cmd, addr: addr, logs: logs, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
+	p := &proc{t: t, cmd: cmd, logs: logs, done: make(chan error, 1), exited: make(chan struct{})}
+	go func() {
+		p.done <- cmd.Wait()
+		close(p.exited)
+	}()
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
-			<-p.done
+			<-p.exited
 		}
 	})
+	p.addr = p.listenAddr(60 * time.Second)
 	return p
+}
+
+// listenAddr waits for the "collector started" log line and returns the address it names, or ""
+// if the process exits first.
+func (p *proc) listenAddr(limit time.Duration) string {
+	p.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		if addr := startline.Addr(p.logs.String()); addr != "" {
+			return addr
+		}
+		select {
+		case <-p.exited:
+			return ""
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("collector not listening after %s\n%s", limit, p.logs.String())
+		}
+	}
 }
 
 func (p *proc) waitReady(limit time.Duration) {

@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -140,6 +141,7 @@ func waitRun(t *testing.T, done <-chan error) error {
 type backend struct {
 	srv     *httptest.Server
 	url     string // ws:// URL with a query string the logs must never show
+	path    string // url's path, unique to this backend
 	want    atomic.Pointer[string]
 	conns   chan *websocket.Conn
 	dials   atomic.Int32 // upgrade requests seen, accepted or not
@@ -150,9 +152,17 @@ type backend struct {
 
 func startBackend(t *testing.T) *backend {
 	t.Helper()
-	b := &backend{conns: make(chan *websocket.Conn, 16)}
+	b := &backend{conns: make(chan *websocket.Conn, 16), path: "/agent/v1/" + rand.Text()}
 	up := websocket.Upgrader{}
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Tests of other packages, run at the same time, poll ports they
+		// found free (cmd/collector's /readyz), and their agents redial
+		// backends that are gone: such a request may reach this server if
+		// it took that port. Only this backend's own path counts.
+		if r.URL.Path != b.path {
+			http.NotFound(w, r)
+			return
+		}
 		b.dials.Add(1)
 		auth := r.Header.Get("Authorization")
 		b.mu.Lock()
@@ -170,7 +180,7 @@ func startBackend(t *testing.T) *backend {
 		b.conns <- conn
 	}))
 	t.Cleanup(b.srv.Close)
-	b.url = "ws://" + b.srv.Listener.Addr().String() + "/agent/v1?secret=QSECRET"
+	b.url = "ws://" + b.srv.Listener.Addr().String() + b.path + "?secret=QSECRET"
 	return b
 }
 
