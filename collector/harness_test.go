@@ -183,6 +183,9 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		if err := hs.Shutdown(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
+		// Shutdown closes only the listeners Serve has registered: a test that ends before the
+		// Serve goroutine ran would leave it blocked in Accept. Closing ln ends it either way.
+		_ = ln.Close()
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}

@@ -30,6 +30,7 @@ func serve(t testing.TB, handler fasthttp.RequestHandler) string {
 		if err := srv.Shutdown(); err != nil {
 			t.Errorf("cannot shut down server: %v", err)
 		}
+		_ = ln.Close() // in case Serve had not started: Shutdown closes only the listeners it registered
 		if err := <-done; err != nil {
 			t.Errorf("server stopped with: %v", err)
 		}

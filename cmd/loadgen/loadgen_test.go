@@ -84,6 +84,7 @@ func startBeaconServer(t *testing.T, domains []string) *beaconServer {
 		if err := srv.Shutdown(); err != nil {
 			t.Errorf("cannot shut down beacon server: %v", err)
 		}
+		_ = ln.Close() // in case Serve had not started: Shutdown closes only the listeners it registered
 		<-done
 	})
 	return s
@@ -413,7 +414,7 @@ func TestDurationBoundsSlowServer(t *testing.T) {
 	}}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
-	t.Cleanup(func() { close(release); _ = srv.Shutdown(); <-done })
+	t.Cleanup(func() { close(release); _ = srv.Shutdown(); _ = ln.Close(); <-done })
 
 	rep := runJSON(t, "-target", ln.Addr().String(), "-domains", "3", "-unique", "100", "-c", "3", "-duration", "300ms", "-timeout", "20s")
 	checkNoLeak(t)
@@ -458,6 +459,27 @@ func TestBaselineServer(t *testing.T) {
 	if rep.RatioAnswered <= 0 || math.Abs(rep.RatioAnswered-want) > 1e-9 || rep.RatioAccepted >= rep.RatioAnswered {
 		t.Fatalf("ratios answered %v (want %v) accepted %v", rep.RatioAnswered, want, rep.RatioAccepted)
 	}
+}
+
+// TestBaselineStopsAtOnce stops `loadgen baseline` before its server goroutine has run: fasthttp's
+// Shutdown closes only the listeners Serve registered, so the command must close its own.
+func TestBaselineStopsAtOnce(t *testing.T) {
+	for i := range 50 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		done := make(chan int, 1)
+		var out, errOut bytes.Buffer
+		go func() { done <- runBaseline(ctx, nil, &out, &errOut) }()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Fatalf("run %d: exit %d: %s", i, code, errOut.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d: baseline still running 10 s after it was stopped", i)
+		}
+	}
+	checkNoLeak(t)
 }
 
 func TestTextReport(t *testing.T) {

@@ -362,6 +362,9 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintf(stderr, "loadgen baseline: cannot shut down: %v\n", err)
 		return 1
 	}
+	// Shutdown closes only the listeners Serve has registered: stopped before the Serve
+	// goroutine ran, Serve would then block in Accept. Closing ln ends it either way.
+	_ = ln.Close()
 	<-errc
 	return 0
 }

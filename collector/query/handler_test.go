@@ -93,6 +93,7 @@ func startServer(t *testing.T, store Store, cfg Config) *testServer {
 	t.Cleanup(func() {
 		h.Close()
 		srv.Shutdown()
+		_ = ln.Close() // in case Serve had not started: Shutdown closes only the listeners it registered
 		<-done
 	})
 	return &testServer{addr: ln.Addr().String(), h: h, reg: reg, key: key,
