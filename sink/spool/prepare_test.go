@@ -2,6 +2,8 @@ package spool
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -48,6 +50,11 @@ func copyDir(t *testing.T, src string) string {
 	}
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			// The preparing goroutine renamed or removed it since ReadDir: a crash
+			// at this moment would not have left it either.
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
