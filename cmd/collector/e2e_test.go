@@ -93,7 +93,9 @@ func startCollectorNoWait(t *testing.T, env []string, args ...string) *proc {
 		close(p.exited)
 	}()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-p.exited:
+		default:
 			_ = cmd.Process.Kill()
 			<-p.exited
 		}
