@@ -15,11 +15,12 @@ import (
 // TestKillNineLosesNothing drives load through the real binary and SIGKILLs it at random moments,
 // 20 times, restarting it each time on the same data directory. At the end every event that got a
 // 202 must be in ClickHouse exactly once; the unique marker in its props tells events apart. It
-// runs with the default fsync before each answer, and with -spool-sync-interval 1m, where an
-// answer waits only for the write (no fsync happens but those before each insert): a crash of the
-// process must lose nothing in either.
+// runs with the default, where an answer follows the event's store into the spool's mapping (the
+// page cache); with -spool-sync-interval 1m, where no fsync happens but those before each insert;
+// and with -spool-sync-interval 0, an fsync before each answer: a crash of the process must lose
+// nothing in any.
 func TestKillNineLosesNothing(t *testing.T) {
-	for _, extra := range [][]string{nil, {"-spool-sync-interval", "1m"}} {
+	for _, extra := range [][]string{nil, {"-spool-sync-interval", "1m"}, {"-spool-sync-interval", "0"}} {
 		t.Run(fmt.Sprintf("flags=%v", extra), func(t *testing.T) {
 			testKillNineLosesNothing(t, extra)
 		})

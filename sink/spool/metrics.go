@@ -31,7 +31,7 @@ func newMetrics(s *Spool) *metrics {
 		}),
 		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "collector_spool_fsync_duration_seconds",
-			Help:    "Duration of one spool write+fsync (one group commit).",
+			Help:    "Duration of one spool fdatasync: a group commit (write and fdatasync) with -spool-sync-interval 0, the interval's fdatasync of the mapped segment otherwise.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}

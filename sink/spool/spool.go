@@ -22,6 +22,20 @@
 // inode write (on ext4 without a journal a plain append made every fsync
 // write the inode too: one synchronous disk round trip more per group). A
 // zero tail is therefore the normal end of the live segment, not damage.
+//
+// Two ways to acknowledge, set by Config.SyncInterval:
+//
+//   - 0: appends buffer their frames and wait for a group commit, one write
+//     and fdatasync shared by the appends that arrived meanwhile.
+//   - > 0: the live segment is mapped shared (mmap), and an append stores
+//     its frames straight into the mapping under the spool's mutex and
+//     returns: the bytes are then in the kernel's page cache, which a crash
+//     of the process does not touch. No system call, no other goroutine,
+//     no wait. The mapping is fdatasynced every interval and before each
+//     MarkPending.
+//
+// The mapping needs a Unix system; fdatasync and fallocate are used on
+// Linux, plain fsync and truncate elsewhere.
 package spool
 
 import (
@@ -37,10 +51,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -98,12 +114,12 @@ type Config struct {
 	// SyncInterval 0 (default) makes Append return only after its record is
 	// written and fsynced (group commit): nothing acknowledged is lost on a
 	// crash of the process or of the machine. A positive interval makes
-	// Append return once its record is written to the segment file (the
-	// same group commit without the fsync): nothing acknowledged is lost
-	// on a crash of the process, and the file is fsynced every interval and
-	// before each MarkPending, so a crash of the machine (kernel, power)
-	// loses at most the last interval of records and never a record that
-	// was already shipped.
+	// Append return once its record is stored in the segment's shared
+	// mapping, that is in the kernel's page cache, with no wait: nothing
+	// acknowledged is lost on a crash of the process, and the file is
+	// fsynced every interval and before each MarkPending, so a crash of the
+	// machine (kernel, power) loses at most the last interval of records
+	// and never a record that was already shipped.
 	SyncInterval time.Duration
 	// CommitDelay spaces group commits: a commit (a write and fsync, or with
 	// SyncInterval a write) starts no sooner than CommitDelay after the
@@ -211,12 +227,13 @@ type Spool struct {
 	closed   bool
 	segs     []segment // ascending; the last is the one being written
 	file     *os.File  // the last segment
-	buf      []byte    // frames appended but not yet written
+	buf      []byte    // SyncInterval 0: frames appended but not yet written
 	spare    []byte    // the other buffer, reused by the next flush
-	bufEnd   int64     // offset in the last segment after buf
-	written  int64     // bytes of the last segment written to the file
-	durable  Position  // end of the written data: acknowledged, readable by the shipper
-	unsynced bool      // SyncInterval mode: written data not yet fsynced
+	mem      []byte    // SyncInterval > 0: the last segment, mapped shared; appends store frames here
+	released int64     // mem before this offset is unmapped from the process (see release)
+	tail     int64     // offset in the last segment after its last frame
+	durable  Position  // end of the acknowledged data, readable by the shipper
+	unsynced bool      // SyncInterval > 0: frames stored since the last fdatasync
 	appended uint64    // records appended since open
 	ioBusy   bool      // one goroutine writes and syncs at a time
 	failed   error     // a write or fsync failed: the spool refuses appends
@@ -264,12 +281,13 @@ func Open(cfg Config) (*Spool, error) {
 		return nil, err
 	}
 	if err := s.metrics.register(cfg.Registerer); err != nil {
-		s.file.Close()
+		_ = s.closeSegment()
 		return nil, fmt.Errorf("cannot register spool metrics: %w", err)
 	}
-	s.loops.Go(s.commitLoop)
 	if cfg.SyncInterval > 0 {
 		s.loops.Go(s.syncLoop)
+	} else {
+		s.loops.Go(s.commitLoop)
 	}
 	go s.prepareLoop() // newSegmentFile asked it for the next segment
 	return s, nil
@@ -328,11 +346,11 @@ func (s *Spool) load() error {
 			_ = os.Remove(filepath.Join(s.cfg.Dir, preparedName))
 		}
 	}
-	f, err := s.newSegmentFile(next)
+	f, mem, err := s.newSegmentFile(next)
 	if err != nil {
 		return err
 	}
-	s.file = f
+	s.file, s.mem = f, mem
 	s.segs = append(s.segs, segment{id: next})
 	s.openEnd = Position{Segment: next}
 	s.durable = s.openEnd
@@ -369,12 +387,14 @@ func (s *Spool) segIndex(id uint64) int {
 }
 
 // newSegmentFile makes segment id the new last segment: the prepared file
-// renamed when there is one, else a new empty file. It is called with mu
-// held or before Open returns.
-func (s *Spool) newSegmentFile(id uint64) (*os.File, error) {
+// renamed when there is one, else a new empty file. With SyncInterval > 0
+// it also returns the file's shared mapping, of SegmentBytes, after
+// allocating the file to that size. It is called with mu held or before
+// Open returns.
+func (s *Spool) newSegmentFile(id uint64) (*os.File, []byte, error) {
 	path := filepath.Join(s.cfg.Dir, segName(id))
 	if _, err := os.Stat(path); err == nil {
-		return nil, fmt.Errorf("cannot create spool segment %s: it exists", segName(id))
+		return nil, nil, fmt.Errorf("cannot create spool segment %s: it exists", segName(id))
 	}
 	if s.prepared {
 		s.prepared = false
@@ -386,15 +406,40 @@ func (s *Spool) newSegmentFile(id uint64) (*os.File, error) {
 	case s.prepKick <- struct{}{}:
 	default:
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("cannot create spool segment: %w", err)
+		return nil, nil, fmt.Errorf("cannot create spool segment: %w", err)
 	}
-	if err := syncDir(s.cfg.Dir); err != nil {
+	err = syncDir(s.cfg.Dir)
+	if err == nil && s.cfg.SyncInterval > 0 {
+		err = allocate(f, s.cfg.SegmentBytes) // a prepared file already has its size
+	}
+	var mem []byte
+	if err == nil && s.cfg.SyncInterval > 0 {
+		mem, err = syscall.Mmap(int(f.Fd()), 0, int(s.cfg.SegmentBytes), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+		if err != nil {
+			err = fmt.Errorf("cannot map spool segment: %w", err)
+		}
+	}
+	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return f, nil
+	return f, mem, nil
+}
+
+// closeSegment unmaps and closes the last segment's file.
+func (s *Spool) closeSegment() error {
+	var err error
+	if s.mem != nil {
+		if merr := syscall.Munmap(s.mem); merr != nil {
+			err = fmt.Errorf("cannot unmap spool segment: %w", merr)
+		}
+	}
+	if cerr := s.file.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("cannot close spool segment: %w", cerr)
+	}
+	return err
 }
 
 // prepareLoop zero-fills and syncs the next segment file whenever the last
@@ -604,9 +649,10 @@ func (s *Spool) OpenEnd() Position { return s.openEnd }
 // are available to the reader. It has one slot: one consumer.
 func (s *Spool) Notify() <-chan struct{} { return s.notify }
 
-// Append stores one record. It returns nil only once the record is written
-// to the segment file, and with SyncInterval 0 also fsynced, sharing each
-// write and fsync with the concurrent callers (group commit). It returns
+// Append stores one record. With SyncInterval 0 it returns nil only once
+// the record is written and fsynced, sharing each write and fsync with the
+// concurrent callers (group commit); with SyncInterval > 0, once the record
+// is in the segment's shared mapping (the page cache). It returns
 // ErrFull when the spool is over MaxBytes, and ErrClosed after Close. rec
 // is copied; the caller may reuse it.
 func (s *Spool) Append(rec []byte) error {
@@ -621,8 +667,9 @@ func (s *Spool) Append(rec []byte) error {
 // into one segment: when they do not fit in the current one, the next
 // segment is started before any of them is buffered, so a failed rotation
 // refuses them all. Together they may take at most SegmentBytes. (A write
-// or fsync that the disk itself fails can still have stored some of them:
-// the spool cannot know what reached the disk, and it closes.)
+// or fsync that the disk itself fails, or a fault of the mapping, can still
+// have stored some of them: the spool cannot know what reached the disk,
+// and it closes.)
 func (s *Spool) AppendAll(recs [][]byte) error {
 	var frames int64
 	for _, rec := range recs {
@@ -648,9 +695,9 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 		s.metrics.full.Inc()
 		return ErrFull
 	}
-	if s.bufEnd+frames > s.cfg.SegmentBytes {
-		// The frames already buffered are written and fsynced before the
-		// next segment starts.
+	if s.tail+frames > s.cfg.SegmentBytes {
+		// The frames already stored are fsynced before the next segment
+		// starts.
 		if err := s.rotateLocked(frames); err != nil {
 			s.mu.Unlock()
 			return err
@@ -661,23 +708,40 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 			return ErrFull
 		}
 	}
-	for _, rec := range recs {
-		start := len(s.buf)
-		s.buf = binary.LittleEndian.AppendUint32(s.buf, uint32(len(rec)))
-		s.buf = binary.LittleEndian.AppendUint32(s.buf, 0)
-		s.buf = binary.LittleEndian.AppendUint64(s.buf, uint64(now))
-		s.buf = append(s.buf, rec...)
-		binary.LittleEndian.PutUint32(s.buf[start+4:], crc32.Checksum(s.buf[start+8:], castagnoli))
+	if s.mem == nil {
+		for _, rec := range recs {
+			start := len(s.buf)
+			s.buf = slices.Grow(s.buf, headerSize+len(rec))[:start+headerSize+len(rec)]
+			putFrame(s.buf[start:], rec, now)
+		}
+	} else if err := s.store(recs, now); err != nil {
+		s.failLocked(err)
+		s.mu.Unlock()
+		return fmt.Errorf("cannot append to spool: %w", err)
 	}
-	s.bufEnd += frames
+	s.tail += frames
 	s.total += frames
-	s.segs[len(s.segs)-1].size = s.bufEnd
+	s.segs[len(s.segs)-1].size = s.tail
 	if s.oldest == 0 {
 		s.oldest = now
 	}
 	s.appended += uint64(len(recs))
 	s.metrics.appended.Add(float64(len(recs)))
-	// Wait for the group these frames joined.
+	if s.mem != nil {
+		// The frames are in the kernel's page cache, where a crash of the
+		// process cannot reach them: they are acknowledged now, with no
+		// system call and no wait. syncLoop fdatasyncs them.
+		s.unsynced = true
+		s.release()
+		s.durable = Position{Segment: s.segs[len(s.segs)-1].id, Offset: s.tail}
+		s.mu.Unlock()
+		select {
+		case s.notify <- struct{}{}:
+		default:
+		}
+		return nil
+	}
+	// Wait for the write and fdatasync of the group these frames joined.
 	w := waiters.Get().(*waiter)
 	s.group.waiters = append(s.group.waiters, w)
 	s.mu.Unlock()
@@ -693,9 +757,75 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 	return nil
 }
 
-// commitLoop is the group committer: woken by appends, it writes whatever
-// is buffered, and fsyncs it too when SyncInterval is 0, spacing fsyncs by
-// CommitDelay. It runs until Close.
+// putFrame writes the frame of rec, appended at now, into f, which is
+// exactly headerSize+len(rec) long. The checksum goes last: a crash in the
+// middle of a frame stored in the mapping leaves one that fails it.
+func putFrame(f, rec []byte, now int64) {
+	binary.LittleEndian.PutUint32(f, uint32(len(rec)))
+	binary.LittleEndian.PutUint64(f[8:], uint64(now))
+	copy(f[headerSize:], rec)
+	binary.LittleEndian.PutUint32(f[4:], crc32.Checksum(f[8:], castagnoli))
+}
+
+// store writes the frames of recs at the tail of the mapped segment. It is
+// called with mu held. A fault of the mapping (the disk failed to read a
+// page in, or a file system without fallocate ran out of blocks) is
+// returned as an error, not a crash of the process; the partial frame is
+// cut at the next Open.
+func (s *Spool) store(recs [][]byte, now int64) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
+			err = fmt.Errorf("cannot store spool frame in segment %s: memory fault", segName(s.segs[len(s.segs)-1].id))
+		}
+	}()
+	off := s.tail
+	for _, rec := range recs {
+		n := headerSize + int64(len(rec))
+		putFrame(s.mem[off:off+n], rec, now)
+		off += n
+	}
+	return nil
+}
+
+// releaseBytes is how much of the segment behind the tail the process keeps
+// mapped in its page tables before release gives it back.
+const releaseBytes = 4 << 20
+
+// release unmaps from the process's page tables the whole pages behind the
+// tail once they add up to releaseBytes (madvise MADV_DONTNEED; the pages,
+// dirty or not, stay in the page cache and reach the disk as before). A
+// segment's pages then count in the collector's RSS a few MiB at a time,
+// not 64 MiB. It is called with mu held; the collector never reads mem
+// behind the tail.
+func (s *Spool) release() {
+	end := s.tail &^ (int64(os.Getpagesize()) - 1)
+	if end-s.released < releaseBytes {
+		return
+	}
+	if err := syscall.Madvise(s.mem[s.released:end], syscall.MADV_DONTNEED); err != nil {
+		s.cfg.Logger.Warn("cannot release spool segment pages", "err", err)
+	}
+	s.released = end
+}
+
+// failLocked records a failed store, write or fdatasync: the file state is unknown,
+// so the spool refuses further appends rather than acknowledge records after
+// a hole, readiness turns red, and the appends waiting in the current group
+// fail. It is called with mu held.
+func (s *Spool) failLocked(err error) {
+	s.closed = true
+	s.failed = err
+	s.cfg.Logger.Error("spool write failed, spool closed", "err", err)
+	s.group.done(err)
+}
+
+// commitLoop is the group committer (SyncInterval 0): woken by appends, it
+// writes and fdatasyncs what they buffered, spacing commits by CommitDelay,
+// and wakes them. It runs until Close.
 func (s *Spool) commitLoop() {
 	var timer *time.Timer
 	for {
@@ -725,7 +855,7 @@ func (s *Spool) commitLoop() {
 		for s.ioBusy {
 			s.cond.Wait()
 		}
-		_ = s.flushLocked(s.cfg.SyncInterval == 0) // a failure is logged and fails the waiting groups
+		_ = s.syncLocked() // a failure is logged and fails the waiting groups
 		s.mu.Unlock()
 	}
 }
@@ -757,24 +887,27 @@ func (s *Spool) gather() {
 	}
 }
 
-// flushLocked writes the buffered frames, then fsyncs the file when sync is
-// set and anything written is not yet synced. It is called with mu held and
-// !ioBusy; it releases mu during the I/O so that other callers keep
-// appending into a fresh buffer (the next group).
-func (s *Spool) flushLocked(sync bool) error {
+// syncLocked makes every frame appended so far durable: with SyncInterval
+// 0 it writes the buffered frames and fdatasyncs them, then wakes the group
+// of appends that waited for them; with SyncInterval > 0 it fdatasyncs the
+// frames stored in the mapping since the last call. It is called with mu
+// held and !ioBusy; it releases mu during the I/O, so that other callers
+// keep appending (the next group).
+func (s *Spool) syncLocked() error {
 	if s.failed != nil {
-		return fmt.Errorf("cannot write spool segment: %w", s.failed)
+		return fmt.Errorf("cannot sync spool segment: %w", s.failed)
 	}
-	if len(s.buf) == 0 && !(sync && s.unsynced) {
+	if len(s.buf) == 0 && !s.unsynced {
 		return nil
 	}
 	s.ioBusy = true
-	buf, f, end, g := s.buf, s.file, s.bufEnd, s.group
+	buf, f, end, g := s.buf, s.file, s.tail, s.group
 	seg := s.segs[len(s.segs)-1].id
 	s.group, s.spareG = s.spareG, nil
+	s.unsynced = false
 	s.lastIO = time.Now()
 	s.buf, s.spare = s.spare[:0], nil
-	if s.buf == nil {
+	if s.buf == nil && s.mem == nil {
 		// Size the next buffer like this one, so appends under mu do not
 		// copy a growing buffer.
 		s.buf = make([]byte, 0, min(cap(buf), 16<<20))
@@ -785,32 +918,27 @@ func (s *Spool) flushLocked(sync bool) error {
 	if len(buf) > 0 {
 		_, err = f.Write(buf)
 	}
-	if err == nil && sync {
+	if err == nil {
 		err = datasync(f)
-		s.metrics.fsync.Observe(time.Since(start).Seconds())
 	}
+	s.metrics.fsync.Observe(time.Since(start).Seconds())
 	s.mu.Lock()
 	s.ioBusy = false
 	s.cond.Broadcast()
 	if err != nil {
-		// The file state is unknown; refuse further appends rather than
-		// acknowledge records after a hole. Readiness turns red.
-		s.closed = true
-		s.failed = err
-		s.cfg.Logger.Error("spool write failed, spool closed", "err", err)
 		// This group and the one that filled meanwhile both fail; no append
 		// joins a group after closed is set.
+		s.failLocked(err)
 		g.done(err)
-		s.group.done(err)
 		s.spareG = g
-		return fmt.Errorf("cannot write spool segment: %w", err)
+		return fmt.Errorf("cannot sync spool segment: %w", err)
 	}
-	if cap(buf) <= 16<<20 { // double buffering: the next flush fills this one
+	if cap(buf) > 0 && cap(buf) <= 16<<20 { // double buffering: the next flush fills this one
 		s.spare = buf[:0]
 	}
-	s.written = end
-	s.unsynced = !sync
-	s.durable = Position{Segment: seg, Offset: end}
+	if p := (Position{Segment: seg, Offset: end}); s.durable.Less(p) {
+		s.durable = p
+	}
 	g.done(nil)
 	s.spareG = g
 	select {
@@ -821,8 +949,8 @@ func (s *Spool) flushLocked(sync bool) error {
 }
 
 // rotateLocked seals the current segment and starts the next one, unless
-// another caller did so while this one waited. Every buffered frame of the
-// old segment is written first: flushLocked releases mu, so frames can be
+// another caller did so while this one waited. Every frame of the old
+// segment is fdatasynced first: syncLocked releases mu, so frames can be
 // added meanwhile, hence the loop.
 func (s *Spool) rotateLocked(frame int64) error {
 	for {
@@ -832,37 +960,36 @@ func (s *Spool) rotateLocked(frame int64) error {
 		if s.closed {
 			return ErrClosed
 		}
-		if s.bufEnd+frame <= s.cfg.SegmentBytes {
+		if s.tail+frame <= s.cfg.SegmentBytes {
 			return nil
 		}
-		if len(s.buf) == 0 {
+		if len(s.buf) == 0 && !s.unsynced {
 			break
 		}
-		if err := s.flushLocked(s.cfg.SyncInterval == 0); err != nil {
+		if err := s.syncLocked(); err != nil {
 			return err
 		}
 	}
 	// Seal: cut the preallocated tail so that a sealed segment's size is
 	// where its frames end, durably, before the next segment exists.
-	if err := sealFile(s.file, s.written); err != nil {
+	if err := sealFile(s.file, s.tail); err != nil {
 		return err
 	}
-	s.unsynced = false
 	next := s.segs[len(s.segs)-1].id + 1
-	f, err := s.newSegmentFile(next)
+	f, mem, err := s.newSegmentFile(next)
 	if err != nil {
 		return err
 	}
-	if err := s.file.Close(); err != nil {
+	if err := s.closeSegment(); err != nil {
 		s.cfg.Logger.Warn("cannot close sealed spool segment", "err", err)
 	}
-	s.file = f
+	s.file, s.mem = f, mem
 	s.segs = append(s.segs, segment{id: next})
-	s.bufEnd, s.written = 0, 0
+	s.tail, s.released = 0, 0
 	return nil
 }
 
-// Sync writes and fsyncs every record appended so far.
+// Sync fdatasyncs every record appended so far.
 func (s *Spool) Sync() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -872,7 +999,7 @@ func (s *Spool) Sync() error {
 	if s.file == nil {
 		return nil
 	}
-	return s.flushLocked(true)
+	return s.syncLocked()
 }
 
 // syncLoop fsyncs the written records every SyncInterval (SyncInterval mode
@@ -974,12 +1101,12 @@ func (s *Spool) Commit(p Position) error {
 	}
 	s.segs = keep
 	// Oldest uncommitted record: the one at p, if any was appended.
-	end := Position{Segment: s.segs[len(s.segs)-1].id, Offset: s.bufEnd}
+	end := Position{Segment: s.segs[len(s.segs)-1].id, Offset: s.tail}
 	switch {
 	case !p.Less(end):
 		s.oldest = 0
 	case !p.Less(s.durable):
-		// Appended but not yet written: keep the current estimate.
+		// Appended but not yet synced: keep the current estimate.
 	default:
 		s.oldest = s.appendTimeAt(p)
 	}
@@ -1099,15 +1226,15 @@ func (s *Spool) Close() error {
 	}
 	var err error
 	if !wasClosed {
-		err = s.flushLocked(true)
+		err = s.syncLocked()
 	}
 	if err == nil && s.failed == nil {
-		err = sealFile(s.file, s.written)
+		err = sealFile(s.file, s.tail)
 	}
-	if cerr := s.file.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("cannot close spool segment: %w", cerr)
+	if cerr := s.closeSegment(); err == nil {
+		err = cerr
 	}
-	s.file = nil
+	s.file, s.mem = nil, nil
 	s.metrics.unregister()
 	return err
 }
