@@ -183,7 +183,7 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	ev.PropKeys = append(ev.PropKeys[:0], b.PropKeys...)
 	ev.PropValues = append(ev.PropValues[:0], b.PropValues...)
 
-	// One event per domain, appended together: all are stored, after one fsync wait, or none
+	// One event per domain, appended together: all are stored, in one spool append, or none
 	// is, so a client that retries a 503 never duplicates the domains that went through.
 	for _, d := range st.domains {
 		ev.Domain = d

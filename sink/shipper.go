@@ -111,7 +111,7 @@ func newShipperMetrics() *shipperMetrics {
 			Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
 		visible: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "collector_sink_event_visible_seconds",
-			Help:    "Per stored event, time from its spool append (before the fsync that precedes its 202) to the return of the INSERT that made it queryable: an upper bound of the 202-to-queryable delay.",
+			Help:    "Per stored event, time from its spool append (before its 202, and before the fsync that precedes it with -spool-sync-interval 0) to the return of the INSERT that made it queryable: an upper bound of the 202-to-queryable delay.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 5, 7.5, 10, 30, 60}}),
 	}
 }
@@ -294,7 +294,7 @@ func (s *Shipper) run() {
 		wait, notify := time.Hour, s.sp.Notify()
 		if len(rows) > 0 {
 			// A batch is open: read what arrives every batchPoll, in bulk,
-			// not at each group commit (thousands a second under load).
+			// not at each append or group commit (thousands a second under load).
 			wait, notify = min(max(0, s.cfg.MaxAge-time.Since(first)), batchPoll), nil
 		}
 		timer.Reset(wait)
