@@ -30,14 +30,20 @@ type Reader struct {
 	buf []byte // bytes of the segment from bufOff
 	off int64  // segment offset of buf[0]
 
-	// The last limit of segment pos.Segment: readable data ends at end,
-	// which only grows. Next asks the spool again (taking its lock, which
-	// appenders share) only when pos reaches it, not once per record.
-	limSeg    uint64
-	limEnd    int64
-	limSealed bool
-	limNext   uint64
-	limOK     bool
+	// The last limit of segment pos.Segment: readable data ends at
+	// lim.end, which only grows. Next asks the spool again (taking its
+	// lock, which appenders share) only when pos reaches it, not once per
+	// record.
+	lim segLimit
+}
+
+// segLimit is what Spool.limit answered for segment seg.
+type segLimit struct {
+	seg    uint64
+	end    int64
+	sealed bool
+	next   uint64
+	ok     bool
 }
 
 // NewReader returns a Reader positioned at from (usually Checkpoint()).
@@ -54,11 +60,11 @@ func (r *Reader) Position() Position { return r.pos }
 // that segment skipped, since frames cannot be resynchronised.
 func (r *Reader) Next() (Record, error) {
 	for {
-		if !r.limOK || r.limSeg != r.pos.Segment || (r.pos.Offset >= r.limEnd && !r.limSealed) {
-			r.limSeg = r.pos.Segment
-			r.limEnd, r.limSealed, r.limNext, r.limOK = r.s.limit(r.pos.Segment)
+		if l := r.lim; !l.ok || l.seg != r.pos.Segment || (r.pos.Offset >= l.end && !l.sealed) {
+			r.lim.seg = r.pos.Segment
+			r.lim.end, r.lim.sealed, r.lim.next, r.lim.ok = r.s.limit(r.pos.Segment)
 		}
-		end, sealed, next, ok := r.limEnd, r.limSealed, r.limNext, r.limOK
+		end, sealed, next, ok := r.lim.end, r.lim.sealed, r.lim.next, r.lim.ok
 		if !ok {
 			return Record{}, io.EOF
 		}
