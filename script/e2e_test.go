@@ -85,7 +85,8 @@ type collectorProc struct {
 	addr    string // 127.0.0.1:PORT
 	cmd     *exec.Cmd
 	logs    *syncBuffer
-	done    chan error
+	done    chan error    // Wait's result, for whoever waits for the exit
+	exited  chan struct{} // closed once the process has exited
 	client  *http.Client
 }
 
@@ -105,7 +106,7 @@ func startCollectorProc(t *testing.T) *collectorProc {
 	}
 	p := &collectorProc{
 		t: t, bin: bin, dataDir: filepath.Join(dir, "data"),
-		logs: &syncBuffer{}, done: make(chan error, 1),
+		logs: &syncBuffer{}, done: make(chan error, 1), exited: make(chan struct{}),
 		client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second},
 	}
 	// Port 0, read back from the startup log line: see package startline.
@@ -114,11 +115,16 @@ func startCollectorProc(t *testing.T) *collectorProc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("cannot start the collector: %v", err)
 	}
-	go func() { p.done <- p.cmd.Wait() }()
+	go func() {
+		p.done <- p.cmd.Wait()
+		close(p.exited)
+	}()
 	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
+		select {
+		case <-p.exited:
+		default:
 			_ = p.cmd.Process.Kill()
-			<-p.done
+			<-p.exited
 		}
 	})
 	deadline := time.Now().Add(60 * time.Second)

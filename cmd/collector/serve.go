@@ -277,6 +277,13 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	if err := hs.ShutdownWithContext(sctx); err != nil {
 		log.Warn("requests still running at the shutdown deadline", "err", err)
 	}
+	// Shutdown closes only the listeners Serve has registered: a signal that came before the Serve
+	// goroutine ran would leave it blocked in Accept. Closing ln ends it either way.
+	_ = ln.Close() // already closed by Shutdown in the common case
+	select {
+	case <-served:
+	case <-sctx.Done():
+	}
 	var errs []error
 	if err := shipper.Close(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("cannot flush every spooled event (they stay in the spool for the next start): %w", err))
