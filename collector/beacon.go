@@ -49,7 +49,7 @@ type Beacon struct {
 	Domain      string // as sent; may be a comma-separated list (see Domains)
 	Referrer    string
 	HashMode    bool
-	Interactive bool // true unless the body says "i": false
+	Interactive bool // true unless the body says "i": false (or 0)
 	HasRevenue  bool
 	Revenue     float64
 	Currency    string // upper case ISO 4217 code when HasRevenue
@@ -220,6 +220,10 @@ func (d *decoder) field(key string) error {
 		}
 		d.hashLong = st
 	case "i", "interactive":
+		if d.lit("null") {
+			b.Interactive = true // Plausible honours only a boolean: null means the default
+			break
+		}
 		v, ok := d.flag()
 		if !ok {
 			return b.fail("interactive", "must be a boolean")

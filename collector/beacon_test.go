@@ -167,6 +167,36 @@ func TestDecodeHashMode(t *testing.T) {
 	}
 }
 
+// TestDecodeInteractive checks the i flag: only false (or 0) marks an event non-interactive; null
+// keeps the default, as Plausible's request.ex does for anything but a boolean.
+func TestDecodeInteractive(t *testing.T) {
+	cases := []struct {
+		fields string
+		want   bool
+	}{
+		{``, true},
+		{`,"i":false`, false},
+		{`,"interactive":false`, false},
+		{`,"i":0`, false},
+		{`,"i":true`, true},
+		{`,"i":1`, true},
+		{`,"i":null`, true},
+		{`,"i":false,"i":null`, true}, // the last one wins, as for the other scalar fields
+		{`,"interactive":null`, true},
+	}
+	var b Beacon
+	for _, tc := range cases {
+		t.Run(tc.fields, func(t *testing.T) {
+			if err := b.Decode([]byte(`{"n":"e","u":"https://a.example/","d":"a.example"` + tc.fields + `}`)); err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if b.Interactive != tc.want {
+				t.Fatalf("Interactive %v, want %v", b.Interactive, tc.want)
+			}
+		})
+	}
+}
+
 func TestDecodeErrorsNameField(t *testing.T) {
 	var b Beacon
 	for _, tc := range malformedCorpus() {
