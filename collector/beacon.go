@@ -2,6 +2,7 @@ package collector
 
 import (
 	"strconv"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 	"unsafe"
@@ -210,13 +211,13 @@ func (d *decoder) field(key string) error {
 	case "h", "hash_mode":
 		st, ok := d.hashFlag()
 		if !ok {
-			return b.fail("h", "must be a boolean or 0/1")
+			return b.fail("h", "must be an integer, a string holding one, or a boolean")
 		}
 		d.hash = st
 	case "hashMode":
 		st, ok := d.hashFlag()
 		if !ok {
-			return b.fail("hashMode", "must be a boolean or 0/1")
+			return b.fail("hashMode", "must be an integer, a string holding one, or a boolean")
 		}
 		d.hashLong = st
 	case "i", "interactive":
@@ -293,17 +294,45 @@ func (d *decoder) flag() (bool, bool) {
 	return false, false
 }
 
-// hashFlag decodes an h or hashMode value.
+// hashFlag decodes an h or hashMode value. Plausible casts it to an integer and keeps the
+// fragment for 1 only, so an integer, or a string holding one ("1", as Ecto casts it), is read
+// that way; true counts as 1, and null and false as absent.
 func (d *decoder) hashFlag() (hashState, bool) {
-	if d.peek() == 'n' || d.peek() == 'f' {
+	switch d.peek() {
+	case 'n', 'f':
 		_, ok := d.flag()
 		return hashUnset, ok
-	}
-	v, ok := d.flag()
-	if v {
+	case 't':
+		_, ok := d.flag()
 		return hashOn, ok
+	case '"':
+		s, ok := d.str()
+		if !ok {
+			return hashOff, false
+		}
+		return intHash(s)
 	}
-	return hashOff, ok
+	s, ok := d.number()
+	if !ok {
+		return hashOff, false
+	}
+	return intHash(s)
+}
+
+// intHash reads s, an optionally signed decimal integer, as a hash mode: on for 1, off for any
+// other integer. It reports false when s is not an integer.
+func intHash(s string) (hashState, bool) {
+	digits := s
+	if len(digits) > 0 && (digits[0] == '+' || digits[0] == '-') {
+		digits = digits[1:]
+	}
+	if digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return hashOff, false
+	}
+	if s[0] != '-' && strings.TrimLeft(digits, "0") == "1" {
+		return hashOn, true
+	}
+	return hashOff, true
 }
 
 // numberEnd reports whether the value that was just read is not followed by more number text.

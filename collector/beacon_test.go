@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode"
@@ -153,6 +154,13 @@ func TestDecodeHashMode(t *testing.T) {
 		{`"h":null,"hashMode":1`, true},
 		{`"h":false,"hashMode":1`, true},
 		{`"h":1,"hashMode":0`, true},
+		{`"h":"1"`, true}, // Plausible casts h to an integer: "1" is 1
+		{`"h":"+01"`, true},
+		{`"h":"0"`, false},
+		{`"h":"-1"`, false},
+		{`"h":2`, false},
+		{`"hashMode":"1"`, true},
+		{`"h":"0","hashMode":1`, false},
 	}
 	var b Beacon
 	for _, tc := range cases {
@@ -238,6 +246,7 @@ func FuzzDecodeBeacon(f *testing.F) {
 	f.Add([]byte(`{"n":"pageview","u":"https://acme.example/","d":"acme.example"}`))
 	f.Add([]byte(`{"name":"x","url":"https://a.example/","domain":"a.example,b.example","p":{"a":1,"b":true,"c":"\u00e9"},"$":{"amount":"1.5","currency":"eur"},"h":1,"i":false}`))
 	f.Add([]byte(`{"n":"\ud83d\ude00","u":"u","d":"d","x":[1,{"y":null}]}`))
+	f.Add([]byte(`{"n":"e","u":"u","d":"d","h":"+01","hashMode":"x","i":null}`))
 	f.Add([]byte(`{"n":"e","u":"u","d":"d","p":"{\"a\":\"b\\u00e9\",\"c\":{\"d\":[1]},\"e\":null,\"\":\"x\"}","m":null,"props":{"z":"1"}}`))
 	f.Add([]byte(`{"n":"e","u":"u","d":"d","meta":{"a":" ","a":"1","b":[{}],"c":1.5e3,"d":false},"p":{"x":"y"},"hashMode":1,"h":null}`))
 	for _, tc := range malformedCorpus() {
@@ -384,7 +393,11 @@ func plausibleHashMode(body []byte) bool {
 	if short == "" || short == "null" || short == "false" {
 		short = long
 	}
-	return short == "1" || short == "true"
+	if s := ""; json.Unmarshal([]byte(short), &s) == nil {
+		n, err := strconv.Atoi(s) // Ecto's integer cast; the decoder refused what fails it
+		return err == nil && n == 1
+	}
+	return short == "1" || short == "true" // a JSON integer has no sign or leading zero for 1
 }
 
 type member struct {
