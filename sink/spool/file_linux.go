@@ -31,6 +31,10 @@ func datasync(f *os.File) error {
 	return nil
 }
 
+// dontNeed drops mem's pages from the process's page tables (madvise MADV_DONTNEED); the file's
+// pages stay in the page cache, dirty or not.
+func dontNeed(mem []byte) error { return syscall.Madvise(mem, syscall.MADV_DONTNEED) }
+
 // allocate makes f size bytes long with every block allocated (fallocate(2)), so that a store into
 // the mapping never needs a block the disk no longer has. A file system without fallocate gets a
 // plain truncate; a store that then finds the disk full faults, and the append fails.

@@ -5,6 +5,8 @@ package spool
 import (
 	"fmt"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // datasync flushes f to stable storage; outside Linux it is a full fsync.
@@ -18,3 +20,7 @@ func allocate(f *os.File, size int64) error {
 	}
 	return nil
 }
+
+// dontNeed drops mem's pages from the process's page tables (madvise MADV_DONTNEED); the file's
+// pages stay in the page cache. The syscall package has no Madvise outside Linux.
+func dontNeed(mem []byte) error { return unix.Madvise(mem, unix.MADV_DONTNEED) }

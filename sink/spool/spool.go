@@ -806,7 +806,7 @@ func (s *Spool) release() {
 	if end-s.released < releaseBytes {
 		return
 	}
-	if err := syscall.Madvise(s.mem[s.released:end], syscall.MADV_DONTNEED); err != nil {
+	if err := dontNeed(s.mem[s.released:end]); err != nil {
 		s.cfg.Logger.Warn("cannot release spool segment pages", "err", err)
 	}
 	s.released = end
