@@ -37,13 +37,13 @@ type Reader struct {
 	lim segLimit
 }
 
-// segLimit is what Spool.limit answered for segment seg.
+// segLimit is where the readable data of segment seg ends (see Spool.limit).
 type segLimit struct {
 	seg    uint64
-	end    int64
-	sealed bool
-	next   uint64
-	ok     bool
+	end    int64  // readable data of seg ends here
+	sealed bool   // seg is complete: end is final and the reader moves on to next
+	next   uint64 // the segment after seg, when sealed
+	ok     bool   // false when no segment at or after seg exists
 }
 
 // NewReader returns a Reader positioned at from (usually Checkpoint()).
@@ -61,11 +61,10 @@ func (r *Reader) Position() Position { return r.pos }
 func (r *Reader) Next() (Record, error) {
 	for {
 		if l := r.lim; !l.ok || l.seg != r.pos.Segment || (r.pos.Offset >= l.end && !l.sealed) {
-			r.lim.seg = r.pos.Segment
-			r.lim.end, r.lim.sealed, r.lim.next, r.lim.ok = r.s.limit(r.pos.Segment)
+			r.lim = r.s.limit(r.pos.Segment)
 		}
-		end, sealed, next, ok := r.lim.end, r.lim.sealed, r.lim.next, r.lim.ok
-		if !ok {
+		end, sealed, next := r.lim.end, r.lim.sealed, r.lim.next
+		if !r.lim.ok {
 			return Record{}, io.EOF
 		}
 		if r.pos.Offset >= end {

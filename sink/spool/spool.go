@@ -1021,8 +1021,8 @@ func (s *Spool) syncLoop() {
 
 // limit returns where readable (durable) data ends in segment id, whether
 // the segment is sealed (a later segment exists), the next segment id, and
-// false when no segment at or after id exists.
-func (s *Spool) limit(id uint64) (end int64, sealed bool, next uint64, ok bool) {
+// ok false when no segment at or after id exists.
+func (s *Spool) limit(id uint64) segLimit {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := -1
@@ -1032,19 +1032,17 @@ func (s *Spool) limit(id uint64) (end int64, sealed bool, next uint64, ok bool) 
 			break
 		}
 	}
-	if i < 0 {
-		return 0, false, 0, false
+	switch {
+	case i < 0:
+		return segLimit{seg: id}
+	case s.segs[i].id != id: // id was deleted or never existed: go to the next
+		return segLimit{seg: id, sealed: true, next: s.segs[i].id, ok: true}
+	case i < len(s.segs)-1:
+		return segLimit{seg: id, end: s.segs[i].size, sealed: true, next: s.segs[i+1].id, ok: true}
+	case s.durable.Segment == id:
+		return segLimit{seg: id, end: s.durable.Offset, ok: true}
 	}
-	if s.segs[i].id != id { // id was deleted or never existed: go to the next
-		return 0, true, s.segs[i].id, true
-	}
-	if i == len(s.segs)-1 {
-		if s.durable.Segment == id {
-			return s.durable.Offset, false, 0, true
-		}
-		return 0, false, 0, true
-	}
-	return s.segs[i].size, true, s.segs[i+1].id, true
+	return segLimit{seg: id, ok: true}
 }
 
 // MarkPending durably records end as the end of the batch about to be
