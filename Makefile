@@ -119,8 +119,11 @@ run: deps-chdb deps-geo build
 	exec bin/collector serve -listen $(LISTEN) -config testdata/workspaces.example.yaml -data-dir data \
 	  -geoip $(GEO_FILES) -trusted-proxies 127.0.0.1/32,::1/128
 
+# vet also checks a non-Linux Unix build: the spool and the engine binding have per-OS files, and
+# only this catches a Linux-only call in shared code.
 vet:
 	$(GO) vet ./...
+	GOOS=darwin $(GO) vet ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
