@@ -3,6 +3,7 @@ package enrich
 import (
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"sync"
@@ -104,13 +105,13 @@ func (g *GeoDB) Lookup(ip netip.Addr) Geo {
 	}
 	ip = ip.Unmap()
 	key := prefixKey(ip)
-	slot, h := g.prefixes.slot(key)
-	if e := slot.load(h); e != nil && e.key == key {
+	set, h := g.prefixes.set(key)
+	if e := set.find(h, key); e != nil {
 		return e.geo
 	}
 	v, wide := g.lookupFiles(ip)
 	if wide {
-		slot.store(h, &prefixEntry{key: key, geo: v})
+		set.store(h, &prefixEntry{key: key, geo: v})
 	}
 	return v
 }
@@ -165,19 +166,26 @@ func (g *geoFile) lookup(ip netip.Addr) (v Geo, found, wide bool) {
 	return v, true, wide
 }
 
-// Widths of the prefix-cache keys, and its number of slots (2^16).
+// Widths of the prefix-cache keys, and the cache's shape: 2^16 slots in
+// sets of four.
 const (
 	prefixBits4     = 24
 	prefixBits6     = 48
-	prefixCacheBits = 16
-	prefixCacheSize = 1 << prefixCacheBits
+	prefixCacheWays = 4
+	prefixCacheBits = 14 // log2 of the number of sets
+	prefixCacheSets = 1 << prefixCacheBits
 )
 
 // prefixCache holds answers by network prefix in front of the tree walk:
-// a direct-mapped table of prefixCacheSize slots indexed by a hash of the
-// key, each slot pointing to an immutable entry, so a hit is a hash, two
-// atomic loads and a compare, with no lock and no allocation; a miss
-// allocates one entry, which replaces whatever shared its slot.
+// a set-associative table of prefixCacheSets sets of prefixCacheWays
+// slots, the set picked by a hash of the key, each slot pointing to an
+// immutable entry. A hit reads one set (one 64-byte cache line), compares
+// hashes and then one entry's key, with no lock and no allocation; a miss
+// allocates one entry, which takes an empty slot of its set or, when the
+// set is full, a random one. Four ways keep keys that share a set from
+// evicting each other: with 20,000 networks in circulation a direct-mapped
+// table of the same 2^16 slots missed on about a quarter of them (the
+// load generator's mix), four ways on a few per cent.
 //
 // The key is the address masked to its /24 (IPv4) or /48 (IPv6), never
 // the full address: the collector keeps no raw IPs, and these are the
@@ -187,35 +195,58 @@ const (
 // networks walk the tree each time (and hit the record cache). "Not in
 // the database" is cached the same way.
 //
-// Memory: the slots take 1 MiB (a hash and a pointer each) from
+// Memory: the sets take 1 MiB (a hash and a pointer per slot) from
 // OpenGeoDBs on; each entry is 80 bytes (32 for the key, 48 for Geo's
 // string headers; the strings are shared with the record cache), so a
 // full table is about 6 MiB.
 type prefixCache struct {
-	slots [prefixCacheSize]prefixSlot
+	sets [prefixCacheSets]prefixSet
 }
 
-// prefixSlot holds the key's hash beside the entry pointer, in one cache
-// line, so that a miss does not have to read the entry (a random heap
-// object, likely a cache miss) to find that it is another key's. The two
-// words are stored one after the other; a reader that sees a hash with
-// another entry still compares the entry's key, so a torn pair is a miss,
-// never a wrong answer.
+// prefixSet is one set of the cache, 64 bytes: a cache line, since the
+// cache is one allocation larger than a page and so starts on one.
+type prefixSet struct {
+	ways [prefixCacheWays]prefixSlot
+}
+
+// prefixSlot holds the key's hash beside the entry pointer, so that a
+// lookup does not have to read an entry (a random heap object, likely a
+// cache miss) to find that it is another key's. The two words are stored
+// one after the other; a reader that sees a hash with another entry still
+// compares the entry's key, so a torn pair is a miss, never a wrong
+// answer.
 type prefixSlot struct {
 	hash  atomic.Uint64
 	entry atomic.Pointer[prefixEntry]
 }
 
-func (s *prefixSlot) load(h uint64) *prefixEntry {
-	if s.hash.Load() != h {
-		return nil
+// find returns the entry for key (whose hash is h) if the set holds it.
+func (s *prefixSet) find(h uint64, key netip.Prefix) *prefixEntry {
+	for i := range s.ways {
+		w := &s.ways[i]
+		if w.hash.Load() != h {
+			continue
+		}
+		if e := w.entry.Load(); e != nil && e.key == key {
+			return e
+		}
 	}
-	return s.entry.Load()
+	return nil
 }
 
-func (s *prefixSlot) store(h uint64, e *prefixEntry) {
-	s.entry.Store(e)
-	s.hash.Store(h)
+// store puts e (whose key hashes to h) in an empty slot of the set, or in
+// a random one when none is empty. Two lookups that miss at once may store
+// the same key twice; find returns either, as both hold the same answer.
+func (s *prefixSet) store(h uint64, e *prefixEntry) {
+	w := &s.ways[rand.N(prefixCacheWays)]
+	for i := range s.ways {
+		if s.ways[i].entry.Load() == nil {
+			w = &s.ways[i]
+			break
+		}
+	}
+	w.entry.Store(e)
+	w.hash.Store(h)
 }
 
 // prefixEntry is the answer for every address of key; it is never changed
@@ -236,12 +267,12 @@ func prefixKey(ip netip.Addr) netip.Prefix {
 	return p
 }
 
-// slot returns key's slot and hash (Fibonacci hashing of the 128 address
-// bits; the top bits pick the slot).
-func (c *prefixCache) slot(key netip.Prefix) (*prefixSlot, uint64) {
+// set returns key's set and hash (Fibonacci hashing of the 128 address
+// bits; the top bits pick the set).
+func (c *prefixCache) set(key netip.Prefix) (*prefixSet, uint64) {
 	a := key.Addr().As16()
 	h := binary.BigEndian.Uint64(a[:8])*0x9E3779B97F4A7C15 ^ binary.BigEndian.Uint64(a[8:])*0xC2B2AE3D27D4EB4F
-	return &c.slots[h>>(64-prefixCacheBits)], h
+	return &c.sets[h>>(64-prefixCacheBits)], h
 }
 
 // containsKey reports whether p, the database network that holds ip,

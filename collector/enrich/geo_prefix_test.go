@@ -11,9 +11,11 @@ import (
 // prefixEntries returns the entries the prefix cache holds.
 func (c *prefixCache) entries() []*prefixEntry {
 	var out []*prefixEntry
-	for i := range c.slots {
-		if e := c.slots[i].entry.Load(); e != nil {
-			out = append(out, e)
+	for i := range c.sets {
+		for j := range c.sets[i].ways {
+			if e := c.sets[i].ways[j].entry.Load(); e != nil {
+				out = append(out, e)
+			}
 		}
 	}
 	return out
@@ -22,8 +24,8 @@ func (c *prefixCache) entries() []*prefixEntry {
 // cachedAnswer returns the answer the prefix cache holds for ip's network, if any.
 func (g *GeoDB) cachedAnswer(ip netip.Addr) (Geo, bool) {
 	key := prefixKey(ip.Unmap())
-	slot, h := g.prefixes.slot(key)
-	if e := slot.load(h); e != nil && e.key == key {
+	set, h := g.prefixes.set(key)
+	if e := set.find(h, key); e != nil {
 		return e.geo, true
 	}
 	return Geo{}, false
@@ -171,6 +173,55 @@ func TestGeoPrefixCacheFileOrder(t *testing.T) {
 	}
 	if _, ok := g.cachedAnswer(netip.MustParseAddr("203.0.114.1")); !ok {
 		t.Error("203.0.114.0/24 is not cached")
+	}
+}
+
+// TestGeoPrefixCacheSet fills one set of the prefix cache: the four /24s that share it all stay
+// cached, and a fifth takes one slot, leaving the set with four of the five.
+func TestGeoPrefixCacheSet(t *testing.T) {
+	g := openGeo(t, writeGeo(t, false, map[string]Geo{"10.0.0.0/8": {CountryCode: "DE", Region: "DE-BE", City: "Berlin"}}))
+	// Five /24s of 10.0.0.0/8 in one set, the first found by walking the /8.
+	var same []netip.Addr
+	var want *prefixSet
+	for i := uint32(0); len(same) < prefixCacheWays+1; i++ {
+		if i == 1<<16 {
+			t.Fatalf("found %d /24s of 10.0.0.0/8 in one set, want %d", len(same), prefixCacheWays+1)
+		}
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 7})
+		set, _ := g.prefixes.set(prefixKey(a))
+		if want == nil {
+			want = set
+		}
+		if set == want {
+			same = append(same, a)
+		}
+	}
+	cached := func(ips []netip.Addr) int {
+		n := 0
+		for _, a := range ips {
+			if _, ok := g.cachedAnswer(a); ok {
+				n++
+			}
+		}
+		return n
+	}
+	first := same[:prefixCacheWays]
+	for pass := range 2 {
+		for _, a := range first {
+			if got := g.Lookup(a).CountryCode; got != "DE" {
+				t.Fatalf("pass %d: Lookup(%s) = %q, want DE", pass, a, got)
+			}
+		}
+		if n := cached(first); n != prefixCacheWays {
+			t.Fatalf("pass %d: %d of the %d /24s sharing a set are cached, want all", pass, n, prefixCacheWays)
+		}
+	}
+	g.Lookup(same[prefixCacheWays])
+	if _, ok := g.cachedAnswer(same[prefixCacheWays]); !ok {
+		t.Fatal("the fifth /24 of the set was not cached")
+	}
+	if n := cached(first); n != prefixCacheWays-1 {
+		t.Fatalf("after a fifth /24, %d of the first four are cached, want %d", n, prefixCacheWays-1)
 	}
 }
 
