@@ -102,6 +102,8 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 		s.m.reject(rejectBadRequest)
 		s.fail(ctx, st, fasthttp.StatusBadRequest, "url: has no host")
 		return
+	} else if len(st.domains) == 1 && h == st.domains[0] {
+		// The common case: the page is on the configured domain the event names, which is ws's.
 	} else if uws, _, ok := s.cfg.Registry.Match(h); !ok || uws.ID != ws.ID {
 		s.m.reject(rejectForbidden)
 		s.fail(ctx, st, fasthttp.StatusForbidden, "url: host is not a domain of the workspace of domain")
