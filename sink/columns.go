@@ -35,8 +35,15 @@ const (
 	kindProps
 )
 
-// lc is the type of string columns with few distinct values per part.
-const lc = "LowCardinality(String)"
+// Two types hold strings. lc is for columns with a small, bounded vocabulary (countries,
+// browsers, device classes): dictionary-encoded, they group fast in reports and cost little. Open-
+// ended ones (workspace ids, hosts, campaigns, cities, versions) are plain String since schema
+// version 2: every merge rebuilds a LowCardinality column's dictionaries, and with nineteen such
+// columns merges took a fifth of the embedded collector's CPU (BENCHMARKS.md, "Stop 20").
+const (
+	lc  = "LowCardinality(String)"
+	str = "String"
+)
 
 func strCol(name, typ string, f func(e *Event) string) column {
 	return column{name: name, typ: typ, kind: kindString, str: f}
@@ -44,29 +51,29 @@ func strCol(name, typ string, f func(e *Event) string) column {
 
 // columns is the column table of analytics.events, in insert order.
 var columns = []column{
-	strCol("workspace_id", lc, func(e *Event) string { return e.WorkspaceID }),
-	strCol("domain", lc, func(e *Event) string { return e.Domain }),
+	strCol("workspace_id", str, func(e *Event) string { return e.WorkspaceID }),
+	strCol("domain", str, func(e *Event) string { return e.Domain }),
 	{name: "ts", typ: "DateTime64(3, 'UTC')", kind: kindTime},
-	strCol("name", lc, func(e *Event) string { return e.Name }),
-	strCol("hostname", lc, func(e *Event) string { return e.Hostname }),
-	strCol("pathname", "String", func(e *Event) string { return e.Pathname }),
+	strCol("name", str, func(e *Event) string { return e.Name }),
+	strCol("hostname", str, func(e *Event) string { return e.Hostname }),
+	strCol("pathname", str, func(e *Event) string { return e.Pathname }),
 	{name: "visitor_id", typ: "UInt64", kind: kindUInt64, u64: func(e *Event) uint64 { return e.VisitorID }},
 	{name: "retention_days", typ: "UInt16", kind: kindUInt16, u16: func(e *Event) uint16 { return e.RetentionDays }},
-	strCol("referrer", "String", func(e *Event) string { return e.Referrer }),
+	strCol("referrer", str, func(e *Event) string { return e.Referrer }),
 	strCol("referrer_source", lc, func(e *Event) string { return e.ReferrerSource }),
-	strCol("utm_source", lc, func(e *Event) string { return e.UTMSource }),
-	strCol("utm_medium", lc, func(e *Event) string { return e.UTMMedium }),
-	strCol("utm_campaign", lc, func(e *Event) string { return e.UTMCampaign }),
-	strCol("utm_content", "String", func(e *Event) string { return e.UTMContent }),
-	strCol("utm_term", "String", func(e *Event) string { return e.UTMTerm }),
+	strCol("utm_source", str, func(e *Event) string { return e.UTMSource }),
+	strCol("utm_medium", str, func(e *Event) string { return e.UTMMedium }),
+	strCol("utm_campaign", str, func(e *Event) string { return e.UTMCampaign }),
+	strCol("utm_content", str, func(e *Event) string { return e.UTMContent }),
+	strCol("utm_term", str, func(e *Event) string { return e.UTMTerm }),
 	strCol("click_id_param", lc, func(e *Event) string { return e.ClickIDParam }),
 	strCol("country_code", lc, func(e *Event) string { return e.CountryCode }),
-	strCol("region", lc, func(e *Event) string { return e.Region }),
-	strCol("city", lc, func(e *Event) string { return e.City }),
+	strCol("region", str, func(e *Event) string { return e.Region }),
+	strCol("city", str, func(e *Event) string { return e.City }),
 	strCol("browser", lc, func(e *Event) string { return e.Browser }),
-	strCol("browser_version", lc, func(e *Event) string { return e.BrowserVersion }),
+	strCol("browser_version", str, func(e *Event) string { return e.BrowserVersion }),
 	strCol("os", lc, func(e *Event) string { return e.OS }),
-	strCol("os_version", lc, func(e *Event) string { return e.OSVersion }),
+	strCol("os_version", str, func(e *Event) string { return e.OSVersion }),
 	strCol("device", lc, func(e *Event) string { return e.Device }),
 	{name: "interactive", typ: "Bool", kind: kindBool, bl: func(e *Event) bool { return e.Interactive }},
 	{name: "revenue_amount", typ: "Float64", kind: kindFloat64, f64: func(e *Event) float64 { return e.RevenueAmount }},
@@ -74,8 +81,8 @@ var columns = []column{
 	{name: "props", typ: "Map(LowCardinality(String), String)", kind: kindProps},
 	// The token of the insert that stored the row: it lets a replay after a crash of the embedded
 	// engine find out which of its batches are stored (Embedded.ReplayInsert). Hidden from the
-	// query path. One value per part, so it costs next to nothing on disk.
-	strCol("batch_token", lc, func(e *Event) string { return e.BatchToken }),
+	// query path. One value per insert, so it compresses to next to nothing.
+	strCol("batch_token", str, func(e *Event) string { return e.BatchToken }),
 }
 
 // columnList is "workspace_id, domain, ..." for INSERT statements.

@@ -75,9 +75,13 @@ type migration struct {
 }
 
 // migrations lists every schema version in order. Append only: a released
-// migration never changes.
+// migration never changes, except that migrationEvents creates the table
+// from the current column table, so a new database starts with the latest
+// column types and the later migrations that convert types change nothing
+// on it.
 var migrations = []migration{
 	{1, "analytics database, events table", migrationEvents},
+	{2, "open-ended string columns as String", migrationPlainStrings},
 }
 
 // LatestSchemaVersion is the newest schema version this binary knows.
@@ -119,6 +123,33 @@ func migrationEvents(c SchemaConfig) []string {
 		stmts = append(stmts, "CREATE TABLE IF NOT EXISTS "+Database+".events"+c.onCluster()+
 			" AS "+Database+".events_local\n"+
 			"ENGINE = Distributed("+quoteString(c.Cluster)+", "+quoteString(Database)+", 'events_local', cityHash64(workspace_id))")
+	}
+	return stmts
+}
+
+// plainStringColumns are the columns that schema version 1 created as LowCardinality(String) and
+// version 2 stores as String (see lc and str in columns.go).
+var plainStringColumns = []string{
+	"workspace_id", "domain", "name", "hostname", "utm_source", "utm_medium", "utm_campaign",
+	"region", "city", "browser_version", "os_version", "batch_token",
+}
+
+// migrationPlainStrings converts plainStringColumns of a version-1 table: one ALTER, so one
+// mutation that rewrites those columns of every part in the background (mutations_sync = 0:
+// the collector starts at once, and reads convert parts not yet rewritten). On a table that
+// migrationEvents created from the current column table it changes nothing. In cluster mode the
+// Distributed table's columns follow, which is a metadata change.
+func migrationPlainStrings(c SchemaConfig) []string {
+	var b strings.Builder
+	for i, name := range plainStringColumns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("MODIFY COLUMN " + name + " " + str)
+	}
+	stmts := []string{"ALTER TABLE " + c.dataTable() + c.onCluster() + " " + b.String() + " SETTINGS mutations_sync = 0"}
+	if c.Cluster != "" {
+		stmts = append(stmts, "ALTER TABLE "+Database+".events"+c.onCluster()+" "+b.String())
 	}
 	return stmts
 }

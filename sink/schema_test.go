@@ -134,6 +134,98 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 }
 
+// TestMigrateFromVersion1 puts the events table back in its version-1 shape (the open-ended
+// string columns as LowCardinality), stores rows, and checks that Migrate converts the columns to
+// the current types, records version 2, and leaves every stored value as it was.
+func TestMigrateFromVersion1(t *testing.T) {
+	ctx := context.Background()
+	exec := func(q string) {
+		t.Helper()
+		if err := testStore.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	types := func() map[string]string {
+		t.Helper()
+		res, err := testStore.Select(ctx, "SELECT name, type FROM system.columns WHERE database = 'analytics' AND table = 'events'", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, r := range res.Rows {
+			out[r[0].(string)] = r[1].(string)
+		}
+		return out
+	}
+	var back []string
+	for _, name := range plainStringColumns {
+		back = append(back, "MODIFY COLUMN "+name+" "+lc)
+	}
+	exec("ALTER TABLE analytics.events " + strings.Join(back, ", ") + " SETTINGS mutations_sync = 2")
+	exec("ALTER TABLE analytics.schema_migrations DELETE WHERE version >= 2 SETTINGS mutations_sync = 2")
+	if v, err := SchemaVersion(ctx, testStore); err != nil || v != 1 {
+		t.Fatalf("schema version %d, %v; want 1 after the rollback", v, err)
+	}
+	if got := types()["city"]; got != lc {
+		t.Fatalf("city is %s after the rollback, want %s", got, lc)
+	}
+
+	const ws = "ws_migrate_v1"
+	want := sampleEvents(ws, 300, time.Now().UTC().Truncate(time.Millisecond), 30)
+	for i := range want {
+		want[i].City = fmt.Sprintf("City %d", i%7)
+		want[i].UTMCampaign = fmt.Sprintf("campaign-%d", i%11)
+	}
+	if err := testStore.Insert(ctx, want, "migrate-v1-"+time.Now().Format(time.RFC3339Nano)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = testStore.Exec(ctx, "ALTER TABLE analytics.events DELETE WHERE workspace_id = '"+ws+"' SETTINGS mutations_sync = 2")
+	})
+
+	if err := Migrate(ctx, testStore, SchemaConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := SchemaVersion(ctx, testStore); err != nil || v != LatestSchemaVersion() {
+		t.Fatalf("schema version %d, %v after Migrate; want %d", v, err, LatestSchemaVersion())
+	}
+	got := types()
+	for _, c := range columns {
+		if got[c.name] != c.typ {
+			t.Errorf("column %s is %s after Migrate, want %s", c.name, got[c.name], c.typ)
+		}
+	}
+	// Read the rows back once the conversion has rewritten the parts.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		res, err := testStore.Select(ctx, "SELECT count() FROM system.mutations WHERE database = 'analytics' AND table = 'events' AND NOT is_done", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := asUint64(res.Rows[0][0]); n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the column conversion did not finish within 30 s")
+		}
+	}
+	res, err := testStore.Select(ctx, "SELECT workspace_id, domain, name, hostname, utm_source, utm_medium, utm_campaign, region, city, browser_version, os_version, browser, country_code FROM analytics.events WHERE workspace_id = '"+ws+"' ORDER BY ts", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != len(want) {
+		t.Fatalf("%d rows after Migrate, want %d", len(res.Rows), len(want))
+	}
+	for i, r := range res.Rows {
+		e := want[i]
+		w := []any{e.WorkspaceID, e.Domain, e.Name, e.Hostname, e.UTMSource, e.UTMMedium, e.UTMCampaign, e.Region, e.City, e.BrowserVersion, e.OSVersion, e.Browser, e.CountryCode}
+		for j := range w {
+			if r[j] != w[j] {
+				t.Fatalf("row %d column %d: %v, want %v", i, j, r[j], w[j])
+			}
+		}
+	}
+}
+
 func TestEventsTableLayout(t *testing.T) {
 	res, err := testStore.Select(context.Background(), "SELECT partition_key, sorting_key, engine FROM system.tables WHERE database = 'analytics' AND name = 'events'", nil)
 	if err != nil {

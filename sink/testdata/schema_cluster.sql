@@ -11,35 +11,35 @@ ORDER BY version;
 
 CREATE TABLE IF NOT EXISTS analytics.events_local ON CLUSTER `kyomi`
 (
-    workspace_id LowCardinality(String),
-    domain LowCardinality(String),
+    workspace_id String,
+    domain String,
     ts DateTime64(3, 'UTC'),
-    name LowCardinality(String),
-    hostname LowCardinality(String),
+    name String,
+    hostname String,
     pathname String,
     visitor_id UInt64,
     retention_days UInt16,
     referrer String,
     referrer_source LowCardinality(String),
-    utm_source LowCardinality(String),
-    utm_medium LowCardinality(String),
-    utm_campaign LowCardinality(String),
+    utm_source String,
+    utm_medium String,
+    utm_campaign String,
     utm_content String,
     utm_term String,
     click_id_param LowCardinality(String),
     country_code LowCardinality(String),
-    region LowCardinality(String),
-    city LowCardinality(String),
+    region String,
+    city String,
     browser LowCardinality(String),
-    browser_version LowCardinality(String),
+    browser_version String,
     os LowCardinality(String),
-    os_version LowCardinality(String),
+    os_version String,
     device LowCardinality(String),
     interactive Bool,
     revenue_amount Float64,
     revenue_currency LowCardinality(String),
     props Map(LowCardinality(String), String),
-    batch_token LowCardinality(String)
+    batch_token String
 )
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/analytics/events_local', '{replica}')
 PARTITION BY toYYYYMM(ts)
@@ -51,3 +51,9 @@ CREATE TABLE IF NOT EXISTS analytics.events ON CLUSTER `kyomi` AS analytics.even
 ENGINE = Distributed('kyomi', 'analytics', 'events_local', cityHash64(workspace_id));
 
 INSERT INTO analytics.schema_migrations (version, description) VALUES (1, 'analytics database, events table');
+
+ALTER TABLE analytics.events_local ON CLUSTER `kyomi` MODIFY COLUMN workspace_id String, MODIFY COLUMN domain String, MODIFY COLUMN name String, MODIFY COLUMN hostname String, MODIFY COLUMN utm_source String, MODIFY COLUMN utm_medium String, MODIFY COLUMN utm_campaign String, MODIFY COLUMN region String, MODIFY COLUMN city String, MODIFY COLUMN browser_version String, MODIFY COLUMN os_version String, MODIFY COLUMN batch_token String SETTINGS mutations_sync = 0;
+
+ALTER TABLE analytics.events ON CLUSTER `kyomi` MODIFY COLUMN workspace_id String, MODIFY COLUMN domain String, MODIFY COLUMN name String, MODIFY COLUMN hostname String, MODIFY COLUMN utm_source String, MODIFY COLUMN utm_medium String, MODIFY COLUMN utm_campaign String, MODIFY COLUMN region String, MODIFY COLUMN city String, MODIFY COLUMN browser_version String, MODIFY COLUMN os_version String, MODIFY COLUMN batch_token String;
+
+INSERT INTO analytics.schema_migrations (version, description) VALUES (2, 'open-ended string columns as String');

@@ -11,35 +11,35 @@ ORDER BY version;
 
 CREATE TABLE IF NOT EXISTS analytics.events
 (
-    workspace_id LowCardinality(String),
-    domain LowCardinality(String),
+    workspace_id String,
+    domain String,
     ts DateTime64(3, 'UTC'),
-    name LowCardinality(String),
-    hostname LowCardinality(String),
+    name String,
+    hostname String,
     pathname String,
     visitor_id UInt64,
     retention_days UInt16,
     referrer String,
     referrer_source LowCardinality(String),
-    utm_source LowCardinality(String),
-    utm_medium LowCardinality(String),
-    utm_campaign LowCardinality(String),
+    utm_source String,
+    utm_medium String,
+    utm_campaign String,
     utm_content String,
     utm_term String,
     click_id_param LowCardinality(String),
     country_code LowCardinality(String),
-    region LowCardinality(String),
-    city LowCardinality(String),
+    region String,
+    city String,
     browser LowCardinality(String),
-    browser_version LowCardinality(String),
+    browser_version String,
     os LowCardinality(String),
-    os_version LowCardinality(String),
+    os_version String,
     device LowCardinality(String),
     interactive Bool,
     revenue_amount Float64,
     revenue_currency LowCardinality(String),
     props Map(LowCardinality(String), String),
-    batch_token LowCardinality(String)
+    batch_token String
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)
@@ -48,3 +48,7 @@ TTL toDateTime(ts) + toIntervalDay(retention_days)
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 0, non_replicated_deduplication_window = 1000;
 
 INSERT INTO analytics.schema_migrations (version, description) VALUES (1, 'analytics database, events table');
+
+ALTER TABLE analytics.events MODIFY COLUMN workspace_id String, MODIFY COLUMN domain String, MODIFY COLUMN name String, MODIFY COLUMN hostname String, MODIFY COLUMN utm_source String, MODIFY COLUMN utm_medium String, MODIFY COLUMN utm_campaign String, MODIFY COLUMN region String, MODIFY COLUMN city String, MODIFY COLUMN browser_version String, MODIFY COLUMN os_version String, MODIFY COLUMN batch_token String SETTINGS mutations_sync = 0;
+
+INSERT INTO analytics.schema_migrations (version, description) VALUES (2, 'open-ended string columns as String');
