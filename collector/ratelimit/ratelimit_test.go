@@ -119,3 +119,19 @@ func BenchmarkAllowAddr(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAllowAddrCirculating cycles through 20,000 client addresses (cmd/loadgen's default
+// mix) in a limiter of the production size: each lookup touches a different key, as under load.
+func BenchmarkAllowAddrCirculating(b *testing.B) {
+	l := New(Config{Rate: 1e9, Burst: 1 << 20, MaxKeys: 1 << 20}, nil, nil)
+	addrs := make([]netip.Addr, 20000)
+	for i := range addrs {
+		addrs[i] = netip.AddrFrom4([4]byte{byte(i*2654435761>>24) | 1, byte(i >> 16), byte(i >> 8), byte(i)})
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		l.AllowAddr(addrs[i%len(addrs)])
+		i++
+	}
+}
