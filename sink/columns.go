@@ -168,38 +168,39 @@ func (c *column) nativeType() string {
 	return c.typ
 }
 
-// appendNative appends the rows as one ClickHouse Native block (columnar), in the order of
-// columns: the batch file of the embedded store's INSERT. It allocates nothing beyond growing dst.
-func appendNative(dst []byte, rows []Event) []byte {
+// appendNative appends rows[order[0]], rows[order[1]], ... as one ClickHouse Native block
+// (columnar), in the order of columns: the batch file of the embedded store's INSERT. It
+// allocates nothing beyond growing dst.
+func appendNative(dst []byte, rows []Event, order []int32) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(columns)))
-	dst = binary.AppendUvarint(dst, uint64(len(rows)))
+	dst = binary.AppendUvarint(dst, uint64(len(order)))
 	for ci := range columns {
 		c := &columns[ci]
 		dst = appendRBString(dst, c.name)
 		dst = appendRBString(dst, c.nativeType())
 		switch c.kind {
 		case kindString:
-			for i := range rows {
+			for _, i := range order {
 				dst = appendRBString(dst, c.str(&rows[i]))
 			}
 		case kindTime:
-			for i := range rows {
+			for _, i := range order {
 				dst = binary.LittleEndian.AppendUint64(dst, uint64(tsMillis(rows[i].TS)))
 			}
 		case kindUInt64:
-			for i := range rows {
+			for _, i := range order {
 				dst = binary.LittleEndian.AppendUint64(dst, c.u64(&rows[i]))
 			}
 		case kindUInt16:
-			for i := range rows {
+			for _, i := range order {
 				dst = binary.LittleEndian.AppendUint16(dst, c.u16(&rows[i]))
 			}
 		case kindFloat64:
-			for i := range rows {
+			for _, i := range order {
 				dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(c.f64(&rows[i])))
 			}
 		case kindBool:
-			for i := range rows {
+			for _, i := range order {
 				if c.bl(&rows[i]) {
 					dst = append(dst, 1)
 				} else {
@@ -209,17 +210,17 @@ func appendNative(dst []byte, rows []Event) []byte {
 		case kindProps:
 			// Map(K, V) is Array(Tuple(K, V)): cumulative offsets, then every key, then every value.
 			var off uint64
-			for i := range rows {
+			for _, i := range order {
 				off += uint64(min(len(rows[i].PropKeys), len(rows[i].PropValues)))
 				dst = binary.LittleEndian.AppendUint64(dst, off)
 			}
-			for i := range rows {
+			for _, i := range order {
 				e := &rows[i]
 				for j := range min(len(e.PropKeys), len(e.PropValues)) {
 					dst = appendRBString(dst, e.PropKeys[j])
 				}
 			}
-			for i := range rows {
+			for _, i := range order {
 				e := &rows[i]
 				for j := range min(len(e.PropKeys), len(e.PropValues)) {
 					dst = appendRBString(dst, e.PropValues[j])

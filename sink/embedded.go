@@ -20,7 +20,14 @@ import (
 type Embedded struct {
 	conn *chdb.Conn
 	dir  string    // batch files of inserts in flight
-	bufs sync.Pool // *[]byte insert buffers, reused across flushes
+	bufs sync.Pool // *insertBuf, reused across flushes
+}
+
+// insertBuf is what one flush works in: the batch's sorting-key order and its Native block, then
+// the INSERT statement.
+type insertBuf struct {
+	data  []byte
+	order rowOrder
 }
 
 // OpenEmbedded opens the embedded engine on dataDir (created if missing).
@@ -160,14 +167,13 @@ func (s *Embedded) insert(ctx context.Context, rows []Event, dedupToken, batchTo
 	for i := range rows {
 		rows[i].BatchToken = batchToken
 	}
-	bp, _ := s.bufs.Get().(*[]byte)
-	if bp == nil {
-		b := make([]byte, 0, 64<<10)
-		bp = &b
+	buf, _ := s.bufs.Get().(*insertBuf)
+	if buf == nil {
+		buf = &insertBuf{data: make([]byte, 0, 64<<10)}
 	}
-	err := s.insertFile(ctx, bp, rows, dedupToken)
-	if cap(*bp) <= 64<<20 { // keep buffers up to 64 MiB for the next flush
-		s.bufs.Put(bp)
+	err := s.insertFile(ctx, buf, rows, dedupToken)
+	if cap(buf.data) <= 64<<20 { // keep buffers up to 64 MiB for the next flush
+		s.bufs.Put(buf)
 	}
 	if err != nil {
 		return fmt.Errorf("cannot insert %d rows into %s.events: %w", len(rows), Database, err)
@@ -175,10 +181,12 @@ func (s *Embedded) insert(ctx context.Context, rows []Event, dedupToken, batchTo
 	return nil
 }
 
-// insertFile writes rows to a batch file with *bp as buffer and inserts it. The file holds what
-// the spool holds (hashed events, no address or user agent) and is removed at once.
-func (s *Embedded) insertFile(ctx context.Context, bp *[]byte, rows []Event, dedupToken string) error {
-	*bp = appendNative((*bp)[:0], rows)
+// insertFile writes rows, in the table's sorting-key order, to a batch file with buf as buffer
+// and inserts it. The file holds what the spool holds (hashed events, no address or user agent)
+// and is removed at once.
+func (s *Embedded) insertFile(ctx context.Context, buf *insertBuf, rows []Event, dedupToken string) error {
+	bp := &buf.data
+	*bp = appendNative((*bp)[:0], rows, buf.order.of(rows))
 	f, err := os.CreateTemp(s.dir, "batch-*.native")
 	if err != nil {
 		return fmt.Errorf("cannot create batch file: %w", err)

@@ -20,11 +20,13 @@ func benchRows() []Event {
 
 func BenchmarkEncodeNative(b *testing.B) {
 	rows := benchRows()
-	buf := appendNative(nil, rows)
+	var o rowOrder
+	order := o.of(rows)
+	buf := appendNative(nil, rows, order)
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendNative(buf[:0], rows)
+		buf = appendNative(buf[:0], rows, order)
 	}
 	b.ReportMetric(float64(len(rows))*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
