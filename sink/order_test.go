@@ -12,15 +12,7 @@ import (
 // did not sort (its MergeTreeDataWriterBlocksAlreadySorted counter).
 func alreadySorted(t *testing.T) uint64 {
 	t.Helper()
-	res, err := testStore.Select(context.Background(), "SELECT toUInt64(sum(value)) FROM system.events WHERE event = 'MergeTreeDataWriterBlocksAlreadySorted'", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := asUint64(res.Rows[0][0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return queryUint64(t, "SELECT toUInt64(sum(value)) FROM system.events WHERE event = 'MergeTreeDataWriterBlocksAlreadySorted'")
 }
 
 // TestInsertInKeyOrder inserts a shuffled batch whose rows differ in every part of the sorting
@@ -53,11 +45,7 @@ func TestInsertInKeyOrder(t *testing.T) {
 	if got := alreadySorted(t) - before; got != 1 {
 		t.Fatalf("the engine found %d inserted blocks already sorted, want 1: the batch was not in the table's key order", got)
 	}
-	res, err := testStore.Select(ctx, "SELECT count() FROM analytics.events WHERE startsWith(workspace_id, 'ws_order_')", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := asUint64(res.Rows[0][0]); n != uint64(len(rows)) {
+	if n := queryUint64(t, "SELECT count() FROM analytics.events WHERE startsWith(workspace_id, 'ws_order_')"); n != uint64(len(rows)) {
 		t.Fatalf("%d rows stored, want %d", n, len(rows))
 	}
 }

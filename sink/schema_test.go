@@ -197,11 +197,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 	}
 	// Read the rows back once the conversion has rewritten the parts.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		res, err := testStore.Select(ctx, "SELECT count() FROM system.mutations WHERE database = 'analytics' AND table = 'events' AND NOT is_done", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n, _ := asUint64(res.Rows[0][0]); n == 0 {
+		if queryUint64(t, "SELECT count() FROM system.mutations WHERE database = 'analytics' AND table = 'events' AND NOT is_done") == 0 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -63,8 +63,13 @@ func fresh(name string) string {
 // countRows returns the number of rows of workspace ws.
 func countRows(t testing.TB, ws string) uint64 {
 	t.Helper()
-	res, err := testStore.Select(context.Background(),
-		"SELECT count() FROM analytics.events WHERE workspace_id = "+quoteString(ws), nil)
+	return queryUint64(t, "SELECT count() FROM analytics.events WHERE workspace_id = "+quoteString(ws))
+}
+
+// queryUint64 runs sql, which answers one row of one unsigned integer, and returns that number.
+func queryUint64(t testing.TB, sql string) uint64 {
+	t.Helper()
+	res, err := testStore.Select(context.Background(), sql, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
