@@ -23,6 +23,7 @@ import (
 	"github.com/kyomi/collector/collector/ratelimit"
 	"github.com/kyomi/collector/collector/workspace"
 	"github.com/kyomi/collector/internal/leakcheck"
+	"github.com/kyomi/collector/internal/serving"
 	"github.com/kyomi/collector/internal/syncbuf"
 	"github.com/kyomi/collector/salt"
 	"github.com/kyomi/collector/sink"
@@ -176,18 +177,11 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	hs.ReadTimeout = 5 * time.Second
 	// Idle workers exit after this; the default (10 s) would outlive the leak check.
 	hs.MaxIdleWorkerDuration = 20 * time.Millisecond
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
+	stop := serving.Start(hs, ln)
 	t.Cleanup(func() {
 		http.DefaultClient.CloseIdleConnections()
-		if err := hs.Shutdown(); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		// Shutdown closes only the listeners Serve has registered: a test that ends before the
-		// Serve goroutine ran would leave it blocked in Accept. Closing ln ends it either way.
-		_ = ln.Close()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
+		if err := stop(); err != nil {
+			t.Errorf("http server: %v", err)
 		}
 		if err := h.spool.Close(); err != nil {
 			t.Errorf("spool close: %v", err)

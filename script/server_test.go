@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kyomi/collector/internal/serving"
 	"github.com/valyala/fasthttp"
 )
 
@@ -24,15 +25,10 @@ func serve(t testing.TB, handler fasthttp.RequestHandler) string {
 	}
 	// A short idle duration lets the worker pool's cleaner goroutine exit soon after Shutdown.
 	srv := &fasthttp.Server{Handler: handler, ReadTimeout: 10 * time.Second, MaxIdleWorkerDuration: 50 * time.Millisecond}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	stop := serving.Start(srv, ln)
 	t.Cleanup(func() {
-		if err := srv.Shutdown(); err != nil {
-			t.Errorf("cannot shut down server: %v", err)
-		}
-		_ = ln.Close() // in case Serve had not started: Shutdown closes only the listeners it registered
-		if err := <-done; err != nil {
-			t.Errorf("server stopped with: %v", err)
+		if err := stop(); err != nil {
+			t.Errorf("server: %v", err)
 		}
 	})
 	return "http://" + ln.Addr().String()

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kyomi/collector/internal/serving"
 	"github.com/valyala/fasthttp"
 )
 
@@ -75,17 +76,11 @@ func startBeaconServer(t *testing.T, domains []string) *beaconServer {
 	}
 	s.addr = ln.Addr().String()
 	srv := &fasthttp.Server{Handler: s.handle}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
+	stop := serving.Start(srv, ln)
 	t.Cleanup(func() {
-		if err := srv.Shutdown(); err != nil {
-			t.Errorf("cannot shut down beacon server: %v", err)
+		if err := stop(); err != nil {
+			t.Errorf("beacon server: %v", err)
 		}
-		_ = ln.Close() // in case Serve had not started: Shutdown closes only the listeners it registered
-		<-done
 	})
 	return s
 }
@@ -412,9 +407,8 @@ func TestDurationBoundsSlowServer(t *testing.T) {
 		}
 		ctx.SetStatusCode(fasthttp.StatusAccepted)
 	}}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	t.Cleanup(func() { close(release); _ = srv.Shutdown(); _ = ln.Close(); <-done })
+	stop := serving.Start(srv, ln)
+	t.Cleanup(func() { close(release); _ = stop() })
 
 	rep := runJSON(t, "-target", ln.Addr().String(), "-domains", "3", "-unique", "100", "-c", "3", "-duration", "300ms", "-timeout", "20s")
 	checkNoLeak(t)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 	"github.com/kyomi/collector/internal/leakcheck"
+	"github.com/kyomi/collector/internal/serving"
 	"github.com/kyomi/collector/sink"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -88,13 +89,10 @@ func startServer(t *testing.T, store Store, cfg Config) *testServer {
 			rc.SetStatusCode(404)
 		}
 	}}
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ln) }()
+	stop := serving.Start(srv, ln)
 	t.Cleanup(func() {
 		h.Close()
-		srv.Shutdown()
-		_ = ln.Close() // in case Serve had not started: Shutdown closes only the listeners it registered
-		<-done
+		_ = stop()
 	})
 	return &testServer{addr: ln.Addr().String(), h: h, reg: reg, key: key,
 		token: sign(t, key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_a", nil))}
