@@ -110,18 +110,6 @@ func rid(t testing.TB, src Source, at string) uint64 {
 	return s.VisitorID("ws_acme", "acme.example", testIP, testUA)
 }
 
-// freeAddr returns a loopback address on which nothing listens.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -284,9 +272,10 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 
 func TestRedisDownAtStart(t *testing.T) {
 	leakcheck.Register(t)
-	addr := freeAddr(t)
+	// A Unix socket: unlike a free port found now, no other process can take it before Redis starts.
+	sock := filepath.Join(t.TempDir(), "redis.sock")
 	clk := newFakeClock(rtime(t, "2026-11-23T10:00:00Z"))
-	n := newNode(t, "redis://"+addr+"?dial_timeout=200ms", clk, WithRetryInterval(20*time.Millisecond))
+	n := newNode(t, "unix://"+sock+"?dial_timeout=200ms", clk, WithRetryInterval(20*time.Millisecond))
 	if err := n.Ready(); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Ready with Redis down at start: %v, want ErrUnavailable", err)
 	}
@@ -304,9 +293,9 @@ func TestRedisDownAtStart(t *testing.T) {
 	if _, err := n.Salt(clk.now()); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Salt after midnight, never agreed: %v", err)
 	}
-	redistest.StartAt(t, addr)
+	redistest.StartAt(t, sock)
 	eventually(t, "ready once redis answers", func() bool { return n.Ready() == nil })
-	other := newNode(t, "redis://"+addr, clk)
+	other := newNode(t, "unix://"+sock, clk)
 	if rid(t, n, "2026-11-24T00:00:01Z") != rid(t, other, "2026-11-24T00:00:01Z") {
 		t.Fatal("node that started without redis disagrees once it is back")
 	}

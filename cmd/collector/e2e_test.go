@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,19 +52,6 @@ type proc struct {
 
 // lockedBuffer collects log or process output while the test reads it.
 type lockedBuffer = syncbuf.Buffer
-
-// freeAddr returns a loopback address with a port nobody listens on right now. Another process may
-// take the port before the caller does, so collectors listen on port 0 (startCollectorNoWait); only
-// addresses that must be known before their server starts (Redis) come from here.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // startCollector runs `collector serve` with args plus -listen, and waits until /readyz answers 200.
 func startCollector(t *testing.T, env []string, args ...string) *proc {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,7 +72,7 @@ func TestRedisSharedSaltAcrossNodes(t *testing.T) {
 	}
 
 	// Both nodes saw the Redis salt of today: the key exists, holds 32 bytes and expires within 48 h.
-	assertRedisSalt(t, redisAddr)
+	assertRedisSalt(t, &redis.Options{Addr: redisAddr})
 
 	for _, p := range []*proc{a, b} {
 		if err := p.stop(syscall.SIGTERM, 60*time.Second); err != nil {
@@ -165,7 +166,7 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 	l.stop()
 	notReady := ready.stop()
 	// The restarted, empty Redis got the salt every node already used back (SET NX of the cache).
-	assertRedisSalt(t, redisAddr)
+	assertRedisSalt(t, &redis.Options{Addr: redisAddr})
 	if err := p.stop(syscall.SIGTERM, 120*time.Second); err != nil {
 		t.Fatalf("collector exited with %v after SIGTERM\n%s", err, p.logs.String())
 	}
@@ -222,9 +223,10 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 // runs (/healthz 200) but is not ready (/readyz 503, collector_salt_state 2) and answers events 503.
 // Once redis-server starts on that address the collector becomes ready and stores events.
 func TestRedisDownAtStart(t *testing.T) {
-	redisAddr := freeAddr(t)
+	// A Unix socket: unlike a free port found now, no other process can take it before Redis starts.
+	sock := filepath.Join(t.TempDir(), "redis.sock")
 	dataDir, args := e2eEnv(t)
-	p := startCollectorNoWait(t, nil, append(args, "-redis", "redis://"+redisAddr)...)
+	p := startCollectorNoWait(t, nil, append(args, "-redis", "unix://"+sock)...)
 	p.waitHealthy(t, 60*time.Second)
 
 	refused := beacon{ip: "203.0.113.41", ua: chromeUA,
@@ -243,7 +245,7 @@ func TestRedisDownAtStart(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 	}
 
-	redistest.StartAt(t, redisAddr)
+	redistest.StartAt(t, sock)
 	p.waitReady(30 * time.Second)
 	if code, hdr, body := p.send(t, beacon{ip: "203.0.113.41", ua: chromeUA,
 		body: `{"n":"pageview","u":"https://acme.example/accepted","d":"acme.example","p":{"marker":"accepted"}}`}); code != 202 || hdr.Get("X-Collector-Dropped") != "" {
@@ -252,7 +254,7 @@ func TestRedisDownAtStart(t *testing.T) {
 	if st := p.waitSaltState(t, saltOK, 10*time.Second); st != saltOK {
 		t.Fatalf("collector_salt_state %v after Redis started, want %d", st, saltOK)
 	}
-	assertRedisSalt(t, redisAddr)
+	assertRedisSalt(t, &redis.Options{Network: "unix", Addr: sock})
 	if err := p.stop(syscall.SIGTERM, 60*time.Second); err != nil {
 		t.Fatalf("collector exited with %v after SIGTERM\n%s", err, p.logs.String())
 	}
@@ -511,11 +513,11 @@ func visitorIDs(t *testing.T, dataDir string) map[string]string {
 	return ids
 }
 
-// assertRedisSalt checks that Redis at addr holds today's salt: salt:YYYY-MM-DD with 32 bytes and
+// assertRedisSalt checks that the Redis opts reaches holds today's salt: salt:YYYY-MM-DD with 32 bytes and
 // an expiry no later than 48 h after the day began.
-func assertRedisSalt(t *testing.T, addr string) {
+func assertRedisSalt(t *testing.T, opts *redis.Options) {
 	t.Helper()
-	rc := redis.NewClient(&redis.Options{Addr: addr})
+	rc := redis.NewClient(opts)
 	defer rc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

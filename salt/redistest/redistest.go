@@ -46,7 +46,8 @@ func Start(t testing.TB, args ...string) (addr string, stop func()) {
 }
 
 // StartAt runs a redis-server on addr (a host:port that a previous Start
-// returned, to simulate a restart) with the extra arguments args. The
+// returned, to simulate a restart, or the absolute path of a Unix socket,
+// which no other process can take first) with the extra arguments args. The
 // server starts empty. It returns the stop function, as Start does.
 func StartAt(t testing.TB, addr string, args ...string) (stop func()) {
 	t.Helper()
@@ -87,17 +88,23 @@ func StartTLS(t testing.TB, certFile, keyFile string, args ...string) (addr stri
 
 func start(t testing.TB, addr string, args []string, tlsFiles *[2]string) (func(), error) {
 	t.Helper()
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("cannot split %q: %w", addr, err)
+	var argv []string
+	if isSocket(addr) {
+		argv = []string{"--port", "0", "--unixsocket", addr, "--unixsocketperm", "700"}
+	} else {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("cannot split %q: %w", addr, err)
+		}
+		argv = []string{"--port", port, "--bind", host}
 	}
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		bin = "/usr/bin/redis-server"
 	}
-	argv := []string{"--port", port, "--bind", host, "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--loglevel", "warning"}
+	argv = append(argv, "--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--loglevel", "warning")
 	if tlsFiles != nil {
+		_, port, _ := net.SplitHostPort(addr) // TLS servers are started on host:port only
 		argv = append(argv, "--port", "0", "--tls-port", port, "--tls-cert-file", tlsFiles[0],
 			"--tls-key-file", tlsFiles[1], "--tls-ca-cert-file", tlsFiles[0], "--tls-auth-clients", "no")
 	}
@@ -140,15 +147,21 @@ func start(t testing.TB, addr string, args []string, tlsFiles *[2]string) (func(
 	}
 }
 
+// isSocket reports whether addr is the path of a Unix socket rather than a host:port.
+func isSocket(addr string) bool { return strings.HasPrefix(addr, "/") }
+
 // ping reports whether a Redis answers on addr. A server with requirepass
 // answers PING with -NOAUTH, which still proves it is up.
 func ping(addr string, useTLS bool) bool {
 	var c net.Conn
 	var err error
-	if useTLS {
+	switch {
+	case useTLS:
 		// Only a liveness probe: the test's client verifies the certificate.
 		c, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
-	} else {
+	case isSocket(addr):
+		c, err = net.DialTimeout("unix", addr, time.Second)
+	default:
 		c, err = net.DialTimeout("tcp", addr, time.Second)
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -36,5 +37,22 @@ func TestStartStopRestart(t *testing.T) {
 				t.Fatalf("restarted server: EXISTS k = %d, %v; want 0 (no persistence)", n, err)
 			}
 		})
+	}
+}
+
+// TestStartAtUnixSocket runs a server on a Unix socket: a client reaches it there, and stop
+// ends it.
+func TestStartAtUnixSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "redis.sock")
+	stop := StartAt(t, sock)
+	c := redis.NewClient(&redis.Options{Network: "unix", Addr: sock, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatalf("SET over the socket: %v", err)
+	}
+	stop()
+	if err := c.Ping(ctx).Err(); err == nil {
+		t.Fatal("PING answered after stop")
 	}
 }
