@@ -3,7 +3,7 @@
 #   make run    start the collector on the embedded default with an example workspace
 #   make test   install what the tests need, then run gofmt, go vet and every test with -race
 #   make build  build bin/collector and bin/loadgen
-#   make deps   fetch the embedded ClickHouse engine and the Debian packages the tests use
+#   make deps   fetch the embedded ClickHouse engine, DB-IP city lite and the Debian packages the tests use
 #   make fuzz   run every fuzz target for FUZZTIME each
 #   make crawlers  check the bot detection against the pinned crawler-user-agents list;
 #                  CRAWLERSFLAGS=-write appends its missed plain names to collector/enrich/crawlers.txt
@@ -52,7 +52,7 @@ build:
 	$(GO) build -o bin/collector ./cmd/collector
 	$(GO) build -o bin/loadgen ./cmd/loadgen
 
-deps: deps-chdb deps-apt
+deps: deps-chdb deps-geo deps-apt
 
 deps-chdb: $(CHDB_LIB_PATH)
 
@@ -135,7 +135,7 @@ test: deps fmt-check vet
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$${FUZZ_SHORT:-5s}
 	@mkdir -p bin
 	@status=0; \
-	$(GO) test -race -count=1 -v -timeout 30m $(TESTFLAGS) ./... > "$(TESTLOG)" 2>&1 || status=$$?; \
+	KYOMI_GEO_DIR="$(GEO_CACHE)" $(GO) test -race -count=1 -v -timeout 30m $(TESTFLAGS) ./... > "$(TESTLOG)" 2>&1 || status=$$?; \
 	grep -E -B1 -e '--- SKIP' "$(TESTLOG)" | head -40; \
 	grep -E '^(ok|FAIL|panic:)|^\s*--- FAIL' "$(TESTLOG)"; \
 	if [ $$status -ne 0 ]; then \

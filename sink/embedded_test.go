@@ -16,7 +16,7 @@ import (
 func TestEmbeddedInsertRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	ts := time.Date(2026, 11, 20, 10, 11, 12, 345e6, time.UTC)
-	rows := sampleEvents("ws_roundtrip", 3, ts, 30)
+	rows := sampleEvents("ws_roundtrip", 3, ts, keepDays)
 	if err := testStore.Insert(ctx, rows, "roundtrip-1"); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestEmbeddedInsertRoundTrip(t *testing.T) {
 	r := res.Rows[1]
 	want := map[int]any{
 		0: "ws_roundtrip", 2: "2026-11-20 10:11:12.346", 5: "/blog/post-1",
-		6: json.Number("2654435762"), 7: json.Number("30"), 13: `c"1`, 14: `t\2`,
+		6: json.Number("2654435762"), 7: json.Number("3650"), 13: `c"1`, 14: `t\2`,
 		24: false, 25: json.Number("12.5"), 26: "EUR", 28: "roundtrip-1",
 	}
 	for i, w := range want {
@@ -72,7 +72,7 @@ func TestEmbeddedInsertDedup(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ws, run := fresh(tc.ws), fresh("")
-			rows := sampleEvents(ws, 100, ts, 30)
+			rows := sampleEvents(ws, 100, ts, keepDays)
 			for _, tok := range tc.tokens {
 				if tok != "" {
 					tok += run
@@ -197,7 +197,7 @@ func TestEmbeddedReplayInsert(t *testing.T) {
 
 	// The token is known to the engine but its rows are gone.
 	const wsLost = "ws_replay_lost"
-	rows := sampleEvents(wsLost, 10, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), 30)
+	rows := sampleEvents(wsLost, 10, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), keepDays)
 	if err := testStore.Insert(ctx, rows, "replay-lost"); err != nil {
 		t.Fatal(err)
 	}
@@ -219,8 +219,8 @@ func TestEmbeddedReplayInsert(t *testing.T) {
 
 	// A batch across a month boundary: one partition stored, the other not.
 	const wsSplit = "ws_replay_split"
-	oct := sampleEvents(wsSplit, 4, time.Date(2026, 10, 31, 23, 59, 0, 0, time.UTC), 30)
-	nov := sampleEvents(wsSplit, 6, time.Date(2026, 11, 1, 0, 0, 1, 0, time.UTC), 30)
+	oct := sampleEvents(wsSplit, 4, time.Date(2026, 10, 31, 23, 59, 0, 0, time.UTC), keepDays)
+	nov := sampleEvents(wsSplit, 6, time.Date(2026, 11, 1, 0, 0, 1, 0, time.UTC), keepDays)
 	if err := testStore.insert(ctx, oct, "split-partial", "replay-split"); err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestEmbeddedReplayInsert(t *testing.T) {
 func TestEmbeddedInsertUnevenProps(t *testing.T) {
 	ctx := context.Background()
 	ws := fmt.Sprintf("ws_props_%d", time.Now().UnixNano())
-	rows := sampleEvents(ws, 4, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), 30)
+	rows := sampleEvents(ws, 4, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), keepDays)
 	rows[0].PropKeys, rows[0].PropValues = nil, nil
 	rows[1].PropKeys, rows[1].PropValues = []string{"a", "b", "c"}, []string{"1", "2", "3"}
 	rows[2].PropKeys, rows[2].PropValues = []string{"only"}, []string{""}

@@ -26,7 +26,7 @@ func TestInsertInKeyOrder(t *testing.T) {
 	for _, ws := range []string{"ws_order_B", "ws_order_a", "ws_order_Ä", "ws_order_b"} {
 		for _, ts := range []time.Time{midnight.Add(-time.Millisecond), midnight, midnight.Add(-25 * time.Hour), midnight.Add(90 * time.Minute)} {
 			for v := range 5 {
-				e := sampleEvents(ws, 1, ts, 30)[0]
+				e := sampleEvents(ws, 1, ts, keepDays)[0]
 				e.VisitorID = uint64(5-v) * 0x9E3779B97F4A7C15 // large and small, out of order
 				rows = append(rows, e, e)                      // equal keys too
 			}

@@ -268,7 +268,11 @@ func TestPartitionsBoundedMonth(t *testing.T) {
 	ctx := context.Background()
 	const workspaces, perWorkspace = 10000, 3
 	tiers := []uint16{30, 395, 760}
-	start := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC)
+	// Next month: no row of it has expired by any tier while the test reads it.
+	now := time.Now().UTC()
+	start := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+	partition := start.Format("200601")
+	hours := 24 * start.AddDate(0, 1, -1).Day()
 	batch := make([]Event, 0, 10000)
 	flush := func(n int) {
 		t.Helper()
@@ -280,7 +284,7 @@ func TestPartitionsBoundedMonth(t *testing.T) {
 	n := 0
 	for w := range workspaces {
 		for i := range perWorkspace {
-			e := sampleEvents(fmt.Sprintf("ws_month_%05d", w), 1, start.Add(time.Duration((w*perWorkspace+i)%(31*24))*time.Hour), tiers[w%3])[0]
+			e := sampleEvents(fmt.Sprintf("ws_month_%05d", w), 1, start.Add(time.Duration((w*perWorkspace+i)%hours)*time.Hour), tiers[w%3])[0]
 			batch = append(batch, e)
 			if len(batch) == cap(batch) {
 				flush(n)
@@ -292,7 +296,7 @@ func TestPartitionsBoundedMonth(t *testing.T) {
 		flush(n)
 	}
 	res, err := testStore.Select(ctx, `SELECT uniqExact(partition), count(), sum(rows) FROM system.parts
-		WHERE database = 'analytics' AND table = 'events' AND active AND partition = '202703'`, nil)
+		WHERE database = 'analytics' AND table = 'events' AND active AND partition = '`+partition+`'`, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,5 +314,5 @@ func TestPartitionsBoundedMonth(t *testing.T) {
 		t.Fatal(err)
 	}
 	total, _ := asUint64(res.Rows[0][0])
-	t.Logf("10,000 workspaces x 3 tiers over March 2027: %d partition(s) for the month, %d active parts, %d partitions in the whole table", parts, active, total)
+	t.Logf("10,000 workspaces x 3 tiers over %s: %d partition(s) for the month, %d active parts, %d partitions in the whole table", start.Format("January 2006"), parts, active, total)
 }

@@ -13,7 +13,7 @@ func benchRows() []Event {
 	ts := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 	rows := make([]Event, 0, 10000)
 	for w := range 100 {
-		rows = append(rows, sampleEvents(fmt.Sprintf("ws_bench_%03d", w), 100, ts.Add(time.Duration(w)*time.Minute), 30)...)
+		rows = append(rows, sampleEvents(fmt.Sprintf("ws_bench_%03d", w), 100, ts.Add(time.Duration(w)*time.Minute), keepDays)...)
 	}
 	return rows
 }

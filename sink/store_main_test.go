@@ -81,6 +81,10 @@ func queryUint64(t testing.TB, sql string) uint64 {
 }
 
 // sampleEvents returns n events of workspace ws with every field set.
+// keepDays is the retention of rows a test stores with a fixed timestamp: ten years, so that the
+// engine's TTL never removes them while the test reads them, however long after the date it runs.
+const keepDays = 3650
+
 func sampleEvents(ws string, n int, ts time.Time, days uint16) []Event {
 	out := make([]Event, n)
 	for i := range out {
