@@ -4,6 +4,8 @@
 #   make test   install what the tests need, then run gofmt, go vet and every test with -race
 #   make build  build bin/collector and bin/loadgen
 #   make deps   fetch the embedded ClickHouse engine, DB-IP city lite and the Debian packages the tests use
+#   make ratio  the throughput check of issue 9: same-run pairs of the empty handler and the
+#               collector (deploy/bench/ratio.sh; ROUNDS=3, CONC="64 256 512", HALF=rate)
 #   make fuzz   run every fuzz target for FUZZTIME each
 #   make crawlers  check the bot detection against the pinned crawler-user-agents list;
 #                  CRAWLERSFLAGS=-write appends its missed plain names to collector/enrich/crawlers.txt
@@ -43,7 +45,7 @@ FUZZMINIMIZETIME ?= 3s
 TESTFLAGS ?=
 TESTLOG   ?= $(CURDIR)/bin/test.log
 
-.PHONY: all build run test deps deps-chdb deps-geo deps-apt crawlers fuzz fuzz-short vet fmt-check generate clean
+.PHONY: all build run ratio test deps deps-chdb deps-geo deps-apt crawlers fuzz fuzz-short vet fmt-check generate clean
 
 all: build
 
@@ -118,6 +120,12 @@ run: deps-chdb deps-geo build
 	@mkdir -p data
 	exec bin/collector serve -listen $(LISTEN) -config testdata/workspaces.example.yaml -data-dir data \
 	  -geoip $(GEO_FILES) -trusted-proxies 127.0.0.1/32,::1/128
+
+ROUNDS ?= 3
+
+# ratio measures the collector against an empty fasthttp handler in the same run (BENCHMARKS.md).
+ratio: deps-chdb deps-geo deps-apt build
+	deploy/bench/ratio.sh $(ROUNDS)
 
 # vet also checks a non-Linux Unix build: the spool and the engine binding have per-OS files, and
 # only this catches a Linux-only call in shared code.

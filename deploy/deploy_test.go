@@ -1007,6 +1007,24 @@ func TestWrkScript(t *testing.T) {
 	}
 }
 
+// TestRatioScript checks that bench/ratio.sh, the throughput measurement of BENCHMARKS.md, parses
+// as bash and reads the tools its pairs need from make build (bin/collector, bin/loadgen).
+func TestRatioScript(t *testing.T) {
+	out, err := exec.Command(tool(t, "bash"), "-n", "bench/ratio.sh").CombinedOutput()
+	if err != nil {
+		t.Fatalf("bash -n bench/ratio.sh: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile("bench/ratio.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"$BIN/collector" serve`, `"$BIN/loadgen"`, "-baseline-server", "deploy/wrk/event.lua"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("bench/ratio.sh does not use %s", want)
+		}
+	}
+}
+
 // TestMetricsListMatchesSource checks that every collector_* metric name registered in the Go
 // source is in metrics.txt, so the dashboard, the alerts and the README table cannot silently
 // miss a new metric. Names documented but not (yet) registered are logged.

