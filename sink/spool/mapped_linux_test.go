@@ -3,6 +3,7 @@ package spool
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,7 +43,7 @@ func TestMappedFaultFailsAppend(t *testing.T) {
 
 // TestMappedPagesReleased appends 24 MiB to a SyncInterval spool and checks, in the kernel's own
 // account of the mapping (/proc/self/smaps), that the process keeps at most releaseBytes of the
-// segment resident, and that every record still reads back.
+// segment resident, at most one page after a sync, and that every record still reads back.
 func TestMappedPagesReleased(t *testing.T) {
 	leakcheck.Register(t)
 	s, _ := openSpool(t, Config{Dir: t.TempDir(), SyncInterval: time.Hour})
@@ -63,9 +64,46 @@ func TestMappedPagesReleased(t *testing.T) {
 	if rss == 0 {
 		t.Error("the segment mapping has nothing resident: the test does not see the mapping")
 	}
+	// A sync first releases every whole page behind the tail, so that writeback finds none of
+	// them mapped. (Pages after the tail may be mapped: the kernel maps a file's large folio
+	// whole on a write fault.)
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	behind := int(s.tail) / os.Getpagesize()
+	s.mu.Unlock()
+	if n := presentPages(t, start, behind); n != 0 {
+		t.Errorf("%d of the %d pages behind the tail are mapped after a sync, want none", n, behind)
+	}
+	if presentPages(t, start+uintptr(behind*os.Getpagesize()), 1) != 1 {
+		t.Error("the tail's page is not mapped after a sync: the test does not see the mapping")
+	}
 	if got, _ := readAll(t, s, s.Checkpoint()); len(got) != n {
 		t.Fatalf("read %d records, want %d", len(got), n)
 	}
+}
+
+// presentPages counts the pages of the n from addr that are in the process's page tables, from
+// the present bit of /proc/self/pagemap.
+func presentPages(t *testing.T, addr uintptr, n int) int {
+	t.Helper()
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 8*n)
+	if _, err := f.ReadAt(buf, int64(addr/uintptr(os.Getpagesize()))*8); err != nil {
+		t.Fatal(err)
+	}
+	present := 0
+	for i := range n {
+		if binary.LittleEndian.Uint64(buf[8*i:])&(1<<63) != 0 {
+			present++
+		}
+	}
+	return present
 }
 
 // mappingRSS returns the resident bytes of the mapping that starts at addr, from /proc/self/smaps.
