@@ -132,19 +132,15 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	uaRaw := h.UserAgent()
 	ua := s.cfg.UA.Parse(uaRaw)
 	ref := enrich.ParseReferrer(b.Referrer, page.Hostname)
-	purpose := h.Peek("Sec-Purpose")
-	if len(purpose) == 0 {
-		purpose = h.Peek("Purpose")
-	}
-	if len(purpose) == 0 {
-		purpose = h.Peek("X-Purpose")
-	}
-	if len(purpose) == 0 {
-		purpose = h.Peek("X-Moz")
+	var purpose []byte
+	for _, k := range headerPurposes {
+		if purpose = h.PeekCanonical(k); len(purpose) > 0 {
+			break
+		}
 	}
 	if reason := s.cfg.Bots.Check(&bot.Request{
 		UA: uaRaw, ParsedUA: &ua, ReferrerHost: ref.Host,
-		AcceptLanguage: h.Peek("Accept-Language"), Purpose: purpose, ClientIP: ip,
+		AcceptLanguage: h.PeekCanonical(headerAcceptLanguage), Purpose: purpose, ClientIP: ip,
 	}); reason != "" {
 		s.m.drop(reason)
 		ctx.Response.Header.Set("X-Collector-Dropped", reason)
@@ -246,7 +242,7 @@ func (s *Server) matchDomains(st *eventState, d string) (*workspace.Workspace, s
 // the workspace it belongs to (nil when it is absent or not configured).
 func (s *Server) allowOrigin(ctx *fasthttp.RequestCtx) ([]byte, *workspace.Workspace) {
 	ctx.Response.Header.SetCanonical(headerVary, headerOrigin)
-	origin := ctx.Request.Header.Peek("Origin")
+	origin := ctx.Request.Header.PeekCanonical(headerOrigin)
 	if len(origin) == 0 {
 		return origin, nil
 	}

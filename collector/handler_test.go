@@ -11,6 +11,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/kyomi/collector/internal/rawhttp"
 	"github.com/kyomi/collector/sink/spool"
 )
 
@@ -225,6 +226,33 @@ func TestDropped(t *testing.T) {
 	}
 	if n := len(h.events()); n != 0 {
 		t.Fatalf("%d dropped events stored", n)
+	}
+}
+
+// TestDroppedPrefetchHeaderNames sends each prefetch hint the handler reads, with its name in
+// lower case on the wire (the server canonicalizes names before the handler looks them up), and
+// a page view with none of them, which must be stored.
+func TestDroppedPrefetchHeaderNames(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	const body = `{"n":"pageview","u":"https://acme.example/","d":"acme.example"}`
+	head := func(extra string) string {
+		return "POST /api/event HTTP/1.1\r\nHost: collector\r\nContent-Type: text/plain\r\n" +
+			"User-Agent: " + chromeUA + "\r\naccept-language: en-GB\r\norigin: https://acme.example\r\n" +
+			extra + fmt.Sprintf("Content-Length: %d\r\nConnection: close\r\n\r\n", len(body))
+	}
+	for _, hint := range []string{"sec-purpose: prefetch;prerender", "purpose: prefetch", "x-purpose: preview", "x-moz: prefetch"} {
+		status, hdr, _ := rawhttp.Answer(t, h.addr, head(hint+"\r\n"), body)
+		if status != 202 || hdr.Get("X-Collector-Dropped") != "prefetch" {
+			t.Errorf("%s: status %d, dropped %q; want 202 prefetch", hint, status, hdr.Get("X-Collector-Dropped"))
+		}
+	}
+	status, hdr, _ := rawhttp.Answer(t, h.addr, head(""), body)
+	if status != 202 || hdr.Get("X-Collector-Dropped") != "" || hdr.Get("Access-Control-Allow-Origin") != "https://acme.example" {
+		t.Fatalf("no hint: status %d, dropped %q, allowed origin %q; want 202, stored, https://acme.example",
+			status, hdr.Get("X-Collector-Dropped"), hdr.Get("Access-Control-Allow-Origin"))
+	}
+	if n := len(h.events()); n != 1 {
+		t.Fatalf("%d events stored, want the one without a hint", n)
 	}
 }
 

@@ -287,6 +287,13 @@ var (
 	headerVary   = []byte("Vary")
 	headerOrigin = []byte("Origin")
 	headerACAO   = []byte("Access-Control-Allow-Origin")
+
+	// Request headers the event handler reads, in the canonical form the server normalizes every
+	// name to, so that PeekCanonical finds them without normalizing the key again per request.
+	// headerOrigin above is read too. headerPurposes are the prefetch hints, in the order the
+	// first present one wins.
+	headerAcceptLanguage = []byte("Accept-Language")
+	headerPurposes       = [][]byte{[]byte("Sec-Purpose"), []byte("Purpose"), []byte("X-Purpose"), []byte("X-Moz")}
 )
 
 func (s *Server) ready(ctx *fasthttp.RequestCtx) {
