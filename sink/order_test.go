@@ -1,9 +1,12 @@
 package sink
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -69,6 +72,46 @@ func TestRowOrderKeepsBatchOrderOfTies(t *testing.T) {
 	}
 	if fmt.Sprint(o.of(rows[:2])) != "[1 0]" {
 		t.Fatal("a second call does not start afresh")
+	}
+}
+
+// TestRowOrderMatchesKeyComparison checks rowOrder against a plain stable sort of the batch by
+// the table's key with workspace ids compared as strings, over random batches: workspaces that
+// share prefixes or differ in case and non-ASCII bytes, days on both sides of 1970, visitors and
+// times that tie.
+func TestRowOrderMatchesKeyComparison(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	wss := []string{"ws_a", "ws_A", "ws_ab", "ws_Ä", "ws_ä", "ws_", "", "ws_b", "ws_a\x00", "zz"}
+	var o rowOrder
+	for round := range 200 {
+		rows := make([]Event, 1+r.IntN(300))
+		for i := range rows {
+			rows[i] = Event{
+				WorkspaceID: wss[r.IntN(len(wss))],
+				TS:          time.UnixMilli(r.Int64N(4*msPerDay) - 2*msPerDay),
+				VisitorID:   r.Uint64N(4) << 62,
+			}
+		}
+		want := make([]int32, len(rows))
+		for i := range want {
+			want[i] = int32(i)
+		}
+		day := func(e *Event) int64 {
+			ms := e.TS.UnixMilli()
+			d := ms / msPerDay
+			if ms%msPerDay < 0 {
+				d--
+			}
+			return d
+		}
+		slices.SortStableFunc(want, func(a, b int32) int {
+			x, y := &rows[a], &rows[b]
+			return cmp.Or(strings.Compare(x.WorkspaceID, y.WorkspaceID), cmp.Compare(day(x), day(y)),
+				cmp.Compare(x.VisitorID, y.VisitorID), cmp.Compare(x.TS.UnixMilli(), y.TS.UnixMilli()))
+		})
+		if got := o.of(rows); !slices.Equal(got, want) {
+			t.Fatalf("round %d, %d rows: order %v, want %v", round, len(rows), got, want)
+		}
 	}
 }
 
