@@ -500,6 +500,32 @@ func BenchmarkEventHandler(b *testing.B) {
 	}
 }
 
+// BenchmarkEventHandlerParallel runs the handler of BenchmarkEventHandler from GOMAXPROCS
+// goroutines at once, each on its own RequestCtx, into a spool that keeps nothing. With -cpu 1,2
+// it shows what the handler's shared state (metrics, caches, locks) costs when both cores of a
+// busy collector use it: the time per request should halve, and does not quite.
+func BenchmarkEventHandlerParallel(b *testing.B) {
+	hb := newHandlerBench(b, nopSpool{})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		h := &handlerBench{handler: hb.handler, body: hb.body}
+		h.ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 1234}, nil)
+		n := 0
+		for pb.Next() {
+			h.serve()
+			n++
+		}
+		if n > 0 && h.ctx.Response.StatusCode() != fasthttp.StatusAccepted {
+			b.Errorf("status %d %s", h.ctx.Response.StatusCode(), h.ctx.Response.Body())
+		}
+	})
+}
+
+// nopSpool accepts every append and keeps nothing; safe for concurrent use.
+type nopSpool struct{}
+
+func (nopSpool) AppendAll([][]byte) error { return nil }
+
 // handlerBench is the event handler with every stage on (registry, geo, bot filter, local salt),
 // writing to a given spool, and one reused request: a pageview through a trusted proxy.
 type handlerBench struct {
