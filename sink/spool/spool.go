@@ -796,7 +796,7 @@ func (s *Spool) store(recs [][]byte, now int64) (err error) {
 const releaseBytes = 4 << 20
 
 // release unmaps from the process's page tables the whole pages behind the
-// tail once they add up to least bytes (madvise MADV_DONTNEED; the pages,
+// tail once they add up to atLeast bytes (madvise MADV_DONTNEED; the pages,
 // dirty or not, stay in the page cache and reach the disk as before). A
 // segment's pages then count in the collector's RSS a few MiB at a time,
 // not 64 MiB. Appends call it with releaseBytes. A sync calls it with 0
@@ -805,9 +805,9 @@ const releaseBytes = 4 << 20
 // interrupt per page, which was about 1 % of the collector's CPU under
 // load; an unmapped page needs none. It is called with mu held; the
 // collector never reads mem behind the tail.
-func (s *Spool) release(least int64) {
+func (s *Spool) release(atLeast int64) {
 	end := s.tail &^ (int64(os.Getpagesize()) - 1)
-	if end-s.released < max(least, 1) {
+	if end-s.released < max(atLeast, 1) {
 		return
 	}
 	if err := dontNeed(s.mem[s.released:end]); err != nil {
