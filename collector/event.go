@@ -17,6 +17,7 @@ import (
 
 // eventState is the pooled per-request state of the event handler. Reset keeps capacity.
 type eventState struct {
+	hot     *hotStripe // where this state's requests are counted; never reset
 	beacon  Beacon
 	ev      sink.Event
 	rec     []byte   // the encoded events, one per domain, back to back
@@ -42,7 +43,12 @@ func (st *eventState) reset() {
 // event answers one /api/event request.
 func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	defer func() { s.m.duration.Observe(time.Since(start).Seconds()) }()
+	st := s.pool.Get().(*eventState)
+	defer func() {
+		st.hot.observe(time.Since(start))
+		st.reset()
+		s.pool.Put(st)
+	}()
 
 	origin, originWS := s.allowOrigin(ctx)
 	if ctx.IsOptions() {
@@ -52,16 +58,10 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	if !ctx.IsPost() {
 		ctx.Response.Header.Set("Allow", "POST, OPTIONS")
 		s.m.reject(rejectMethod)
-		s.fail(ctx, nil, fasthttp.StatusMethodNotAllowed, "method must be POST")
+		s.fail(ctx, st, fasthttp.StatusMethodNotAllowed, "method must be POST")
 		return
 	}
-	s.m.received.Inc()
-
-	st := s.pool.Get().(*eventState)
-	defer func() {
-		st.reset()
-		s.pool.Put(st)
-	}()
+	st.hot.received.Add(1)
 
 	if !acceptableContentType(ctx.Request.Header.ContentType()) {
 		s.m.reject(rejectBadRequest)
@@ -196,7 +196,7 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, st, fasthttp.StatusServiceUnavailable, "temporarily unavailable")
 		return
 	}
-	s.m.accepted.Add(float64(len(st.recs)))
+	st.hot.accepted.Add(uint64(len(st.recs)))
 	plain(ctx, fasthttp.StatusAccepted, "ok")
 }
 

@@ -62,7 +62,7 @@ func (s *Server) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 				reason, msg = rejectTooLarge, eventTooLarge // the event handler's own 413
 			}
 			if ctx.IsPost() {
-				s.m.received.Inc()
+				s.m.hot.stripe().received.Add(1)
 			}
 			s.m.reject(reason)
 		}

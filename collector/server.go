@@ -172,7 +172,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Gatherer != nil {
 		s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
-	s.pool.New = func() any { return new(eventState) }
+	s.pool.New = func() any { return &eventState{hot: s.m.hot.stripe()} }
 	s.routes = make(map[string]route, len(cfg.Routes))
 	for p, h := range cfg.Routes {
 		r := route{key: p, h: h}
