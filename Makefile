@@ -125,7 +125,7 @@ ROUNDS ?= 3
 
 # ratio measures the collector against an empty fasthttp handler in the same run (BENCHMARKS.md).
 ratio: deps-chdb deps-geo deps-apt build
-	deploy/bench/ratio.sh $(ROUNDS)
+	GEO_CACHE="$(GEO_CACHE)" deploy/bench/ratio.sh $(ROUNDS)
 
 # vet also checks a non-Linux Unix build: the spool and the engine binding have per-OS files, and
 # only this catches a Linux-only call in shared code.
