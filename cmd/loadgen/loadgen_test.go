@@ -455,6 +455,69 @@ func TestBaselineServer(t *testing.T) {
 	}
 }
 
+// TestCPUPerAnswer runs against a server in this process (-server-pid is the test's own PID)
+// with -baseline-server: both runs report the server's and loadgen's CPU per answer, and the
+// ratio by CPU follows from them. A PID with no process leaves the server's figure out and the
+// run still succeeds.
+func TestCPUPerAnswer(t *testing.T) {
+	_, domains := writeConfig(t, 20)
+	s := startBeaconServer(t, domains)
+	rep := runJSON(t, "-target", s.addr, "-domains", "20", "-seed", "7", "-baseline-server",
+		"-server-pid", strconv.Itoa(os.Getpid()), "-n", "20000", "-c", "16", "-duration", "60s")
+	checkNoLeak(t)
+	b, r := rep.Baseline, rep.Run
+	if b == nil {
+		t.Fatal("no baseline in the report")
+	}
+	// 20 000 answers take well over the 10 ms resolution of /proc CPU times on either side.
+	for name, v := range map[string]float64{
+		"baseline server": b.ServerCPUMicros, "baseline loadgen": b.LoadgenCPUMicros,
+		"target server": r.ServerCPUMicros, "target loadgen": r.LoadgenCPUMicros,
+	} {
+		if v <= 0 || v > 100_000 {
+			t.Errorf("%s CPU per answer %v µs, want a positive figure", name, v)
+		}
+	}
+	want := (b.ServerCPUMicros + b.LoadgenCPUMicros) / (r.ServerCPUMicros + r.LoadgenCPUMicros) * r.AcceptedPerSec / r.AnsweredPerSec
+	if rep.RatioCPU <= 0 || math.Abs(rep.RatioCPU-want) > 1e-9 {
+		t.Errorf("ratio by CPU %v, want %v", rep.RatioCPU, want)
+	}
+	var out bytes.Buffer
+	if err := writeText(&out, rep); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "accepted events by CPU") || !strings.Contains(out.String(), "µs per answer") {
+		t.Errorf("text report lacks the CPU figures:\n%s", out.String())
+	}
+
+	gone := runJSON(t, "-target", s.addr, "-domains", "20", "-seed", "7", "-server-pid", "999999999", "-n", "200", "-c", "4")
+	if gone.Run.ServerCPUMicros != 0 || gone.Run.Sent != 200 {
+		t.Errorf("with a PID of no process: server CPU %v, sent %d; want 0 and 200", gone.Run.ServerCPUMicros, gone.Run.Sent)
+	}
+}
+
+func TestStatCPUTicks(t *testing.T) {
+	tests := []struct {
+		name, line string
+		want       uint64
+		err        bool
+	}{
+		{name: "plain", line: "4242 (collector) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 30 0 99 0 0", want: 1801},
+		{name: "name with spaces and parentheses", line: "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 10 20 0 0 20 0 1 0 5 0 0", want: 30},
+		{name: "no name", line: "7 a R 1", err: true},
+		{name: "short", line: "7 (x) R 1 2 3", err: true},
+		{name: "not a number", line: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 ten 20 0 0", err: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := statCPUTicks([]byte(tc.line))
+			if (err != nil) != tc.err || got != tc.want {
+				t.Fatalf("statCPUTicks = %d, %v; want %d, error %v", got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
 // TestBaselineStopsAtOnce stops `loadgen baseline` before its server goroutine has run: fasthttp's
 // Shutdown closes only the listeners Serve registered, so the command must close its own.
 func TestBaselineStopsAtOnce(t *testing.T) {
@@ -504,6 +567,7 @@ func TestBadInvocations(t *testing.T) {
 		{name: "unbounded count", args: []string{"-n", "0"}, code: 2, want: "bounded in count"},
 		{name: "unbounded time", args: []string{"-duration", "0s"}, code: 2, want: "bounded in time"},
 		{name: "bad fractions", args: []string{"-bots", "2", "-ipv6", "-1"}, code: 2, want: "-ipv6 -1 is out of range"},
+		{name: "negative server pid", args: []string{"-server-pid", "-1"}, code: 2, want: "-server-pid -1 must not be negative"},
 		{name: "missing config", args: []string{"-config", "/nonexistent/ws.yaml"}, code: 1, want: "cannot read workspaces file"},
 		{name: "baseline off loopback", args: []string{"baseline", "-listen", "0.0.0.0:0"}, code: 2, want: "not a loopback address"},
 	}

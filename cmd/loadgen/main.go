@@ -2,11 +2,12 @@
 // POST /api/event on loopback and reports accepted events per second, drops by reason, errors
 // and latency percentiles. With -baseline-server it first measures an empty fasthttp handler in
 // a separate process with the same flags, so the ceiling and the collector are measured by the
-// same tool in the same run.
+// same tool in the same run. With -server-pid it also reports the CPU time per answer of the
+// server and of itself, and the ratio by CPU, which a shared machine disturbs less than rates.
 //
 //	loadgen -print-config -domains 500 > /tmp/ws.yaml
 //	collector serve -config /tmp/ws.yaml -trusted-proxies 127.0.0.1/32,::1/128 &
-//	loadgen -config /tmp/ws.yaml -target http://127.0.0.1:8080 -c 64 -duration 20s -baseline-server
+//	loadgen -config /tmp/ws.yaml -target http://127.0.0.1:8080 -c 64 -duration 20s -baseline-server -server-pid $!
 //	loadgen baseline -listen 127.0.0.1:9090   # the empty handler alone, e.g. for wrk
 package main
 
@@ -55,6 +56,7 @@ type options struct {
 	seed        uint64
 	json        bool
 	baseline    bool
+	serverPID   int
 	freshness   time.Duration
 }
 
@@ -77,6 +79,7 @@ func newFlags(o *options, out io.Writer) *flag.FlagSet {
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed for the generated domains and events")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON instead of text")
 	fs.BoolVar(&o.baseline, "baseline-server", false, "first run the same load against an empty fasthttp handler started in a separate process (loadgen baseline), and report the ratio")
+	fs.IntVar(&o.serverPID, "server-pid", 0, "process id of the target server (Linux): report its CPU time per answer, read from /proc before and after the run, and with -baseline-server the ratio by CPU; 0 = off")
 	fs.DurationVar(&o.freshness, "freshness", 0, "after the run, wait this long for the last batch to be inserted (e.g. 3s with the default 1s batch age), then report how long the run's events took from their 202 to being queryable, from the collector's "+visibleMetric+" histogram at TARGET/metrics (scraped before and after); 0 = off")
 	return fs
 }
@@ -94,6 +97,9 @@ func (o *options) validate() error {
 	}
 	if o.freshness < 0 || o.freshness > time.Minute {
 		errs = append(errs, fmt.Errorf("-freshness %s is out of range [0, 1m]", o.freshness))
+	}
+	if o.serverPID < 0 {
+		errs = append(errs, fmt.Errorf("-server-pid %d must not be negative", o.serverPID))
 	}
 	if o.rate < 0 {
 		errs = append(errs, fmt.Errorf("-rate %g must not be negative", o.rate))
@@ -174,12 +180,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		bcfg := cfg
 		bcfg.Addr = b.addr
-		res := runLoad(ctx, bcfg, buildRequests(m, o.unique, o.seed, b.addr, o.keepAlive))
+		reqs := buildRequests(m, o.unique, o.seed, b.addr, o.keepAlive)
+		meter := cpuMeter{serverPID: b.cmd.Process.Pid}
+		meter.start()
+		res := runLoad(ctx, bcfg, reqs)
+		br := makeReport("http://"+b.addr+" (empty handler)", bcfg, res)
+		meter.stop(&br)
 		if err := b.stop(); err != nil {
 			fmt.Fprintf(stderr, "loadgen: %v\n", err)
 			return 1
 		}
-		br := makeReport("http://"+b.addr+" (empty handler)", bcfg, res)
 		rep.Baseline = &br
 	}
 	if ctx.Err() != nil {
@@ -194,8 +204,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	res := runLoad(ctx, cfg, buildRequests(m, o.unique, o.seed, host, o.keepAlive))
+	reqs := buildRequests(m, o.unique, o.seed, host, o.keepAlive)
+	meter := cpuMeter{serverPID: o.serverPID}
+	meter.start()
+	res := runLoad(ctx, cfg, reqs)
 	rep.Run = makeReport(o.target, cfg, res)
+	meter.stop(&rep.Run)
 	if o.freshness > 0 {
 		select {
 		case <-time.After(o.freshness):
@@ -212,6 +226,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if rep.Baseline != nil && rep.Baseline.AnsweredPerSec > 0 {
 		rep.RatioAnswered = rep.Run.AnsweredPerSec / rep.Baseline.AnsweredPerSec
 		rep.RatioAccepted = rep.Run.AcceptedPerSec / rep.Baseline.AnsweredPerSec
+		b, r := rep.Baseline, rep.Run
+		if b.ServerCPUMicros > 0 && r.ServerCPUMicros > 0 && r.AnsweredPerSec > 0 {
+			rep.RatioCPU = (b.ServerCPUMicros + b.LoadgenCPUMicros) / (r.ServerCPUMicros + r.LoadgenCPUMicros) *
+				r.AcceptedPerSec / r.AnsweredPerSec
+		}
 	}
 	if o.json {
 		err = writeJSON(stdout, rep)

@@ -26,6 +26,11 @@ type runReport struct {
 	AcceptedPerSec float64           `json:"accepted_per_second"`
 	AnsweredPerSec float64           `json:"answered_per_second"` // accepted + dropped + non-2xx answers
 	Latency        latencyReport     `json:"latency_ms"`
+	// ServerCPUMicros is the server's CPU time per answer during the run, in µs: the empty
+	// handler's with -baseline-server, the target's with -server-pid; 0 (left out) otherwise.
+	ServerCPUMicros float64 `json:"server_cpu_us_per_answer,omitempty"`
+	// LoadgenCPUMicros is loadgen's own CPU time per answer during the run, in µs.
+	LoadgenCPUMicros float64 `json:"loadgen_cpu_us_per_answer,omitempty"`
 }
 
 type latencyReport struct {
@@ -49,6 +54,12 @@ type fullReport struct {
 	// RatioAccepted is the target's accepted (stored) events per second over the empty
 	// handler's answers per second; it is lower than RatioAnswered by the bot share.
 	RatioAccepted float64 `json:"ratio_accepted_to_baseline,omitempty"`
+	// RatioCPU is RatioAccepted computed from CPU time instead of rates: the CPU per answer of
+	// the empty handler and loadgen together, over the target's and loadgen's together, times
+	// the target's accepted share of its answers. It is the ratio two CPU-bound runs on the same
+	// cores would reach, and it moves less than the rates when neighbours take the machine's
+	// cores in turns. Needs -baseline-server and -server-pid; 0 (left out) otherwise.
+	RatioCPU float64 `json:"ratio_accepted_by_cpu,omitempty"`
 	// Freshness is the 202-to-queryable delay of the run's events (-freshness).
 	Freshness *freshnessReport `json:"freshness,omitempty"`
 }
@@ -120,13 +131,20 @@ func writeText(w io.Writer, rep fullReport) error {
 		l := r.Latency
 		p("  latency   p50 %.3fms  p90 %.3fms  p99 %.3fms  p99.9 %.3fms  max %.3fms  mean %.3fms (%d answers)\n",
 			l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean, l.Count)
+		if r.ServerCPUMicros > 0 {
+			p("  cpu       server %.1fµs, loadgen %.1fµs per answer\n", r.ServerCPUMicros, r.LoadgenCPUMicros)
+		}
 	}
 	if rep.Baseline != nil {
 		one("baseline (empty handler)", *rep.Baseline)
 	}
 	one("target", rep.Run)
 	if rep.Baseline != nil {
-		p("ratio to baseline: answers/s %.3f, accepted events/s %.3f\n", rep.RatioAnswered, rep.RatioAccepted)
+		p("ratio to baseline: answers/s %.3f, accepted events/s %.3f", rep.RatioAnswered, rep.RatioAccepted)
+		if rep.RatioCPU > 0 {
+			p(", accepted events by CPU %.3f", rep.RatioCPU)
+		}
+		p("\n")
 	}
 	if f := rep.Freshness; f != nil {
 		p("freshness (202 to queryable, upper bound, %d events): p50 %.3fs  p99 %.3fs  p99.9 %.3fs  over 2s %.2f%%\n",

@@ -10,7 +10,9 @@
 #   MODES="keepalive" CONC=64 ...       only those modes (of "keepalive close wrk")
 #
 # Each line is one pair: both rates, the ratio of accepted events to the empty handler's answers,
-# the errors, the collector's p99 and its peak RSS (VmHWM). The medians per mode come last.
+# the errors, the collector's p99 and its peak RSS (VmHWM), and for loadgen pairs the same ratio
+# by CPU time per answer (loadgen -server-pid), which moves less on a shared machine. The
+# medians per mode come last.
 # Everything listens on 127.0.0.1 only; every run is bounded by -duration (DUR, default 10s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -54,7 +56,7 @@ loadgen_pair() {
   local mode=$1 c=$2; shift 2
   start_collector
   "$BIN/loadgen" -config "$work/ws.yaml" -target "http://$ADDR" -c "$c" -duration "$DUR" \
-    -baseline-server -json "$@" > "$work/last.json"
+    -baseline-server -server-pid "$cpid" -json "$@" > "$work/last.json"
   stop_collector
   python3 - "$mode" "$hwm" "$work/last.json" <<'PY' | tee -a "$results"
 import json, sys
@@ -62,7 +64,10 @@ mode, hwm, path = sys.argv[1:]
 r = json.load(open(path)); b, x = r["baseline"], r["run"]
 print(f"{mode}\tratio {r['ratio_accepted_to_baseline']:.3f}\tempty {b['answered_per_second']:.0f}/s"
       f"\tcollector {x['answered_per_second']:.0f}/s ({x['accepted_per_second']:.0f} accepted)"
-      f"\terrors {x['errors_total']}\tp99 {x['latency_ms']['p99']:.1f} ms\tVmHWM {hwm}")
+      f"\terrors {x['errors_total']}\tp99 {x['latency_ms']['p99']:.1f} ms\tVmHWM {hwm}"
+      f"\tby CPU {r.get('ratio_accepted_by_cpu', 0):.3f} (server {x.get('server_cpu_us_per_answer', 0):.1f}"
+      f" / {b.get('server_cpu_us_per_answer', 0):.1f} us, loadgen {x.get('loadgen_cpu_us_per_answer', 0):.1f}"
+      f" / {b.get('loadgen_cpu_us_per_answer', 0):.1f} us per answer)")
 PY
 }
 
@@ -105,10 +110,16 @@ done
 echo "# medians"
 python3 - "$results" <<'PY'
 import collections, statistics, sys
-runs = collections.defaultdict(list)
+runs, cpu = collections.defaultdict(list), collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    mode, ratio = line.split("\t")[:2]
-    runs[mode].append(float(ratio.split()[1]))
+    fields = line.split("\t")
+    runs[fields[0]].append(float(fields[1].split()[1]))
+    by = [f for f in fields if f.startswith("by CPU ")]
+    if by:
+        cpu[fields[0]].append(float(by[0].split()[2]))
 for mode, rs in runs.items():
-    print(f"{mode}\tmedian {statistics.median(rs):.3f} of {len(rs)}: {' '.join(f'{r:.3f}' for r in rs)}")
+    line = f"{mode}\tmedian {statistics.median(rs):.3f} of {len(rs)}: {' '.join(f'{r:.3f}' for r in rs)}"
+    if cpu[mode]:
+        line += f"\tby CPU {statistics.median(cpu[mode]):.3f}: {' '.join(f'{r:.3f}' for r in cpu[mode])}"
+    print(line)
 PY
