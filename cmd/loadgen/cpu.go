@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -54,35 +55,39 @@ func statCPUTicks(stat []byte) (uint64, error) {
 // cpuMeter reads the CPU time of loadgen itself and, when serverPID > 0, of the server under
 // load, so that a run can report both per answer.
 type cpuMeter struct {
-	serverPID      int
-	server, self   time.Duration
-	serverErr, err error
+	serverPID          int
+	server, self       time.Duration
+	serverErr, selfErr error
 }
 
 // start records the CPU times before a run.
 func (m *cpuMeter) start() {
-	m.self, m.err = processCPU(os.Getpid())
+	m.self, m.selfErr = processCPU(os.Getpid())
 	if m.serverPID > 0 {
 		m.server, m.serverErr = processCPU(m.serverPID)
 	}
 }
 
 // stop records the CPU times after a run and sets the report's CPU per answer. A figure that
-// cannot be read (no /proc, a server that has exited) stays 0 and is left out of the report.
-func (m *cpuMeter) stop(rep *runReport) {
+// cannot be read stays 0 and is left out of the report; the server's error is returned, for the
+// caller to warn about (a wrong -server-pid, or a server that has exited).
+func (m *cpuMeter) stop(rep *runReport) error {
 	answers := float64(rep.Latency.Count)
-	if answers == 0 {
-		return
-	}
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / answers }
-	if m.err == nil {
+	if m.selfErr == nil && answers > 0 {
 		if self, err := processCPU(os.Getpid()); err == nil {
 			rep.LoadgenCPUMicros = us(self - m.self)
 		}
 	}
-	if m.serverPID > 0 && m.serverErr == nil {
-		if server, err := processCPU(m.serverPID); err == nil {
-			rep.ServerCPUMicros = us(server - m.server)
-		}
+	if m.serverPID == 0 {
+		return nil
 	}
+	server, err := processCPU(m.serverPID)
+	if err = cmp.Or(m.serverErr, err); err != nil {
+		return err
+	}
+	if answers > 0 {
+		rep.ServerCPUMicros = us(server - m.server)
+	}
+	return nil
 }

@@ -459,8 +459,8 @@ func TestBaselineServer(t *testing.T) {
 
 // TestCPUPerAnswer runs against a server in this process (-server-pid is the test's own PID)
 // with -baseline-server: both runs report the server's and loadgen's CPU per answer, and the
-// ratio by CPU follows from them. A PID with no process leaves the server's figure out and the
-// run still succeeds.
+// ratio by CPU follows from them. A PID with no process leaves the server's figure out, with a
+// warning, and the run still succeeds.
 func TestCPUPerAnswer(t *testing.T) {
 	_, domains := writeConfig(t, 20)
 	s := startBeaconServer(t, domains)
@@ -492,9 +492,17 @@ func TestCPUPerAnswer(t *testing.T) {
 		t.Errorf("text report lacks the CPU figures:\n%s", out.String())
 	}
 
-	gone := runJSON(t, "-target", s.addr, "-domains", "20", "-seed", "7", "-server-pid", "999999999", "-n", "200", "-c", "4")
-	if gone.Run.ServerCPUMicros != 0 || gone.Run.Sent != 200 {
-		t.Errorf("with a PID of no process: server CPU %v, sent %d; want 0 and 200", gone.Run.ServerCPUMicros, gone.Run.Sent)
+	var gone, warn bytes.Buffer
+	code := run(context.Background(), []string{"-target", s.addr, "-domains", "20", "-seed", "7", "-server-pid", "999999999", "-n", "200", "-c", "4", "-json"}, &gone, &warn)
+	var goneRep fullReport
+	if err := json.Unmarshal(gone.Bytes(), &goneRep); code != 0 || err != nil {
+		t.Fatalf("with a PID of no process: exit %d, %v, stderr %s", code, err, warn.String())
+	}
+	if goneRep.Run.ServerCPUMicros != 0 || goneRep.Run.Sent != 200 {
+		t.Errorf("with a PID of no process: server CPU %v, sent %d; want 0 and 200", goneRep.Run.ServerCPUMicros, goneRep.Run.Sent)
+	}
+	if want := "-server-pid: no CPU figures for the target: cannot read the CPU time of process 999999999"; !strings.Contains(warn.String(), want) {
+		t.Errorf("stderr %q does not warn %q", warn.String(), want)
 	}
 }
 

@@ -185,7 +185,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		meter.start()
 		res := runLoad(ctx, bcfg, reqs)
 		br := makeReport("http://"+b.addr+" (empty handler)", bcfg, res)
-		meter.stop(&br)
+		if err := meter.stop(&br); err != nil {
+			fmt.Fprintf(stderr, "loadgen: warning: no CPU figures for the empty handler: %v\n", err)
+		}
 		if err := b.stop(); err != nil {
 			fmt.Fprintf(stderr, "loadgen: %v\n", err)
 			return 1
@@ -209,7 +211,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	meter.start()
 	res := runLoad(ctx, cfg, reqs)
 	rep.Run = makeReport(o.target, cfg, res)
-	meter.stop(&rep.Run)
+	if err := meter.stop(&rep.Run); err != nil {
+		fmt.Fprintf(stderr, "loadgen: warning: -server-pid: no CPU figures for the target: %v\n", err)
+	}
 	if o.freshness > 0 {
 		select {
 		case <-time.After(o.freshness):
