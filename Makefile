@@ -13,9 +13,9 @@
 SHELL := /bin/bash
 GO    ?= go
 
-# The embedded ClickHouse engine (chDB) is a 559 MB shared library shipped in an npm package.
+# The embedded ClickHouse engine (chDB) is a 566 MB shared library shipped in an npm package.
 # It is fetched once into a cache outside the repository; CHDB_LIB_PATH overrides the location.
-CHDB_VERSION  := 26.5.3
+CHDB_VERSION  := 26.7.3-stable.1
 CHDB_CACHE    ?= $(HOME)/.cache/kyomi/$(CHDB_VERSION)
 CHDB_LIB_PATH ?= $(CHDB_CACHE)/libchdb.so
 export CHDB_LIB_PATH
@@ -59,7 +59,7 @@ deps: deps-chdb deps-geo deps-apt
 deps-chdb: $(CHDB_LIB_PATH)
 
 $(CHDB_LIB_PATH):
-	@echo "fetching the embedded ClickHouse engine (@chdb/lib-linux-x64-gnu@$(CHDB_VERSION), 167 MB download) into $(CHDB_CACHE)"
+	@echo "fetching the embedded ClickHouse engine (@chdb/lib-linux-x64-gnu@$(CHDB_VERSION), 178 MB download) into $(CHDB_CACHE)"
 	@mkdir -p "$(CHDB_CACHE)"
 	@tmp=$$(mktemp -d) && \
 	  (cd "$$tmp" && npm pack --silent "@chdb/lib-linux-x64-gnu@$(CHDB_VERSION)" >/dev/null) && \

@@ -83,7 +83,7 @@ const MaxSQLBytes = 64 << 10
 // analytics.events for the workspace (defence in depth) and hard limits in
 // its outermost SETTINGS clause, which the caller cannot override because a
 // SETTINGS clause in the caller's text is refused (settings in the text
-// override settings sent with it, measured on chDB 26.5).
+// override settings sent with it, measured on chDB 26.5 and 26.7).
 // A Guard is safe for concurrent use.
 type Guard struct {
 	Store  Store

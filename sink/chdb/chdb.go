@@ -23,7 +23,7 @@ import (
 )
 
 // Version is the chDB release the collector is built and tested against.
-const Version = "26.5.3"
+const Version = "26.7.3-stable.1"
 
 // LibPathEnv is the environment variable that overrides the library path.
 const LibPathEnv = "CHDB_LIB_PATH"
