@@ -42,7 +42,12 @@ func (st *eventState) reset() {
 
 // event answers one /api/event request.
 func (s *Server) event(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
+	// One clock read serves the whole request: fasthttp reads the time before each handler call,
+	// and it stands for the latency's start, the rate limits and the event's timestamp.
+	start := ctx.Time()
+	if start.IsZero() { // a RequestCtx used without its server
+		start = time.Now()
+	}
 	st := s.pool.Get().(*eventState)
 	defer func() {
 		st.hot.observe(time.Since(start))
@@ -118,12 +123,12 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	// Client address: used for the rate limit, the bot filter, geo and the visitor id, then gone.
 	h := &ctx.Request.Header
 	ip := clientAddr(s.cfg.Resolver, peerAddr(ctx), h)
-	if !s.cfg.ClientRate.AllowAddr(ip) {
+	if !s.cfg.ClientRate.AllowAddr(ip, start) {
 		s.m.reject(rejectRateClient)
 		s.fail(ctx, st, fasthttp.StatusTooManyRequests, "rate limited")
 		return
 	}
-	if !s.cfg.WSRate.AllowKey(ws.ID) {
+	if !s.cfg.WSRate.AllowKey(ws.ID, start) {
 		s.m.reject(rejectRateWS)
 		s.fail(ctx, st, fasthttp.StatusTooManyRequests, "rate limited")
 		return
@@ -148,7 +153,11 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	now := s.now().UTC().Truncate(time.Millisecond)
+	now := start
+	if s.cfg.Now != nil {
+		now = s.cfg.Now()
+	}
+	now = now.UTC().Truncate(time.Millisecond)
 	daySalt, err := s.cfg.Salts.Salt(now)
 	if err != nil {
 		s.m.reject(rejectSalt)

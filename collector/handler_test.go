@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -20,7 +21,9 @@ func TestEventStored(t *testing.T) {
 	body := `{"name":"signup","url":"https://acme.example/pricing?utm_source=newsletter&utm_medium=email&utm_campaign=launch&gclid=abc&secret=1#plans",` +
 		`"domain":"acme.example","referrer":"https://www.google.com/search?q=x","props":{"plan":"pro","seats":12,"trial":true,"gone":null},` +
 		`"revenue":{"amount":"19.90","currency":"eur"},"interactive":false}`
+	sent := time.Now().UTC().Truncate(time.Millisecond)
 	code, hdr, resp := h.do(request{body: body, ip: "203.0.113.7", origin: "https://acme.example"})
+	answered := time.Now().UTC()
 	if code != 202 || resp != "ok" {
 		t.Fatalf("status %d %q", code, resp)
 	}
@@ -65,6 +68,11 @@ func TestEventStored(t *testing.T) {
 	}
 	if ev.VisitorID == 0 || ev.TS.IsZero() || ev.TS.Location().String() != "UTC" {
 		t.Errorf("visitor %d ts %v", ev.VisitorID, ev.TS)
+	}
+	// The event is stamped with its request's time (the server's clock read for the request),
+	// in whole milliseconds.
+	if ev.TS.Before(sent) || ev.TS.After(answered) || !ev.TS.Equal(ev.TS.Truncate(time.Millisecond)) {
+		t.Errorf("ts %v, want within [%v, %v] in whole milliseconds", ev.TS, sent, answered)
 	}
 
 	// Same client again: same visitor id. Another client: another id.

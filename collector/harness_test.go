@@ -160,7 +160,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		Bots:       filter,
 		Salts:      salts,
 		Spool:      h.faults,
-		ClientRate: ratelimit.New(ratelimit.Config{Rate: o.clientRate, Burst: int(o.clientRate) + 1, MaxKeys: 1024}, nil, nil),
+		ClientRate: ratelimit.New(ratelimit.Config{Rate: o.clientRate, Burst: int(o.clientRate) + 1, MaxKeys: 1024}, nil),
 		Routes:     o.routes,
 		Refused:    o.refused,
 		Ready:      o.ready,

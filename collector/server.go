@@ -97,7 +97,8 @@ type Config struct {
 	Ready []func() error
 	// HSTS adds Strict-Transport-Security to every answer (set when the collector terminates TLS).
 	HSTS bool
-	// Now returns the current time; nil = time.Now. Tests set it.
+	// Now returns the time events are stamped with; nil stamps each event with the time its
+	// request started (fasthttp's RequestCtx.Time). Tests set it.
 	Now func() time.Time
 }
 
@@ -108,7 +109,6 @@ type Server struct {
 	m       *metrics
 	metrics fasthttp.RequestHandler
 	pool    sync.Pool
-	now     func() time.Time
 	// routes are cfg.Routes with their keys; prefixes the ones whose key ends in "/", longest
 	// first.
 	routes   map[string]route
@@ -151,18 +151,15 @@ func NewServer(cfg Config) (*Server, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	s := &Server{cfg: cfg, log: cfg.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	if s.now == nil {
-		s.now = time.Now
-	}
 	if cfg.ClientRate == nil {
-		s.cfg.ClientRate = ratelimit.New(ratelimit.Config{}, nil, nil)
+		s.cfg.ClientRate = ratelimit.New(ratelimit.Config{}, nil)
 	}
 	if cfg.WSRate == nil {
-		s.cfg.WSRate = ratelimit.New(ratelimit.Config{}, nil, nil)
+		s.cfg.WSRate = ratelimit.New(ratelimit.Config{}, nil)
 	}
 	m, err := newMetrics(cfg.Registerer, routeNames(cfg.Routes))
 	if err != nil {

@@ -34,7 +34,6 @@ type Limiter struct {
 	tolerance int64 // how far ahead of now a key's TAT may run: (Burst-1) * interval
 	perShard  int
 	k0, k1    uint64 // hash key, random per process
-	now       func() time.Time
 	shards    [shards]shard
 	// Overflows counts keys allowed without tracking because their shard was full of busy keys.
 	overflows func()
@@ -45,15 +44,12 @@ type shard struct {
 	tat map[uint64]int64 // theoretical arrival time per key, unix nanoseconds
 }
 
-// New returns a limiter for cfg. now may be nil (time.Now); onOverflow may be nil.
-func New(cfg Config, now func() time.Time, onOverflow func()) *Limiter {
-	if now == nil {
-		now = time.Now
-	}
+// New returns a limiter for cfg. onOverflow may be nil.
+func New(cfg Config, onOverflow func()) *Limiter {
 	if onOverflow == nil {
 		onOverflow = func() {}
 	}
-	l := &Limiter{now: now, overflows: onOverflow}
+	l := &Limiter{overflows: onOverflow}
 	if cfg.Rate <= 0 {
 		return l
 	}
@@ -81,9 +77,10 @@ func New(cfg Config, now func() time.Time, onOverflow func()) *Limiter {
 // Enabled reports whether the limiter limits anything.
 func (l *Limiter) Enabled() bool { return l.interval > 0 }
 
-// AllowAddr reports whether one more event from client address a is within the rate. IPv6
-// addresses are grouped by /64, the block one subscriber usually holds.
-func (l *Limiter) AllowAddr(a netip.Addr) bool {
+// AllowAddr reports whether one more event from client address a, arriving at now, is within the
+// rate. IPv6 addresses are grouped by /64, the block one subscriber usually holds. The caller
+// passes the time so that one clock read serves a whole request.
+func (l *Limiter) AllowAddr(a netip.Addr, now time.Time) bool {
 	if !l.Enabled() {
 		return true
 	}
@@ -92,19 +89,20 @@ func (l *Limiter) AllowAddr(a netip.Addr) bool {
 	if a.Is6() {
 		clear(b[8:])
 	}
-	return l.allow(siphash.Hash(l.k0, l.k1, b[:]))
+	return l.allow(siphash.Hash(l.k0, l.k1, b[:]), now.UnixNano())
 }
 
-// AllowKey reports whether one more event for key (a workspace id, say) is within the rate.
-func (l *Limiter) AllowKey(key string) bool {
+// AllowKey reports whether one more event for key (a workspace id, say), arriving at now, is
+// within the rate.
+func (l *Limiter) AllowKey(key string, now time.Time) bool {
 	if !l.Enabled() {
 		return true
 	}
-	return l.allow(siphashString(l.k0, l.k1, key))
+	return l.allow(siphashString(l.k0, l.k1, key), now.UnixNano())
 }
 
-func (l *Limiter) allow(h uint64) bool {
-	now := l.now().UnixNano()
+// allow applies the rate to key hash h at now (unix nanoseconds).
+func (l *Limiter) allow(h uint64, now int64) bool {
 	s := &l.shards[h%shards]
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -22,31 +22,31 @@ func (c *fakeClock) add(d time.Duration) {
 
 func TestBurstThenRate(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	l := New(Config{Rate: 10, Burst: 5, MaxKeys: 1000}, clk.now, nil)
+	l := New(Config{Rate: 10, Burst: 5, MaxKeys: 1000}, nil)
 	a := netip.MustParseAddr("198.51.100.1")
 	for i := 0; i < 5; i++ {
-		if !l.AllowAddr(a) {
+		if !l.AllowAddr(a, clk.now()) {
 			t.Fatalf("event %d of the burst refused", i)
 		}
 	}
-	if l.AllowAddr(a) {
+	if l.AllowAddr(a, clk.now()) {
 		t.Fatal("sixth event at once allowed past a burst of 5")
 	}
 	clk.add(100 * time.Millisecond) // one interval at 10/s
-	if !l.AllowAddr(a) {
+	if !l.AllowAddr(a, clk.now()) {
 		t.Fatal("event after one interval refused")
 	}
-	if l.AllowAddr(a) {
+	if l.AllowAddr(a, clk.now()) {
 		t.Fatal("second event within the interval allowed")
 	}
-	if other := netip.MustParseAddr("198.51.100.2"); !l.AllowAddr(other) {
+	if other := netip.MustParseAddr("198.51.100.2"); !l.AllowAddr(other, clk.now()) {
 		t.Fatal("another client was limited by the first one's flood")
 	}
 }
 
 func TestIPv6GroupedBy64(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	l := New(Config{Rate: 1, Burst: 2, MaxKeys: 1000}, clk.now, nil)
+	l := New(Config{Rate: 1, Burst: 2, MaxKeys: 1000}, nil)
 	cases := []struct {
 		name string
 		addr string
@@ -59,25 +59,25 @@ func TestIPv6GroupedBy64(t *testing.T) {
 		{"IPv4-mapped form counts as IPv4", "::ffff:198.51.100.9", true},
 	}
 	for _, tc := range cases {
-		if got := l.AllowAddr(netip.MustParseAddr(tc.addr)); got != tc.want {
+		if got := l.AllowAddr(netip.MustParseAddr(tc.addr), clk.now()); got != tc.want {
 			t.Errorf("%s: allow = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
 
 func TestDisabledAndKeys(t *testing.T) {
-	off := New(Config{}, nil, nil)
+	off := New(Config{}, nil)
 	for i := 0; i < 1000; i++ {
-		if !off.AllowKey("ws") {
+		if !off.AllowKey("ws", time.Now()) {
 			t.Fatal("a disabled limiter refused")
 		}
 	}
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	l := New(Config{Rate: 1, Burst: 1, MaxKeys: 64}, clk.now, nil)
-	if !l.AllowKey("ws_a") || l.AllowKey("ws_a") {
+	l := New(Config{Rate: 1, Burst: 1, MaxKeys: 64}, nil)
+	if !l.AllowKey("ws_a", clk.now()) || l.AllowKey("ws_a", clk.now()) {
 		t.Fatal("workspace key not limited to a burst of 1")
 	}
-	if !l.AllowKey("ws_b") {
+	if !l.AllowKey("ws_b", clk.now()) {
 		t.Fatal("another workspace was limited")
 	}
 }
@@ -85,10 +85,10 @@ func TestDisabledAndKeys(t *testing.T) {
 func TestMemoryBounded(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	overflows := 0
-	l := New(Config{Rate: 0.001, Burst: 1, MaxKeys: 640}, clk.now, func() { overflows++ })
+	l := New(Config{Rate: 0.001, Burst: 1, MaxKeys: 640}, func() { overflows++ })
 	for i := 0; i < 100_000; i++ {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		l.AllowAddr(a)
+		l.AllowAddr(a, clk.now())
 	}
 	total := 0
 	for i := range l.shards {
@@ -103,19 +103,19 @@ func TestMemoryBounded(t *testing.T) {
 	// Once buckets drain, room is made again and new keys are tracked.
 	clk.add(time.Hour * 1000)
 	before := overflows
-	l.AllowAddr(netip.MustParseAddr("192.0.2.1"))
+	l.AllowAddr(netip.MustParseAddr("192.0.2.1"), clk.now())
 	if overflows != before {
 		t.Fatal("drained keys were not evicted")
 	}
 }
 
 func BenchmarkAllowAddr(b *testing.B) {
-	l := New(Config{Rate: 1e9, Burst: 1 << 20, MaxKeys: 1 << 16}, nil, nil)
+	l := New(Config{Rate: 1e9, Burst: 1 << 20, MaxKeys: 1 << 16}, nil)
 	a := netip.MustParseAddr("2001:db8::1")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			l.AllowAddr(a)
+			l.AllowAddr(a, time.Now())
 		}
 	})
 }
@@ -123,7 +123,7 @@ func BenchmarkAllowAddr(b *testing.B) {
 // BenchmarkAllowAddrCirculating cycles through 20,000 client addresses (cmd/loadgen's default
 // mix) in a limiter of the production size: each lookup touches a different key, as under load.
 func BenchmarkAllowAddrCirculating(b *testing.B) {
-	l := New(Config{Rate: 1e9, Burst: 1 << 20, MaxKeys: 1 << 20}, nil, nil)
+	l := New(Config{Rate: 1e9, Burst: 1 << 20, MaxKeys: 1 << 20}, nil)
 	addrs := make([]netip.Addr, 20000)
 	for i := range addrs {
 		addrs[i] = netip.AddrFrom4([4]byte{byte(i*2654435761>>24) | 1, byte(i >> 16), byte(i >> 8), byte(i)})
@@ -131,7 +131,7 @@ func BenchmarkAllowAddrCirculating(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		l.AllowAddr(addrs[i%len(addrs)])
+		l.AllowAddr(addrs[i%len(addrs)], time.Now())
 		i++
 	}
 }
