@@ -234,32 +234,42 @@ func (h *harness) run(a chromedp.Action[chromedp.Void]) {
 // eval evaluates expr in the page and decodes its JSON value into out (nil to ignore).
 func (h *harness) eval(expr string, out any) {
 	h.t.Helper()
+	if err := h.tryEval(expr, out); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// tryEval is eval that returns its error.
+func (h *harness) tryEval(expr string, out any) error {
 	ctx, cancel := context.WithTimeout(h.tab, 20*time.Second)
 	defer cancel()
 	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr, chromedp.EvalAwaitPromise))
 	if err != nil {
-		h.t.Fatalf("cannot evaluate %q: %v", expr, err)
+		return fmt.Errorf("cannot evaluate %q: %w", expr, err)
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
-			h.t.Fatalf("cannot decode result %s of %q: %v", raw, expr, err)
+			return fmt.Errorf("cannot decode result %s of %q: %w", raw, expr, err)
 		}
 	}
+	return nil
 }
 
 // waitJS polls expr from Go (no in-page polling code, which a strict CSP could block) until
-// it is true.
+// it is true. A navigation started just before (a click on a link) can replace the page while
+// an evaluation runs ("Inspected target navigated or closed"), so a failed evaluation is
+// retried like a false one until the deadline.
 func (h *harness) waitJS(expr string) {
 	h.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var ok bool
-		h.eval("!!("+expr+")", &ok)
-		if ok {
+		err := h.tryEval("!!("+expr+")", &ok)
+		if err == nil && ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out waiting for %s", expr)
+			h.t.Fatalf("timed out waiting for %s (last evaluation: %v)", expr, err)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
