@@ -29,6 +29,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/kyomi/collector/internal/startline"
 	"github.com/kyomi/collector/internal/syncbuf"
+	"github.com/kyomi/collector/internal/testring"
 )
 
 // e2eUA is the user agent of the end-to-end browser. Headless Chromium announces itself as
@@ -45,7 +46,13 @@ var e2eBinary struct {
 }
 
 func TestMain(m *testing.M) {
+	removeRing, err := testring.Setup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	removeRing()
 	if e2eBinary.dir != "" {
 		_ = os.RemoveAll(e2eBinary.dir)
 	}

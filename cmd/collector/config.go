@@ -40,6 +40,7 @@ type config struct {
 	SpoolMaxBytes     int64
 	SpoolSyncInterval time.Duration
 	SpoolCommitDelay  time.Duration
+	SpoolRingDir      string
 	BatchRows         int
 	BatchAge          time.Duration
 	UACacheSize       int
@@ -86,14 +87,17 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	// 1 GiB of spool holds several million events (about 150 bytes each): hours of a sink outage at
 	// a busy site. Past it, new events get 503 rather than being dropped silently.
 	fs.Int64Var(&c.SpoolMaxBytes, "spool-max-bytes", 1<<30, "bytes the on-disk spool may hold before new events are refused with 503")
-	// 1s: a 202 follows the event's store into the spool's page cache, which a crash of the process
+	// 1s: a 202 follows the event's store into the spool's ring in shared memory, which a crash of the process
 	// cannot lose (DESIGN.md §5), at no wait; a crash of the machine loses at most the last second.
 	// 0 adds an fsync before every 202 (group commit) for machine-crash safety, at about a third of
 	// the throughput under load (BENCHMARKS.md, stop 18).
-	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", time.Second, ">0 = store every event in the spool's page cache before its acknowledgement and fsync at this interval and before each insert: a crash of the process loses nothing, a crash of the machine at most this window; 0 = write and fsync before every acknowledgement (group commit): a crash of the machine loses nothing either")
+	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", time.Second, ">0 = store every event in the spool's ring in shared memory (/dev/shm) before its acknowledgement and fsync at this interval and before each insert: a crash of the process loses nothing, a crash of the machine at most this window; 0 = write and fsync before every acknowledgement (group commit): a crash of the machine loses nothing either")
 	// Off by default: on a virtual disk with ~0.5ms fsyncs, spacing them cost more throughput than
 	// the CPU it saved (BENCHMARKS.md).
 	fs.DurationVar(&c.SpoolCommitDelay, "spool-commit-delay", 0, "with -spool-sync-interval 0 only: a group commit (write and fsync) starts no sooner than this after the previous one, so one covers more events under load, at the price of up to this much more latency per answer; 0 = back to back")
+	// The ring must outlive a crash of the process: /dev/shm does on a host and in a Kubernetes pod
+	// (its emptyDir medium Memory too), not across a plain Docker container's restart.
+	fs.StringVar(&c.SpoolRingDir, "spool-ring-dir", "", "with -spool-sync-interval > 0: directory of the spool's 8 MiB ring, where each event is stored before its acknowledgement; it must survive a crash of the process and should be a memory file system (tmpfs); empty = /dev/shm when it is a tmpfs, else the spool directory")
 	// ClickHouse prefers few large inserts: 10k rows or one second, whichever comes first.
 	fs.IntVar(&c.BatchRows, "batch-rows", 10000, "flush to ClickHouse after this many rows; each flush is one INSERT")
 	fs.DurationVar(&c.BatchAge, "batch-age", time.Second, "flush to ClickHouse when the oldest pending event is this old")
@@ -233,6 +237,11 @@ func (c *config) validate() []error {
 		bad("spool-commit-delay", "must be between 0 and 100ms, got %s", c.SpoolCommitDelay)
 	} else if c.SpoolCommitDelay > 0 && c.SpoolSyncInterval > 0 {
 		bad("spool-commit-delay", "applies only with -spool-sync-interval 0 (group commit), got -spool-sync-interval %s", c.SpoolSyncInterval)
+	}
+	if c.SpoolRingDir != "" {
+		if st, err := os.Stat(c.SpoolRingDir); err != nil || !st.IsDir() {
+			bad("spool-ring-dir", "must be an existing directory, got %q", c.SpoolRingDir)
+		}
 	}
 	if c.BatchRows < 1 || c.BatchRows > 1_000_000 {
 		bad("batch-rows", "must be between 1 and 1000000, got %d", c.BatchRows)

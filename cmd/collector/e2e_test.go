@@ -17,6 +17,7 @@ import (
 
 	"github.com/kyomi/collector/internal/startline"
 	"github.com/kyomi/collector/internal/syncbuf"
+	"github.com/kyomi/collector/internal/testring"
 )
 
 // binPath is the collector binary built once for the end-to-end tests in this package.
@@ -35,7 +36,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "cannot build the collector binary:", err)
 		os.Exit(1)
 	}
+	removeRing, err := testring.Setup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	removeRing()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

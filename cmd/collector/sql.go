@@ -92,7 +92,7 @@ func drainSpool(ctx context.Context, c *config, store sink.Store) (int, error) {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}
-	sp, err := spool.Open(spool.Config{Dir: dir, MaxBytes: c.SpoolMaxBytes})
+	sp, err := spool.Open(spool.Config{Dir: dir, MaxBytes: c.SpoolMaxBytes, RingDir: c.SpoolRingDir})
 	if err != nil {
 		return 0, fmt.Errorf("cannot open the spool to ship its events: %w", err)
 	}

@@ -16,23 +16,20 @@ func datasync(f *os.File) error {
 	return nil
 }
 
-// allocate makes f size bytes long with every block allocated (fallocate(2)), so that a store into
-// the mapping never needs a block the disk no longer has. A file system without fallocate gets a
-// plain truncate; a store that then finds the disk full faults, and the append fails.
+// allocate makes f size bytes long with every block allocated (fallocate(2)), so that a write into
+// it, or a store into the ring's mapping, never needs a block the disk (or memory) no longer has.
+// A file system without fallocate gets a plain truncate: a write that then finds the disk full
+// fails, a store into the ring faults, and the append fails.
 func allocate(f *os.File, size int64) error {
 	err := onFd(f, func(fd int) error { return syscall.Fallocate(fd, 0, 0, size) })
 	if err == syscall.EOPNOTSUPP {
 		err = f.Truncate(size)
 	}
 	if err != nil {
-		return fmt.Errorf("cannot size spool segment: %w", err)
+		return fmt.Errorf("cannot allocate %s: %w", f.Name(), err)
 	}
 	return nil
 }
-
-// dontNeed drops mem's pages from the process's page tables (madvise MADV_DONTNEED); the file's
-// pages stay in the page cache, dirty or not.
-func dontNeed(mem []byte) error { return syscall.Madvise(mem, syscall.MADV_DONTNEED) }
 
 // onFd runs call on f's descriptor, again as long as it is interrupted (EINTR).
 func onFd(f *os.File, call func(fd int) error) error {
@@ -49,3 +46,15 @@ func onFd(f *os.File, call func(fd int) error) error {
 	}
 	return serr
 }
+
+// defaultRingDir is /dev/shm when it is a memory file system (tmpfs), else dir.
+func defaultRingDir(dir string) string {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/dev/shm", &st); err == nil && st.Type == tmpfsMagic {
+		return "/dev/shm"
+	}
+	return dir
+}
+
+// tmpfsMagic is TMPFS_MAGIC, the f_type statfs(2) reports for tmpfs.
+const tmpfsMagic = 0x01021994

@@ -5,22 +5,20 @@ package spool
 import (
 	"fmt"
 	"os"
-
-	"golang.org/x/sys/unix"
 )
 
 // datasync flushes f to stable storage; outside Linux it is a full fsync.
 func datasync(f *os.File) error { return f.Sync() }
 
-// allocate makes f size bytes long. Outside Linux the added bytes may be a hole: a store into the
-// mapping that needs a block the full disk cannot give faults, and the append fails.
+// allocate makes f size bytes long. Outside Linux the added bytes may be a hole: a write that
+// needs a block the full disk cannot give fails, a store into the ring's mapping faults, and the
+// append fails.
 func allocate(f *os.File, size int64) error {
 	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("cannot size spool segment: %w", err)
+		return fmt.Errorf("cannot allocate %s: %w", f.Name(), err)
 	}
 	return nil
 }
 
-// dontNeed drops mem's pages from the process's page tables (madvise MADV_DONTNEED); the file's
-// pages stay in the page cache. The syscall package has no Madvise outside Linux.
-func dontNeed(mem []byte) error { return unix.Madvise(mem, unix.MADV_DONTNEED) }
+// defaultRingDir is dir: outside Linux there is no /dev/shm to rely on.
+func defaultRingDir(dir string) string { return dir }

@@ -17,6 +17,9 @@ import (
 func TestMain(m *testing.M) {
 	if dir := os.Getenv("SPOOL_KILL_DIR"); dir != "" {
 		interval, _ := time.ParseDuration(os.Getenv("SPOOL_KILL_INTERVAL"))
+		if os.Getenv("SPOOL_KILL_NOCOPY") != "" {
+			copyInterval = time.Hour
+		}
 		killAppender(dir, os.Getenv("SPOOL_KILL_ROUND"), interval)
 		os.Exit(0)
 	}
@@ -53,24 +56,32 @@ func killAppender(dir, round string, interval time.Duration) {
 
 // TestSIGKILLLosesNoAck kills an appending process at random moments and
 // checks after each restart that every acknowledged record is in the spool
-// exactly once, with an fsync before each acknowledgement and with
-// SyncInterval (a write before each acknowledgement; an hour between
-// fsyncs, so none happens while the process lives).
+// exactly once: with an fsync before each acknowledgement; with
+// SyncInterval (a store into the ring before each acknowledgement, a copy
+// into the segment every 10 ms, an hour between fsyncs, so none happens
+// while the process lives); and with SyncInterval and no copies, so that
+// only the next Open moves the ring's records into the segment.
 func TestSIGKILLLosesNoAck(t *testing.T) {
-	for _, interval := range []time.Duration{0, time.Hour} {
-		t.Run(fmt.Sprintf("sync-interval=%s", interval), func(t *testing.T) {
-			testSIGKILLLosesNoAck(t, interval)
+	for _, tc := range []struct {
+		interval time.Duration
+		noCopy   bool
+	}{{0, false}, {time.Hour, false}, {time.Hour, true}} {
+		t.Run(fmt.Sprintf("sync-interval=%s/no-copy=%t", tc.interval, tc.noCopy), func(t *testing.T) {
+			testSIGKILLLosesNoAck(t, tc.interval, tc.noCopy)
 		})
 	}
 }
 
-func testSIGKILLLosesNoAck(t *testing.T, interval time.Duration) {
+func testSIGKILLLosesNoAck(t *testing.T, interval time.Duration, noCopy bool) {
 	dir := t.TempDir()
 	acked := map[string]bool{}
 	for round := range 8 {
 		cmd := exec.Command(os.Args[0])
 		cmd.Env = append(os.Environ(), "SPOOL_KILL_DIR="+dir, fmt.Sprintf("SPOOL_KILL_ROUND=%d", round),
 			"SPOOL_KILL_INTERVAL="+interval.String())
+		if noCopy {
+			cmd.Env = append(cmd.Env, "SPOOL_KILL_NOCOPY=1")
+		}
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)

@@ -27,14 +27,14 @@
 //
 //   - 0: appends buffer their frames and wait for a group commit, one write
 //     and fdatasync shared by the appends that arrived meanwhile.
-//   - > 0: the live segment is mapped shared (mmap), and an append stores
-//     its frames straight into the mapping under the spool's mutex and
-//     returns: the bytes are then in the kernel's page cache, which a crash
-//     of the process does not touch. No system call, no other goroutine,
-//     no wait. The mapping is fdatasynced every interval and before each
-//     MarkPending.
+//   - > 0: an append stores its frames in the staging ring, a file on a
+//     memory file system mapped shared (ring.go), under the spool's mutex
+//     and returns: a crash of the process does not touch the bytes. No
+//     system call, no other goroutine, no wait. Every 10 ms the new frames
+//     are written into the live segment; the segment is fdatasynced every
+//     interval and before each MarkPending.
 //
-// The mapping needs a Unix system; fdatasync and fallocate are used on
+// The ring needs a Unix system; fdatasync and fallocate are used on
 // Linux, plain fsync and truncate elsewhere.
 package spool
 
@@ -56,7 +56,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -114,13 +113,19 @@ type Config struct {
 	// SyncInterval 0 (default) makes Append return only after its record is
 	// written and fsynced (group commit): nothing acknowledged is lost on a
 	// crash of the process or of the machine. A positive interval makes
-	// Append return once its record is stored in the segment's shared
-	// mapping, that is in the kernel's page cache, with no wait: nothing
-	// acknowledged is lost on a crash of the process, and the file is
+	// Append return once its record is stored in the staging ring (RingDir),
+	// with no wait: nothing acknowledged is lost on a crash of the process
+	// (Open moves what the ring holds into the segment), and the segment is
 	// fsynced every interval and before each MarkPending, so a crash of the
 	// machine (kernel, power) loses at most the last interval of records
 	// and never a record that was already shipped.
 	SyncInterval time.Duration
+	// RingDir holds the staging ring of SyncInterval mode, a file of up to
+	// 8 MiB named after the spool id. It should be a memory file system
+	// (tmpfs), which keeps the ring's pages mapped and writable for good;
+	// elsewhere the ring works as well but writeback makes its pages fault
+	// again. Default: /dev/shm on Linux when it is a tmpfs, else Dir.
+	RingDir string
 	// CommitDelay spaces group commits: a commit (a write and fsync, or with
 	// SyncInterval a write) starts no sooner than CommitDelay after the
 	// previous one started, so under load each covers more appends. An
@@ -157,6 +162,11 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("spool commit delay %s: must be >= 0", c.CommitDelay))
 	}
 	d := c.withDefaults()
+	if c.RingDir != "" && c.SyncInterval > 0 {
+		if st, err := os.Stat(c.RingDir); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("spool ring dir %s: must be an existing directory", c.RingDir))
+		}
+	}
 	if d.SegmentBytes < 4*MaxRecordBytes {
 		errs = append(errs, fmt.Errorf("spool segment bytes %d: must be >= %d", d.SegmentBytes, 4*MaxRecordBytes))
 	}
@@ -176,6 +186,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.RingDir == "" {
+		c.RingDir = defaultRingDir(c.Dir)
 	}
 	return c
 }
@@ -218,30 +231,33 @@ type Spool struct {
 	id      string // random per spool directory, part of dedup tokens
 	metrics *metrics
 
-	mu       sync.Mutex
-	cond     *sync.Cond // signalled when io finishes (rotation, Sync and Close wait on it)
-	group    *group     // the appends in buf
-	spareG   *group     // the other group, reused by the next flush
-	kick     chan struct{}
-	lastIO   time.Time // start of the last write+fsync
-	closed   bool
-	segs     []segment // ascending; the last is the one being written
-	file     *os.File  // the last segment
-	buf      []byte    // SyncInterval 0: frames appended but not yet written
-	spare    []byte    // the other buffer, reused by the next flush
-	mem      []byte    // SyncInterval > 0: the last segment, mapped shared; appends store frames here
-	released int64     // mem before this offset is unmapped from the process (see release)
-	tail     int64     // offset in the last segment after its last frame
-	durable  Position  // end of the acknowledged data, readable by the shipper
-	unsynced bool      // SyncInterval > 0: frames stored since the last fdatasync
-	appended uint64    // records appended since open
-	ioBusy   bool      // one goroutine writes and syncs at a time
-	failed   error     // a write or fsync failed: the spool refuses appends
-	total    int64     // bytes of all segments, including buf
-	oldest   int64     // append time (ns) of the oldest uncommitted record, 0 if none
-	openEnd  Position  // start of the segment made by Open
-	commit   Position  // written under ckMu and mu; read under either
-	pending  *Position // as commit
+	mu        sync.Mutex
+	cond      *sync.Cond // signalled when io finishes (rotation, Sync and Close wait on it)
+	group     *group     // the appends in buf
+	spareG    *group     // the other group, reused by the next flush
+	kick      chan struct{}
+	lastIO    time.Time // start of the last write+fsync
+	closed    bool
+	segs      []segment     // ascending; the last is the one being written
+	file      *os.File      // the last segment
+	buf       []byte        // SyncInterval 0: frames appended but not yet written
+	spare     []byte        // the other buffer, reused by the next flush
+	ring      *ring         // SyncInterval > 0: appends store frames here (ring.go)
+	copied    int64         // SyncInterval > 0: offset in the last segment up to which the ring's frames are in the file
+	copyBusy  bool          // one goroutine copies the ring into the segment at a time
+	scratch   []byte        // a frame that wraps around the ring's end is built here
+	copyEvery time.Duration // copyInterval when Open ran
+	tail      int64         // offset in the last segment after its last frame
+	durable   Position      // end of the data in the segment files, readable by the shipper
+	unsynced  bool          // SyncInterval > 0: frames stored since the last fdatasync
+	appended  uint64        // records appended since open
+	ioBusy    bool          // one goroutine writes and syncs at a time
+	failed    error         // a write or fsync failed: the spool refuses appends
+	total     int64         // bytes of all segments, including buf
+	oldest    int64         // append time (ns) of the oldest uncommitted record, 0 if none
+	openEnd   Position      // start of the segment made by Open
+	commit    Position      // written under ckMu and mu; read under either
+	pending   *Position     // as commit
 	// ckMu serializes MarkPending and Commit. Their checkpoint file writes
 	// (two fsyncs: about 1 ms each under load, up to 4.5 ms) run outside
 	// mu: with mu held, every append and the group commit in flight stalled
@@ -274,7 +290,7 @@ func Open(cfg Config) (*Spool, error) {
 	}
 	s := &Spool{cfg: cfg, notify: make(chan struct{}, 1), kick: make(chan struct{}, 1),
 		prepKick: make(chan struct{}, 1), stop: make(chan struct{}),
-		prepDone: make(chan struct{}), group: new(group), spareG: new(group)}
+		prepDone: make(chan struct{}), group: new(group), spareG: new(group), copyEvery: copyInterval}
 	s.cond = sync.NewCond(&s.mu)
 	s.metrics = newMetrics(s)
 	if err := s.load(); err != nil {
@@ -282,6 +298,9 @@ func Open(cfg Config) (*Spool, error) {
 	}
 	if err := s.metrics.register(cfg.Registerer); err != nil {
 		_ = s.closeSegment()
+		if s.ring != nil {
+			_ = s.ring.close(true) // empty: Open moved what it held into the segment
+		}
 		return nil, fmt.Errorf("cannot register spool metrics: %w", err)
 	}
 	if cfg.SyncInterval > 0 {
@@ -316,15 +335,20 @@ func (s *Spool) load() error {
 		s.segs = append(s.segs, segment{id: id, size: st.Size()})
 	}
 	slices.SortFunc(s.segs, func(a, b segment) int { return cmp.Compare(a.id, b.id) })
+	if err := s.loadCheckpoint(); err != nil {
+		return err
+	}
+	// The ring is read whatever SyncInterval is now: it may hold acknowledged frames of a run
+	// with another setting.
+	if err := s.recoverRing(); err != nil {
+		return err
+	}
 	if n := len(s.segs); n > 0 {
 		good, err := s.recoverTail(s.segs[n-1].id)
 		if err != nil {
 			return err
 		}
 		s.segs[n-1].size = good
-	}
-	if err := s.loadCheckpoint(); err != nil {
-		return err
 	}
 	// The new segment comes after every segment and every position the
 	// checkpoint names, even if segment files were removed by hand.
@@ -346,11 +370,20 @@ func (s *Spool) load() error {
 			_ = os.Remove(filepath.Join(s.cfg.Dir, preparedName))
 		}
 	}
-	f, mem, err := s.newSegmentFile(next)
+	f, err := s.newSegmentFile(next)
 	if err != nil {
 		return err
 	}
-	s.file, s.mem = f, mem
+	if s.cfg.SyncInterval > 0 {
+		s.ring, err = openRing(filepath.Join(s.cfg.RingDir, ringName(s.id)), s.id, ringSize(s.cfg.SegmentBytes), next)
+		if err != nil {
+			f.Close()
+			return err
+		}
+	} else if err := os.Remove(filepath.Join(s.cfg.RingDir, ringName(s.id))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.cfg.Logger.Warn("cannot remove the spool ring", "err", err)
+	}
+	s.file = f
 	s.segs = append(s.segs, segment{id: next})
 	s.openEnd = Position{Segment: next}
 	s.durable = s.openEnd
@@ -388,13 +421,14 @@ func (s *Spool) segIndex(id uint64) int {
 
 // newSegmentFile makes segment id the new last segment: the prepared file
 // renamed when there is one, else a new empty file. With SyncInterval > 0
-// it also returns the file's shared mapping, of SegmentBytes, after
-// allocating the file to that size. It is called with mu held or before
-// Open returns.
-func (s *Spool) newSegmentFile(id uint64) (*os.File, []byte, error) {
+// the file is allocated to SegmentBytes, so that copying the ring into it
+// never needs a block the disk no longer has (acknowledged frames would
+// then be stuck in the ring). It is called with mu held or before Open
+// returns.
+func (s *Spool) newSegmentFile(id uint64) (*os.File, error) {
 	path := filepath.Join(s.cfg.Dir, segName(id))
 	if _, err := os.Stat(path); err == nil {
-		return nil, nil, fmt.Errorf("cannot create spool segment %s: it exists", segName(id))
+		return nil, fmt.Errorf("cannot create spool segment %s: it exists", segName(id))
 	}
 	if s.prepared {
 		s.prepared = false
@@ -408,38 +442,25 @@ func (s *Spool) newSegmentFile(id uint64) (*os.File, []byte, error) {
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot create spool segment: %w", err)
+		return nil, fmt.Errorf("cannot create spool segment: %w", err)
 	}
 	err = syncDir(s.cfg.Dir)
 	if err == nil && s.cfg.SyncInterval > 0 {
 		err = allocate(f, s.cfg.SegmentBytes) // a prepared file already has its size
 	}
-	var mem []byte
-	if err == nil && s.cfg.SyncInterval > 0 {
-		mem, err = syscall.Mmap(int(f.Fd()), 0, int(s.cfg.SegmentBytes), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
-		if err != nil {
-			err = fmt.Errorf("cannot map spool segment: %w", err)
-		}
-	}
 	if err != nil {
 		f.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return f, mem, nil
+	return f, nil
 }
 
-// closeSegment unmaps and closes the last segment's file.
+// closeSegment closes the last segment's file.
 func (s *Spool) closeSegment() error {
-	var err error
-	if s.mem != nil {
-		if merr := syscall.Munmap(s.mem); merr != nil {
-			err = fmt.Errorf("cannot unmap spool segment: %w", merr)
-		}
+	if err := s.file.Close(); err != nil {
+		return fmt.Errorf("cannot close spool segment: %w", err)
 	}
-	if cerr := s.file.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("cannot close spool segment: %w", cerr)
-	}
-	return err
+	return nil
 }
 
 // prepareLoop zero-fills and syncs the next segment file whenever the last
@@ -666,10 +687,11 @@ func (s *Spool) Append(rec []byte) error {
 // reports a failure that the client will retry. The records of one call go
 // into one segment: when they do not fit in the current one, the next
 // segment is started before any of them is buffered, so a failed rotation
-// refuses them all. Together they may take at most SegmentBytes. (A write
-// or fsync that the disk itself fails, or a fault of the mapping, can still
-// have stored some of them: the spool cannot know what reached the disk,
-// and it closes.)
+// refuses them all. Together they may take at most SegmentBytes, and with
+// SyncInterval at most the ring (8 MiB). (A write or fsync that the disk
+// itself fails, or a fault of the ring's mapping, can still have stored
+// some of them: the spool cannot know what reached the disk, and it
+// closes.)
 func (s *Spool) AppendAll(recs [][]byte) error {
 	var frames int64
 	for _, rec := range recs {
@@ -684,40 +706,55 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 	if frames > s.cfg.SegmentBytes {
 		return fmt.Errorf("cannot append %d spool records of %d bytes together: more than a segment (%d bytes)", len(recs), frames, s.cfg.SegmentBytes)
 	}
+	if s.cfg.SyncInterval > 0 && frames > ringSize(s.cfg.SegmentBytes) {
+		return fmt.Errorf("cannot append %d spool records of %d bytes together: more than the staging ring (%d bytes)", len(recs), frames, ringSize(s.cfg.SegmentBytes))
+	}
 	now := time.Now().UnixNano()
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrClosed
-	}
-	if s.total+frames > s.cfg.MaxBytes {
-		s.mu.Unlock()
-		s.metrics.full.Inc()
-		return ErrFull
-	}
-	if s.tail+frames > s.cfg.SegmentBytes {
-		// The frames already stored are fsynced before the next segment
-		// starts.
-		if err := s.rotateLocked(frames); err != nil {
+	// Rotating and making room in the ring release mu, so everything is
+	// checked again after either.
+	for {
+		if s.closed {
 			s.mu.Unlock()
-			return err
+			return ErrClosed
 		}
-		if s.total+frames > s.cfg.MaxBytes { // others appended while mu was released
+		if s.total+frames > s.cfg.MaxBytes {
 			s.mu.Unlock()
 			s.metrics.full.Inc()
 			return ErrFull
 		}
+		if s.tail+frames > s.cfg.SegmentBytes {
+			// The frames already stored are fsynced before the next segment
+			// starts.
+			if err := s.rotateLocked(frames); err != nil {
+				s.mu.Unlock()
+				return err
+			}
+			continue
+		}
+		if s.ring != nil && s.tail+frames-s.copied > int64(len(s.ring.data)) {
+			// The ring's frames before copied may be overwritten: copy
+			// (or wait for the copy that runs) to make room.
+			if err := s.ringRoomLocked(); err != nil {
+				s.mu.Unlock()
+				return err
+			}
+			continue
+		}
+		break
 	}
-	if s.mem == nil {
+	if s.ring != nil {
+		if err := s.store(recs, now); err != nil {
+			s.failLocked(err)
+			s.mu.Unlock()
+			return fmt.Errorf("cannot append to spool: %w", err)
+		}
+	} else {
 		for _, rec := range recs {
 			start := len(s.buf)
 			s.buf = slices.Grow(s.buf, headerSize+len(rec))[:start+headerSize+len(rec)]
 			putFrame(s.buf[start:], rec, now)
 		}
-	} else if err := s.store(recs, now); err != nil {
-		s.failLocked(err)
-		s.mu.Unlock()
-		return fmt.Errorf("cannot append to spool: %w", err)
 	}
 	s.tail += frames
 	s.total += frames
@@ -727,18 +764,13 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 	}
 	s.appended += uint64(len(recs))
 	s.metrics.appended.Add(float64(len(recs)))
-	if s.mem != nil {
-		// The frames are in the kernel's page cache, where a crash of the
-		// process cannot reach them: they are acknowledged now, with no
-		// system call and no wait. syncLoop fdatasyncs them.
+	if s.ring != nil {
+		// The frames are in the ring, where a crash of the process cannot
+		// reach them: they are acknowledged now, with no system call and no
+		// wait. syncLoop copies them into the segment, and fdatasyncs it.
 		s.unsynced = true
-		s.release(releaseBytes)
-		s.durable = Position{Segment: s.segs[len(s.segs)-1].id, Offset: s.tail}
+		s.ring.setTail(s.tail)
 		s.mu.Unlock()
-		select {
-		case s.notify <- struct{}{}:
-		default:
-		}
 		return nil
 	}
 	// Wait for the write and fdatasync of the group these frames joined.
@@ -767,11 +799,11 @@ func putFrame(f, rec []byte, now int64) {
 	binary.LittleEndian.PutUint32(f[4:], crc32.Checksum(f[8:], castagnoli))
 }
 
-// store writes the frames of recs at the tail of the mapped segment. It is
-// called with mu held. A fault of the mapping (the disk failed to read a
-// page in, or a file system without fallocate ran out of blocks) is
-// returned as an error, not a crash of the process; the partial frame is
-// cut at the next Open.
+// store writes the frames of recs into the ring at the tail. It is called
+// with mu held. A fault of the ring's mapping (its file was cut, or a
+// memory file system without fallocate ran out of space) is returned as
+// an error, not a crash of the process; a partial frame is cut at the next
+// Open.
 func (s *Spool) store(recs [][]byte, now int64) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -779,41 +811,79 @@ func (s *Spool) store(recs [][]byte, now int64) (err error) {
 			if _, fault := r.(interface{ Addr() uintptr }); !fault {
 				panic(r)
 			}
-			err = fmt.Errorf("cannot store spool frame in segment %s: memory fault", segName(s.segs[len(s.segs)-1].id))
+			err = fmt.Errorf("cannot store spool frame for segment %s: memory fault in the ring", segName(s.segs[len(s.segs)-1].id))
 		}
 	}()
 	off := s.tail
 	for _, rec := range recs {
 		n := headerSize + int64(len(rec))
-		putFrame(s.mem[off:off+n], rec, now)
+		if f := s.ring.slot(off, n); f != nil {
+			putFrame(f, rec, now)
+		} else { // the frame wraps around the ring's end
+			s.scratch = slices.Grow(s.scratch[:0], int(n))[:n]
+			putFrame(s.scratch, rec, now)
+			s.ring.put(off, s.scratch)
+		}
 		off += n
 	}
 	return nil
 }
 
-// releaseBytes is how much of the segment behind the tail the process keeps
-// mapped in its page tables, at most, between two syncs.
-const releaseBytes = 4 << 20
+// copyInterval spaces the copies of the ring into the segment. The shipper
+// reads the segment, so a record becomes readable up to this much later.
+// Tests set it to an hour, so that acknowledged records stay in the ring
+// only.
+var copyInterval = 10 * time.Millisecond
 
-// release unmaps from the process's page tables the whole pages behind the
-// tail once they add up to atLeast bytes (madvise MADV_DONTNEED; the pages,
-// dirty or not, stay in the page cache and reach the disk as before). A
-// segment's pages then count in the collector's RSS a few MiB at a time,
-// not 64 MiB. Appends call it with releaseBytes. A sync calls it with 0
-// before its fdatasync: writeback must write-protect every page that is
-// still mapped (folio_mkclean), one TLB flush and an inter-processor
-// interrupt per page, which was about 1 % of the collector's CPU under
-// load; an unmapped page needs none. It is called with mu held; the
-// collector never reads mem behind the tail.
-func (s *Spool) release(atLeast int64) {
-	end := s.tail &^ (int64(os.Getpagesize()) - 1)
-	if end-s.released < max(atLeast, 1) {
-		return
+// ringRoomLocked frees the ring's room: it waits for the copy that runs,
+// or copies the frames not yet copied itself. It is called with mu held and
+// releases it meanwhile.
+func (s *Spool) ringRoomLocked() error {
+	if s.copyBusy {
+		s.cond.Wait()
+		return nil
 	}
-	if err := dontNeed(s.mem[s.released:end]); err != nil {
-		s.cfg.Logger.Warn("cannot release spool segment pages", "err", err)
+	if err := s.copyLocked(); err != nil {
+		return fmt.Errorf("cannot append to spool: %w", err)
 	}
-	s.released = end
+	return nil
+}
+
+// copyLocked writes the ring's frames that the segment file lacks into it
+// and makes them readable. It is called with mu held and releases it
+// during the write; appends go on meanwhile, behind the copied frames.
+func (s *Spool) copyLocked() error {
+	for s.copyBusy {
+		s.cond.Wait()
+	}
+	if s.failed != nil {
+		return fmt.Errorf("cannot copy spool ring: %w", s.failed)
+	}
+	from, to, f := s.copied, s.tail, s.file
+	if to == from {
+		return nil
+	}
+	seg := s.segs[len(s.segs)-1].id
+	s.copyBusy = true
+	s.mu.Unlock()
+	err := s.ring.writeTo(f, from, to)
+	s.mu.Lock()
+	s.copyBusy = false
+	s.cond.Broadcast()
+	if err != nil {
+		s.failLocked(err)
+		return err
+	}
+	s.copied = to
+	s.ring.setCopied(to)
+	if p := (Position{Segment: seg, Offset: to}); s.durable.Less(p) {
+		s.durable = p
+	}
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 // failLocked records a failed store, write or fdatasync: the file state is unknown,
@@ -901,20 +971,27 @@ func (s *Spool) syncLocked() error {
 	if s.failed != nil {
 		return fmt.Errorf("cannot sync spool segment: %w", s.failed)
 	}
-	if len(s.buf) == 0 && !s.unsynced {
+	if !s.dirtyLocked() {
 		return nil
 	}
-	if s.mem != nil {
-		s.release(0)
+	end := s.tail
+	if s.ring != nil {
+		if err := s.copyLocked(); err != nil {
+			return fmt.Errorf("cannot sync spool segment: %w", err)
+		}
+		for s.ioBusy { // copyLocked released mu
+			s.cond.Wait()
+		}
+		end = s.copied
 	}
 	s.ioBusy = true
-	buf, f, end, g := s.buf, s.file, s.tail, s.group
+	buf, f, g := s.buf, s.file, s.group
 	seg := s.segs[len(s.segs)-1].id
 	s.group, s.spareG = s.spareG, nil
 	s.unsynced = false
 	s.lastIO = time.Now()
 	s.buf, s.spare = s.spare[:0], nil
-	if s.buf == nil && s.mem == nil {
+	if s.buf == nil && s.ring == nil {
 		// Size the next buffer like this one, so appends under mu do not
 		// copy a growing buffer.
 		s.buf = make([]byte, 0, min(cap(buf), 16<<20))
@@ -955,13 +1032,19 @@ func (s *Spool) syncLocked() error {
 	return nil
 }
 
+// dirtyLocked reports whether frames were appended that are not yet
+// written and fdatasynced in the segment file. It is called with mu held.
+func (s *Spool) dirtyLocked() bool {
+	return len(s.buf) > 0 || s.unsynced || (s.ring != nil && s.copied < s.tail)
+}
+
 // rotateLocked seals the current segment and starts the next one, unless
 // another caller did so while this one waited. Every frame of the old
 // segment is fdatasynced first: syncLocked releases mu, so frames can be
 // added meanwhile, hence the loop.
 func (s *Spool) rotateLocked(frame int64) error {
 	for {
-		for s.ioBusy {
+		for s.ioBusy || s.copyBusy {
 			s.cond.Wait()
 		}
 		if s.closed {
@@ -970,7 +1053,7 @@ func (s *Spool) rotateLocked(frame int64) error {
 		if s.tail+frame <= s.cfg.SegmentBytes {
 			return nil
 		}
-		if len(s.buf) == 0 && !s.unsynced {
+		if !s.dirtyLocked() {
 			break
 		}
 		if err := s.syncLocked(); err != nil {
@@ -983,16 +1066,19 @@ func (s *Spool) rotateLocked(frame int64) error {
 		return err
 	}
 	next := s.segs[len(s.segs)-1].id + 1
-	f, mem, err := s.newSegmentFile(next)
+	f, err := s.newSegmentFile(next)
 	if err != nil {
 		return err
 	}
 	if err := s.closeSegment(); err != nil {
 		s.cfg.Logger.Warn("cannot close sealed spool segment", "err", err)
 	}
-	s.file, s.mem = f, mem
+	s.file = f
 	s.segs = append(s.segs, segment{id: next})
-	s.tail, s.released = 0, 0
+	s.tail, s.copied = 0, 0
+	if s.ring != nil {
+		s.ring.reset(next) // empty: every frame of the sealed segment is in its file
+	}
 	return nil
 }
 
@@ -1009,16 +1095,26 @@ func (s *Spool) Sync() error {
 	return s.syncLocked()
 }
 
-// syncLoop fsyncs the written records every SyncInterval (SyncInterval mode
-// only). It runs until Close.
+// syncLoop copies the ring into the segment every copyInterval and
+// fdatasyncs the segment every SyncInterval (SyncInterval mode only). It
+// runs until Close.
 func (s *Spool) syncLoop() {
-	t := time.NewTicker(s.cfg.SyncInterval)
-	defer t.Stop()
+	sync := time.NewTicker(s.cfg.SyncInterval)
+	defer sync.Stop()
+	cp := time.NewTicker(s.copyEvery)
+	defer cp.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
-		case <-t.C:
+		case <-cp.C:
+			s.mu.Lock()
+			err := s.copyLocked()
+			s.mu.Unlock()
+			if err != nil {
+				s.cfg.Logger.Error("spool copy failed", "err", err)
+			}
+		case <-sync.C:
 			if err := s.Sync(); err != nil {
 				s.cfg.Logger.Error("spool sync failed", "err", err)
 			}
@@ -1239,7 +1335,14 @@ func (s *Spool) Close() error {
 	if cerr := s.closeSegment(); err == nil {
 		err = cerr
 	}
-	s.file, s.mem = nil, nil
+	if s.ring != nil {
+		// Kept when the segment may lack some of its frames: the next Open
+		// moves them.
+		if cerr := s.ring.close(err == nil && s.failed == nil); err == nil {
+			err = cerr
+		}
+	}
+	s.file, s.ring = nil, nil
 	s.metrics.unregister()
 	return err
 }

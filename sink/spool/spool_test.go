@@ -335,22 +335,32 @@ func TestOldestUnflushed(t *testing.T) {
 }
 
 // TestSyncInterval checks SyncInterval mode: an acknowledged record is
-// already in the segment file (a crash of the process loses nothing), the
-// fsyncs come from the interval, MarkPending and Close, not from appends.
+// already in the ring file (a crash of the process loses nothing), it is
+// in the segment file within a few copy intervals, and the fsyncs come
+// from the interval, MarkPending and Close, not from appends.
 func TestSyncInterval(t *testing.T) {
 	leakcheck.Register(t)
-	dir := t.TempDir()
-	s, reg := openSpool(t, Config{Dir: dir, SyncInterval: time.Hour})
-	seg := filepath.Join(dir, segName(s.OpenEnd().Segment))
+	dir, ringDir := t.TempDir(), t.TempDir()
+	s, reg := openSpool(t, Config{Dir: dir, SyncInterval: time.Hour, RingDir: ringDir})
+	ring := filepath.Join(ringDir, ringName(s.ID()))
 	for i := range 100 {
 		rec := fmt.Sprintf("record-%03d", i)
 		if err := s.Append([]byte(rec)); err != nil {
 			t.Fatal(err)
 		}
-		// What a SIGKILL leaves: the file's bytes, read by another handle.
-		if b, err := os.ReadFile(seg); err != nil || !bytes.Contains(b, []byte(rec)) {
-			t.Fatalf("acknowledged %s is not in the segment file (err %v)", rec, err)
+		// What a SIGKILL leaves: the file's bytes, read by another handle (the records are
+		// at the start of the ring, after its header page).
+		if b, err := readHead(ring, 16<<10); err != nil || !bytes.Contains(b, []byte(rec)) {
+			t.Fatalf("acknowledged %s is not in the ring file (err %v)", rec, err)
 		}
+	}
+	seg := filepath.Join(dir, segName(s.OpenEnd().Segment))
+	deadline := time.Now().Add(5 * time.Second)
+	for b, _ := readHead(seg, 16<<10); !bytes.Contains(b, []byte("record-099")); b, _ = readHead(seg, 16<<10) {
+		if time.Now().After(deadline) {
+			t.Fatal("the records are not in the segment file 5s after their append")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	if n := metricValue(t, reg, "collector_spool_fsync_duration_seconds"); n != 0 {
 		t.Errorf("%v fsyncs for 100 appends with a one-hour interval, want 0", n)
@@ -379,6 +389,21 @@ func TestSyncInterval(t *testing.T) {
 	if got, _ := readAll(t, s2, s2.Checkpoint()); len(got) != 101 {
 		t.Fatalf("read %d after reopen, want 101", len(got))
 	}
+}
+
+// readHead returns the first n bytes of the file at path (fewer when it is shorter).
+func readHead(path string, n int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	m, err := f.ReadAt(b, 0)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return b[:m], err
 }
 
 // TestSyncIntervalTicks checks that written records are fsynced within the

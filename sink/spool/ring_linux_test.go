@@ -1,0 +1,176 @@
+package spool
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/kyomi/collector/internal/leakcheck"
+)
+
+// TestRingFaultFailsAppend cuts the ring file under a SyncInterval spool, so that the next store
+// into its mapping faults (SIGBUS): the append must fail with an error, the spool must turn
+// unready and refuse later appends, and the process must live on. The ring file stays for the
+// next Open.
+func TestRingFaultFailsAppend(t *testing.T) {
+	leakcheck.Register(t)
+	ringDir := t.TempDir()
+	s, _ := openSpool(t, Config{Dir: t.TempDir(), SyncInterval: time.Hour, RingDir: ringDir})
+	if err := s.Append([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(ringDir, ringName(s.ID()))
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Append([]byte("after"))
+	if err == nil || !strings.Contains(err.Error(), "memory fault") {
+		t.Fatalf("append into a cut ring: %v, want a memory fault error", err)
+	}
+	if s.Ready() {
+		t.Error("spool still ready after a fault")
+	}
+	if err := s.Append([]byte("later")); err == nil {
+		t.Error("append after a fault reported success")
+	}
+	s.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("the ring of a failed spool is gone after Close (%v): its frames would be lost", err)
+	}
+}
+
+// TestRingLapsWithoutFaults is the reason for the ring: it appends three laps of the default ring
+// (/dev/shm) and checks, from the process's minor page faults, that the second and third laps
+// store into pages that stay mapped; that the ring is all the process keeps resident of it; that
+// every record reads back; and that Close removes the ring file.
+func TestRingLapsWithoutFaults(t *testing.T) {
+	leakcheck.Register(t)
+	if d := defaultRingDir(t.TempDir()); d != "/dev/shm" {
+		t.Fatalf("default ring dir %s, want /dev/shm: this Linux machine has no tmpfs there", d)
+	}
+	s, _ := openSpool(t, Config{Dir: t.TempDir(), SyncInterval: time.Hour})
+	path := filepath.Join("/dev/shm", ringName(s.ID()))
+	rec := bytes.Repeat([]byte{'r'}, 1024-headerSize)
+	lap := ringMaxBytes / 1024
+	appendN := func(n int) {
+		for range n {
+			if err := s.Append(rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendN(lap)
+	before := minorFaults(t)
+	appendN(2 * lap)
+	faults := minorFaults(t) - before
+	// A mapped segment took one fault per new page: 4096 here.
+	if faults > 400 {
+		t.Errorf("%d minor page faults for two laps of the ring (%d pages), want next to none", faults, 2*ringMaxBytes/os.Getpagesize())
+	}
+	s.mu.Lock()
+	start := uintptr(unsafe.Pointer(&s.ring.mem[0]))
+	s.mu.Unlock()
+	if rss := mappingRSS(t, start); rss > ringHeader+ringMaxBytes || rss < ringMaxBytes/2 {
+		t.Errorf("the ring mapping has %d bytes resident, want about %d", rss, ringMaxBytes)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readAll(t, s, s.Checkpoint()); len(got) != 3*lap {
+		t.Fatalf("read %d records, want %d", len(got), 3*lap)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ring file after a clean Close: %v, want it removed", err)
+	}
+	t.Logf("%d minor faults for two laps", faults)
+}
+
+// TestRingRecoveredAtOpen takes what a crash of the process leaves while the acknowledged records
+// are in the ring only (no copy ran: the segment file holds none of them), a copy of the spool
+// directory and of the ring file, and opens it: every record must be there once, and the ring
+// file must be gone once its frames are in the segment.
+func TestRingRecoveredAtOpen(t *testing.T) {
+	leakcheck.Register(t)
+	t.Cleanup(func(d time.Duration) func() { return func() { copyInterval = d } }(copyInterval))
+	copyInterval = time.Hour // read by Open
+	dir, ringDir := t.TempDir(), t.TempDir()
+	s, _ := openSpool(t, Config{Dir: dir, SyncInterval: time.Hour, RingDir: ringDir})
+	var want []string
+	for i := range 300 {
+		want = append(want, fmt.Sprintf("record-%03d", i))
+		if err := s.Append([]byte(want[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seg, err := os.ReadFile(filepath.Join(dir, segName(s.OpenEnd().Segment)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(seg, []byte("record-")) {
+		t.Fatal("a record reached the segment file: the test would not exercise the ring")
+	}
+	crashDir, crashRing := copyDir(t, dir), copyDir(t, ringDir)
+
+	s2, _ := openSpool(t, Config{Dir: crashDir, RingDir: crashRing})
+	got, _ := readAll(t, s2, s2.Checkpoint())
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("after the crash read %d records, want the %d acknowledged ones in order", len(got), len(want))
+	}
+	if _, err := os.Stat(filepath.Join(crashRing, ringName(s2.ID()))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ring file after recovery with SyncInterval 0: %v, want it removed", err)
+	}
+}
+
+// minorFaults returns the minor page faults of the process so far.
+func minorFaults(t *testing.T) int64 {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return ru.Minflt
+}
+
+// mappingRSS returns the resident bytes of the mapping that starts at addr, from /proc/self/smaps.
+func mappingRSS(t *testing.T, addr uintptr) int {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want := fmt.Sprintf("%x-", addr)
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if fields := strings.Fields(line); len(fields) > 0 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			in = strings.HasPrefix(line, want)
+			continue
+		}
+		if in && strings.HasPrefix(line, "Rss:") {
+			kb, err := strconv.Atoi(strings.Fields(line)[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Fatalf("no mapping at %#x in /proc/self/smaps", addr)
+	return 0
+}
