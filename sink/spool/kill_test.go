@@ -58,7 +58,7 @@ func killAppender(dir, round string, interval time.Duration) {
 // checks after each restart that every acknowledged record is in the spool
 // exactly once: with an fsync before each acknowledgement; with
 // SyncInterval (a store into the ring before each acknowledgement, a copy
-// into the segment every 10 ms, an hour between fsyncs, so none happens
+// into the segment every 50 ms, an hour between fsyncs, so none happens
 // while the process lives); and with SyncInterval and no copies, so that
 // only the next Open moves the ring's records into the segment.
 func TestSIGKILLLosesNoAck(t *testing.T) {

@@ -30,7 +30,7 @@
 //   - > 0: an append stores its frames in the staging ring, a file on a
 //     memory file system mapped shared (ring.go), under the spool's mutex
 //     and returns: a crash of the process does not touch the bytes. No
-//     system call, no other goroutine, no wait. Every 10 ms the new frames
+//     system call, no other goroutine, no wait. Every 50 ms the new frames
 //     are written into the live segment; the segment is fdatasynced every
 //     interval and before each MarkPending.
 //
@@ -831,9 +831,11 @@ func (s *Spool) store(recs [][]byte, now int64) (err error) {
 
 // copyInterval spaces the copies of the ring into the segment. The shipper
 // reads the segment, so a record becomes readable up to this much later.
-// Tests set it to an hour, so that acknowledged records stay in the ring
-// only.
-var copyInterval = 10 * time.Millisecond
+// Each copy and each read of it costs a system call with a fixed part:
+// under load at c=64, copies every 10 ms took 0.42 µs of CPU per event in
+// pwrite and pread, every 50 ms 0.12 µs. Tests set it to an hour, so that
+// acknowledged records stay in the ring only.
+var copyInterval = 50 * time.Millisecond
 
 // ringRoomLocked frees the ring's room: it waits for the copy that runs,
 // or copies the frames not yet copied itself. It is called with mu held and
