@@ -250,7 +250,7 @@ type Spool struct {
 	tail      int64         // offset in the last segment after its last frame
 	durable   Position      // end of the data in the segment files, readable by the shipper
 	unsynced  bool          // SyncInterval > 0: frames stored since the last fdatasync
-	appended  uint64        // records appended since open
+	appended  uint64        // records appended since open (collector_spool_records_appended_total)
 	ioBusy    bool          // one goroutine writes and syncs at a time
 	failed    error         // a write or fsync failed: the spool refuses appends
 	total     int64         // bytes of all segments, including buf
@@ -763,7 +763,6 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 		s.oldest = now
 	}
 	s.appended += uint64(len(recs))
-	s.metrics.appended.Add(float64(len(recs)))
 	if s.ring != nil {
 		// The frames are in the ring, where a crash of the process cannot
 		// reach them: they are acknowledged now, with no system call and no
