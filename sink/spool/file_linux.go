@@ -47,11 +47,14 @@ func onFd(f *os.File, call func(fd int) error) error {
 	return serr
 }
 
-// defaultRingDir is /dev/shm when it is a memory file system (tmpfs), else dir.
+// shmDir is where the ring goes by default; a variable so that a test can make it unusable.
+var shmDir = "/dev/shm"
+
+// defaultRingDir is shmDir when it is a memory file system (tmpfs), else dir.
 func defaultRingDir(dir string) string {
 	var st syscall.Statfs_t
-	if err := syscall.Statfs("/dev/shm", &st); err == nil && st.Type == tmpfsMagic {
-		return "/dev/shm"
+	if err := syscall.Statfs(shmDir, &st); err == nil && st.Type == tmpfsMagic {
+		return shmDir
 	}
 	return dir
 }

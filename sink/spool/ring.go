@@ -153,9 +153,27 @@ func (r *ring) close(remove bool) error {
 // fdatasyncs it. It runs at Open, before the last segment's tail is checked, so a frame torn by
 // the crash is cut there as usual. A ring of another spool, or none, is left alone.
 func (s *Spool) recoverRing() error {
-	path := filepath.Join(s.cfg.RingDir, ringName(s.id))
+	for _, dir := range s.ringDirs() {
+		if err := s.recoverRingAt(filepath.Join(dir, ringName(s.id))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ringDirs are the directories a ring of this spool may be in: RingDir, and Dir too when RingDir
+// was defaulted (an earlier run may have fallen back to it).
+func (s *Spool) ringDirs() []string {
+	if s.ringDefaulted && s.cfg.RingDir != s.cfg.Dir {
+		return []string{s.cfg.RingDir, s.cfg.Dir}
+	}
+	return []string{s.cfg.RingDir}
+}
+
+// recoverRingAt recovers from the ring file at path, if there is one.
+func (s *Spool) recoverRingAt(path string) error {
 	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) { // no ring there
 		return nil
 	}
 	if err != nil {

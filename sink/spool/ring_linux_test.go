@@ -174,3 +174,37 @@ func mappingRSS(t *testing.T, addr uintptr) int {
 	t.Fatalf("no mapping at %#x in /proc/self/smaps", addr)
 	return 0
 }
+
+// TestRingFallsBackToSpoolDir makes the default ring directory unusable (a file, not a directory,
+// on tmpfs): Open must put the ring into the spool directory instead of failing, and an
+// explicitly configured directory that is unusable must fail Open with a clear error.
+func TestRingFallsBackToSpoolDir(t *testing.T) {
+	leakcheck.Register(t)
+	notDir := filepath.Join("/dev/shm", fmt.Sprintf("kyomi-test-notdir-%d", os.Getpid()))
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(notDir) })
+	t.Cleanup(func(d string) func() { return func() { shmDir = d } }(shmDir))
+	shmDir = notDir // read by Open
+
+	dir := t.TempDir()
+	s, _ := openSpool(t, Config{Dir: dir, SyncInterval: time.Hour})
+	if err := s.Append([]byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ringName(s.ID()))); err != nil {
+		t.Fatalf("no ring in the spool directory after the default one failed: %v", err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readAll(t, s, s.Checkpoint()); len(got) != 1 || got[0] != "one" {
+		t.Fatalf("read %q, want [one]", got)
+	}
+
+	_, err := Open(Config{Dir: t.TempDir(), SyncInterval: time.Hour, RingDir: notDir})
+	if err == nil || !strings.Contains(err.Error(), "ring dir") {
+		t.Fatalf("open with a ring dir that is a file: %v, want a ring dir error", err)
+	}
+}

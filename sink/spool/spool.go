@@ -124,7 +124,8 @@ type Config struct {
 	// 8 MiB named after the spool id. It should be a memory file system
 	// (tmpfs), which keeps the ring's pages mapped and writable for good;
 	// elsewhere the ring works as well but writeback makes its pages fault
-	// again. Default: /dev/shm on Linux when it is a tmpfs, else Dir.
+	// again. Default: /dev/shm on Linux when it is a tmpfs, else Dir; Dir
+	// also when the ring cannot be made in /dev/shm (logged).
 	RingDir string
 	// CommitDelay spaces group commits: a commit (a write and fsync, or with
 	// SyncInterval a write) starts no sooner than CommitDelay after the
@@ -247,17 +248,20 @@ type Spool struct {
 	copyBusy  bool          // one goroutine copies the ring into the segment at a time
 	scratch   []byte        // a frame that wraps around the ring's end is built here
 	copyEvery time.Duration // copyInterval when Open ran
-	tail      int64         // offset in the last segment after its last frame
-	durable   Position      // end of the data in the segment files, readable by the shipper
-	unsynced  bool          // SyncInterval > 0: frames stored since the last fdatasync
-	appended  uint64        // records appended since open (collector_spool_records_appended_total)
-	ioBusy    bool          // one goroutine writes and syncs at a time
-	failed    error         // a write or fsync failed: the spool refuses appends
-	total     int64         // bytes of all segments, including buf
-	oldest    int64         // append time (ns) of the oldest uncommitted record, 0 if none
-	openEnd   Position      // start of the segment made by Open
-	commit    Position      // written under ckMu and mu; read under either
-	pending   *Position     // as commit
+	// ringDefaulted: Config.RingDir was empty, so the ring may fall back to Dir when the default
+	// directory cannot take it, and a ring is looked for in both.
+	ringDefaulted bool
+	tail          int64     // offset in the last segment after its last frame
+	durable       Position  // end of the data in the segment files, readable by the shipper
+	unsynced      bool      // SyncInterval > 0: frames stored since the last fdatasync
+	appended      uint64    // records appended since open (collector_spool_records_appended_total)
+	ioBusy        bool      // one goroutine writes and syncs at a time
+	failed        error     // a write or fsync failed: the spool refuses appends
+	total         int64     // bytes of all segments, including buf
+	oldest        int64     // append time (ns) of the oldest uncommitted record, 0 if none
+	openEnd       Position  // start of the segment made by Open
+	commit        Position  // written under ckMu and mu; read under either
+	pending       *Position // as commit
 	// ckMu serializes MarkPending and Commit. Their checkpoint file writes
 	// (two fsyncs: about 1 ms each under load, up to 4.5 ms) run outside
 	// mu: with mu held, every append and the group commit in flight stalled
@@ -284,13 +288,15 @@ func Open(cfg Config) (*Spool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("cannot open spool: %w", err)
 	}
+	ringDefaulted := cfg.RingDir == ""
 	cfg = cfg.withDefaults()
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create spool dir: %w", err)
 	}
 	s := &Spool{cfg: cfg, notify: make(chan struct{}, 1), kick: make(chan struct{}, 1),
 		prepKick: make(chan struct{}, 1), stop: make(chan struct{}),
-		prepDone: make(chan struct{}), group: new(group), spareG: new(group), copyEvery: copyInterval}
+		prepDone: make(chan struct{}), group: new(group), spareG: new(group), copyEvery: copyInterval,
+		ringDefaulted: ringDefaulted}
 	s.cond = sync.NewCond(&s.mu)
 	s.metrics = newMetrics(s)
 	if err := s.load(); err != nil {
@@ -376,12 +382,22 @@ func (s *Spool) load() error {
 	}
 	if s.cfg.SyncInterval > 0 {
 		s.ring, err = openRing(filepath.Join(s.cfg.RingDir, ringName(s.id)), s.id, ringSize(s.cfg.SegmentBytes), next)
+		if err != nil && s.ringDefaulted && s.cfg.RingDir != s.cfg.Dir {
+			// The default (/dev/shm) is unusable here: full, read-only or not a directory.
+			s.cfg.Logger.Warn("spool ring falls back to the spool directory", "err", err)
+			s.cfg.RingDir = s.cfg.Dir
+			s.ring, err = openRing(filepath.Join(s.cfg.RingDir, ringName(s.id)), s.id, ringSize(s.cfg.SegmentBytes), next)
+		}
 		if err != nil {
 			f.Close()
 			return err
 		}
-	} else if err := os.Remove(filepath.Join(s.cfg.RingDir, ringName(s.id))); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.cfg.Logger.Warn("cannot remove the spool ring", "err", err)
+	} else {
+		for _, dir := range s.ringDirs() {
+			if err := os.Remove(filepath.Join(dir, ringName(s.id))); err != nil && !errors.Is(err, os.ErrNotExist) {
+				s.cfg.Logger.Warn("cannot remove the spool ring", "err", err)
+			}
+		}
 	}
 	s.file = f
 	s.segs = append(s.segs, segment{id: next})
