@@ -48,8 +48,8 @@ const (
 	// parallel fasthttp workers rarely wait on each other.
 	uaShards = 16
 	// maxCachedUA is the longest user agent that is cached; longer ones
-	// (real browsers send 100 to 300 bytes) are parsed every time so that
-	// the cache's memory stays bounded by cacheSize*maxCachedUA.
+	// (real browsers send 100 to 300 bytes) are parsed every time, so that
+	// no request can make the parser work on a huge header for every entry.
 	maxCachedUA = 1024
 	// maxParsedUA caps what is handed to the parser; the handler limits
 	// headers further, this only keeps the parse cost bounded on any input.
@@ -61,6 +61,14 @@ const (
 
 // UAParser parses user agents with mssola/useragent behind a bounded cache;
 // safe for concurrent use. A cache hit does not allocate.
+//
+// The cache is keyed by a 64-bit hash of the user agent (maphash, with a
+// random seed per parser), not by the user agent: a hit hashes the header
+// once and compares no strings (the key compare was a cache miss on the
+// stored key under load), and the cache keeps only the parsed fields, never
+// a raw user agent. Two different user agents share an entry only if their
+// hashes collide: about 2^-64 per pair, and nobody can aim for it without
+// the seed.
 type UAParser struct {
 	seed     maphash.Seed
 	perShard int
@@ -69,7 +77,7 @@ type UAParser struct {
 
 type uaShard struct {
 	mu     sync.RWMutex
-	m      map[string]UA
+	m      map[uint64]UA
 	hits   atomic.Uint64
 	misses atomic.Uint64
 	_      [64]byte // keep shards on separate cache lines
@@ -83,7 +91,7 @@ func NewUAParser(cacheSize int) *UAParser {
 	if cacheSize > 0 {
 		p.perShard = (cacheSize + uaShards - 1) / uaShards
 		for i := range p.shards {
-			p.shards[i].m = make(map[string]UA, min(p.perShard, 1024))
+			p.shards[i].m = make(map[uint64]UA, min(p.perShard, 1024))
 		}
 	}
 	return p
@@ -95,17 +103,21 @@ func (p *UAParser) Parse(ua []byte) UA {
 	if p.perShard == 0 || len(ua) > maxCachedUA {
 		return ParseUA(string(ua))
 	}
-	sh := &p.shards[maphash.Bytes(p.seed, ua)%uaShards]
+	h := maphash.Bytes(p.seed, ua)
+	sh := &p.shards[h%uaShards]
 	sh.mu.RLock()
-	v, ok := sh.m[string(ua)]
+	v, ok := sh.m[h]
 	sh.mu.RUnlock()
 	if ok {
 		sh.hits.Add(1)
 		return v
 	}
 	sh.misses.Add(1)
-	s := string(ua)
-	v = ParseUA(s)
+	v = ParseUA(string(ua))
+	// ParseUA's strings may alias its argument: copies keep the raw user
+	// agent out of the cache.
+	v.Browser, v.BrowserVersion = strings.Clone(v.Browser), strings.Clone(v.BrowserVersion)
+	v.OS, v.OSVersion = strings.Clone(v.OS), strings.Clone(v.OSVersion)
 	sh.mu.Lock()
 	if len(sh.m) >= p.perShard {
 		// Map iteration starts at a random entry: random eviction, O(1).
@@ -114,7 +126,7 @@ func (p *UAParser) Parse(ua []byte) UA {
 			break
 		}
 	}
-	sh.m[s] = v
+	sh.m[h] = v
 	sh.mu.Unlock()
 	return v
 }
