@@ -1339,7 +1339,7 @@ func (s *Spool) Close() error {
 	<-s.prepDone
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.ioBusy {
+	for s.ioBusy || s.copyBusy { // an append may be copying the ring to make room
 		s.cond.Wait()
 	}
 	var err error
