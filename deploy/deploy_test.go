@@ -69,9 +69,10 @@ func documentedMetrics(t *testing.T) map[string]bool {
 		if out[name] {
 			t.Fatalf("metrics.txt lists %s twice", name)
 		}
-		// DESIGN 3.6: the collector's names start collector_; up is Prometheus's own.
-		if name != "up" && !strings.HasPrefix(name, "collector_") {
-			t.Errorf("metrics.txt: %s does not start collector_", name)
+		// DESIGN 3.6: the collector's names start collector_; the Go runtime's and the process's
+		// keep client_golang's standard go_ and process_; up is Prometheus's own.
+		if name != "up" && !strings.HasPrefix(name, "collector_") && !strings.HasPrefix(name, "go_") && !strings.HasPrefix(name, "process_") {
+			t.Errorf("metrics.txt: %s does not start collector_, go_ or process_", name)
 		}
 		out[name] = true
 	}
@@ -255,7 +256,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	for _, m := range []string{"collector_events_received_total", "collector_events_dropped_total", "collector_event_duration_seconds",
 		"collector_spool_bytes", "collector_spool_oldest_unflushed_seconds", "collector_sink_flush_duration_seconds",
 		"collector_sink_flush_errors_total", "collector_salt_state", "collector_query_requests_total", "collector_query_duration_seconds",
-		"collector_go_goroutines", "collector_process_resident_memory_bytes"} {
+		"go_goroutines", "process_resident_memory_bytes"} {
 		if !used[m] {
 			t.Errorf("the dashboard does not show %s", m)
 		}

@@ -61,10 +61,10 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	// Every name /metrics serves starts collector_ (DESIGN 3.6), the runtime's and the process's too:
-	// collector_go_goroutines, collector_process_cpu_seconds_total, ...
-	prometheus.WrapRegistererWithPrefix("collector_", reg).MustRegister(
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Our own names start collector_; the runtime's and the process's keep client_golang's standard
+	// names (go_goroutines, process_resident_memory_bytes, ...), which every Go dashboard and alert
+	// expects (DESIGN 3.6).
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return fmt.Errorf("cannot create data directory: %w", err)
