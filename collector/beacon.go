@@ -11,10 +11,17 @@ import (
 // Limits of one event body. Each is enforced with a 400 (413 for the body) whose message names
 // the field.
 const (
-	MaxBodyBytes     = 8 << 10 // whole body; a pageview is 150-400 bytes
-	MaxURLBytes      = 2048    // u/url: the longest URL browsers and CDNs handle reliably
-	MaxReferrerBytes = 2048    // r/referrer
-	MaxNameBytes     = 120     // n/name, as Plausible
+	// MaxBodyBytes bounds the whole body (a pageview is 150-400 bytes). 30 props of the largest
+	// size Plausible keeps (300-byte names, 2000-byte values) take 69 kB, and twice that when every
+	// character is sent as a \u escape: 256 KiB holds them with the URL and referrer. Plausible
+	// reads up to 1 MB; a larger body here costs a 413, so that the pooled buffers of one request
+	// stay small.
+	MaxBodyBytes = 256 << 10
+	MaxURLBytes  = 2000 // u/url, as Plausible (a longer one is a 400)
+	// MaxReferrerBytes is where r/referrer is cut, as Plausible cuts it (at a character boundary):
+	// a longer referrer is stored shortened, not refused.
+	MaxReferrerBytes = 2000
+	MaxNameBytes     = 120 // n/name, as Plausible
 	MaxProps         = 30      // props kept, as Plausible; later ones are dropped, not refused
 	MaxPropKeyBytes  = 300     // property name, as Plausible
 	MaxPropValBytes  = 2000    // property value, as Plausible
@@ -23,7 +30,20 @@ const (
 	maxDomainBytes   = 2048    // d before it is split
 	maxCurrencyBytes = 3       // ISO 4217
 	maxNesting       = 32      // depth of unknown values skipped
+	// MaxEngagementMillis is Plausible's bound on e: an engaged time of 30 days or more is
+	// treated as not sent (old trackers sent huge values).
+	MaxEngagementMillis = 30 * 24 * 3600 * 1000
+	// keptScratchBytes is the largest scratch buffer Reset keeps for the next body: one very
+	// large body does not pin its buffer in the pool.
+	keptScratchBytes = 64 << 10
 )
+
+// EngagementName is the event name of Plausible's engagement event, which carries sd and e.
+const EngagementName = "engagement"
+
+// NoScrollDepth is the scroll depth of an engagement event that sent no valid sd, as Plausible
+// stores it.
+const NoScrollDepth = 255
 
 // BeaconError is a malformed or over-limit event body. Field names the JSON field (its long name)
 // and Msg says what is wrong; neither ever contains input data.
@@ -56,21 +76,40 @@ type Beacon struct {
 	Currency    string // upper case ISO 4217 code when HasRevenue
 	PropKeys    []string
 	PropValues  []string
+	// DomainFromURL is set when the body sent no d (absent or null): Domain is then empty and
+	// the domain is the host of the URL, as Plausible takes it.
+	DomainFromURL bool
+	// ScrollDepth (0-100, or NoScrollDepth) and EngagementTime (milliseconds) are set for an
+	// engagement event only, as Plausible reads sd and e; other events ignore them.
+	ScrollDepth    uint8
+	EngagementTime uint32
+	// TrackerVersion is v when it is an integer from 0 to 65535, else 0.
+	TrackerVersion uint16
 
 	scratch   []byte   // unescaped strings and stringified numbers; never reallocated during Decode
 	propsJSON []byte   // props sent as an escaped JSON string, unescaped; decoded from here
+	revJSON   []byte   // revenue sent as a JSON string, unescaped; decoded from here
 	dropped   []string // names of dropped props, at most maxDroppedNames
 	err       BeaconError
 }
 
 // Reset clears b for the next body and keeps its buffers.
 func (b *Beacon) Reset() {
-	scratch, propsJSON := b.scratch[:0], b.propsJSON[:0]
+	scratch, propsJSON, revJSON := b.scratch[:0], b.propsJSON[:0], b.revJSON[:0]
+	if cap(scratch) > keptScratchBytes {
+		scratch = nil
+	}
+	if cap(propsJSON) > keptScratchBytes {
+		propsJSON = nil
+	}
+	if cap(revJSON) > keptScratchBytes {
+		revJSON = nil
+	}
 	keys, vals, dropped := b.PropKeys[:0], b.PropValues[:0], b.dropped[:0]
 	clear(b.PropKeys)
 	clear(b.PropValues)
 	clear(b.dropped)
-	*b = Beacon{scratch: scratch, propsJSON: propsJSON, PropKeys: keys, PropValues: vals, dropped: dropped}
+	*b = Beacon{scratch: scratch, propsJSON: propsJSON, revJSON: revJSON, PropKeys: keys, PropValues: vals, dropped: dropped}
 }
 
 // Decode parses body, a JSON object in the shape of Plausible's Events API, into b (which it resets
@@ -82,7 +121,7 @@ func (b *Beacon) Decode(body []byte) error {
 	b.Reset()
 	b.Interactive = true
 	if len(body) > MaxBodyBytes {
-		return b.fail("body", "larger than 8192 bytes")
+		return b.fail("body", "larger than "+strconv.Itoa(MaxBodyBytes)+" bytes")
 	}
 	if cap(b.scratch) < len(body) {
 		// Unescaping never lengthens a string and a number's text is copied as is, so scratch never
@@ -109,19 +148,48 @@ func (b *Beacon) Decode(body []byte) error {
 	if err := d.props(); err != nil {
 		return err
 	}
-	return b.required()
+	d.revenue()
+	if len(b.Referrer) > MaxReferrerBytes {
+		b.Referrer = cutUTF8(b.Referrer, MaxReferrerBytes)
+	}
+	return d.required()
 }
 
-func (b *Beacon) required() error {
+func (d *decoder) required() error {
+	b := d.b
 	switch {
 	case b.Name == "":
 		return b.fail("name", "required")
 	case b.URL == "":
 		return b.fail("url", "required")
-	case b.Domain == "":
+	case b.Domain == "" && !d.domainSet:
+		b.DomainFromURL = true
+	case strings.TrimSpace(b.Domain) == "":
 		return b.fail("domain", "required")
 	}
+	if b.Name == EngagementName {
+		// Plausible's rules (request.ex, put_engagement_fields): sd is clamped to 100, e must be
+		// under 30 days, and an engagement without either is refused.
+		b.ScrollDepth, b.EngagementTime = NoScrollDepth, 0
+		if d.sd.ok && !d.sd.neg {
+			b.ScrollDepth = uint8(min(d.sd.v, 100))
+		}
+		if d.e.ok && !d.e.neg && d.e.v < MaxEngagementMillis {
+			b.EngagementTime = uint32(d.e.v)
+		}
+		if b.ScrollDepth == NoScrollDepth && b.EngagementTime == 0 {
+			return b.fail("sd", "an engagement event needs an integer sd (scroll depth) or e (engaged milliseconds)")
+		}
+	}
 	return nil
+}
+
+// cutUTF8 returns the longest prefix of s of at most n bytes that ends at a character boundary.
+func cutUTF8(s string, n int) string {
+	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func (b *Beacon) fail(field, msg string) error {
@@ -141,6 +209,20 @@ type decoder struct {
 	propsAt        [propsSources]int
 	decoded        int
 	hash, hashLong hashState // h (or hash_mode) and hashMode
+	// revenueAt is, per revenue source (revenue, then $), 1 + the offset of its value in s, -1
+	// for null or false, 0 when absent.
+	revenueAt [2]int
+	domainSet bool   // d or domain was sent and not null
+	sd, e     intVal // sd and e as Plausible reads them
+}
+
+// intVal is an integer read from a JSON integer or a string holding one (Elixir's
+// Integer.parse of the whole string). ok is false for any other value; v saturates at
+// math.MaxUint32 + 1, which every bound here treats as too large.
+type intVal struct {
+	v   uint64
+	neg bool
+	ok  bool
 }
 
 // Props sources in Plausible's order of precedence: request.ex reads m || meta || p || props.
@@ -201,13 +283,47 @@ func (d *decoder) field(key string) error {
 	b := d.b
 	switch key {
 	case "n", "name":
+		if c := d.peek(); c == '-' || c >= '0' && c <= '9' {
+			// Plausible takes an integer name as its decimal text: 404 pages send one.
+			v, ok := d.number()
+			if !ok || strings.ContainsAny(v, ".eE") {
+				return b.fail("name", "must be a string or an integer")
+			}
+			if v == "-0" {
+				v = "0"
+			}
+			if len(v) > MaxNameBytes {
+				return b.fail("name", "longer than "+strconv.Itoa(MaxNameBytes)+" bytes")
+			}
+			b.Name = v
+			return nil
+		}
 		return d.stringField(&b.Name, "name", MaxNameBytes, false)
 	case "u", "url":
 		return d.stringField(&b.URL, "url", MaxURLBytes, false)
 	case "d", "domain":
-		return d.stringField(&b.Domain, "domain", maxDomainBytes, false)
+		d.domainSet = d.peek() != 'n'
+		return d.stringField(&b.Domain, "domain", maxDomainBytes, true)
 	case "r", "referrer":
-		return d.stringField(&b.Referrer, "referrer", MaxReferrerBytes, true)
+		// Cut, not refused, past MaxReferrerBytes (see Decode); the body limit bounds it here.
+		return d.stringField(&b.Referrer, "referrer", MaxBodyBytes, true)
+	case "sd":
+		d.sd = d.intValue()
+	case "e":
+		d.e = d.intValue()
+	case "v":
+		b.TrackerVersion = 0
+		if c := d.peek(); c == '-' || c >= '0' && c <= '9' {
+			v, ok := d.number()
+			if !ok {
+				return b.fail("v", "invalid number")
+			}
+			if n, err := strconv.ParseUint(v, 10, 16); err == nil {
+				b.TrackerVersion = uint16(n)
+			}
+		} else if !d.skip(0) {
+			return b.fail("", "invalid JSON")
+		}
 	case "h", "hash_mode":
 		st, ok := d.hashFlag()
 		if !ok {
@@ -238,8 +354,10 @@ func (d *decoder) field(key string) error {
 		return d.propsSource(propsP)
 	case "props":
 		return d.propsSource(propsProps)
-	case "$", "revenue":
-		return d.revenue()
+	case "revenue":
+		return d.revenueSource(0)
+	case "$":
+		return d.revenueSource(1)
 	default:
 		if !d.skip(0) {
 			return b.fail("", "invalid JSON")
@@ -574,69 +692,148 @@ func (d *decoder) propValue() (string, bool, error) {
 	return "", false, b.fail("props", "invalid JSON value")
 }
 
-func (d *decoder) revenue() error {
-	b := d.b
-	if d.lit("null") {
+// intValue reads sd or e: a JSON integer, or a string holding an optionally signed decimal
+// integer and nothing else. Any other JSON value is skipped and gives ok false; invalid JSON is
+// caught by the caller's next read.
+func (d *decoder) intValue() intVal {
+	var text string
+	switch c := d.peek(); {
+	case c == '"':
+		mark := len(d.b.scratch)
+		s, ok := d.str()
+		d.b.scratch = d.b.scratch[:mark]
+		if !ok {
+			return intVal{}
+		}
+		text = s
+	case c == '-' || c >= '0' && c <= '9':
+		s, ok := d.number()
+		if !ok || strings.ContainsAny(s, ".eE") {
+			return intVal{}
+		}
+		text = s
+	default:
+		d.skip(0)
+		return intVal{}
+	}
+	var r intVal
+	if text != "" && (text[0] == '-' || text[0] == '+') {
+		r.neg = text[0] == '-'
+		text = text[1:]
+	}
+	if text == "" {
+		return intVal{}
+	}
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		if c < '0' || c > '9' {
+			return intVal{}
+		}
+		if r.v <= 1<<32 {
+			r.v = r.v*10 + uint64(c-'0')
+		}
+	}
+	r.v = min(r.v, 1<<32)
+	r.neg = r.neg && r.v != 0
+	r.ok = true
+	return r
+}
+
+// revenueSource notes where the value of revenue (src 0) or $ (src 1) starts and checks that it
+// is JSON; revenue decodes the winner at the end of the body.
+func (d *decoder) revenueSource(src int) error {
+	start := d.i
+	if d.lit("null") || d.lit("false") {
+		d.revenueAt[src] = -1
 		return nil
 	}
-	if !d.consume('{') {
-		if d.peek() == 0 || !d.skip(0) {
-			return b.fail("", "invalid JSON")
+	if !d.skip(0) {
+		return d.b.fail("revenue", "invalid JSON")
+	}
+	d.revenueAt[src] = start + 1
+	return nil
+}
+
+// revenue decodes the revenue of the body as Plausible does
+// (extra/lib/plausible/ingestion/request/revenue.ex): revenue || $ is the only source, an object
+// or a string holding an object's JSON, with both amount and currency. amount is a number or a
+// string that starts with a decimal number; currency a 3-letter code. Anything else, {} included,
+// is no revenue, and the event is stored without it: never a 400. Unlike Plausible, a lower case
+// code is taken in upper case and the code is not checked against the ISO 4217 list.
+func (d *decoder) revenue() {
+	b := d.b
+	at := d.revenueAt[0]
+	if at <= 0 {
+		at = d.revenueAt[1]
+	}
+	if at <= 0 {
+		return
+	}
+	r := decoder{b: b, s: d.s, i: at - 1}
+	mark := len(b.scratch)
+	if r.peek() == '"' {
+		v, ok := r.str()
+		if !ok {
+			return
 		}
-		return b.fail("revenue", "must be an object {amount, currency}")
+		b.revJSON = append(b.revJSON[:0], v...)
+		b.scratch = b.scratch[:mark]
+		r = decoder{b: b, s: b.revJSON}
+		r.ws()
+	}
+	if !r.consume('{') {
+		return
 	}
 	var amount, currency string
-	haveAmount := false
-	err := d.object("revenue", "field name", func(k string) error {
-		switch k {
-		case "amount":
-			switch c := d.peek(); {
+	haveAmount, haveCurrency := false, false
+	err := r.object("revenue", "field name", func(k string) error {
+		switch {
+		case k == "amount" && !haveAmount:
+			haveAmount = true
+			switch c := r.peek(); {
 			case c == '"':
-				v, ok := d.str()
+				v, ok := r.str()
 				if !ok {
-					return b.fail("revenue", "invalid JSON string")
+					return errSkip
 				}
-				amount, haveAmount = v, true
+				amount = v
 			case c == '-' || c >= '0' && c <= '9':
-				v, ok := d.number()
+				v, ok := r.number()
 				if !ok {
-					return b.fail("revenue", "invalid number")
+					return errSkip
 				}
-				amount, haveAmount = v, true
+				amount = v
 			default:
-				return b.fail("revenue", "amount must be a number or a numeric string")
+				if !r.skip(0) {
+					return errSkip
+				}
 			}
-		case "currency":
-			if d.peek() != '"' {
-				return b.fail("revenue", "currency must be a string")
+		case k == "currency" && !haveCurrency:
+			haveCurrency = true
+			if r.peek() == '"' {
+				v, ok := r.str()
+				if !ok {
+					return errSkip
+				}
+				currency = v
+			} else if !r.skip(0) {
+				return errSkip
 			}
-			v, ok := d.str()
-			if !ok {
-				return b.fail("revenue", "invalid JSON string")
-			}
-			currency = v
 		default:
-			if !d.skip(0) {
-				return b.fail("revenue", "invalid JSON")
+			if !r.skip(0) {
+				return errSkip
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return err
+	if err != nil || !haveAmount || !haveCurrency {
+		b.scratch = b.scratch[:mark]
+		return
 	}
-	if !haveAmount {
-		return b.fail("revenue", "amount is required")
-	}
-	if len(amount) > 32 {
-		return b.fail("revenue", "amount is too long")
-	}
-	f, err := strconv.ParseFloat(amount, 64)
-	if err != nil || f != f || f > 1e15 || f < -1e15 {
-		return b.fail("revenue", "amount must be a finite decimal number")
-	}
-	if len(currency) != maxCurrencyBytes {
-		return b.fail("revenue", "currency must be a 3-letter ISO 4217 code")
+	f, ok := decimalPrefix(amount)
+	if !ok || len(currency) != maxCurrencyBytes {
+		b.scratch = b.scratch[:mark]
+		return
 	}
 	start := len(b.scratch)
 	for i := 0; i < len(currency); i++ {
@@ -645,13 +842,63 @@ func (d *decoder) revenue() error {
 			c -= 'a' - 'A'
 		}
 		if c < 'A' || c > 'Z' {
-			return b.fail("revenue", "currency must be a 3-letter ISO 4217 code")
+			b.scratch = b.scratch[:mark]
+			return
 		}
 		b.scratch = append(b.scratch, c)
 	}
 	b.Currency = b.scratchString(start)
 	b.Revenue, b.HasRevenue = f, true
-	return nil
+}
+
+// errSkip stops reading a revenue object that will be ignored; it never reaches a caller.
+var errSkip = &BeaconError{Field: "revenue", Msg: "ignored"}
+
+// decimalPrefix reads the decimal number at the start of s as Decimal.parse does (sign, digits,
+// fraction, exponent; text after it is ignored) and reports false when there is none, or when it
+// is not finite or above 1e15 in magnitude.
+func decimalPrefix(s string) (float64, bool) {
+	i := 0
+	if i < len(s) && (s[i] == '-' || s[i] == '+') {
+		i++
+	}
+	digits := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+		digits++
+	}
+	if i < len(s) && s[i] == '.' {
+		j := i + 1
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			j++
+			digits++
+		}
+		i = j
+	}
+	if digits == 0 {
+		return 0, false
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		j := i + 1
+		if j < len(s) && (s[j] == '-' || s[j] == '+') {
+			j++
+		}
+		k := j
+		for k < len(s) && s[k] >= '0' && s[k] <= '9' {
+			k++
+		}
+		if k > j {
+			i = k
+		}
+	}
+	if i > 64 {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(s[:i], 64)
+	if err != nil || f != f || f > 1e15 || f < -1e15 {
+		return 0, false
+	}
+	return f, true
 }
 
 // number reads a JSON number and returns its text.

@@ -287,7 +287,7 @@ func FuzzDecodeBeacon(f *testing.F) {
 		}
 		switch {
 		case b.Name == "" || len(b.Name) > MaxNameBytes, b.URL == "" || len(b.URL) > MaxURLBytes,
-			b.Domain == "", len(b.Referrer) > MaxReferrerBytes, len(b.PropKeys) > MaxProps,
+			b.Domain == "" && !b.DomainFromURL, len(b.Referrer) > MaxReferrerBytes, len(b.PropKeys) > MaxProps,
 			len(b.PropKeys) != len(b.PropValues), b.HasRevenue && (math.IsNaN(b.Revenue) || math.IsInf(b.Revenue, 0) || len(b.Currency) != 3):
 			t.Fatalf("limits broken: %+v", b)
 		}

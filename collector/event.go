@@ -92,8 +92,14 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	// Domain check: every d, the host of u and the Origin all in one workspace.
-	ws, msg, status := s.matchDomains(st, b.Domain)
+	// Domain check: every d, the host of u and the Origin all in one workspace. The host is the
+	// one ParsePage read, the same that is stored: one parser decides both. Without d the
+	// host of u is the domain, as in Plausible.
+	domain := b.Domain
+	if b.DomainFromURL {
+		domain = page.Host
+	}
+	ws, msg, status := s.matchDomains(st, domain)
 	if ws == nil {
 		reason := rejectForbidden
 		if status == fasthttp.StatusBadRequest {
@@ -103,13 +109,9 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, st, status, msg)
 		return
 	}
-	if h, ok := urlHost(b.URL); !ok {
-		s.m.reject(rejectBadRequest)
-		s.fail(ctx, st, fasthttp.StatusBadRequest, "url: has no host")
-		return
-	} else if len(st.domains) == 1 && h == st.domains[0] {
+	if len(st.domains) == 1 && page.Host == st.domains[0] {
 		// The common case: the page is on the configured domain the event names, which is ws's.
-	} else if uws, _, ok := s.cfg.Registry.Match(h); !ok || uws.ID != ws.ID {
+	} else if uws, _, ok := s.cfg.Registry.Match(page.Host); !ok || uws.ID != ws.ID {
 		s.m.reject(rejectForbidden)
 		s.fail(ctx, st, fasthttp.StatusForbidden, "url: host is not a domain of the workspace of domain")
 		return
@@ -186,6 +188,10 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	ev.Interactive = b.Interactive
 	if b.HasRevenue {
 		ev.RevenueAmount, ev.RevenueCurrency = b.Revenue, b.Currency
+	}
+	ev.TrackerVersion = b.TrackerVersion
+	if b.Name == EngagementName {
+		ev.ScrollDepth, ev.EngagementTime = b.ScrollDepth, b.EngagementTime
 	}
 	ev.PropKeys = append(ev.PropKeys[:0], b.PropKeys...)
 	ev.PropValues = append(ev.PropValues[:0], b.PropValues...)
@@ -350,23 +356,6 @@ func originHost(origin []byte) ([]byte, bool) {
 		return nil, false
 	}
 	return host, true
-}
-
-// urlHost returns the host (with port) of an http(s) URL, keeping "www.", so that the registry
-// sees exactly what was sent.
-func urlHost(u string) (string, bool) {
-	i := strings.Index(u, "://")
-	if i <= 0 {
-		return "", false
-	}
-	rest := u[i+3:]
-	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
-		rest = rest[:j]
-	}
-	if j := strings.LastIndexByte(rest, '@'); j >= 0 {
-		rest = rest[j+1:]
-	}
-	return rest, rest != ""
 }
 
 // clientAddr resolves the client address from every X-Forwarded-For line (a proxy may add its own

@@ -47,9 +47,9 @@ func TestRequestsTheServerCannotRead(t *testing.T) {
 		handler          string // label of collector_http_requests_total
 	}{
 		{"event body over the server's limit", post("/api/event", "Origin: https://acme.example\r\n"), big,
-			413, "body: larger than 8192 bytes", "https://acme.example", handlerEvent},
+			413, "body: larger than 262144 bytes", "https://acme.example", handlerEvent},
 		{"event body over the limit from another origin", post("/api/event", "Origin: https://evil.example\r\n"), big,
-			413, "body: larger than 8192 bytes", "", handlerEvent},
+			413, "body: larger than 262144 bytes", "", handlerEvent},
 		// fasthttp resets the request when reading a body fails, so only a Content-Length over the
 		// limit keeps the path: a chunked body over it gets the answer of no particular path.
 		{"chunked event body over the limit", chunked, big, 413, "body: larger than 1048576 bytes", "", handlerOther},

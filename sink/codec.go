@@ -11,8 +11,13 @@ import (
 
 // codecVersion is the first byte of every encoded event. A new layout gets a
 // new version, and DecodeEvent keeps reading the old ones, so a spool
-// written by an older collector replays after an upgrade.
-const codecVersion = 1
+// written by an older collector replays after an upgrade. Version 2 added
+// the engagement fields and the tracker version; version 1 records decode
+// with them zero.
+const (
+	codecVersion   = 2
+	codecVersionV1 = 1
+)
 
 // maxCodecProps bounds the property count DecodeEvent accepts, far above
 // what the event endpoint lets through, so garbage cannot make it allocate
@@ -31,7 +36,8 @@ var ErrCorruptEvent = errors.New("corrupt event record")
 //
 // Layout: version byte; TS as a zig-zag varint of Unix milliseconds;
 // VisitorID as 8 bytes little endian; RetentionDays as a uvarint; a flags
-// byte (bit 0 Interactive); RevenueAmount as 8 bytes of IEEE 754 bits; the
+// byte (bit 0 Interactive); RevenueAmount as 8 bytes of IEEE 754 bits;
+// ScrollDepth as one byte, EngagementTime and TrackerVersion as uvarints; the
 // string fields in declaration order, each as a uvarint length and bytes;
 // the property count as a uvarint and then key and value strings in turn.
 func (e *Event) AppendBinary(dst []byte) []byte {
@@ -45,6 +51,9 @@ func (e *Event) AppendBinary(dst []byte) []byte {
 	}
 	dst = append(dst, flags)
 	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(e.RevenueAmount))
+	dst = append(dst, e.ScrollDepth)
+	dst = binary.AppendUvarint(dst, uint64(e.EngagementTime))
+	dst = binary.AppendUvarint(dst, uint64(e.TrackerVersion))
 	for _, s := range [...]string{
 		e.WorkspaceID, e.Domain, e.Name, e.Hostname, e.Pathname,
 		e.Referrer, e.ReferrerSource, e.UTMSource, e.UTMMedium, e.UTMCampaign,
@@ -167,7 +176,7 @@ func decodeEvent(rec []byte, s string, e *Event) error {
 	if len(rec) == 0 {
 		return fmt.Errorf("%w: empty record", ErrCorruptEvent)
 	}
-	if rec[0] != codecVersion {
+	if rec[0] != codecVersion && rec[0] != codecVersionV1 {
 		return fmt.Errorf("%w: unknown version %d", ErrCorruptEvent, rec[0])
 	}
 	d := eventDecoder{rec: rec, s: s, off: 1}
@@ -208,6 +217,29 @@ func decodeEvent(rec []byte, s string, e *Event) error {
 	if d.err == nil && (math.IsNaN(revenue) || math.IsInf(revenue, 0)) {
 		d.fail("revenue")
 	}
+	var depth byte
+	var engaged, version uint64
+	if rec[0] >= 2 {
+		if d.err == nil {
+			if d.off >= len(rec) {
+				d.fail("scroll depth")
+			} else {
+				depth = rec[d.off]
+				d.off++
+				if depth > 100 && depth != NoScrollDepth {
+					d.fail("scroll depth")
+				}
+			}
+		}
+		engaged = d.uvarint("engagement time")
+		if d.err == nil && engaged > math.MaxUint32 {
+			d.fail("engagement time")
+		}
+		version = d.uvarint("tracker version")
+		if d.err == nil && version > math.MaxUint16 {
+			d.fail("tracker version")
+		}
+	}
 	if d.err != nil {
 		return d.err
 	}
@@ -216,6 +248,7 @@ func decodeEvent(rec []byte, s string, e *Event) error {
 	e.RetentionDays = uint16(days)
 	e.Interactive = flags&1 != 0
 	e.RevenueAmount = revenue
+	e.ScrollDepth, e.EngagementTime, e.TrackerVersion = depth, uint32(engaged), uint16(version)
 	for _, p := range [...]*string{
 		&e.WorkspaceID, &e.Domain, &e.Name, &e.Hostname, &e.Pathname,
 		&e.Referrer, &e.ReferrerSource, &e.UTMSource, &e.UTMMedium, &e.UTMCampaign,

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -21,7 +22,8 @@ func TestCodecRoundTrip(t *testing.T) {
 		{"all fields", full},
 		{"zero event", Event{TS: time.UnixMilli(0).UTC()}},
 		{"negative time and max values", Event{TS: time.Date(1969, 1, 1, 0, 0, 0, 5e6, time.UTC),
-			VisitorID: math.MaxUint64, RetentionDays: math.MaxUint16, RevenueAmount: -1.5}},
+			VisitorID: math.MaxUint64, RetentionDays: math.MaxUint16, RevenueAmount: -1.5,
+			ScrollDepth: NoScrollDepth, EngagementTime: math.MaxUint32, TrackerVersion: math.MaxUint16}},
 		{"long strings", Event{TS: time.UnixMilli(1).UTC(), Pathname: string(make([]byte, 70000)),
 			PropKeys: []string{"", "k"}, PropValues: []string{"v", ""}}},
 	}
@@ -76,6 +78,12 @@ func TestDecodeEventRejectsGarbage(t *testing.T) {
 		}()},
 		{"huge string length", append([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0x0f)},
 		{"random bytes", []byte("\x01this is not an event at all, just text")},
+		{"scroll depth out of range", func() []byte {
+			e := Event{TS: time.Unix(0, 0)}
+			b := e.AppendBinary(nil)
+			b[1+1+8+1+1+8] = 101 // scroll depth after flags and revenue
+			return b
+		}()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,6 +93,27 @@ func TestDecodeEventRejectsGarbage(t *testing.T) {
 				t.Errorf("DecodeEvent() = %v, want ErrCorruptEvent", err)
 			}
 		})
+	}
+}
+
+// TestDecodeVersion1 reads a record in the layout of codec version 1 (no engagement fields), as a
+// spool written before the upgrade holds them: the event decodes with the new fields zero.
+func TestDecodeVersion1(t *testing.T) {
+	want := sampleEvents("ws_codec", 1, time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC), 30)[0]
+	want.ScrollDepth, want.EngagementTime, want.TrackerVersion = 0, 0, 0
+	rec := want.AppendBinary(nil)
+	// Version 2 put scroll depth (1 byte) and two uvarints, one byte each when zero, after the
+	// revenue: cut those 3 bytes out.
+	at := 1 + len(binary.AppendVarint(nil, want.TS.UnixMilli())) + 8 +
+		len(binary.AppendUvarint(nil, uint64(want.RetentionDays))) + 1 + 8
+	v1 := append([]byte{codecVersionV1}, rec[1:at]...)
+	v1 = append(v1, rec[at+3:]...)
+	var got Event
+	if err := DecodeEvent(v1, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("version 1 record:\n got %+v\nwant %+v", got, want)
 	}
 }
 

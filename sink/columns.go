@@ -19,6 +19,8 @@ type column struct {
 	str  func(e *Event) string
 	u64  func(e *Event) uint64
 	u16  func(e *Event) uint16
+	u32  func(e *Event) uint32
+	u8   func(e *Event) uint8
 	f64  func(e *Event) float64
 	bl   func(e *Event) bool
 }
@@ -30,6 +32,8 @@ const (
 	kindTime
 	kindUInt64
 	kindUInt16
+	kindUInt32
+	kindUInt8
 	kindFloat64
 	kindBool
 	kindProps
@@ -83,6 +87,11 @@ var columns = []column{
 	// engine find out which of its batches are stored (Embedded.ReplayInsert). Hidden from the
 	// query path. One value per insert, so it compresses to next to nothing.
 	strCol("batch_token", str, func(e *Event) string { return e.BatchToken }),
+	// Schema version 3: engagement and the tracker version, last so that a table created now and
+	// one that migrationEngagement extended have the same column order.
+	{name: "scroll_depth", typ: "UInt8", kind: kindUInt8, u8: func(e *Event) uint8 { return e.ScrollDepth }},
+	{name: "engagement_time", typ: "UInt32", kind: kindUInt32, u32: func(e *Event) uint32 { return e.EngagementTime }},
+	{name: "tracker_version", typ: "UInt16", kind: kindUInt16, u16: func(e *Event) uint16 { return e.TrackerVersion }},
 }
 
 // columnList is "workspace_id, domain, ..." for INSERT statements.
@@ -118,6 +127,10 @@ func rowValues(dst []any, e *Event) []any {
 			dst = append(dst, c.u64(e))
 		case kindUInt16:
 			dst = append(dst, c.u16(e))
+		case kindUInt32:
+			dst = append(dst, c.u32(e))
+		case kindUInt8:
+			dst = append(dst, c.u8(e))
 		case kindFloat64:
 			dst = append(dst, c.f64(e))
 		case kindBool:
@@ -194,6 +207,14 @@ func appendNative(dst []byte, rows []Event, order []int32) []byte {
 		case kindUInt16:
 			for _, i := range order {
 				dst = binary.LittleEndian.AppendUint16(dst, c.u16(&rows[i]))
+			}
+		case kindUInt32:
+			for _, i := range order {
+				dst = binary.LittleEndian.AppendUint32(dst, c.u32(&rows[i]))
+			}
+		case kindUInt8:
+			for _, i := range order {
+				dst = append(dst, c.u8(&rows[i]))
 			}
 		case kindFloat64:
 			for _, i := range order {

@@ -23,7 +23,8 @@ func TestEmbeddedInsertRoundTrip(t *testing.T) {
 	res, err := testStore.Select(ctx, `SELECT workspace_id, domain, ts, name, hostname, pathname, visitor_id,
 		retention_days, referrer, referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term,
 		click_id_param, country_code, region, city, browser, browser_version, os, os_version, device,
-		interactive, revenue_amount, revenue_currency, props, batch_token
+		interactive, revenue_amount, revenue_currency, props, batch_token,
+		scroll_depth, engagement_time, tracker_version
 		FROM analytics.events WHERE workspace_id = 'ws_roundtrip' ORDER BY ts`, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +45,7 @@ func TestEmbeddedInsertRoundTrip(t *testing.T) {
 		0: "ws_roundtrip", 2: "2026-11-20 10:11:12.346", 5: "/blog/post-1",
 		6: json.Number("2654435762"), 7: json.Number("3650"), 13: `c"1`, 14: `t\2`,
 		24: false, 25: json.Number("12.5"), 26: "EUR", 28: "roundtrip-1",
+		29: json.Number("1"), 30: json.Number("1500"), 31: json.Number("36"),
 	}
 	for i, w := range want {
 		if r[i] != w {

@@ -6,6 +6,15 @@ package sink
 
 import "time"
 
+// EngagementName is the event name of an engagement event, stored as is: reports leave such rows
+// out of events, pageviews, visits and bounce rate, and read scroll depth and time on page from
+// them.
+const EngagementName = "engagement"
+
+// NoScrollDepth is the stored scroll depth of an engagement event that reported engaged time but
+// no scroll depth, as Plausible stores it (255); reports skip it.
+const NoScrollDepth = 255
+
 // Event is one accepted, enriched and already-anonymised beacon event: the
 // row written to analytics.events. It never holds an IP address or a raw user
 // agent; the visitor is known only by VisitorID, a keyed hash made with the
@@ -49,6 +58,14 @@ type Event struct {
 
 	PropKeys   []string // custom properties, PropKeys[i] goes with PropValues[i]
 	PropValues []string
+
+	// Engagement, as Plausible's engagement event carries it (name "engagement"); zero on other
+	// events. ScrollDepth is the deepest scroll in percent (0-100), or NoScrollDepth when the
+	// engagement event sent none; EngagementTime is the engaged milliseconds it reports.
+	ScrollDepth    uint8
+	EngagementTime uint32
+	// TrackerVersion is the tracker script's version (Plausible's "v"), 0 when not sent.
+	TrackerVersion uint16
 
 	// BatchToken names the batch that stored the row (column batch_token). The store's Insert
 	// sets it; it is not kept in the spool.

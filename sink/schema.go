@@ -82,6 +82,7 @@ type migration struct {
 var migrations = []migration{
 	{1, "analytics database, events table", migrationEvents},
 	{2, "open-ended string columns as String", migrationPlainStrings},
+	{3, "engagement and tracker version columns", migrationEngagement},
 }
 
 // LatestSchemaVersion is the newest schema version this binary knows.
@@ -148,6 +149,32 @@ func migrationPlainStrings(c SchemaConfig) []string {
 		b.WriteString("MODIFY COLUMN " + name + " " + str)
 	}
 	stmts := []string{"ALTER TABLE " + c.dataTable() + c.onCluster() + " " + b.String() + " SETTINGS mutations_sync = 0"}
+	if c.Cluster != "" {
+		stmts = append(stmts, "ALTER TABLE "+Database+".events"+c.onCluster()+" "+b.String())
+	}
+	return stmts
+}
+
+// engagementColumns are the columns that schema version 3 adds (see columns.go).
+var engagementColumns = []string{"scroll_depth", "engagement_time", "tracker_version"}
+
+// migrationEngagement adds engagementColumns to a table made by an earlier version, at the end of
+// the table as in the column table: ADD COLUMN IF NOT EXISTS is a metadata change (existing parts
+// read the defaults, 0) and changes nothing on a table that migrationEvents created with them. In
+// cluster mode the Distributed table gets the same columns.
+func migrationEngagement(c SchemaConfig) []string {
+	var b strings.Builder
+	for i, name := range engagementColumns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		for _, col := range columns {
+			if col.name == name {
+				b.WriteString("ADD COLUMN IF NOT EXISTS " + name + " " + col.typ)
+			}
+		}
+	}
+	stmts := []string{"ALTER TABLE " + c.dataTable() + c.onCluster() + " " + b.String()}
 	if c.Cluster != "" {
 		stmts = append(stmts, "ALTER TABLE "+Database+".events"+c.onCluster()+" "+b.String())
 	}

@@ -316,3 +316,50 @@ func TestPartitionsBoundedMonth(t *testing.T) {
 	total, _ := asUint64(res.Rows[0][0])
 	t.Logf("10,000 workspaces x 3 tiers over %s: %d partition(s) for the month, %d active parts, %d partitions in the whole table", start.Format("January 2006"), parts, active, total)
 }
+
+// TestMigrateFromVersion2 drops the engagement columns, as a version-2 table lacks them, stores
+// rows, and checks that Migrate adds the columns (rows stored before read 0) and records version 3,
+// and that rows stored afterwards keep their engagement values.
+func TestMigrateFromVersion2(t *testing.T) {
+	ctx := context.Background()
+	exec := func(q string) {
+		t.Helper()
+		if err := testStore.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	const ws = "ws_migrate_v2"
+	t.Cleanup(func() {
+		_ = testStore.Exec(ctx, "ALTER TABLE analytics.events DELETE WHERE workspace_id = '"+ws+"' SETTINGS mutations_sync = 2")
+	})
+	exec("ALTER TABLE analytics.events DROP COLUMN scroll_depth, DROP COLUMN engagement_time, DROP COLUMN tracker_version")
+	exec("ALTER TABLE analytics.schema_migrations DELETE WHERE version >= 3 SETTINGS mutations_sync = 2")
+	if v, err := SchemaVersion(ctx, testStore); err != nil || v != 2 {
+		t.Fatalf("schema version %d, %v; want 2 after the rollback", v, err)
+	}
+	exec("INSERT INTO analytics.events (workspace_id, ts, name, retention_days) VALUES ('" + ws + "', now64(3), 'pageview', 30)")
+
+	if err := Migrate(ctx, testStore, SchemaConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := SchemaVersion(ctx, testStore); err != nil || v != 3 {
+		t.Fatalf("schema version %d, %v after Migrate; want 3", v, err)
+	}
+	rows := sampleEvents(ws, 2, time.Now().UTC().Truncate(time.Millisecond).Add(time.Second), 30)
+	rows[1].Name, rows[1].ScrollDepth, rows[1].EngagementTime = EngagementName, 87, 42_000
+	if err := testStore.Insert(ctx, rows, "migrate-v2-"+time.Now().Format(time.RFC3339Nano)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := testStore.Select(ctx, "SELECT name, scroll_depth, engagement_time, tracker_version FROM analytics.events WHERE workspace_id = '"+ws+"' ORDER BY ts", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range res.Rows {
+		got = append(got, fmt.Sprintf("%v %v %v %v", r...))
+	}
+	want := []string{"pageview 0 0 0", "pageview 0 0 36", "engagement 87 42000 36"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("rows %q, want %q", got, want)
+	}
+}

@@ -98,6 +98,7 @@ func sampleEvents(ws string, n int, ts time.Time, days uint16) []Event {
 			Browser: "Firefox", BrowserVersion: "131", OS: "Linux", OSVersion: "", Device: "desktop",
 			Interactive: i%2 == 0, RevenueAmount: 12.5, RevenueCurrency: "EUR",
 			PropKeys: []string{"plan", "author"}, PropValues: []string{"pro", "ünïcode\n'x'"},
+			ScrollDepth: uint8(i % 101), EngagementTime: uint32(i) * 1500, TrackerVersion: 36,
 		}
 	}
 	return out

@@ -4,14 +4,21 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Page is what the collector keeps of an event URL. Strings may alias the
 // rawURL given to ParsePage (no copies are made unless decoding needs one):
 // callers that keep a Page beyond the input's lifetime must own the input.
 type Page struct {
-	Hostname     string // lower case, without "www.", port and user info
-	Pathname     string // path without query; "/" when empty; plus "#fragment" in hash mode
+	// Host is the host as a browser reads it from the URL (WHATWG: a backslash ends the authority
+	// like a slash, the last '@' ends the user info), lower case, without port and trailing dot,
+	// "www." kept. It is the host the domain check sees, so the check and the stored Hostname
+	// come from this one parse.
+	Host         string
+	Hostname     string // Host without "www."
+	Pathname     string // path without query and path parameters (";..."), percent-decoded; "/" when empty; plus "#fragment" in hash mode
 	UTMSource    string
 	UTMMedium    string
 	UTMCampaign  string
@@ -36,9 +43,14 @@ var clickIDParams = [...]string{
 
 // ParsePage parses the event URL; hashMode keeps the fragment in Pathname.
 // Errors name the problem ("url must be http or https", ...). Query strings
-// other than utm_* and click ids are dropped; UTM values are query-unescaped
-// (invalid escapes are kept verbatim). ParsePage is safe on any input and
-// allocates only when the host has upper case letters or a value is escaped.
+// other than utm_* and click ids are dropped, and so are path parameters
+// (";jsessionid=..."), which carry session tokens as often as query strings
+// do; UTM values are query-unescaped (invalid escapes are kept verbatim). The
+// path is percent-decoded as Plausible decodes it (URI.decode) and trailing
+// white space removed; a path whose escapes are invalid or decode to invalid
+// UTF-8 or a control character is kept as sent. ParsePage is safe on any input
+// and allocates only when the host has upper case letters or the path or a
+// value is escaped.
 func ParsePage(rawURL string, hashMode bool) (Page, error) {
 	var p Page
 	s := strings.TrimSpace(rawURL)
@@ -53,6 +65,7 @@ func ParsePage(rawURL string, hashMode bool) (Page, error) {
 	if host == "" {
 		return p, ErrURLHost
 	}
+	p.Host = host
 	p.Hostname = strings.TrimPrefix(host, "www.")
 	if p.Hostname == "" || !validHost(p.Hostname) {
 		return Page{}, ErrURLHost
@@ -65,24 +78,88 @@ func ParsePage(rawURL string, hashMode bool) (Page, error) {
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path, query = path[:i], path[i+1:]
 	}
+	if i := strings.IndexByte(path, ';'); i >= 0 {
+		path = path[:i]
+	}
 	if path == "" {
 		path = "/"
 	}
-	p.Pathname = path
+	p.Pathname = decodePath(path)
 	if hashMode && fragment != "" {
 		// In hash routing the route lives in the fragment; a query string
 		// inside the fragment ("#/a?utm_source=x") carries the route's UTM
-		// parameters and is dropped from Pathname like any query.
+		// parameters and is dropped from Pathname like any query, and so are
+		// the route's path parameters.
 		route, fq, _ := strings.Cut(fragment, "?")
+		if i := strings.IndexByte(route, ';'); i >= 0 {
+			route = route[:i]
+		}
 		if route != "" {
-			p.Pathname = joinHash(path, route, rest)
+			if p.Pathname == path && !strings.ContainsRune(route, '%') {
+				p.Pathname = joinHash(path, route, rest)
+			} else {
+				p.Pathname = p.Pathname + "#" + decodePath(route)
+			}
 		}
 		if query == "" {
 			query = fq
 		}
 	}
+	if p.Pathname == "" {
+		p.Pathname = "/"
+	}
 	parseQuery(&p, query)
 	return p, nil
+}
+
+// decodePath percent-decodes a path or route as Elixir's URI.decode does (every %XX, "+" kept)
+// and removes trailing white space. It returns s itself, trimmed, when s has no escape or when the
+// decoding would not be valid UTF-8 free of control characters (such a path is stored as sent).
+func decodePath(s string) string {
+	if strings.IndexByte(s, '%') < 0 {
+		return trimRightSpace(s)
+	}
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '%' {
+			out = append(out, c)
+			continue
+		}
+		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+			return trimRightSpace(s)
+		}
+		out = append(out, unhex(s[i+1])<<4|unhex(s[i+2]))
+		i += 2
+	}
+	if !utf8.Valid(out) {
+		return trimRightSpace(s)
+	}
+	for _, r := range string(out) {
+		if r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 {
+			return trimRightSpace(s)
+		}
+	}
+	return trimRightSpace(string(out))
+}
+
+// trimRightSpace removes trailing white space, as Elixir's String.trim_trailing.
+func trimRightSpace(s string) string {
+	return strings.TrimRightFunc(s, unicode.IsSpace)
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }
 
 // joinHash returns path+"#"+route, as a substring of rest when they are

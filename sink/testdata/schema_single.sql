@@ -39,7 +39,10 @@ CREATE TABLE IF NOT EXISTS analytics.events
     revenue_amount Float64,
     revenue_currency LowCardinality(String),
     props Map(LowCardinality(String), String),
-    batch_token String
+    batch_token String,
+    scroll_depth UInt8,
+    engagement_time UInt32,
+    tracker_version UInt16
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)
@@ -52,3 +55,7 @@ INSERT INTO analytics.schema_migrations (version, description) VALUES (1, 'analy
 ALTER TABLE analytics.events MODIFY COLUMN workspace_id String, MODIFY COLUMN domain String, MODIFY COLUMN name String, MODIFY COLUMN hostname String, MODIFY COLUMN utm_source String, MODIFY COLUMN utm_medium String, MODIFY COLUMN utm_campaign String, MODIFY COLUMN region String, MODIFY COLUMN city String, MODIFY COLUMN browser_version String, MODIFY COLUMN os_version String, MODIFY COLUMN batch_token String SETTINGS mutations_sync = 0;
 
 INSERT INTO analytics.schema_migrations (version, description) VALUES (2, 'open-ended string columns as String');
+
+ALTER TABLE analytics.events ADD COLUMN IF NOT EXISTS scroll_depth UInt8, ADD COLUMN IF NOT EXISTS engagement_time UInt32, ADD COLUMN IF NOT EXISTS tracker_version UInt16;
+
+INSERT INTO analytics.schema_migrations (version, description) VALUES (3, 'engagement and tracker version columns');
