@@ -21,15 +21,15 @@ const (
 	// MaxReferrerBytes is where r/referrer is cut, as Plausible cuts it (at a character boundary):
 	// a longer referrer is stored shortened, not refused.
 	MaxReferrerBytes = 2000
-	MaxNameBytes     = 120 // n/name, as Plausible
-	MaxProps         = 30      // props kept, as Plausible; later ones are dropped, not refused
-	MaxPropKeyBytes  = 300     // property name, as Plausible
-	MaxPropValBytes  = 2000    // property value, as Plausible
-	maxDroppedNames  = 64      // names of dropped props remembered to drop their repeats (see propsObject)
-	MaxDomains       = 10      // entries of a comma-separated d (Plausible's multi-site form)
-	maxDomainBytes   = 2048    // d before it is split
-	maxCurrencyBytes = 3       // ISO 4217
-	maxNesting       = 32      // depth of unknown values skipped
+	MaxNameBytes     = 120  // n/name, as Plausible
+	MaxProps         = 30   // props kept, as Plausible; later ones are dropped, not refused
+	MaxPropKeyBytes  = 300  // property name, as Plausible
+	MaxPropValBytes  = 2000 // property value, as Plausible
+	maxDroppedNames  = 64   // names of dropped props remembered to drop their repeats (see propsObject)
+	MaxDomains       = 10   // entries of a comma-separated d (Plausible's multi-site form)
+	maxDomainBytes   = 2048 // d before it is split
+	maxCurrencyBytes = 3    // ISO 4217
+	maxNesting       = 32   // depth of unknown values skipped
 	// MaxEngagementMillis is Plausible's bound on e: an engaged time of 30 days or more is
 	// treated as not sent (old trackers sent huge values).
 	MaxEngagementMillis = 30 * 24 * 3600 * 1000
