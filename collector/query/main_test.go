@@ -30,8 +30,9 @@ var testSchema = []string{
 }
 
 // goldenRows is the fixed dataset of the report golden tests (workspace
-// ws_a) plus rows of another workspace (ws_b) that must never show up. The
-// expected figures are worked out by hand in report_test.go.
+// ws_a; ws_e for engagement) plus rows of another workspace (ws_b) that must
+// never show up. The expected figures are worked out by hand in
+// report_test.go.
 const goldenRows = `{"workspace_id":"ws_a","retention_days":3650,"domain":"a.example","ts":"2026-01-10 10:00:00","name":"pageview","pathname":"/","visitor_id":1,"referrer_source":"Google","country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true}
 {"workspace_id":"ws_a","retention_days":3650,"domain":"a.example","ts":"2026-01-10 10:05:00","name":"pageview","pathname":"/pricing","visitor_id":1,"referrer_source":"Bing","country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true}
 {"workspace_id":"ws_a","retention_days":3650,"domain":"a.example","ts":"2026-01-10 10:06:00","name":"signup","pathname":"/pricing","visitor_id":1,"country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true}
@@ -40,6 +41,16 @@ const goldenRows = `{"workspace_id":"ws_a","retention_days":3650,"domain":"a.exa
 {"workspace_id":"ws_a","retention_days":3650,"domain":"a.example","ts":"2026-01-11 09:01:00","name":"scroll","pathname":"/blog","visitor_id":2,"country_code":"FR","device":"mobile","browser":"Safari","os":"iOS","interactive":false}
 {"workspace_id":"ws_a","retention_days":3650,"domain":"a.example","ts":"2026-01-12 23:50:00","name":"pageview","pathname":"/","visitor_id":3,"referrer_source":"Google","country_code":"DE","device":"desktop","browser":"Firefox","os":"Windows","interactive":true}
 {"workspace_id":"ws_a","retention_days":3650,"domain":"a.example","ts":"2026-01-13 00:10:00","name":"pageview","pathname":"/pricing","visitor_id":3,"country_code":"DE","device":"desktop","browser":"Firefox","os":"Windows","interactive":true}
+{"workspace_id":"ws_e","retention_days":3650,"domain":"e.example","ts":"2026-01-20 10:00:00","name":"pageview","pathname":"/","visitor_id":11,"referrer_source":"Google","country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true}
+{"workspace_id":"ws_e","retention_days":3650,"domain":"e.example","ts":"2026-01-20 10:00:30","name":"engagement","pathname":"/","visitor_id":11,"country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true,"scroll_depth":40,"engagement_time":30000,"tracker_version":36}
+{"workspace_id":"ws_e","retention_days":3650,"domain":"e.example","ts":"2026-01-20 10:01:00","name":"pageview","pathname":"/pricing","visitor_id":11,"country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true}
+{"workspace_id":"ws_e","retention_days":3650,"domain":"e.example","ts":"2026-01-20 10:02:00","name":"engagement","pathname":"/pricing","visitor_id":11,"country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true,"scroll_depth":80,"engagement_time":60000,"tracker_version":36}
+{"workspace_id":"ws_e","retention_days":3650,"domain":"e.example","ts":"2026-01-20 10:02:10","name":"engagement","pathname":"/pricing","visitor_id":11,"country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true,"scroll_depth":100,"engagement_time":5000,"tracker_version":36}
+{"workspace_id":"ws_e","retention_days":3650,"domain":"e.example","ts":"2026-01-20 11:00:00","name":"pageview","pathname":"/pricing","visitor_id":12,"country_code":"FR","device":"mobile","browser":"Safari","os":"iOS","interactive":true}
+{"workspace_id":"ws_e","retention_days":3650,"domain":"e.example","ts":"2026-01-20 11:00:20","name":"engagement","pathname":"/pricing","visitor_id":12,"country_code":"FR","device":"mobile","browser":"Safari","os":"iOS","interactive":true,"scroll_depth":20,"engagement_time":21000,"tracker_version":36}
+{"workspace_id":"ws_e","retention_days":3650,"domain":"e.example","ts":"2026-01-20 12:00:00","name":"pageview","pathname":"/","visitor_id":13,"country_code":"DE","device":"desktop","browser":"Firefox","os":"Windows","interactive":true}
+{"workspace_id":"ws_e","retention_days":3650,"domain":"e.example","ts":"2026-01-20 12:00:40","name":"engagement","pathname":"/","visitor_id":13,"country_code":"DE","device":"desktop","browser":"Firefox","os":"Windows","interactive":true,"scroll_depth":255,"engagement_time":46000,"tracker_version":36}
+{"workspace_id":"ws_e","retention_days":3650,"domain":"e.example","ts":"2026-01-20 13:00:00","name":"engagement","pathname":"/","visitor_id":13,"country_code":"DE","device":"desktop","browser":"Firefox","os":"Windows","interactive":true,"scroll_depth":50,"engagement_time":10000,"tracker_version":36}
 {"workspace_id":"ws_b","retention_days":3650,"domain":"b.example","ts":"2026-01-10 10:00:00","name":"pageview","pathname":"/SECRET_B","visitor_id":99,"referrer_source":"SECRET_B","country_code":"DE","device":"desktop","browser":"Chrome","os":"Linux","interactive":true}
 {"workspace_id":"ws_b","retention_days":3650,"domain":"b.example","ts":"2026-01-11 10:00:00","name":"SECRET_B","pathname":"/SECRET_B","visitor_id":98,"country_code":"FR","device":"mobile","browser":"Safari","os":"iOS","interactive":true}
 `

@@ -23,6 +23,12 @@ import (
 // to one visit until a gap of more than 30 minutes. A bounce is a visit
 // with at most one interactive event. Visit dimensions (visit:*) are taken
 // from the first event of the visit; event dimensions from each event.
+//
+// Engagement rows (name "engagement") are not events: they are left out of
+// the visits and of every metric but scroll_depth and time_on_page, which
+// only they feed. An engagement belongs to the visit of the visitor's last
+// event at or before it, when that event is at most 30 minutes older (as
+// Plausible drops an engagement without a session); others are not counted.
 type ReportParams struct {
 	Metrics    []string          `json:"metrics"`
 	Dimensions []string          `json:"dimensions"`
@@ -35,15 +41,32 @@ type ReportParams struct {
 
 // metricSQL maps metric names to aggregate expressions over the per-event
 // rows of the report (see CompileReport).
+//
+// scroll_depth and time_on_page are Plausible's: scroll_depth averages, over
+// the visitors of each result row, the deepest scroll a visitor reported
+// there (sd values over 100, "not sent", are skipped); time_on_page is the
+// engaged time of the row's engagements, in seconds, divided by the visits
+// that sent them (lib/plausible/stats: sum(engagement_time) / 1000 /
+// uniq(session)).
 var metricSQL = map[string]string{
-	"visitors":        "toUInt64(uniqExact(visitor_id))",
-	"visits":          "toUInt64(uniqExact(visitor_id, session_no))",
+	"visitors":        "toUInt64(uniqExactIf(visitor_id, " + notEngagement + "))",
+	"visits":          "toUInt64(uniqExactIf(visitor_id, session_no, " + notEngagement + "))",
 	"pageviews":       "toUInt64(countIf(name = 'pageview'))",
-	"events":          "toUInt64(count())",
-	"views_per_visit": "round(countIf(name = 'pageview') / greatest(uniqExact(visitor_id, session_no), 1), 2)",
-	"bounce_rate":     "toUInt64(round(100 * uniqExactIf(visitor_id, session_no, s_interactive <= 1) / greatest(uniqExact(visitor_id, session_no), 1)))",
-	"visit_duration":  "toUInt64(round(ifNotFinite(arrayAvg(arrayMap(x -> x.3, groupUniqArray((visitor_id, session_no, s_duration)))), 0)))",
+	"events":          "toUInt64(countIf(" + notEngagement + "))",
+	"views_per_visit": "round(countIf(name = 'pageview') / greatest(uniqExactIf(visitor_id, session_no, " + notEngagement + "), 1), 2)",
+	"bounce_rate":     "toUInt64(round(100 * uniqExactIf(visitor_id, session_no, s_interactive <= 1 AND " + notEngagement + ") / greatest(uniqExactIf(visitor_id, session_no, " + notEngagement + "), 1)))",
+	"visit_duration":  "toUInt64(round(ifNotFinite(arrayAvg(arrayMap(x -> x.3, groupUniqArrayIf((visitor_id, session_no, s_duration), " + notEngagement + "))), 0)))",
+	"scroll_depth":    "toUInt8(round(ifNotFinite(arrayAvg((maxMapIf([visitor_id], [toUInt16(scroll_depth)], " + isEngagement + " AND scroll_depth <= 100)).2), 0)))",
+	"time_on_page":    "toUInt64(round(ifNotFinite(sumIf(engagement_time, " + isEngagement + ") / 1000 / uniqExactIf(visitor_id, session_no, " + isEngagement + "), 0)))",
 }
+
+const (
+	isEngagement  = "name = 'engagement'"
+	notEngagement = "name != 'engagement'"
+)
+
+// engagementMetrics need the engagement rows in the report's row set.
+var engagementMetrics = map[string]bool{"scroll_depth": true, "time_on_page": true}
 
 // dimensionSQL maps dimensions to columns of the per-event rows.
 var dimensionSQL = map[string]string{
@@ -69,7 +92,7 @@ var dimensionSQL = map[string]string{
 const sessionsSQL = `WITH ` +
 	`e1 AS (SELECT ts, name, pathname, visitor_id, interactive, referrer_source, utm_source, utm_medium, utm_campaign, device, browser, os, country_code, ` +
 	`if(dateDiff('second', lagInFrame(ts, 1, toDateTime64(0, 3, 'UTC')) OVER (PARTITION BY visitor_id ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW), ts) > 1800, 1, 0) AS is_new ` +
-	`FROM events WHERE %s), ` +
+	`FROM events WHERE %[1]s AND name != 'engagement'), ` +
 	`e2 AS (SELECT *, sum(is_new) OVER (PARTITION BY visitor_id ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS session_no FROM e1), ` +
 	`e3 AS (SELECT *, ` +
 	`first_value(referrer_source) OVER s AS v_source, first_value(utm_source) OVER s AS v_utm_source, ` +
@@ -78,6 +101,19 @@ const sessionsSQL = `WITH ` +
 	`first_value(os) OVER s AS v_os, first_value(country_code) OVER s AS v_country, ` +
 	`dateDiff('second', min(ts) OVER s, max(ts) OVER s) AS s_duration, countIf(interactive) OVER s AS s_interactive ` +
 	`FROM e2 WINDOW s AS (PARTITION BY visitor_id, session_no ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) `
+
+// engagementSQL adds the engagement rows to the rows of e3 (sessionsSQL), in e4: each takes the
+// visit, and the visit's attributes, of the visitor's last event at or before it, at most 30
+// minutes older (ASOF JOIN); an engagement without one is left out.
+const engagementSQL = `, e4 AS (` +
+	`SELECT ts, name, pathname, visitor_id, session_no, v_source, v_utm_source, v_utm_medium, v_utm_campaign, ` +
+	`v_device, v_browser, v_os, v_country, s_duration, s_interactive, toUInt8(0) AS scroll_depth, toUInt32(0) AS engagement_time FROM e3 ` +
+	`UNION ALL ` +
+	`SELECT g.ts, 'engagement', g.pathname, g.visitor_id, s.session_no, s.v_source, s.v_utm_source, s.v_utm_medium, s.v_utm_campaign, ` +
+	`s.v_device, s.v_browser, s.v_os, s.v_country, s.s_duration, s.s_interactive, g.scroll_depth, g.engagement_time ` +
+	`FROM (SELECT ts, pathname, visitor_id, scroll_depth, engagement_time FROM events WHERE %s AND name = 'engagement') AS g ` +
+	`ASOF INNER JOIN e3 AS s ON g.visitor_id = s.visitor_id AND g.ts >= s.ts ` +
+	`WHERE dateDiff('second', s.ts, g.ts) <= 1800) `
 
 // maxFilterValue bounds one filter value.
 const maxFilterValue = 512
@@ -99,6 +135,10 @@ func CompileReport(p *ReportParams, now time.Time) (string, error) {
 	where := fmt.Sprintf("ts >= toDateTime64(%s, 3, 'UTC') AND ts < toDateTime64(%s, 3, 'UTC')",
 		quoteString(from.Format("2006-01-02 15:04:05")), quoteString(to.Format("2006-01-02 15:04:05")))
 
+	engagement := false
+	for _, m := range p.Metrics {
+		engagement = engagement || engagementMetrics[m]
+	}
 	var sel, group []string
 	known := map[string]bool{}
 	for _, d := range p.Dimensions {
@@ -108,6 +148,9 @@ func CompileReport(p *ReportParams, now time.Time) (string, error) {
 		}
 		if known[d] {
 			return "", perr(CodeInvalidRequest, "duplicate dimension %s", safeName(d))
+		}
+		if engagement && d != "event:page" && !strings.HasPrefix(d, "time:") {
+			return "", perr(CodeInvalidRequest, "scroll_depth and time_on_page go with the dimensions event:page and time:* only")
 		}
 		known[d] = true
 		sel = append(sel, col+" AS `"+d+"`")
@@ -154,7 +197,12 @@ func CompileReport(p *ReportParams, now time.Time) (string, error) {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, sessionsSQL, where)
-	b.WriteString("SELECT " + strings.Join(sel, ", ") + " FROM e3")
+	rows := "e3"
+	if engagement {
+		fmt.Fprintf(&b, engagementSQL, where)
+		rows = "e4"
+	}
+	b.WriteString("SELECT " + strings.Join(sel, ", ") + " FROM " + rows)
 	if len(conds) > 0 {
 		b.WriteString(" WHERE " + strings.Join(conds, " AND "))
 	}

@@ -41,9 +41,45 @@ func TestReportGolden(t *testing.T) {
 		{"empty_range", `{"metrics":["visitors","pageviews"],"date_range":["2025-01-01","2025-01-31"]}`},
 	}
 	s := startServer(t, testStore, Config{})
+	runGolden(t, s, s.token, tests)
+}
+
+// TestReportEngagementGolden runs reports over the engagement dataset of main_test.go
+// (ws_e, 2026-01-20). Expected figures, worked out by hand:
+//
+//	visitor 11: 10:00 / (Google), engagement / sd 40 e 30 s; 10:01 /pricing, engagement /pricing
+//	            sd 80 e 60 s, sd 100 e 5 s
+//	visitor 12: 11:00 /pricing, engagement /pricing sd 20 e 21 s
+//	visitor 13: 12:00 /, engagement / no sd (255) e 46 s; 13:00 engagement / sd 50 e 10 s, an
+//	            hour after the visitor's last event: no visit, not counted
+//	without engagement: visitors 3, visits 3, pageviews 4, events 4, bounce_rate 67 (12 and 13),
+//	visit_duration (60+0+0)/3 = 20: the same with the engagement rows as without them
+//	scroll_depth (deepest per visitor): 11 → 100, 12 → 20, 13 none: (100+20)/2 = 60
+//	time_on_page: (30+60+5+21+46) s / 3 visits = 54
+//	by page: / scroll 40 (11 only), time (30+46)/2 = 38; /pricing scroll (100+20)/2 = 60,
+//	time (60+5+21)/2 = 43
+//	source Google (visit 11 only): scroll 100, time (30+60+5)/1 = 95
+//	by name: pageview 4; engagement is not an event and gets no row
+func TestReportEngagementGolden(t *testing.T) {
+	jan := `"date_range":["2026-01-01","2026-01-31"]`
+	tests := []struct {
+		name, params string
+	}{
+		{"engagement_classic_totals", `{"metrics":["visitors","visits","pageviews","events","views_per_visit","bounce_rate","visit_duration"],` + jan + `}`},
+		{"engagement_totals", `{"metrics":["visitors","visits","pageviews","events","bounce_rate","visit_duration","scroll_depth","time_on_page"],` + jan + `}`},
+		{"engagement_by_page", `{"metrics":["visitors","pageviews","scroll_depth","time_on_page"],"dimensions":["event:page"],"order_by":[["event:page","asc"]],` + jan + `}`},
+		{"engagement_by_name", `{"metrics":["events","visitors"],"dimensions":["event:name"],` + jan + `}`},
+		{"engagement_source_google", `{"metrics":["visitors","scroll_depth","time_on_page"],"filters":[["is","visit:source",["Google"]]],` + jan + `}`},
+	}
+	s := startServer(t, testStore, Config{})
+	runGolden(t, s, sign(t, s.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_e", nil)), tests)
+}
+
+func runGolden(t *testing.T, s *testServer, token string, tests []struct{ name, params string }) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, r := s.post(t, s.token, `{"id":"r","op":"report","params":`+tt.params+`}`)
+			_, r := s.post(t, token, `{"id":"r","op":"report","params":`+tt.params+`}`)
 			if r.Type != "result" {
 				t.Fatalf("report failed: %+v", r.Error)
 			}
@@ -86,6 +122,7 @@ func TestCompileReportErrors(t *testing.T) {
 		{"filter on time", `{"metrics":["visitors"],"filters":[["is","time:day",["x"]]],"date_range":"7d"}`, "cannot filter"},
 		{"order by unknown", `{"metrics":["visitors"],"order_by":[["pageviews","desc"]],"date_range":"7d"}`, "order_by"},
 		{"negative offset", `{"metrics":["visitors"],"offset":-1,"date_range":"7d"}`, "offset"},
+		{"scroll depth by source", `{"metrics":["scroll_depth"],"dimensions":["visit:source"],"date_range":"7d"}`, "event:page and time"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
