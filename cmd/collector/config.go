@@ -59,6 +59,9 @@ type config struct {
 
 	Pprof string // loopback host:port serving net/http/pprof; empty = off
 
+	TokenWID string        // token issue: the workspace the token reads
+	TokenTTL time.Duration // token issue: lifetime; 0 = no exp
+
 	trusted []netip.Prefix // parsed TrustedProxies, set by validate
 }
 
@@ -76,9 +79,9 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Redis, "redis", "", "Redis URL (redis://[:pass@]host:6379/db or rediss:// for TLS) that shares the daily salt and revoked tokens across nodes; empty uses a local salt file")
 	fs.StringVar(&c.GeoIP, "geoip", "", "GeoIP2/GeoLite2 or DB-IP .mmdb files (comma-separated, e.g. DB-IP's IPv4 and IPv6 files) for country, region and city; empty disables geo enrichment")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs or addresses of proxies whose X-Forwarded-For/Forwarded headers are believed")
-	fs.StringVar(&c.JWKS, "jwks", "", "URL or file of the JWKS holding the ES256 public keys that sign query tokens; empty disables the query path")
+	fs.StringVar(&c.JWKS, "jwks", "", "URL or file of the JWKS holding the ES256 public keys that sign query tokens; empty trusts the data directory's own key (query/signing-key.pem), which `collector token issue` signs with")
 	fs.StringVar(&c.ConnectToken, "connect-token", "", "file holding a Kyomi Connect token (JWT); the collector dials the ws:// or wss:// URL of its url claim and answers Connect requests for its workspace over that connection (agent mode: no inbound port); needs -jwks")
-	fs.StringVar(&c.RevokedJTI, "revoked-jti", "", "file of revoked token ids (jti), one per line, reloaded when it changes; with -redis the set 'revoked_jti' is checked too")
+	fs.StringVar(&c.RevokedJTI, "revoked-jti", "", "file of revoked token ids (jti), one per line, reloaded when it changes; empty without -jwks: the data directory's query/revoked-jti, which `collector token revoke` writes; with -redis the set 'revoked_jti' is checked too")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain; with -tls-key serves HTTPS; reloaded on SIGHUP")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for -tls-cert")
 	fs.StringVar(&c.TLSMinVersion, "tls-min-version", "1.3", "lowest TLS version accepted: 1.3 or 1.2")
@@ -115,6 +118,10 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&c.RateWorkspace, "rate-workspace", 0, "events per second one workspace may receive before 429; 0 disables")
 	fs.BoolVar(&c.BotStrict, "bot-strict", false, "also drop events without an Accept-Language header (real browsers send one)")
 	fs.StringVar(&c.Datacenters, "datacenter-ranges", "", "file of data-centre CIDRs, one per line; events from them are dropped as bots")
+	if name == "token issue" {
+		fs.StringVar(&c.TokenWID, "wid", "", "the workspace the token may read (its wid claim)")
+		fs.DurationVar(&c.TokenTTL, "ttl", 0, "lifetime of the token, e.g. 720h; 0 = no expiry, as Kyomi Connect's own tokens (revoke it with `collector token revoke`)")
+	}
 	fs.StringVar(&c.Pprof, "pprof", "", "loopback host:port (e.g. 127.0.0.1:6060) serving Go profiles at /debug/pprof/ for load tests; empty (default) serves none")
 	return fs
 }
@@ -268,6 +275,9 @@ func (c *config) validate() []error {
 	}
 	if c.RateClient < 0 || c.RateWorkspace < 0 {
 		bad("rate-client", "rates must not be negative")
+	}
+	if c.TokenTTL < 0 {
+		bad("ttl", "must not be negative, got %s", c.TokenTTL)
 	}
 	if c.Pprof != "" {
 		if err := checkPprofAddr(c.Pprof); err != nil {

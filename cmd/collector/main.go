@@ -4,6 +4,8 @@
 //	collector sql [flags] "QUERY"       run one SQL statement against the configured store, print TSV
 //	collector config check [flags]      validate flags, environment and the workspaces file, then exit
 //	collector erase-workspace [flags] ID  delete every row of one workspace and wait until it is gone
+//	collector token issue -wid WS [flags]  print a query token signed by the data directory's own key
+//	collector token revoke [flags] JTI    add a token id to the revocation list serve reads
 //
 // Every flag can also be set with the environment variable COLLECTOR_<NAME>.
 package main
@@ -46,6 +48,8 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		return configCheckCmd(args[1:], env, stdout, stderr)
 	case "erase-workspace":
 		return eraseCmd(ctx, args, env, stdout, stderr)
+	case "token":
+		return tokenCmd(ctx, args, env, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return 0
@@ -60,6 +64,8 @@ const usage = `usage:
   collector sql [flags] "QUERY"         run one SQL statement against the store and print TSV
   collector config check [flags]        validate the configuration without starting
   collector erase-workspace [flags] ID  delete every row of one workspace
+  collector token issue -wid WS [-ttl D] [flags]  print a query token signed by the data directory's key
+  collector token revoke [flags] JTI    revoke a token by its id (jti)
 Run "collector serve -h" for the flags; each also reads COLLECTOR_<NAME> from the environment.`
 
 // loadConfig parses and validates flags for a subcommand, printing every problem on stderr.

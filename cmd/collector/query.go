@@ -27,8 +27,9 @@ func (q *queryPath) Close() {
 	}
 }
 
-// newQueryHandler wires the Kyomi Connect query path: ES256 keys from -jwks, revoked token ids
-// from -revoked-jti and, with -redis, from the shared set, and the store.
+// newQueryHandler wires the Kyomi Connect query path: ES256 keys from -jwks (or the data
+// directory's own key), revoked token ids from the revocation file and, with -redis, from the
+// shared set, and the store.
 func newQueryHandler(_ context.Context, c *config, store sink.Store, log *slog.Logger, reg prometheus.Registerer) (*queryPath, error) {
 	ver, rdb, err := newVerifier(c)
 	if err != nil {
@@ -46,17 +47,27 @@ func newQueryHandler(_ context.Context, c *config, store sink.Store, log *slog.L
 	return q, nil
 }
 
-// newVerifier is the token verifier of the query path and of agent mode: keys from -jwks, revoked
-// token ids from -revoked-jti and, with -redis, from the shared set. The caller closes the Redis
-// client, if any.
+// newVerifier is the token verifier of the query path and of agent mode: keys from -jwks, or
+// without it the data directory's own key (made now if there is none, so that `token issue` and
+// serve agree on it); revoked token ids from revocationFile and, with -redis, from the shared set.
+// The caller closes the Redis client, if any.
 func newVerifier(c *config) (*query.Verifier, *redis.Client, error) {
 	// exp is enforced exactly; the 60 s only let a freshly minted token's nbf and iat be ahead of our
 	// clock, for an issuer whose clock runs slightly fast.
-	ver := &query.Verifier{Keys: &query.JWKS{Location: c.JWKS}, Skew: 60 * time.Second}
+	ver := &query.Verifier{Skew: 60 * time.Second}
+	if c.JWKS != "" {
+		ver.Keys = &query.JWKS{Location: c.JWKS}
+	} else {
+		key, _, err := query.OpenLocalKey(localKeyDir(c))
+		if err != nil {
+			return nil, nil, err
+		}
+		ver.Keys = key
+	}
 	var rdb *redis.Client
 	var revokers anyRevoker
-	if c.RevokedJTI != "" {
-		revokers = append(revokers, &query.FileRevoker{Path: c.RevokedJTI})
+	if path := revocationFile(c); path != "" {
+		revokers = append(revokers, &query.FileRevoker{Path: path})
 	}
 	if c.Redis != "" {
 		opts, err := redis.ParseURL(c.Redis)

@@ -23,6 +23,7 @@ import (
 	"github.com/kyomi/collector/collector/bot"
 	"github.com/kyomi/collector/collector/clientip"
 	"github.com/kyomi/collector/collector/enrich"
+	"github.com/kyomi/collector/collector/query"
 	"github.com/kyomi/collector/collector/ratelimit"
 	"github.com/kyomi/collector/collector/workspace"
 	"github.com/kyomi/collector/salt"
@@ -139,22 +140,23 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	routes := map[string]fasthttp.RequestHandler{}
 	refused := map[string]func(*fasthttp.RequestCtx, int){}
 	script.Register(routes)
-	if c.JWKS != "" {
-		qh, err := newQueryHandler(ctx, c, store, log, reg)
+	qh, err := newQueryHandler(ctx, c, store, log, reg)
+	if err != nil {
+		return err
+	}
+	defer qh.Close()
+	routes["/api/query"] = qh.HTTP
+	refused["/api/query"] = qh.HTTPRefused
+	routes["/connect/v1"] = qh.WebSocket
+	if c.JWKS == "" {
+		log.Info("query path trusts the data directory's own key (collector token issue)", "key", filepath.Join(localKeyDir(c), query.LocalKeyFile))
+	}
+	if c.ConnectToken != "" {
+		stopAgent, err := startConnectAgent(ctx, c, qh.Handler, log, reg)
 		if err != nil {
 			return err
 		}
-		defer qh.Close()
-		routes["/api/query"] = qh.HTTP
-		refused["/api/query"] = qh.HTTPRefused
-		routes["/connect/v1"] = qh.WebSocket
-		if c.ConnectToken != "" {
-			stopAgent, err := startConnectAgent(ctx, c, qh.Handler, log, reg)
-			if err != nil {
-				return err
-			}
-			defer stopAgent()
-		}
+		defer stopAgent()
 	}
 
 	uaParser := enrich.NewUAParser(c.UACacheSize)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -95,4 +96,75 @@ func (r *RedisRevoker) Revoked(ctx context.Context, jti string) (bool, error) {
 		return false, fmt.Errorf("cannot query revoked token set: %w", err)
 	}
 	return ok, nil
+}
+
+// ValidJTI reports whether s can be a revocation list entry: 1 to 256 printable ASCII bytes
+// other than space and '#', so that it stays one line of the file and one member of the set.
+func ValidJTI(s string) bool {
+	if len(s) == 0 || len(s) > 256 || s[0] == '#' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// Revoke adds jti to the file (created with mode 0600 when missing, its directory 0700), unless
+// it is listed already. A process reading the file with a FileRevoker refuses the token from its
+// next check on (within CheckEvery). Appends are one write each, so a concurrent reader sees the
+// line whole or not at all.
+func (f *FileRevoker) Revoke(jti string) error {
+	if !ValidJTI(jti) {
+		return fmt.Errorf("cannot revoke: a token id is 1-256 printable characters without spaces")
+	}
+	data, err := os.ReadFile(f.Path)
+	if err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("cannot read revocation file: %w", err)
+	}
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if string(bytes.TrimSpace(line)) == jti {
+			return nil
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(f.Path), 0o700); err != nil {
+		return fmt.Errorf("cannot create the revocation file's directory: %w", err)
+	}
+	out, err := os.OpenFile(f.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("cannot open revocation file: %w", err)
+	}
+	line := jti + "\n"
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		line = "\n" + line
+	}
+	if _, err := out.WriteString(line); err != nil {
+		out.Close()
+		return fmt.Errorf("cannot append to revocation file: %w", err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return fmt.Errorf("cannot sync revocation file: %w", err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("cannot close revocation file: %w", err)
+	}
+	return nil
+}
+
+// Revoke adds jti to the Redis set (SADD), which every node checking it refuses from then on.
+func (r *RedisRevoker) Revoke(ctx context.Context, jti string) error {
+	if !ValidJTI(jti) {
+		return fmt.Errorf("cannot revoke: a token id is 1-256 printable characters without spaces")
+	}
+	key := r.Key
+	if key == "" {
+		key = "revoked_jti"
+	}
+	if err := r.Client.SAdd(ctx, key, jti).Err(); err != nil {
+		return fmt.Errorf("cannot add to the revoked token set: %w", err)
+	}
+	return nil
 }
