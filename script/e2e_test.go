@@ -98,8 +98,8 @@ type collectorProc struct {
 }
 
 // startCollectorProc runs the real binary with the example workspaces file (acme.example belongs
-// to ws_acme, tier pro) and waits until /readyz answers 200.
-func startCollectorProc(t *testing.T) *collectorProc {
+// to ws_acme, tier pro) and waits until /readyz answers 200. args are added to `serve`'s flags.
+func startCollectorProc(t *testing.T, args ...string) *collectorProc {
 	t.Helper()
 	bin := collectorBinary(t)
 	dir := t.TempDir()
@@ -117,7 +117,7 @@ func startCollectorProc(t *testing.T) *collectorProc {
 		client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second},
 	}
 	// Port 0, read back from the startup log line: see package startline.
-	p.cmd = exec.Command(bin, "serve", "-listen", "127.0.0.1:0", "-config", cfg, "-data-dir", p.dataDir, "-batch-age", "200ms")
+	p.cmd = exec.Command(bin, append([]string{"serve", "-listen", "127.0.0.1:0", "-config", cfg, "-data-dir", p.dataDir, "-batch-age", "200ms"}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("cannot start the collector: %v", err)

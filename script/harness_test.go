@@ -130,6 +130,9 @@ type page struct {
 	CSP      bool              // strict Content-Security-Policy allowing only the collector
 	Body     template.HTML
 	Status   int // answer with this status and no body (e.g. 204 for a download)
+	// Content, when set, is the whole answer (e.g. a JavaScript module), of type ContentType.
+	Content     []byte
+	ContentType string
 }
 
 var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
@@ -204,6 +207,10 @@ func (h *harness) servePage(ctx *fasthttp.RequestCtx) {
 		return
 	case p.Status != 0:
 		ctx.SetStatusCode(p.Status)
+		return
+	case p.Content != nil:
+		ctx.SetContentType(p.ContentType)
+		ctx.SetBody(p.Content)
 		return
 	}
 	if p.CSP {
