@@ -74,6 +74,8 @@ type event struct {
 	Revenue map[string]any    `json:"$"`
 	H       any               `json:"h"`
 	I       *bool             `json:"i"`
+	SD      *int              `json:"sd"` // engagement: scroll depth in percent
+	E       *int              `json:"e"`  // engagement: engaged milliseconds
 }
 
 // recorder is a stand-in collector: it serves the real script handler under /js/ and records

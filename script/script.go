@@ -1,5 +1,6 @@
 // Package script serves the Kyomi tracking script under /js/: every Plausible variant name
-// (script.js plus any set of ten extensions, in any order), embedded in the binary.
+// (script.js plus any set of Plausible's ten extensions and our engagement, in any order),
+// embedded in the binary.
 //
 // dist/ holds, per subset of the prebuilt extensions (hash, outbound-links, file-downloads), a
 // minified variant (*.min.js, compressed once at start-up, gzip and brotli at their best level)
@@ -48,10 +49,11 @@ const cacheControl = "public, max-age=86400, stale-while-revalidate=604800"
 //go:embed dist/*.js
 var dist embed.FS
 
-// segmentExtensions are Plausible's extensions whose code is cut from a template per request
-// (see script/internal/minify); the others (hash, outbound-links, file-downloads) are prebuilt.
+// segmentExtensions are the extensions (Plausible's, and engagement) whose code is cut from a
+// template per request (see script/internal/minify); the others (hash, outbound-links,
+// file-downloads) are prebuilt.
 // TestExtensions checks the list against the build's.
-var segmentExtensions = []string{"compat", "exclusions", "local", "manual", "pageview-props", "revenue", "tagged-events"}
+var segmentExtensions = []string{"compat", "engagement", "exclusions", "local", "manual", "pageview-props", "revenue", "tagged-events"}
 
 // encoding is one stored representation of an asset.
 type encoding struct {
@@ -75,7 +77,7 @@ type catalog struct {
 	// are cut from.
 	templates map[string][]byte
 	// assembled caches, per key, the variants cut from a template on first request: at most one
-	// per subset of the ten extensions (1016), a few kilobytes each.
+	// per subset of the eleven extensions (2040), a few kilobytes each.
 	assembled sync.Map // key → *lazyAsset
 }
 

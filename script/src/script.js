@@ -93,6 +93,14 @@
   function track(name, options) {
     options = options || {};
     var callback = options.callback;
+    //#if engagement
+    // A page view first ends the engagement of the page before it (SPA navigation); the new
+    // page is engaged only once its own page view is sent.
+    if (name == 'pageview') {
+      engage();
+      engagedUrl = 0;
+    }
+    //#end
     if (ignored()) {
       return callback && callback();
     }
@@ -125,6 +133,18 @@
     if (options.interactive === false) {
       payload.i = false;
     }
+    //#if engagement
+    payload.sd = options.sd; // undefined values are left out of the JSON
+    payload.e = options.e;
+    if (name == 'pageview') {
+      engagedUrl = payload.u;
+      engagedProps = payload.p;
+      banked = 0;
+      since = !doc.hidden && Date.now();
+      depth = seen();
+      sentDepth = -1;
+    }
+    //#end
     var body = JSON.stringify(payload);
     // A string body makes the request text/plain;charset=UTF-8, a CORS-safelisted type:
     // no preflight. keepalive lets the request outlive the page (outbound clicks, unload).
@@ -142,6 +162,50 @@
       callback && callback();
     }
   }
+
+  //#if engagement
+  // Engagement, as Plausible's tracker sends it (n: "engagement", sd: scroll depth in percent,
+  // e: engaged milliseconds) for the current page view: when the page is hidden or left, and
+  // before the next page view of a single-page app; only when the visitor scrolled deeper than
+  // last sent or was engaged for at least 3 s since, and never before a page view was sent.
+  // Engaged time is the time the page was visible. State: the page view's URL and props
+  // (engagedUrl is unset until it was sent), the engaged milliseconds banked from earlier
+  // visible stretches, the start of the current one (0 while hidden), the deepest share of the
+  // page seen (0..1) and the depth last sent.
+  var engagedUrl, engagedProps, banked, since, depth, sentDepth;
+
+  // seen returns the share of the page seen so far, down to the bottom of the viewport.
+  function seen() {
+    return Math.min(1, (scrollY + innerHeight) / doc.documentElement.scrollHeight);
+  }
+
+  function engage() {
+    var e = banked + (since && Date.now() - since);
+    if (engagedUrl && (sentDepth < depth || e >= 3000)) {
+      sentDepth = depth;
+      banked = 0;
+      since = since && Date.now();
+      track('engagement', { u: engagedUrl, props: engagedProps, sd: Math.round(depth * 100), e: e });
+    }
+  }
+
+  // hide ends the visible stretch and sends the engagement.
+  function hide() {
+    banked += since && Date.now() - since;
+    since = 0;
+    engage();
+  }
+
+  doc.addEventListener('scroll', function () {
+    depth = Math.max(depth, seen());
+  });
+  doc.addEventListener('visibilitychange', function () {
+    doc.hidden ? hide() : (since = since || Date.now());
+  });
+  // Browsers that fire no visibilitychange when a page is left fire pagehide; after a
+  // visibilitychange that sent it, nothing is left to send.
+  w.addEventListener('pagehide', hide);
+  //#end
 
   // page counts a page view when the path (plus hash in hash mode) differs from the last
   // one counted: replaceState that keeps the path, or a repeated pushState, counts nothing.

@@ -21,7 +21,8 @@ import (
 	"github.com/kyomi/collector/script/internal/segments"
 )
 
-// Extension is one optional feature of the script, named as in Plausible's file names.
+// Extension is one optional feature of the script, named as in Plausible's file names (engagement,
+// which Plausible's scripts always include, is ours: it does not fit the default script's budget).
 type Extension struct {
 	Name string
 	// Constant is the compile-time constant of script/src/script.js that switches the feature
@@ -39,6 +40,7 @@ var Extensions = []Extension{
 	{Name: "outbound-links", Constant: "OUTBOUND"},
 	{Name: "file-downloads", Constant: "FILES"},
 	{Name: "compat"},
+	{Name: "engagement"},
 	{Name: "exclusions"},
 	{Name: "local"},
 	{Name: "manual"},
