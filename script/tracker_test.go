@@ -177,8 +177,9 @@ func (r trackerRow) key() string {
 //	  /t/hash#/about page view, engagement of #/home (sd 100, e 9000); 4 s engaged; leaves the
 //	                 page: engagement of #/about (sd 40, e 4000)
 //	visitor 2 (Windows), one visit:
-//	  /t/landing     page view; track('Autoplay', {interactive: false}); 2 s engaged; leaves:
-//	                 engagement (sd 40, e 2000)
+//	  /t/landing     page view; track('Autoplay', {interactive: false}); 2 s engaged; the tab is
+//	                 hidden: engagement (sd 40, e 2000); shown again, 4 s engaged; leaves: engagement
+//	                 (sd 40, e 4000; sent again since it is at least 3 s)
 func TestPlausibleTracker(t *testing.T) {
 	checkGoroutines(t)
 	tracker := plausibleTracker(t)
@@ -277,11 +278,15 @@ func TestPlausibleTracker(t *testing.T) {
 	waitTracker(h2)
 	h2.eval(`track('Autoplay', {interactive: false})`, nil)
 	h2.eval(`advanceClock(2000)`, nil)
-	h2.run(chromedp.Navigate(h2.url(otherHost, "/t/bye")))
-	rp.waitBeacons(h2, from, 3, "")
+	setMinimized(h2, true) // the tab is hidden: engagement
+	setMinimized(h2, false)
+	h2.eval(`advanceClock(4000)`, nil)
+	h2.run(chromedp.Navigate(h2.url(otherHost, "/t/bye"))) // 4 s more: engagement again
+	rp.waitBeacons(h2, from, 4, "")
 	expect(trackerRow{OS: v2, Name: "pageview", Pathname: "/t/landing"})
 	expect(trackerRow{OS: v2, Name: "Autoplay", Pathname: "/t/landing", Interactive: false})
 	expect(trackerRow{OS: v2, Name: "engagement", Pathname: "/t/landing", ScrollDepth: 40, EngagementTime: 2000})
+	expect(trackerRow{OS: v2, Name: "engagement", Pathname: "/t/landing", ScrollDepth: 40, EngagementTime: 4000})
 
 	token := keys.token(t, "ws_acme")
 	// The shipper flushes every 200 ms; wait until every accepted beacon is a row.
@@ -329,6 +334,7 @@ func TestPlausibleTracker(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("stored rows:\n%s\nwant exactly (each action once):\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	t.Logf("stored rows:\n%s", strings.Join(got, "\n"))
 	if len(visitors[v1]) != 1 || len(visitors[v2]) != 1 {
 		t.Errorf("visitor ids by OS %v, want one per visitor", visitors)
 	}
@@ -337,11 +343,11 @@ func TestPlausibleTracker(t *testing.T) {
 	//   events       every event but engagement (Plausible: countIf(name != 'engagement')):
 	//                visitor 1: 4 page views + After Init, Signup, Purchase, Tagged Click,
 	//                Tagged Purchase, File Download, Form: Submission, Outbound Link: Click = 12;
-	//                visitor 2: page view + Autoplay = 2; 14 in all (the 5 engagement rows excluded).
+	//                visitor 2: page view + Autoplay = 2; 14 in all (the 6 engagement rows excluded).
 	//   pageviews    4 + 1 = 5; visitors 2; visits 2.
 	//   bounce_rate  a visit with one page view and no interactive event is a bounce; engagement
 	//                is neither. Visit 1 has 4 page views, visit 2 one page view, a
-	//                non-interactive event and an engagement: 1 bounce of 2 visits = 50 %.
+	//                non-interactive event and two engagements: 1 bounce of 2 visits = 50 %.
 	dateRange := []string{firstDay.Format(time.DateOnly), lastDay.Format(time.DateOnly)}
 	agg := coll.ask(t, token, "report", map[string]any{
 		"metrics":    []string{"visitors", "visits", "pageviews", "events", "bounce_rate"},
@@ -375,7 +381,7 @@ func TestPlausibleTracker(t *testing.T) {
 	//   scroll_depth  the mean over visits of the visit's deepest scroll depth on the page;
 	//   time_on_page  the engaged seconds on the page (sum of e / 1000) over the visits that
 	//                 sent engagement there.
-	//   /t/landing      visits 1 and 2: depth (60 + 40) / 2 = 50, time (12 + 2) / 2 = 7 s
+	//   /t/landing      visits 1 and 2: depth (60 + 40) / 2 = 50, time (12 + 2 + 4) / 2 = 9 s
 	//   /t/pricing      visit 1: 40, 5 s
 	//   /t/hash#/home   visit 1: 100, 9 s
 	//   /t/hash#/about  visit 1: 40, 4 s
@@ -390,7 +396,7 @@ func TestPlausibleTracker(t *testing.T) {
 		pages[p] = [3]float64{byPage.num(t, i, "pageviews"), byPage.num(t, i, "scroll_depth"), byPage.num(t, i, "time_on_page")}
 	}
 	wantPages := map[string][3]float64{
-		"/t/landing":     {2, 50, 7},
+		"/t/landing":     {2, 50, 9},
 		"/t/pricing":     {1, 40, 5},
 		"/t/hash#/home":  {1, 100, 9},
 		"/t/hash#/about": {1, 40, 4},
