@@ -177,11 +177,22 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	ev.Pathname = page.Pathname
 	ev.RetentionDays = ws.RetentionDays
 	ev.Referrer = ref.URL
-	ev.ReferrerSource = page.UTMSource // tagged by the site owner: it wins, as in Plausible
+	// Tagged by the site owner (utm_source, source or ref): it wins, under its known name
+	// ("facebook" → "Facebook"), as in Plausible.
+	ev.ReferrerSource = enrich.CanonicalSource(page.UTMSource)
 	if ev.ReferrerSource == "" {
 		ev.ReferrerSource = ref.Source
 	}
 	ev.UTMSource, ev.UTMMedium, ev.UTMCampaign = page.UTMSource, page.UTMMedium, page.UTMCampaign
+	if ev.UTMMedium == "" {
+		// A Google or Bing ad click that the site did not tag, as Plausible marks it.
+		switch {
+		case page.Gclid && ev.ReferrerSource == "Google":
+			ev.UTMMedium = "(gclid)"
+		case page.Msclkid && ev.ReferrerSource == "Bing":
+			ev.UTMMedium = "(msclkid)"
+		}
+	}
 	ev.UTMContent, ev.UTMTerm, ev.ClickIDParam = page.UTMContent, page.UTMTerm, page.ClickIDParam
 	ev.CountryCode, ev.Region, ev.City = geo.CountryCode, geo.Region, geo.City
 	ev.Browser, ev.BrowserVersion, ev.OS, ev.OSVersion, ev.Device = ua.Browser, ua.BrowserVersion, ua.OS, ua.OSVersion, ua.Device

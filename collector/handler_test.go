@@ -54,7 +54,7 @@ func TestEventStored(t *testing.T) {
 		{"City", ev.City, "Auckland"},
 		{"Browser", ev.Browser, "Chrome"},
 		{"OS", ev.OS, "Windows"},
-		{"Device", ev.Device, "desktop"},
+		{"Device", ev.Device, "Desktop"},
 		{"RevenueCurrency", ev.RevenueCurrency, "EUR"},
 		{"props", fmt.Sprint(ev.PropKeys, ev.PropValues), "[plan seats trial] [pro 12 true]"},
 		{"revenue", fmt.Sprint(ev.RevenueAmount), "19.9"},

@@ -615,8 +615,8 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("cannot decode stored rows %s: %v", out, err)
 		}
 		got = append(got, r.key())
-		if r.RetentionDays != 395 || r.Browser != "Chrome" || r.OS != "Linux" || r.Device != "desktop" || r.VisitorID == "0" {
-			t.Errorf("row %s: retention %d, browser %q, os %q, device %q, visitor %s; want 395, Chrome, Linux, desktop, non-zero",
+		if r.RetentionDays != 395 || r.Browser != "Chrome" || r.OS != "GNU/Linux" || r.Device != "Desktop" || r.VisitorID == "0" {
+			t.Errorf("row %s: retention %d, browser %q, os %q, device %q, visitor %s; want 395, Chrome, GNU/Linux, Desktop, non-zero",
 				r.key(), r.RetentionDays, r.Browser, r.OS, r.Device, r.VisitorID)
 		}
 		visitors[r.VisitorID], days[r.Day] = true, true

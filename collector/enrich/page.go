@@ -19,12 +19,15 @@ type Page struct {
 	Host         string
 	Hostname     string // Host without "www."
 	Pathname     string // path without query and path parameters (";..."), percent-decoded; "/" when empty; plus "#fragment" in hash mode
-	UTMSource    string
+	UTMSource    string // utm_source, else source, else ref (Plausible reads all three as the tag)
 	UTMMedium    string
 	UTMCampaign  string
 	UTMContent   string
 	UTMTerm      string
 	ClickIDParam string // name of the first click id parameter seen, never its value
+	// Gclid and Msclkid report a gclid or msclkid parameter (their values are never kept): with
+	// a Google or Bing source and no utm_medium they set the medium, as Plausible does.
+	Gclid, Msclkid bool
 }
 
 // Errors returned by ParsePage. They name the problem without echoing the
@@ -108,7 +111,14 @@ func ParsePage(rawURL string, hashMode bool) (Page, error) {
 	if p.Pathname == "" {
 		p.Pathname = "/"
 	}
-	parseQuery(&p, query)
+	var source, ref string
+	parseQuery(&p, query, &source, &ref)
+	if p.UTMSource == "" {
+		p.UTMSource = source
+	}
+	if p.UTMSource == "" {
+		p.UTMSource = ref
+	}
 	return p, nil
 }
 
@@ -224,11 +234,29 @@ func lowerASCII(s string) string {
 	return s
 }
 
-func parseQuery(p *Page, q string) {
+// parseQuery reads the UTM parameters and click ids of q into p, and the source and ref
+// parameters (the other spellings of utm_source) into source and ref.
+func parseQuery(p *Page, q string, source, ref *string) {
 	for q != "" {
 		var kv string
 		kv, q, _ = strings.Cut(q, "&")
 		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "source":
+			if *source == "" {
+				*source = unescape(v)
+			}
+			continue
+		case "ref":
+			if *ref == "" {
+				*ref = unescape(v)
+			}
+			continue
+		case "gclid":
+			p.Gclid = true
+		case "msclkid":
+			p.Msclkid = true
+		}
 		if len(k) > 4 && k[:4] == "utm_" {
 			var dst *string
 			switch k[4:] {

@@ -21,16 +21,19 @@ func TestParsePage(t *testing.T) {
 			want: Page{Hostname: "acme.example", Pathname: "/p", UTMSource: "news", UTMMedium: "email", UTMCampaign: "spring sale", UTMContent: "hero", UTMTerm: "shoes red"}},
 		{name: "bad escape kept verbatim", raw: "https://acme.example/?utm_source=%zz", want: Page{Hostname: "acme.example", Pathname: "/", UTMSource: "%zz"}},
 		{name: "first utm wins", raw: "https://acme.example/?utm_source=a&utm_source=b", want: Page{Hostname: "acme.example", Pathname: "/", UTMSource: "a"}},
-		{name: "click id name only", raw: "https://acme.example/l?gclid=EAIaIQobChMI&x=1", want: Page{Hostname: "acme.example", Pathname: "/l", ClickIDParam: "gclid"}},
+		{name: "click id name only", raw: "https://acme.example/l?gclid=EAIaIQobChMI&x=1", want: Page{Hostname: "acme.example", Pathname: "/l", ClickIDParam: "gclid", Gclid: true}},
 		{name: "fbclid", raw: "https://acme.example/?fbclid=IwAR3", want: Page{Hostname: "acme.example", Pathname: "/", ClickIDParam: "fbclid"}},
-		{name: "msclkid", raw: "https://acme.example/?msclkid=1", want: Page{Hostname: "acme.example", Pathname: "/", ClickIDParam: "msclkid"}},
+		{name: "msclkid", raw: "https://acme.example/?msclkid=1", want: Page{Hostname: "acme.example", Pathname: "/", ClickIDParam: "msclkid", Msclkid: true}},
 		{name: "ttclid", raw: "https://acme.example/?ttclid=1", want: Page{Hostname: "acme.example", Pathname: "/", ClickIDParam: "ttclid"}},
 		{name: "twclid", raw: "https://acme.example/?twclid=1", want: Page{Hostname: "acme.example", Pathname: "/", ClickIDParam: "twclid"}},
 		{name: "li_fat_id", raw: "https://acme.example/?li_fat_id=1", want: Page{Hostname: "acme.example", Pathname: "/", ClickIDParam: "li_fat_id"}},
 		{name: "dclid", raw: "https://acme.example/?dclid=1", want: Page{Hostname: "acme.example", Pathname: "/", ClickIDParam: "dclid"}},
 		{name: "gbraid", raw: "https://acme.example/?gbraid=1", want: Page{Hostname: "acme.example", Pathname: "/", ClickIDParam: "gbraid"}},
 		{name: "wbraid", raw: "https://acme.example/?wbraid=1", want: Page{Hostname: "acme.example", Pathname: "/", ClickIDParam: "wbraid"}},
-		{name: "first click id wins", raw: "https://acme.example/?fbclid=1&gclid=2", want: Page{Hostname: "acme.example", Pathname: "/", ClickIDParam: "fbclid"}},
+		{name: "first click id wins", raw: "https://acme.example/?fbclid=1&gclid=2", want: Page{Hostname: "acme.example", Pathname: "/", ClickIDParam: "fbclid", Gclid: true}},
+		{name: "ref is the source tag", raw: "https://acme.example/?ref=betalist", want: Page{Hostname: "acme.example", Pathname: "/", UTMSource: "betalist"}},
+		{name: "source is the source tag", raw: "https://acme.example/?source=Google-ads&ref=x", want: Page{Hostname: "acme.example", Pathname: "/", UTMSource: "Google-ads"}},
+		{name: "utm_source wins over source and ref", raw: "https://acme.example/?ref=a&source=b&utm_source=c", want: Page{Hostname: "acme.example", Pathname: "/", UTMSource: "c"}},
 		{name: "fragment dropped", raw: "https://acme.example/a#section", want: Page{Hostname: "acme.example", Pathname: "/a"}},
 		{name: "hash mode keeps route", raw: "https://acme.example/app#/settings/profile", hash: true, want: Page{Hostname: "acme.example", Pathname: "/app#/settings/profile"}},
 		{name: "hash mode route query", raw: "https://acme.example/#/x?utm_source=hn&secret=1", hash: true, want: Page{Hostname: "acme.example", Pathname: "/#/x", UTMSource: "hn"}},
@@ -100,13 +103,13 @@ func TestParseReferrer(t *testing.T) {
 		{name: "x.com", raw: "https://x.com/", site: "acme.example", want: Referrer{URL: "x.com", Host: "x.com", Source: "Twitter"}},
 		{name: "facebook link shim", raw: "https://l.facebook.com/l.php?u=https%3A%2F%2Facme.example", site: "acme.example", want: Referrer{URL: "l.facebook.com/l.php", Host: "l.facebook.com", Source: "Facebook"}},
 		{name: "facebook mobile", raw: "https://m.facebook.com/", site: "acme.example", want: Referrer{URL: "m.facebook.com", Host: "m.facebook.com", Source: "Facebook"}},
-		{name: "linkedin", raw: "https://www.linkedin.com/feed/", site: "acme.example", want: Referrer{URL: "linkedin.com/feed/", Host: "linkedin.com", Source: "LinkedIn"}},
-		{name: "reddit subdomain", raw: "https://old.reddit.com/r/golang/", site: "acme.example", want: Referrer{URL: "old.reddit.com/r/golang/", Host: "old.reddit.com", Source: "Reddit"}},
+		{name: "linkedin", raw: "https://www.linkedin.com/feed/", site: "acme.example", want: Referrer{URL: "linkedin.com/feed", Host: "linkedin.com", Source: "LinkedIn"}},
+		{name: "reddit subdomain", raw: "https://old.reddit.com/r/golang/", site: "acme.example", want: Referrer{URL: "old.reddit.com/r/golang", Host: "old.reddit.com", Source: "Reddit"}},
 		{name: "github", raw: "https://github.com/kyomi/collector", site: "acme.example", want: Referrer{URL: "github.com/kyomi/collector", Host: "github.com", Source: "GitHub"}},
 		{name: "hacker news", raw: "https://news.ycombinator.com/item?id=1", site: "acme.example", want: Referrer{URL: "news.ycombinator.com/item", Host: "news.ycombinator.com", Source: "Hacker News"}},
 		{name: "gmail", raw: "https://mail.google.com/", site: "acme.example", want: Referrer{URL: "mail.google.com", Host: "mail.google.com", Source: "Gmail"}},
-		{name: "gmail android app", raw: "android-app://com.google.android.gm/", site: "acme.example", want: Referrer{URL: "com.google.android.gm", Host: "com.google.android.gm", Source: "Gmail"}},
-		{name: "chatgpt", raw: "https://chatgpt.com/", site: "acme.example", want: Referrer{URL: "chatgpt.com", Host: "chatgpt.com", Source: "ChatGPT"}},
+		{name: "gmail android app", raw: "android-app://com.google.android.gm/", site: "acme.example", want: Referrer{URL: "android-app://com.google.android.gm", Host: "com.google.android.gm", Source: "Gmail"}},
+		{name: "chatgpt", raw: "https://chatgpt.com/", site: "acme.example", want: Referrer{URL: "chatgpt.com", Host: "chatgpt.com", Source: "chatgpt.com"}},
 		{name: "perplexity", raw: "https://www.perplexity.ai/search/x", site: "acme.example", want: Referrer{URL: "perplexity.ai/search/x", Host: "perplexity.ai", Source: "Perplexity"}},
 		{name: "wikipedia language", raw: "https://de.wikipedia.org/wiki/Go", site: "acme.example", want: Referrer{URL: "de.wikipedia.org/wiki/Go", Host: "de.wikipedia.org", Source: "Wikipedia"}},
 		{name: "unknown host is source", raw: "https://blog.example.org/post?id=1#c", site: "acme.example", want: Referrer{URL: "blog.example.org/post", Host: "blog.example.org", Source: "blog.example.org"}},
@@ -115,7 +118,14 @@ func TestParseReferrer(t *testing.T) {
 		{name: "own site with www is direct", raw: "https://www.acme.example/", site: "acme.example", want: Referrer{}},
 		{name: "own site configured with www", raw: "https://acme.example/", site: "www.acme.example", want: Referrer{}},
 		{name: "own site other case", raw: "https://ACME.example/", site: "acme.example", want: Referrer{}},
-		{name: "no scheme", raw: "google.com/search", site: "acme.example", want: Referrer{URL: "google.com/search", Host: "google.com", Source: "Google"}},
+		{name: "no scheme", raw: "google.com/search", site: "acme.example", want: Referrer{}},
+		{name: "trailing slashes", raw: "https://facebook.com/page//", site: "acme.example", want: Referrer{URL: "facebook.com/page", Host: "facebook.com", Source: "Facebook"}},
+		{name: "localhost", raw: "http://localhost:4000/", site: "acme.example", want: Referrer{}},
+		{name: "ftp", raw: "ftp://wat", site: "acme.example", want: Referrer{}},
+		{name: "malformed scheme", raw: "https:://twitter.com", site: "acme.example", want: Referrer{}},
+		{name: "no host", raw: "https:///path", site: "acme.example", want: Referrer{}},
+		{name: "unknown android app", raw: "android-app://some.android.app", site: "acme.example", want: Referrer{URL: "android-app://some.android.app", Host: "some.android.app", Source: "android-app://some.android.app"}},
+		{name: "reddit android app", raw: "android-app://com.reddit.frontpage", site: "acme.example", want: Referrer{URL: "android-app://com.reddit.frontpage", Host: "com.reddit.frontpage", Source: "Reddit"}},
 		{name: "garbage", raw: "not a url", site: "acme.example", want: Referrer{}},
 	}
 	for _, tc := range tests {
@@ -132,9 +142,26 @@ func TestReferrerSourceTable(t *testing.T) {
 		t.Fatalf("referrer source table has %d entries, want >= 40", n)
 	}
 	for host, src := range referrerSources {
-		if got := sourceOf(host); got != src {
+		if got, known := sourceOf(host); got != src || !known {
 			t.Errorf("sourceOf(%q) = %q, want %q", host, got, src)
 		}
+	}
+}
+
+func TestCanonicalSource(t *testing.T) {
+	for tag, want := range map[string]string{
+		"facebook": "Facebook", "FACEBOOK": "Facebook", "fb": "Facebook", "fb-ads": "Facebook", "Reddit-ads": "Reddit",
+		"google_ads": "Google", "Google-ads": "Google", "Adwords": "Google", "twitter-ads": "Twitter",
+		"ig": "Instagram", "yt": "Youtube", "threads": "Threads", "perplexity": "Perplexity", "linktree": "Linktree",
+		"Telegram": "Telegram", "betalist": "betalist", "Newsletter-UK": "Newsletter-UK", "producthunt": "producthunt",
+		"": "", "t.me": "Telegram",
+	} {
+		if got := CanonicalSource(tag); got != want {
+			t.Errorf("CanonicalSource(%q) = %q, want %q", tag, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = CanonicalSource("Facebook-Ads") }); n != 0 {
+		t.Errorf("CanonicalSource allocates %v times", n)
 	}
 }
 

@@ -24,19 +24,23 @@ const (
 	ReasonHeadless = "headless" // a headless or automated browser
 )
 
-// Device classes set in UA.Device.
+// Device classes set in UA.Device, spelt as Plausible stores its screen size.
 const (
-	DeviceDesktop = "desktop"
-	DeviceMobile  = "mobile"
-	DeviceTablet  = "tablet"
+	DeviceDesktop = "Desktop"
+	DeviceMobile  = "Mobile"
+	DeviceTablet  = "Tablet"
 )
 
 // UA is the parsed form of a user agent. Its strings are immutable and may
 // be shared by every caller that parsed the same user agent.
+//
+// Names and versions follow what Plausible stores (its UAInspector names,
+// lib/plausible/ingestion/event.ex): "Mac" and "GNU/Linux", in-app browsers
+// as "Mobile App", versions as major.minor ("70.0", "10.13").
 type UA struct {
-	Browser        string // "Chrome", "Firefox", "Safari", "Microsoft Edge", ...; empty when unknown
-	BrowserVersion string // major version only ("124")
-	OS             string // "Windows", "macOS", "iOS", "Android", "Linux", "Chrome OS", ...
+	Browser        string // "Chrome", "Firefox", "Safari", "Microsoft Edge", "Mobile App", ...; empty when unknown
+	BrowserVersion string // major.minor ("124.0"), or the major version when that is all the agent sends
+	OS             string // "Windows", "Mac", "iOS", "Android", "GNU/Linux", "Chrome OS", ...
 	OSVersion      string // "10", "14", "17.4", "10.15"; empty when unknown
 	Device         string // DeviceDesktop, DeviceMobile or DeviceTablet
 	Bot            bool   // true when the user agent is automated
@@ -173,7 +177,7 @@ func ParseUA(s string) UA {
 	if u.Browser == "" && !u.Bot {
 		name, version := mua.Browser()
 		if name = plainName(name); name != "" {
-			u.Browser, u.BrowserVersion = name, majorVersion(version)
+			u.Browser, u.BrowserVersion = name, majorMinor(version)
 		}
 	}
 	u.OS, u.OSVersion = detectOS(t)
@@ -300,8 +304,8 @@ var browserTokens = [...]struct{ token, name string }{
 	{"OPiOS/", "Opera"},
 	{"OPT/", "Opera"},
 	{"OPX/", "Opera"},
-	{"Opera Mini/", "Opera Mini"},
-	{"SamsungBrowser/", "Samsung Internet"},
+	{"Opera Mini/", "Opera"},
+	{"SamsungBrowser/", "Samsung Browser"},
 	{"YaBrowser/", "Yandex Browser"},
 	{"UCBrowser/", "UC Browser"},
 	{"Vivaldi/", "Vivaldi"},
@@ -309,12 +313,12 @@ var browserTokens = [...]struct{ token, name string }{
 	{"MiuiBrowser/", "MIUI Browser"},
 	{"Silk/", "Amazon Silk"},
 	{"coc_coc_browser/", "Coc Coc"},
-	{"Whale/", "Whale"},
-	{"DuckDuckGo/", "DuckDuckGo"},
-	{"Ddg/", "DuckDuckGo"},
-	{"FBAV/", "Facebook"},
-	{"Instagram ", "Instagram"},
-	{"GSA/", "Google App"},
+	{"Whale/", "Whale Browser"},
+	{"DuckDuckGo/", "DuckDuckGo Privacy Browser"},
+	{"Ddg/", "DuckDuckGo Privacy Browser"},
+	{"FBAV/", MobileApp},
+	{"Instagram ", MobileApp},
+	{"GSA/", MobileApp},
 	{"FxiOS/", "Firefox"},
 	{"Firefox/", "Firefox"},
 	{"CriOS/", "Chrome"},
@@ -323,13 +327,20 @@ var browserTokens = [...]struct{ token, name string }{
 	{"Chrome/", "Chrome"},
 }
 
+// MobileApp is the browser of in-app web views (Facebook, Instagram, the Google app), as
+// Plausible names them; their version is not kept.
+const MobileApp = "Mobile App"
+
 func detectBrowser(s string) (name, version string) {
 	if strings.HasPrefix(s, "Opera/") {
 		return "Opera", versionAfter(s, "Version/")
 	}
 	for _, b := range browserTokens {
 		if i := strings.Index(s, b.token); i >= 0 {
-			return b.name, majorVersion(s[i+len(b.token):])
+			if b.name == MobileApp {
+				return b.name, ""
+			}
+			return b.name, majorMinor(s[i+len(b.token):])
 		}
 	}
 	if strings.Contains(s, "Trident/") || strings.Contains(s, "MSIE ") {
@@ -339,6 +350,10 @@ func detectBrowser(s string) (name, version string) {
 		return "Internet Explorer", versionAfter(s, "MSIE ")
 	}
 	if strings.Contains(s, "AppleWebKit/") {
+		if strings.Contains(s, "Android") && strings.Contains(s, "Safari/") {
+			// The stock browser of Android before Chrome: WebKit, Version/ and Safari/.
+			return "Android Browser", versionAfter(s, "Version/")
+		}
 		if strings.Contains(s, "Safari/") {
 			return "Safari", versionAfter(s, "Version/")
 		}
@@ -351,13 +366,29 @@ func detectBrowser(s string) (name, version string) {
 	return "", ""
 }
 
-// versionAfter returns the major version that follows token in s.
+// versionAfter returns the major.minor version that follows token in s.
 func versionAfter(s, token string) string {
 	i := strings.Index(s, token)
 	if i < 0 {
 		return ""
 	}
-	return majorVersion(s[i+len(token):])
+	return majorMinor(s[i+len(token):])
+}
+
+// majorMinor returns the first two dot-separated numbers that start s
+// ("124.0.6367" → "124.0", "17" → "17"), as Plausible keeps versions. It
+// returns a substring of s.
+func majorMinor(s string) string {
+	n := len(majorVersion(s))
+	if n == 0 {
+		return ""
+	}
+	if n < len(s) && s[n] == '.' {
+		if m := len(majorVersion(s[n+1:])); m > 0 {
+			return s[:n+1+m]
+		}
+	}
+	return s[:n]
 }
 
 // majorVersion returns the leading digits of s ("124.0.6367" → "124").
@@ -415,13 +446,17 @@ func detectOS(s string) (name, version string) {
 		}
 		return "iOS", ""
 	case strings.Contains(s, "Android"):
-		return "Android", versionAfter(s, "Android ")
+		i := strings.Index(s, "Android ")
+		if i < 0 {
+			return "Android", ""
+		}
+		return "Android", versionRun(s[i+len("Android "):], 2)
 	case strings.Contains(s, "CrOS"):
 		return "Chrome OS", ""
 	case strings.Contains(s, "Mac OS X"):
 		i := strings.Index(s, "Mac OS X") + len("Mac OS X")
 		rest := strings.TrimLeft(s[i:], " ")
-		return "macOS", versionRun(rest, 2)
+		return "Mac", versionRun(rest, 2)
 	case strings.Contains(s, "KAIOS"):
 		return "KaiOS", ""
 	case strings.Contains(s, "FreeBSD"):
@@ -429,7 +464,7 @@ func detectOS(s string) (name, version string) {
 	case strings.Contains(s, "OpenBSD"):
 		return "OpenBSD", ""
 	case strings.Contains(s, "Linux") || strings.Contains(s, "X11"):
-		return "Linux", ""
+		return "GNU/Linux", ""
 	}
 	return "", ""
 }
@@ -440,6 +475,10 @@ func detectDevice(s string) string {
 		strings.Contains(s, "Silk/") || strings.Contains(s, "PlayBook"):
 		return DeviceTablet
 	case strings.Contains(s, "Android") && !strings.Contains(s, "Mobi"):
+		return DeviceTablet
+	case strings.Contains(s, "Android") && (strings.Contains(s, " TAB ") || strings.Contains(s, " Tab ") ||
+		strings.Contains(s, "MediaPad") || strings.Contains(s, "Lenovo TB")):
+		// Tablets whose browser says "Mobile" all the same, known by their model name.
 		return DeviceTablet
 	case strings.Contains(s, "Mobi") || strings.Contains(s, "iPhone") || strings.Contains(s, "iPod") ||
 		strings.Contains(s, "Windows Phone") || strings.Contains(s, "Opera Mini") ||
