@@ -245,7 +245,7 @@ func TestPlausibleTracker(t *testing.T) {
 	h.run(chromedp.Navigate(h.url(otherHost, "/t/bye")))
 	rp.waitBeacons(h, from, 16, "")
 
-	const v1, v2 = "Linux", "Windows"
+	const v1, v2 = "GNU/Linux", "Windows" // as Plausible names them
 	expect(trackerRow{OS: v1, Name: "pageview", Pathname: "/t/landing"})
 	expect(trackerRow{OS: v1, Name: "After Init", Pathname: "/t/landing"})
 	expect(trackerRow{OS: v1, Name: "Signup", Pathname: "/t/landing", Props: map[string]string{"plan": "pro"}})
