@@ -52,6 +52,12 @@ func OpenEmbedded(dataDir string) (*Embedded, error) {
 	return &Embedded{conn: c, dir: dir}, nil
 }
 
+// SetMaxResultBytes makes Select and Raw fail with ErrResultTooLarge when
+// the engine's answer is larger than n bytes, before any of it is copied
+// or decoded; n <= 0 removes the bound. The query path sets it (its result
+// limit) on the store it shares with ingest.
+func (s *Embedded) SetMaxResultBytes(n int64) { s.conn.SetMaxResultBytes(n) }
+
 // insertStatement is the INSERT that reads one batch file.
 //
 // The rows go through a file as one Native (columnar) block, not inline in the statement: the

@@ -32,6 +32,9 @@ type ServerOptions struct {
 	// Backoff is the wait before the first retry, doubled each time up to
 	// MaxBackoff; 0 means 200ms and 5s.
 	Backoff, MaxBackoff time.Duration
+	// MaxResultBytes bounds the answer of Select and Raw: reading stops
+	// with ErrResultTooLarge once the values read pass it (0: no bound).
+	MaxResultBytes int64
 }
 
 func (o ServerOptions) withDefaults() ServerOptions {
@@ -174,6 +177,7 @@ func (s *Server) Select(ctx context.Context, sql string, settings map[string]str
 		res.Columns[i] = Column{Name: ct.Name(), Type: ct.DatabaseTypeName()}
 	}
 	res.Rows = [][]any{}
+	var size int64
 	for rows.Next() {
 		dest := make([]any, len(types))
 		for i, ct := range types {
@@ -185,6 +189,10 @@ func (s *Server) Select(ctx context.Context, sql string, settings map[string]str
 		row := make([]any, len(dest))
 		for i, d := range dest {
 			row[i] = reflect.ValueOf(d).Elem().Interface()
+			size += valueBytes(reflect.ValueOf(row[i]))
+		}
+		if s.opts.MaxResultBytes > 0 && size > s.opts.MaxResultBytes {
+			return nil, fmt.Errorf("cannot read query result: %w of %d bytes", ErrResultTooLarge, s.opts.MaxResultBytes)
 		}
 		res.Rows = append(res.Rows, row)
 	}
@@ -194,6 +202,36 @@ func (s *Server) Select(ctx context.Context, sql string, settings map[string]str
 	mu.Lock()
 	defer mu.Unlock()
 	return res, nil
+}
+
+// valueBytes approximates the memory of one scanned value: the bytes of
+// strings, eight for every scalar, summed through arrays, maps and tuples.
+func valueBytes(v reflect.Value) int64 {
+	switch v.Kind() {
+	case reflect.String:
+		return int64(v.Len())
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			return int64(v.Len())
+		}
+		n := int64(0)
+		for i := 0; i < v.Len(); i++ {
+			n += valueBytes(v.Index(i))
+		}
+		return n
+	case reflect.Map:
+		n := int64(0)
+		for it := v.MapRange(); it.Next(); {
+			n += valueBytes(it.Key()) + valueBytes(it.Value())
+		}
+		return n
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return 8
+		}
+		return valueBytes(v.Elem())
+	}
+	return 8
 }
 
 // Raw runs sql and formats its rows as TSV; other formats are refused

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kyomi/collector/sink/chdb"
 	"regexp"
 	"sort"
 	"strings"
@@ -48,6 +49,11 @@ type Result struct {
 	// RowsRead and BytesRead are what ClickHouse read to answer.
 	RowsRead, BytesRead uint64
 }
+
+// ErrResultTooLarge is returned by Select and Raw when the answer is larger
+// than the store's result limit (Embedded.SetMaxResultBytes,
+// ServerOptions.MaxResultBytes); nothing of it is kept.
+var ErrResultTooLarge = chdb.ErrResultTooLarge
 
 // ErrUnsupportedFormat is returned by Raw for a format the store cannot
 // produce.

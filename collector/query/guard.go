@@ -172,22 +172,48 @@ func (g *Guard) Prepare(ctx context.Context, wid, sql string, maxRows int) (*Pre
 	return p, nil
 }
 
-// scoped wraps a trusted or checked canonical statement for wid with the
+// scoped wraps a checked canonical statement of a caller for wid with the
 // limits; maxRows must already be clamped.
 func (g *Guard) scoped(wid, canonical string, maxRows int) *Prepared {
-	lim := g.Limits
-	if lim.MaxRows <= 0 {
-		lim = DefaultLimits
+	return &Prepared{Body: g.wrap(wid, canonical), Settings: g.settings(wid, g.limits(), maxRows), MaxRows: maxRows}
+}
+
+// scopedTrusted is scoped for a statement the collector compiled (see
+// wrapTrusted).
+func (g *Guard) scopedTrusted(wid, compiled string, maxRows int) *Prepared {
+	return &Prepared{Body: g.wrapTrusted(wid, compiled), Settings: g.settings(wid, g.limits(), maxRows), MaxRows: maxRows}
+}
+
+// limits returns the configured limits, each zero field taking its
+// default: a partial Limits keeps the other bounds (0 means unlimited to
+// ClickHouse, never what a caller of the query path wants).
+func (g *Guard) limits() Limits {
+	return g.Limits.withDefaults()
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.MaxRows <= 0 {
+		l.MaxRows = d.MaxRows
 	}
-	return &Prepared{Body: g.wrap(wid, canonical), Settings: g.settings(wid, lim, maxRows), MaxRows: maxRows}
+	if l.MaxResultBytes <= 0 {
+		l.MaxResultBytes = d.MaxResultBytes
+	}
+	if l.MaxMemory <= 0 {
+		l.MaxMemory = d.MaxMemory
+	}
+	if l.MaxExecutionSecs <= 0 {
+		l.MaxExecutionSecs = d.MaxExecutionSecs
+	}
+	if l.MaxRowsToRead <= 0 {
+		l.MaxRowsToRead = d.MaxRowsToRead
+	}
+	return l
 }
 
 // clampRows applies the configured row limit to a requested one (0: the limit).
 func (g *Guard) clampRows(maxRows int) int {
-	lim := g.Limits.MaxRows
-	if lim <= 0 {
-		lim = DefaultLimits.MaxRows
-	}
+	lim := g.limits().MaxRows
 	if maxRows <= 0 || maxRows > lim {
 		return lim
 	}
@@ -217,23 +243,45 @@ func (g *Guard) Canonical(ctx context.Context, sql string) (string, error) {
 	return c, nil
 }
 
-// wrap binds `events` to the workspace's rows. The caller's statement is a
-// subquery so its own WITH clause, UNION or ORDER BY keep their meaning;
-// ClickHouse keeps the subquery's order for a plain outer SELECT *. The
-// batch_token column is bookkeeping of the sink, not analytics: hidden.
+// wrap binds `events` to the workspace's rows for a caller's statement.
+//
+// The workspace filter sits in the CTE behind a LIMIT, and that LIMIT is
+// the boundary. ClickHouse evaluates a caller's predicate on every row the
+// storage reads when it may move the predicate next to the workspace
+// filter: predicate push-down into the CTE, the merge of both into one
+// PREWHERE, and additional_table_filters all let `throwIf` or
+// `base64Decode` in WHERE, JOIN ON or HAVING run on other workspaces' rows
+// and reveal them through an error (issue 22, reproduced on 26.7). No
+// optimiser may move a filter across a LIMIT: filtering then limiting is not
+// limiting then filtering, so the rewrite would change results. Every
+// expression of the caller therefore runs on rows the workspace filter has
+// already passed. The limit itself (2^64-1) never cuts a row.
+// TestIsolationPairs holds the engine to this on every supported store.
+//
+// The caller's statement is a subquery so its own WITH clause, UNION or
+// ORDER BY keep their meaning; ClickHouse keeps the subquery's order for a
+// plain outer SELECT *. The batch_token column is bookkeeping of the sink,
+// not analytics: hidden.
 func (g *Guard) wrap(wid, canonical string) string {
 	return "WITH events AS (SELECT * EXCEPT (batch_token) FROM " + EventsTable + " WHERE workspace_id = " + quoteString(wid) +
-		") SELECT * FROM (" + canonical + ")"
+		" LIMIT 18446744073709551615) SELECT * FROM (" + canonical + ")"
+}
+
+// wrapTrusted binds `events` without the LIMIT boundary, for statements the
+// collector compiled itself (the report op): they compare columns with
+// literals and call no function that can fail on a value, so letting the
+// optimiser push their date range into the primary key is safe, and a
+// month's report reads a month, not the workspace's whole history.
+func (g *Guard) wrapTrusted(wid, compiled string) string {
+	return "WITH events AS (SELECT * EXCEPT (batch_token) FROM " + EventsTable + " WHERE workspace_id = " + quoteString(wid) +
+		") SELECT * FROM (" + compiled + ")"
 }
 
 // explainSettings are the settings of the EXPLAIN QUERY TREE run: the
 // analyzer may evaluate constant scalar subqueries, so it runs read-only,
 // scoped and time-bounded too (result limits would apply to the plan text).
 func (g *Guard) explainSettings(wid string) string {
-	lim := g.Limits
-	if lim.MaxRows <= 0 {
-		lim = DefaultLimits
-	}
+	lim := g.limits()
 	return strings.Join([]string{
 		"readonly=1",
 		"additional_table_filters={" + quoteString(EventsTable) + ":" + quoteString("workspace_id = "+quoteString(wid)) + "}",
@@ -409,7 +457,8 @@ var deniedExact = map[string]bool{
 	"defaultprofiles": true, "currentroles": true, "enabledroles": true, "defaultroles": true,
 	"hostname": true, "fqdn": true, "fullhostname": true, "getmacro": true, "getserverport": true,
 	"tcpport": true, "serveruuid": true, "uptime": true, "version": true, "buildid": true,
-	"revision": true, "displayname": true, "sleep": true, "sleepeachrow": true,
+	"revision": true, "displayname": true, "authuser": true, "authenticateduser": true,
+	"session_user": true, "sessionuser": true, "showcertificate": true, "getmaxtablenamelengthfordatabase": true, "sleep": true, "sleepeachrow": true,
 	"queryid": true, "query_id": true, "initialqueryid": true, "initial_query_id": true,
 	"currentqueryid": true, "current_query_id": true, "initialquerystarttime": true,
 	"initial_query_start_time": true, "querystring": true, "querystringandfragment": true,
@@ -465,18 +514,22 @@ func engineMessage(err error) string {
 	return s
 }
 
-// engineCode returns the ClickHouse error code number in err, or 0.
+// engineCode returns the ClickHouse error code number in err, or 0. The
+// embedded engine says "Code: N." and the server store "ClickHouse error N:".
 func engineCode(err error) int {
-	var s = err.Error()
-	i := strings.Index(s, "Code: ")
-	if i < 0 {
-		return 0
+	s := err.Error()
+	for _, mark := range []string{"Code: ", "ClickHouse error "} {
+		i := strings.Index(s, mark)
+		if i < 0 {
+			continue
+		}
+		s = s[i+len(mark):]
+		j := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+		if j < 0 {
+			j = len(s)
+		}
+		n, _ := strconv.Atoi(s[:j])
+		return n
 	}
-	s = s[i+6:]
-	j := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
-	if j < 0 {
-		j = len(s)
-	}
-	n, _ := strconv.Atoi(s[:j])
-	return n
+	return 0
 }

@@ -267,7 +267,7 @@ func TestLimits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := toResult(res, p.MaxRows)
+			r, err := toResult(res, p.MaxRows, DefaultLimits.MaxResultBytes)
 			if err != nil {
 				t.Fatal(err)
 			}

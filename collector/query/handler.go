@@ -17,7 +17,10 @@
 // are empty. 64-bit integers are JSON strings (visitor ids exceed 2^53).
 // Error codes: unauthenticated, token_expired, token_revoked, forbidden,
 // invalid_request, query_refused, query_failed, timeout, too_large,
+// too_busy (the token or the process runs as many queries as allowed),
 // unknown_op, unavailable (token checks could not run, e.g. Redis down).
+// Engine errors are answered with a fixed text per error class, never the
+// engine's own message, which can quote values (see engineError).
 //
 // Inside a query the table `events` is the caller's workspace's rows of
 // analytics.events and nothing else; see Guard for how that is enforced.
@@ -52,10 +55,20 @@ import (
 // Config configures the query path. The zero value of a field means its
 // default.
 type Config struct {
-	Limits       Limits        // ClickHouse limits; zero: DefaultLimits
+	Limits       Limits        // ClickHouse limits; each zero field takes its DefaultLimits value
 	MaxBodyBytes int           // largest request message; 0 means 1 MiB
 	MaxInFlight  int           // concurrent requests per WebSocket connection; 0 means 8
 	AuthTimeout  time.Duration // time a WebSocket has to send its auth message; 0 means 10s
+	// MaxQueries bounds the statements (execute_query, report,
+	// describe_table) running at once in the process; more are answered
+	// too_busy. 0 means 4: each may hold up to Limits.MaxResultBytes of
+	// answer and Limits.MaxMemory in the engine, and ingest shares the
+	// process and the engine.
+	MaxQueries int
+	// MaxQueriesPerToken bounds the statements one token (its jti, or its
+	// workspace when it has none) runs at once, across all connections;
+	// 0 means 2, so one caller cannot take every slot of MaxQueries.
+	MaxQueriesPerToken int
 }
 
 // Validate reports every invalid field at once.
@@ -69,6 +82,12 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxRows < 0 {
 		errs = append(errs, fmt.Errorf("query max rows must be >= 0, got %d", c.Limits.MaxRows))
+	}
+	if c.MaxQueries < 0 {
+		errs = append(errs, fmt.Errorf("query max concurrent queries must be >= 0, got %d", c.MaxQueries))
+	}
+	if c.MaxQueriesPerToken < 0 {
+		errs = append(errs, fmt.Errorf("query max concurrent queries per token must be >= 0, got %d", c.MaxQueriesPerToken))
 	}
 	return errors.Join(errs...)
 }
@@ -112,6 +131,11 @@ type Column struct {
 // Result is the result of execute_query (format json), list_tables,
 // describe_table and report. With format arrow, Columns and Rows are empty
 // and Arrow holds the ClickHouse ArrowStream bytes (base64 in JSON).
+//
+// It carries no engine statistics (rows_read, bytes_read, timings): the
+// storage reads whole granules, which hold other workspaces' rows at the
+// edges of the caller's range, so those figures would reveal the size of
+// the shared table.
 type Result struct {
 	Columns   []Column          `json:"columns"`
 	Rows      []json.RawMessage `json:"rows"`
@@ -119,8 +143,6 @@ type Result struct {
 	Truncated bool              `json:"truncated"`
 	Format    string            `json:"format,omitempty"`
 	Arrow     string            `json:"arrow,omitempty"`
-	RowsRead  uint64            `json:"rows_read,omitempty"`
-	BytesRead uint64            `json:"bytes_read,omitempty"`
 }
 
 // Error codes of the protocol.
@@ -134,6 +156,7 @@ const (
 	CodeQueryFailed     = "query_failed"
 	CodeTimeout         = "timeout"
 	CodeTooLarge        = "too_large"
+	CodeTooBusy         = "too_busy"
 	CodeUnknownOp       = "unknown_op"
 	CodeUnavailable     = "unavailable"
 )
@@ -160,6 +183,8 @@ type Handler struct {
 	duration *prometheus.HistogramVec
 	errs     *prometheus.CounterVec
 
+	slots *slots // concurrent statements, per process and per token
+
 	upgrader websocket.FastHTTPUpgrader
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -185,12 +210,17 @@ func NewHandler(cfg Config, d Deps) (*Handler, error) {
 	if cfg.AuthTimeout == 0 {
 		cfg.AuthTimeout = 10 * time.Second
 	}
-	if cfg.Limits.MaxRows == 0 {
-		cfg.Limits = DefaultLimits
+	if cfg.MaxQueries == 0 {
+		cfg.MaxQueries = 4
 	}
+	if cfg.MaxQueriesPerToken == 0 {
+		cfg.MaxQueriesPerToken = 2
+	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	h := &Handler{
 		cfg: cfg, store: d.Store, ver: d.Verifier, log: d.Logger,
 		guard: &Guard{Store: d.Store, Limits: cfg.Limits},
+		slots: newSlots(cfg.MaxQueries, cfg.MaxQueriesPerToken),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "collector_query_requests_total", Help: "Query path requests by op and result code (ok or an error code).",
 		}, []string{"op", "code"}),
@@ -265,18 +295,31 @@ func (h *Handler) errorBody(err error) *ErrorBody {
 		return &ErrorBody{Code: ae.Code, Message: ae.Reason}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &ErrorBody{Code: CodeTimeout, Message: "query timed out"}
+	case errors.Is(err, sink.ErrResultTooLarge), errors.Is(err, errAnswerTooLarge):
+		return &ErrorBody{Code: CodeTooLarge, Message: fmt.Sprintf("the answer is larger than %d bytes; select fewer or shorter values", h.cfg.Limits.MaxResultBytes)}
 	}
-	switch engineCode(err) {
-	case 159: // TIMEOUT_EXCEEDED
-		return &ErrorBody{Code: CodeTimeout, Message: engineMessage(err)}
-	case 158, 307, 396, 241: // TOO_MANY_ROWS, TOO_MANY_BYTES, TOO_MANY_ROWS_OR_BYTES, MEMORY_LIMIT_EXCEEDED
-		return &ErrorBody{Code: CodeTooLarge, Message: engineMessage(err)}
-	case 0:
+	code := engineCode(err)
+	if code == 0 {
 		h.log.Warn("query path internal error", "err", err)
 		return &ErrorBody{Code: CodeQueryFailed, Message: "query failed"}
 	}
-	return &ErrorBody{Code: CodeQueryFailed, Message: engineMessage(err)}
+	var se *statementError
+	sql := ""
+	if errors.As(err, &se) {
+		sql = se.sql
+	}
+	return engineError(code, err.Error(), sql)
 }
+
+// statementError is an error of a statement the caller wrote; engineError
+// may name an identifier of it.
+type statementError struct {
+	err error
+	sql string
+}
+
+func (e *statementError) Error() string { return e.err.Error() }
+func (e *statementError) Unwrap() error { return e.err }
 
 type executeParams struct {
 	SQL     string `json:"sql"`
@@ -323,25 +366,36 @@ func (h *Handler) dispatch(ctx context.Context, c *Claims, req *Request) (any, e
 		if p.MaxRows < 0 {
 			return nil, perr(CodeInvalidRequest, "params.max_rows must be >= 0")
 		}
-		prep, err := h.guard.Prepare(ctx, c.WID, p.SQL, p.MaxRows)
+		if p.Format != "" && p.Format != "json" && p.Format != "arrow" {
+			return nil, perr(CodeInvalidRequest, "params.format must be json or arrow")
+		}
+		release, err := h.slots.acquire(ctx, c)
 		if err != nil {
 			return nil, err
 		}
-		switch p.Format {
-		case "", "json":
-			return h.runJSON(ctx, prep)
-		case "arrow":
-			out, err := h.store.Raw(ctx, prep.SQL(prep.MaxRows), "ArrowStream")
-			if errors.Is(err, sink.ErrUnsupportedFormat) {
-				return nil, perr(CodeInvalidRequest, "format arrow is not available with this store")
-			}
-			if err != nil {
-				return nil, err
-			}
-			return &Result{Format: "arrow", Arrow: base64.StdEncoding.EncodeToString(out), Columns: []Column{}, Rows: []json.RawMessage{}}, nil
-		default:
-			return nil, perr(CodeInvalidRequest, "params.format must be json or arrow")
+		defer release()
+		prep, err := h.guard.Prepare(ctx, c.WID, p.SQL, p.MaxRows)
+		if err != nil {
+			return nil, &statementError{err, p.SQL}
 		}
+		if p.Format != "arrow" {
+			res, err := h.runJSON(ctx, prep)
+			if err != nil {
+				return nil, &statementError{err, p.SQL}
+			}
+			return res, nil
+		}
+		out, err := h.store.Raw(ctx, prep.SQL(prep.MaxRows), "ArrowStream")
+		if errors.Is(err, sink.ErrUnsupportedFormat) {
+			return nil, perr(CodeInvalidRequest, "format arrow is not available with this store")
+		}
+		if err != nil {
+			return nil, &statementError{err, p.SQL}
+		}
+		if int64(len(out)) > h.cfg.Limits.MaxResultBytes {
+			return nil, errAnswerTooLarge
+		}
+		return &Result{Format: "arrow", Arrow: base64.StdEncoding.EncodeToString(out), Columns: []Column{}, Rows: []json.RawMessage{}}, nil
 	case "list_tables":
 		return &Result{Columns: []Column{{"name", "String"}}, Rows: []json.RawMessage{json.RawMessage(`["events"]`)}, RowCount: 1}, nil
 	case "describe_table":
@@ -354,11 +408,16 @@ func (h *Handler) dispatch(ctx context.Context, c *Claims, req *Request) (any, e
 		if p.Table != "events" {
 			return nil, perr(CodeForbidden, "only the events table can be described")
 		}
+		release, err := h.slots.acquire(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
 		res, err := h.store.Select(ctx, "SELECT name, type FROM system.columns WHERE database = 'analytics' AND table = 'events' AND name != 'batch_token' ORDER BY position", nil)
 		if err != nil {
 			return nil, err
 		}
-		return toResult(res, 1<<20)
+		return toResult(res, 1<<20, h.cfg.Limits.MaxResultBytes)
 	case "report":
 		var p ReportParams
 		if err := decodeParams(req.Params, &p); err != nil {
@@ -368,7 +427,12 @@ func (h *Handler) dispatch(ctx context.Context, c *Claims, req *Request) (any, e
 		if err != nil {
 			return nil, err
 		}
-		prep := h.guard.scoped(c.WID, sql, h.guard.clampRows(p.Limit))
+		release, err := h.slots.acquire(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		prep := h.guard.scopedTrusted(c.WID, sql, h.guard.clampRows(p.Limit))
 		return h.runJSON(ctx, prep)
 	case "auth":
 		return nil, perr(CodeInvalidRequest, "already authenticated")
@@ -381,12 +445,17 @@ func (h *Handler) runJSON(ctx context.Context, prep *Prepared) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	return toResult(res, prep.MaxRows)
+	return toResult(res, prep.MaxRows, h.cfg.Limits.MaxResultBytes)
 }
 
-// toResult converts a store result, keeping at most maxRows rows.
-func toResult(res *sink.Result, maxRows int) (*Result, error) {
-	r := &Result{Columns: make([]Column, len(res.Columns)), Rows: []json.RawMessage{}, RowsRead: res.RowsRead, BytesRead: res.BytesRead}
+// errAnswerTooLarge is the answer passing the result limit in the query
+// path itself, after the store.
+var errAnswerTooLarge = errors.New("answer larger than the result limit")
+
+// toResult converts a store result, keeping at most maxRows rows; it fails
+// with errAnswerTooLarge once the encoded rows pass maxBytes.
+func toResult(res *sink.Result, maxRows int, maxBytes int64) (*Result, error) {
+	r := &Result{Columns: make([]Column, len(res.Columns)), Rows: []json.RawMessage{}}
 	for i, c := range res.Columns {
 		r.Columns[i] = Column{Name: c.Name, Type: c.Type}
 	}
@@ -394,10 +463,14 @@ func toResult(res *sink.Result, maxRows int) (*Result, error) {
 	if len(rows) > maxRows {
 		rows, r.Truncated = rows[:maxRows], true
 	}
+	var size int64
 	for _, row := range rows {
 		out, err := json.Marshal(row)
 		if err != nil {
 			return nil, fmt.Errorf("cannot encode query result: %w", err)
+		}
+		if size += int64(len(out)); size > maxBytes {
+			return nil, errAnswerTooLarge
 		}
 		r.Rows = append(r.Rows, out)
 	}

@@ -103,7 +103,7 @@ func runSQL(t testing.TB, p *Prepared) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	r, err := toResult(res, p.MaxRows)
+	r, err := toResult(res, p.MaxRows, DefaultLimits.MaxResultBytes)
 	if err != nil {
 		t.Fatal(err)
 	}

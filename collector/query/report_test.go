@@ -152,7 +152,7 @@ func TestReportValuesBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := toResult(res, 10)
+	r, err := toResult(res, 10, DefaultLimits.MaxResultBytes)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,6 +105,9 @@ func TestScrub(t *testing.T) {
 		{"ip redacted", "Cannot parse '10.0.0.1'", "", "Cannot parse '<redacted>'"},
 		{"unterminated", "bad 'abc def", "", "bad '<redacted>"},
 		{"sql line", "near: insert into t values 42", "insert into t values 42", "near: <statement>"},
+		{"column values", "Constraint `c` is violated at row 1. Column values: workspace_id = 'ws_acme', pathname = 'x'. (VIOLATED_CONSTRAINT)", "",
+			"Constraint `c` is violated at row 1. Column values:<redacted>. (VIOLATED_CONSTRAINT)"},
+		{"bare value", "Invalid base64Decode value (beta.example|/beta-secret-7391/2), cannot be decoded", "", "Invalid base64Decode value (<redacted>), cannot be decoded"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -23,12 +23,46 @@ func Scrub(msg string, sql []byte) string {
 			msg = msg[:start] + "<statement>" + msg[start+end:]
 		}
 	}
+	msg = scrubRowValues(msg)
 	msg = scrubQuoted(msg)
 	// Safety net: no line of the statement survives verbatim.
 	for line := range bytes.SplitSeq(sql, []byte{'\n'}) {
 		line = bytes.TrimSpace(line)
 		if len(line) >= 8 && strings.Contains(msg, string(line)) {
 			msg = strings.ReplaceAll(msg, string(line), "<statement>")
+		}
+	}
+	return msg
+}
+
+// rowValueMarks introduce values of a row or an argument that the engine
+// prints bare or as identifier-like literals: a failed constraint or TTL
+// lists "Column values: workspace_id = 'ws_acme', ...", and functions such
+// as base64Decode or toIPv4 print "value (beta.example|/secret)". The rest
+// of that sentence is redacted, whatever it looks like.
+var rowValueMarks = []string{"Column values:", "column values:", "value (", "Value ("}
+
+func scrubRowValues(msg string) string {
+	for _, mark := range rowValueMarks {
+		for from := 0; ; {
+			i := strings.Index(msg[from:], mark)
+			if i < 0 {
+				break
+			}
+			start := from + i + len(mark)
+			end := len(msg)
+			if j := strings.IndexAny(msg[start:], "\n"); j >= 0 {
+				end = start + j
+			}
+			if strings.HasSuffix(mark, "(") {
+				if j := strings.LastIndexByte(msg[start:end], ')'); j >= 0 {
+					end = start + j
+				}
+			} else if j := strings.Index(msg[start:end], ". "); j >= 0 {
+				end = start + j
+			}
+			msg = msg[:start] + "<redacted>" + msg[end:]
+			from = start + len("<redacted>")
 		}
 	}
 	return msg
