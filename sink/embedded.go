@@ -220,7 +220,7 @@ func (s *Embedded) Select(ctx context.Context, sql string, settings map[string]s
 	if clause != "" {
 		q += "\n" + clause
 	}
-	out, st, err := s.conn.QueryStats(ctx, []byte(q), "JSONCompact")
+	out, st, err := s.conn.QueryBounded(ctx, []byte(q), "JSONCompact")
 	if err != nil {
 		return nil, fmt.Errorf("cannot run query: %w", err)
 	}
@@ -266,7 +266,7 @@ func decodeJSONCompact(out []byte) (*Result, error) {
 // Raw runs sql and returns its output in format ("TSV", "ArrowStream",
 // ...), as the engine produces it.
 func (s *Embedded) Raw(ctx context.Context, sql, format string) ([]byte, error) {
-	out, _, err := s.conn.QueryStats(ctx, []byte(trimStatement(sql)), format)
+	out, _, err := s.conn.QueryBounded(ctx, []byte(trimStatement(sql)), format)
 	if err != nil {
 		return nil, fmt.Errorf("cannot run query: %w", err)
 	}

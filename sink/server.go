@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,9 +33,6 @@ type ServerOptions struct {
 	// Backoff is the wait before the first retry, doubled each time up to
 	// MaxBackoff; 0 means 200ms and 5s.
 	Backoff, MaxBackoff time.Duration
-	// MaxResultBytes bounds the answer of Select and Raw: reading stops
-	// with ErrResultTooLarge once the values read pass it (0: no bound).
-	MaxResultBytes int64
 }
 
 func (o ServerOptions) withDefaults() ServerOptions {
@@ -53,10 +51,16 @@ func (o ServerOptions) withDefaults() ServerOptions {
 // Server is the Store on a ClickHouse server or cluster, over the native
 // protocol with clickhouse-go/v2. Safe for concurrent use.
 type Server struct {
-	conn chdriver.Conn
-	opts ServerOptions
-	pool sync.Pool // *[]any row value buffers
+	conn      chdriver.Conn
+	opts      ServerOptions
+	pool      sync.Pool    // *[]any row value buffers
+	maxResult atomic.Int64 // see SetMaxResultBytes
 }
+
+// SetMaxResultBytes makes Select and Raw stop reading with
+// ErrResultTooLarge once the values scanned pass n bytes; n <= 0 removes
+// the bound.
+func (s *Server) SetMaxResultBytes(n int64) { s.maxResult.Store(max(n, 0)) }
 
 // OpenServer connects to the ClickHouse server named by dsn, for example
 // clickhouse://user:pass@host:9440/analytics?secure=true&compress=lz4&dial_timeout=5s&read_timeout=30s&max_open_conns=8.
@@ -191,8 +195,8 @@ func (s *Server) Select(ctx context.Context, sql string, settings map[string]str
 			row[i] = reflect.ValueOf(d).Elem().Interface()
 			size += valueBytes(reflect.ValueOf(row[i]))
 		}
-		if s.opts.MaxResultBytes > 0 && size > s.opts.MaxResultBytes {
-			return nil, fmt.Errorf("cannot read query result: %w of %d bytes", ErrResultTooLarge, s.opts.MaxResultBytes)
+		if limit := s.maxResult.Load(); limit > 0 && size > limit {
+			return nil, fmt.Errorf("cannot read query result: %w of %d bytes", ErrResultTooLarge, limit)
 		}
 		res.Rows = append(res.Rows, row)
 	}

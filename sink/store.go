@@ -29,6 +29,12 @@ type Store interface {
 	// Exec runs one statement that returns no rows (DDL, ALTER, INSERT
 	// with literal values).
 	Exec(ctx context.Context, sql string) error
+	// SetMaxResultBytes bounds every later Select and Raw answer: past n
+	// bytes read from the engine they fail with ErrResultTooLarge and keep
+	// nothing; n <= 0 removes the bound. serve sets the query path's
+	// result limit, because the store's answers share the process with
+	// ingest. Safe for concurrent use.
+	SetMaxResultBytes(n int64)
 	// Close releases the store; running calls finish first.
 	Close() error
 }

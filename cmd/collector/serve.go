@@ -325,6 +325,9 @@ func openStore(ctx context.Context, c *config, log *slog.Logger, reg prometheus.
 	if err != nil {
 		return nil, err
 	}
+	// The store's answers share the process with ingest: none may pass the
+	// query path's result limit, whatever reads it.
+	store.SetMaxResultBytes(query.DefaultLimits.MaxResultBytes)
 	mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if err := sink.Migrate(mctx, store, sink.SchemaConfig{Cluster: c.ClickHouseCluster}); err != nil {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,16 +55,20 @@ var ErrClosed = errors.New("embedded ClickHouse connection is closed")
 
 // library holds the resolved entry points of libchdb.so (chdb.h, v3 API).
 type library struct {
-	connect     func(argc int32, argv unsafe.Pointer) unsafe.Pointer // chdb_connection *chdb_connect(int, char **)
-	closeConn   func(conn unsafe.Pointer)                            // void chdb_close_conn(chdb_connection *)
-	queryN      func(conn, query unsafe.Pointer, qlen uintptr, format unsafe.Pointer, flen uintptr) unsafe.Pointer
-	buffer      func(res unsafe.Pointer) unsafe.Pointer // char *chdb_result_buffer(chdb_result *)
-	length      func(res unsafe.Pointer) uintptr        // size_t chdb_result_length(chdb_result *)
-	errMsg      func(res unsafe.Pointer) unsafe.Pointer // const char *chdb_result_error(chdb_result *)
-	rowsRead    func(res unsafe.Pointer) uint64         // uint64_t chdb_result_rows_read(chdb_result *)
-	bytesRead   func(res unsafe.Pointer) uint64         // uint64_t chdb_result_bytes_read(chdb_result *)
-	destroy     func(res unsafe.Pointer)                // void chdb_destroy_query_result(chdb_result *)
-	setSignals  func(enabled int32)                     // void chdb_set_signal_handlers_enabled(int)
+	connect    func(argc int32, argv unsafe.Pointer) unsafe.Pointer // chdb_connection *chdb_connect(int, char **)
+	closeConn  func(conn unsafe.Pointer)                            // void chdb_close_conn(chdb_connection *)
+	queryN     func(conn, query unsafe.Pointer, qlen uintptr, format unsafe.Pointer, flen uintptr) unsafe.Pointer
+	buffer     func(res unsafe.Pointer) unsafe.Pointer // char *chdb_result_buffer(chdb_result *)
+	length     func(res unsafe.Pointer) uintptr        // size_t chdb_result_length(chdb_result *)
+	errMsg     func(res unsafe.Pointer) unsafe.Pointer // const char *chdb_result_error(chdb_result *)
+	rowsRead   func(res unsafe.Pointer) uint64         // uint64_t chdb_result_rows_read(chdb_result *)
+	bytesRead  func(res unsafe.Pointer) uint64         // uint64_t chdb_result_bytes_read(chdb_result *)
+	destroy    func(res unsafe.Pointer)                // void chdb_destroy_query_result(chdb_result *)
+	setSignals func(enabled int32)                     // void chdb_set_signal_handlers_enabled(int)
+	// chdb_result *chdb_stream_query_n(chdb_connection, const char *, size_t, const char *, size_t)
+	streamN     func(conn, query unsafe.Pointer, qlen uintptr, format unsafe.Pointer, flen uintptr) unsafe.Pointer
+	fetch       func(conn, stream unsafe.Pointer) unsafe.Pointer // chdb_result *chdb_stream_fetch_result(chdb_connection, chdb_result *)
+	cancel      func(conn, stream unsafe.Pointer)                // void chdb_stream_cancel_query(chdb_connection, chdb_result *)
 	loadedIn    time.Duration
 	loadedFrom  string
 	hasSignalFn bool
@@ -114,6 +119,9 @@ func load(path string) (*library, error) {
 		{"chdb_result_rows_read", &l.rowsRead},
 		{"chdb_result_bytes_read", &l.bytesRead},
 		{"chdb_destroy_query_result", &l.destroy},
+		{"chdb_stream_query_n", &l.streamN},
+		{"chdb_stream_fetch_result", &l.fetch},
+		{"chdb_stream_cancel_query", &l.cancel},
 	}
 	for _, s := range syms {
 		sym, err := purego.Dlsym(h, s.name)
@@ -257,6 +265,99 @@ func (c *Conn) QueryStats(ctx context.Context, sql []byte, format string) ([]byt
 		c.drain()
 	}
 	return out, st, err
+}
+
+// QueryBounded is QueryStats for a read whose answer is bounded by the
+// connection's result limit (SetMaxResultBytes). With a limit it streams
+// the answer from the engine chunk by chunk, counting the bytes as they
+// arrive, and cancels the statement as soon as they pass the limit, so
+// neither the engine's output buffer nor Go memory ever holds more than the
+// limit and one chunk. Without a limit it is QueryStats.
+func (c *Conn) QueryBounded(ctx context.Context, sql []byte, format string) ([]byte, Stats, error) {
+	limit := c.maxResult.Load()
+	if limit <= 0 {
+		return c.QueryStats(ctx, sql, format)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, Stats{}, fmt.Errorf("cannot run query: %w", err)
+	}
+	if len(sql) == 0 {
+		return nil, Stats{}, errors.New("cannot run query: empty statement")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, Stats{}, ErrClosed
+	}
+	out, st, err := c.stream(sql, format, limit)
+	var ee *EngineError
+	if errors.As(err, &ee) && strings.Contains(ee.Message, "Streaming query is not supported") {
+		// The engine streams SELECTs only; EXPLAIN, DESCRIBE and SHOW
+		// answer in one piece, which query checks against the limit
+		// before copying it.
+		c.drain()
+		out, st, err = c.query(sql, format)
+	}
+	if err != nil {
+		c.drain()
+	}
+	return out, st, err
+}
+
+// stream runs sql with the streaming entry points; see QueryBounded.
+func (c *Conn) stream(sql []byte, format string, limit int64) ([]byte, Stats, error) {
+	fmtb := append([]byte(format), 0)
+	conn := *(*unsafe.Pointer)(c.handle)
+	start := time.Now()
+	st := Stats{}
+	res := lib.streamN(conn, unsafe.Pointer(unsafe.SliceData(sql)), uintptr(len(sql)), unsafe.Pointer(&fmtb[0]), uintptr(len(format)))
+	runtime.KeepAlive(sql)
+	runtime.KeepAlive(fmtb)
+	if res == nil {
+		return nil, st, errors.New("cannot run query: embedded engine returned no result")
+	}
+	defer lib.destroy(res)
+	if err := resultError(res, sql); err != nil {
+		return nil, st, err
+	}
+	var out []byte
+	for {
+		chunk := lib.fetch(conn, res)
+		if chunk == nil {
+			return nil, st, errors.New("cannot read query result: embedded engine returned no chunk")
+		}
+		if err := resultError(chunk, sql); err != nil {
+			lib.destroy(chunk)
+			return nil, st, err
+		}
+		st.RowsRead += lib.rowsRead(chunk)
+		st.BytesRead += lib.bytesRead(chunk)
+		n := lib.length(chunk)
+		if n == 0 {
+			lib.destroy(chunk)
+			st.Elapsed = time.Since(start)
+			return out, st, nil
+		}
+		if int64(len(out))+int64(n) > limit {
+			lib.destroy(chunk)
+			lib.cancel(conn, res)
+			return nil, st, fmt.Errorf("cannot return more than %d bytes of output: %w", limit, ErrResultTooLarge)
+		}
+		if buf := lib.buffer(chunk); buf != nil {
+			out = append(out, unsafe.Slice((*byte)(buf), n)...)
+		}
+		lib.destroy(chunk)
+	}
+}
+
+// resultError is the scrubbed engine error a result carries, or nil.
+func resultError(res unsafe.Pointer, sql []byte) error {
+	if e := lib.errMsg(res); e != nil {
+		if msg := goString(e); msg != "" {
+			return &EngineError{Message: Scrub(msg, sql)}
+		}
+	}
+	return nil
 }
 
 // drain runs a statement whose output is known and discards it, so output

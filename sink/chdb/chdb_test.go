@@ -1,6 +1,7 @@
 package chdb
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -220,4 +221,45 @@ func reopen(dir string) error {
 		return fmt.Errorf("got %q", out)
 	}
 	return nil
+}
+
+// TestQueryBounded streams answers under a result limit: small answers
+// come back whole and the same as unbounded ones, a large one is cut with
+// ErrResultTooLarge, and the connection answers correctly afterwards.
+func TestQueryBounded(t *testing.T) {
+	ctx := context.Background()
+	testConn.SetMaxResultBytes(1 << 20)
+	defer testConn.SetMaxResultBytes(0)
+	for _, sql := range []string{"SELECT 1, 'a'", "SELECT number, toString(number) FROM numbers(20000)", "SELECT 1 WHERE 0", "SELECT formatQuerySingleLine('select 1')", "EXPLAIN AST SELECT 1", "SHOW DATABASES"} {
+		for _, format := range []string{"TSV", "JSONCompact"} {
+			got, _, err := testConn.QueryBounded(ctx, []byte(sql), format)
+			if err != nil {
+				t.Fatalf("%s %s: %v", sql, format, err)
+			}
+			testConn.SetMaxResultBytes(0)
+			want, err := testConn.Query(ctx, sql, format)
+			testConn.SetMaxResultBytes(1 << 20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The statistics (elapsed, rows read) differ from run to run.
+			got, _, _ = bytes.Cut(got, []byte(`"statistics"`))
+			want, _, _ = bytes.Cut(want, []byte(`"statistics"`))
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s %s: streamed %q, whole %q", sql, format, got, want)
+			}
+		}
+	}
+	_, _, err := testConn.QueryBounded(ctx, []byte("SELECT arrayJoin(range(10000)) AS a, repeat('z', 20000) AS b"), "JSONCompact")
+	if !errors.Is(err, ErrResultTooLarge) {
+		t.Fatalf("a 200 MB answer under a 1 MiB limit: %v", err)
+	}
+	out, err := testConn.Query(ctx, "SELECT 42", "TSV")
+	if err != nil || string(out) != "42\n" {
+		t.Fatalf("after a cut answer: %q, %v", out, err)
+	}
+	_, _, err = testConn.QueryBounded(ctx, []byte("SELECT throwIf(1)"), "TSV")
+	if err == nil {
+		t.Fatal("an engine error was not returned")
+	}
 }
