@@ -268,3 +268,27 @@ func TestTooBusyPerToken(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestReportIsolation checks the report op, whose compiled statement is
+// scoped without the LIMIT boundary (wrapTrusted): a filter on a value
+// only ws_b holds answers exactly as one on a value nobody holds.
+func TestReportIsolation(t *testing.T) {
+	s := startServer(t, testStore, Config{})
+	for _, tt := range []struct{ filter, foreign, nowhere string }{
+		{"event:page", "/SECRET_B", "/NOWHERE_Z"},
+		{"visit:source", "SECRET_B", "NOWHERE_Z"},
+		{"event:name", "SECRET_B", "NOWHERE_Z"},
+	} {
+		msg := func(v string) string {
+			b, _ := json.Marshal(map[string]any{"id": "r", "op": "report", "params": map[string]any{
+				"metrics": []string{"visitors", "pageviews", "bounce_rate", "visit_duration"}, "dimensions": []string{"event:page"},
+				"filters": [][]any{{"is", tt.filter, []string{v}}}, "date_range": []string{"2026-01-01", "2026-01-31"}}})
+			return string(b)
+		}
+		_, f := s.postRaw(t, msg(tt.foreign))
+		_, n := s.postRaw(t, msg(tt.nowhere))
+		if !bytes.Equal(f, n) || leaked(string(f)) {
+			t.Errorf("%s: the report depends on ws_b's data:\n  %s\n  %s", tt.filter, f, n)
+		}
+	}
+}
