@@ -8,6 +8,7 @@
 #   make ratio  the throughput check of issue 9: same-run pairs of the empty handler and the
 #               collector (deploy/bench/ratio.sh; ROUNDS=3, CONC="64 256 512", HALF=rate)
 #   make fuzz   run every fuzz target for FUZZTIME each
+#   make dashboard-vendor  fetch the dashboard's chart library (uPlot) at its pinned version again
 #   make crawlers  check the bot detection against the pinned crawler-user-agents list;
 #                  CRAWLERSFLAGS=-write appends its missed plain names to collector/enrich/crawlers.txt
 
@@ -53,7 +54,7 @@ FUZZMINIMIZETIME ?= 3s
 TESTFLAGS ?=
 TESTLOG   ?= $(CURDIR)/bin/test.log
 
-.PHONY: all build run ratio test deps deps-chdb deps-geo deps-apt deps-tracker crawlers fuzz fuzz-short vet fmt-check generate clean
+.PHONY: all build run ratio test deps deps-chdb deps-geo deps-apt deps-tracker crawlers dashboard-vendor fuzz fuzz-short vet fmt-check generate clean
 
 all: build
 
@@ -123,6 +124,20 @@ $(CRAWLERS_JSON):
 	  mv "$$tmp"/package/crawler-user-agents.json "$(CRAWLERS_JSON).part" && mv "$(CRAWLERS_JSON).part" "$(CRAWLERS_JSON)" && \
 	  rm -rf "$$tmp"
 
+# The built-in dashboard's chart library: uPlot (MIT, 51 kB minified, 20 kB brotli), vendored in
+# dashboard/static/vendor so that `go build` needs no network. dashboard-vendor fetches the pinned
+# version from npm and replaces the files (to upgrade: change the pin, run it, run the dashboard
+# tests); `git diff` then shows whether the vendored copy matches the package.
+UPLOT_VERSION := 1.6.32
+
+dashboard-vendor:
+	@tmp=$$(mktemp -d) && \
+	  (cd "$$tmp" && npm pack --silent "uplot@$(UPLOT_VERSION)" >/dev/null) && \
+	  tar -xzf "$$tmp"/uplot-$(UPLOT_VERSION).tgz -C "$$tmp" package/dist/uPlot.iife.min.js package/dist/uPlot.min.css package/LICENSE && \
+	  cp "$$tmp"/package/dist/uPlot.iife.min.js "$$tmp"/package/dist/uPlot.min.css dashboard/static/vendor/ && \
+	  cp "$$tmp"/package/LICENSE dashboard/static/vendor/LICENSE.uPlot && rm -rf "$$tmp"
+	@git status --short dashboard/static/vendor
+
 LISTEN ?= 127.0.0.1:8080
 
 run: deps-chdb deps-geo build
@@ -134,6 +149,12 @@ run: deps-chdb deps-geo build
 	@echo "    -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36' \\"
 	@echo "    -H 'X-Forwarded-For: 81.2.69.160' \\"
 	@echo "    -d '{\"n\":\"pageview\",\"u\":\"https://acme.example/pricing?utm_source=newsletter\",\"d\":\"acme.example\",\"r\":\"https://www.google.com/\"}'"
+	@echo
+	@echo "Then query it with a token signed by the data directory's own key, or open the dashboard:"
+	@echo "  TOKEN=\$$(bin/collector token issue -wid ws_acme -data-dir data)"
+	@echo "  curl -s http://$(LISTEN)/api/query -H \"Authorization: Bearer \$$TOKEN\" \\"
+	@echo "    -d '{\"id\":\"1\",\"op\":\"report\",\"params\":{\"metrics\":[\"visitors\",\"pageviews\"],\"dimensions\":[\"event:page\"],\"date_range\":\"day\"}}'"
+	@echo "  echo \"http://$(LISTEN)/#token=\$$TOKEN\""
 	@echo
 	@echo "Stop it with Ctrl-C (it flushes first), then look at the stored row:"
 	@echo "  bin/collector sql -data-dir data \"SELECT * FROM analytics.events FORMAT Vertical\""

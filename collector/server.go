@@ -83,9 +83,9 @@ type Config struct {
 	ClientRate *ratelimit.Limiter // per client address (IPv6 by /64); nil = unlimited
 	WSRate     *ratelimit.Limiter // per workspace; nil = unlimited
 
-	// Routes are extra handlers (the tracking script, the query path), by exact path; a key
-	// ending in "/" is a prefix route that answers every path under it no exact route answers
-	// (the longest prefix wins). They get the security headers; cookies they set are removed.
+	// Routes are extra handlers (the tracking script, the query path, the dashboard), by exact
+	// path; a key ending in "/", other than "/" itself, is a prefix route that answers every path
+	// under it no exact route answers (the longest prefix wins). They get the security headers; cookies they set are removed.
 	// A route's metric label is its key.
 	Routes map[string]fasthttp.RequestHandler
 	// Refused answers, in a route's own error format, a request to that route that the HTTP server
@@ -174,7 +174,7 @@ func NewServer(cfg Config) (*Server, error) {
 	for p, h := range cfg.Routes {
 		r := route{key: p, h: h}
 		s.routes[p] = r
-		if strings.HasSuffix(p, "/") {
+		if strings.HasSuffix(p, "/") && p != "/" { // "/" is the page at the root only, not every path
 			s.prefixes = append(s.prefixes, r)
 		}
 	}

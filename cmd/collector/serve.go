@@ -26,6 +26,7 @@ import (
 	"github.com/kyomi/collector/collector/query"
 	"github.com/kyomi/collector/collector/ratelimit"
 	"github.com/kyomi/collector/collector/workspace"
+	"github.com/kyomi/collector/dashboard"
 	"github.com/kyomi/collector/salt"
 	"github.com/kyomi/collector/script"
 	"github.com/kyomi/collector/sink"
@@ -140,6 +141,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	routes := map[string]fasthttp.RequestHandler{}
 	refused := map[string]func(*fasthttp.RequestCtx, int){}
 	script.Register(routes)
+	dashboard.Register(routes)
 	qh, err := newQueryHandler(ctx, c, store, log, reg)
 	if err != nil {
 		return err
