@@ -147,8 +147,9 @@ func rowValues(dst []any, e *Event) []any {
 	return dst
 }
 
-// quoteString returns s as a ClickHouse single-quoted string literal.
-func quoteString(s string) string {
+// QuoteString returns s as a ClickHouse single-quoted string literal, with
+// quotes, backslashes, NUL and newlines escaped.
+func QuoteString(s string) string {
 	var b strings.Builder
 	b.Grow(len(s) + 2)
 	b.WriteByte('\'')

@@ -14,7 +14,7 @@ func TestQuoteString(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := quoteString(tc.in); got != tc.want {
+			if got := QuoteString(tc.in); got != tc.want {
 				t.Fatalf("got %s, want %s", got, tc.want)
 			}
 		})
@@ -24,7 +24,7 @@ func TestQuoteString(t *testing.T) {
 // TestQuoteStringRoundTrip runs hostile literals through the engine.
 func TestQuoteStringRoundTrip(t *testing.T) {
 	for _, s := range []string{"x' OR 1=1 --", `\'`, "a\x00b", "ünï\n"} {
-		res, err := testStore.Select(t.Context(), "SELECT "+quoteString(s), nil)
+		res, err := testStore.Select(t.Context(), "SELECT "+QuoteString(s), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

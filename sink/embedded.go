@@ -72,7 +72,7 @@ func insertStatement(dst []byte, table, path, dedupToken string) []byte {
 	dst = append(dst, " ("...)
 	dst = append(dst, columnList...)
 	dst = append(dst, ") FROM INFILE "...)
-	dst = append(dst, quoteString(path)...)
+	dst = append(dst, QuoteString(path)...)
 	if dedupToken != "" {
 		dst = append(dst, " SETTINGS insert_deduplication_token = '"...)
 		dst = append(dst, dedupToken...)
@@ -115,7 +115,7 @@ func (s *Embedded) ReplayInsert(ctx context.Context, rows []Event, token string)
 	for i := range rows {
 		lo, hi = minTime(lo, rows[i].TS), maxTime(hi, rows[i].TS)
 	}
-	res, err := s.Select(ctx, "SELECT toYYYYMM(ts), count() FROM "+Database+".events WHERE batch_token = "+quoteString(token)+
+	res, err := s.Select(ctx, "SELECT toYYYYMM(ts), count() FROM "+Database+".events WHERE batch_token = "+QuoteString(token)+
 		" AND ts >= fromUnixTimestamp64Milli("+strconv.FormatInt(lo.UnixMilli(), 10)+", 'UTC')"+
 		" AND ts <= fromUnixTimestamp64Milli("+strconv.FormatInt(hi.UnixMilli(), 10)+", 'UTC') GROUP BY 1", nil)
 	if err != nil {

@@ -81,7 +81,7 @@ func EraseWorkspaceWith(ctx context.Context, s Store, id string, o EraseOptions)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Exec(ctx, "ALTER TABLE "+tg.table+tg.onCluster+" DELETE WHERE workspace_id = "+quoteString(id)+" SETTINGS mutations_sync = 0"); err != nil {
+	if err := s.Exec(ctx, "ALTER TABLE "+tg.table+tg.onCluster+" DELETE WHERE workspace_id = "+QuoteString(id)+" SETTINGS mutations_sync = 0"); err != nil {
 		return nil, fmt.Errorf("cannot erase workspace %s: %w", id, err)
 	}
 	if rep.MutationID, err = latestMutation(ctx, s, tg, id, "DELETE"); err != nil {
@@ -119,7 +119,7 @@ func EraseWorkspaceWith(ctx context.Context, s Store, id string, o EraseOptions)
 }
 
 func countWorkspace(ctx context.Context, s Store, tg target, id string) (uint64, error) {
-	res, err := s.Select(ctx, "SELECT count() FROM "+tg.table+" WHERE workspace_id = "+quoteString(id), nil)
+	res, err := s.Select(ctx, "SELECT count() FROM "+tg.table+" WHERE workspace_id = "+QuoteString(id), nil)
 	if err != nil {
 		return 0, fmt.Errorf("cannot count the rows of workspace %s: %w", id, err)
 	}
@@ -136,7 +136,7 @@ type part struct{ name, path string }
 // partsHolding lists the active parts of the table before the mutation.
 func partsHolding(ctx context.Context, s Store, tg target) ([]part, error) {
 	res, err := s.Select(ctx, "SELECT name, path FROM system.parts WHERE database = '"+Database+"' AND table = "+
-		quoteString(tg.name)+" AND active", nil)
+		QuoteString(tg.name)+" AND active", nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list parts: %w", err)
 	}
@@ -161,10 +161,10 @@ func stillOnDisk(ctx context.Context, s Store, tg target, before []part) (int, e
 	}
 	lits := make([]string, len(before))
 	for i, p := range before {
-		lits[i] = quoteString(p.name)
+		lits[i] = QuoteString(p.name)
 	}
 	res, err := s.Select(ctx, "SELECT name, toUInt8(active) FROM system.parts WHERE database = '"+Database+"' AND table = "+
-		quoteString(tg.name)+" AND name IN ("+strings.Join(lits, ", ")+")", nil)
+		QuoteString(tg.name)+" AND name IN ("+strings.Join(lits, ", ")+")", nil)
 	if err != nil {
 		return 0, fmt.Errorf("cannot list replaced parts: %w", err)
 	}

@@ -37,7 +37,7 @@ func TestEraseWorkspace(t *testing.T) {
 		t.Fatalf("other workspace has %d rows, want 50", n)
 	}
 	// The rewritten parts hold no trace of the erased workspace.
-	res, err := testStore.Select(ctx, "SELECT count() FROM analytics.events WHERE workspace_id = "+quoteString(erase)+" SETTINGS apply_mutations_on_fly = 0", nil)
+	res, err := testStore.Select(ctx, "SELECT count() FROM analytics.events WHERE workspace_id = "+QuoteString(erase)+" SETTINGS apply_mutations_on_fly = 0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestEraseWorkspacePhysicallyComplete(t *testing.T) {
 func partDirsHolding(t *testing.T, ws string) []string {
 	t.Helper()
 	res, err := testStore.Select(context.Background(), "SELECT path FROM system.parts WHERE database = 'analytics' AND table = 'events' AND active"+
-		" AND name IN (SELECT DISTINCT _part FROM analytics.events WHERE workspace_id = "+quoteString(ws)+")", nil)
+		" AND name IN (SELECT DISTINCT _part FROM analytics.events WHERE workspace_id = "+QuoteString(ws)+")", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,7 +108,7 @@ func ApplyRetention(ctx context.Context, s Store, days map[string]uint16) ([]Ret
 		} else if stale[id] {
 			n := strconv.FormatUint(uint64(d), 10)
 			q := "ALTER TABLE " + tg.table + tg.onCluster + " UPDATE retention_days = " + n +
-				" WHERE workspace_id = " + quoteString(id) + " AND retention_days != " + n +
+				" WHERE workspace_id = " + QuoteString(id) + " AND retention_days != " + n +
 				// Return at once (chDB defaults to mutations_sync = 1) and
 				// track the mutation in system.mutations instead.
 				" SETTINGS mutations_sync = 0"
@@ -134,7 +134,7 @@ func staleWorkspaces(ctx context.Context, s Store, tg target, ids []string, days
 		if i > 0 {
 			in.WriteString(", ")
 		}
-		in.WriteString(quoteString(id))
+		in.WriteString(QuoteString(id))
 	}
 	res, err := s.Select(ctx, "SELECT workspace_id, groupUniqArray(retention_days) FROM "+tg.table+
 		" WHERE workspace_id IN ("+in.String()+") GROUP BY workspace_id", nil)
@@ -163,7 +163,7 @@ func staleWorkspaces(ctx context.Context, s Store, tg target, ids []string, days
 
 func runningMutations(ctx context.Context, s Store, tg target) ([]pendingMutation, error) {
 	res, err := s.Select(ctx, "SELECT mutation_id, command FROM system.mutations WHERE database = '"+Database+
-		"' AND table = "+quoteString(tg.name)+" AND is_done = 0 AND is_killed = 0", nil)
+		"' AND table = "+QuoteString(tg.name)+" AND is_done = 0 AND is_killed = 0", nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list running mutations: %w", err)
 	}
@@ -179,7 +179,7 @@ func runningMutations(ctx context.Context, s Store, tg target) ([]pendingMutatio
 // findRetentionMutation returns the id of a running mutation that sets
 // the retention of workspace ws to d, or "".
 func findRetentionMutation(pending []pendingMutation, ws string, d uint16) string {
-	lit := quoteString(ws)
+	lit := QuoteString(ws)
 	set := "retention_days = " + strconv.FormatUint(uint64(d), 10)
 	for _, m := range pending {
 		if strings.Contains(m.command, lit) && strings.Contains(m.command, set) && strings.Contains(m.command, "UPDATE") {
@@ -193,8 +193,8 @@ func findRetentionMutation(pending []pendingMutation, ws string, d uint16) strin
 // names workspace ws and contains part.
 func latestMutation(ctx context.Context, s Store, tg target, ws, part string) (string, error) {
 	res, err := s.Select(ctx, "SELECT mutation_id FROM system.mutations WHERE database = '"+Database+
-		"' AND table = "+quoteString(tg.name)+" AND position(command, "+quoteString(quoteString(ws))+") > 0"+
-		" AND position(command, "+quoteString(part)+") > 0 ORDER BY create_time DESC, mutation_id DESC LIMIT 1", nil)
+		"' AND table = "+QuoteString(tg.name)+" AND position(command, "+QuoteString(QuoteString(ws))+") > 0"+
+		" AND position(command, "+QuoteString(part)+") > 0 ORDER BY create_time DESC, mutation_id DESC LIMIT 1", nil)
 	if err != nil {
 		return "", fmt.Errorf("cannot find the mutation just issued: %w", err)
 	}
@@ -229,10 +229,10 @@ func MutationState(ctx context.Context, s Store, ids []string) ([]MutationStatus
 func mutationState(ctx context.Context, s Store, tg target, ids []string) ([]MutationStatus, error) {
 	lits := make([]string, len(ids))
 	for i, id := range ids {
-		lits[i] = quoteString(id)
+		lits[i] = QuoteString(id)
 	}
 	res, err := s.Select(ctx, "SELECT mutation_id, is_done, parts_to_do, latest_fail_reason FROM system.mutations WHERE database = '"+
-		Database+"' AND table = "+quoteString(tg.name)+" AND mutation_id IN ("+strings.Join(lits, ", ")+") ORDER BY mutation_id", nil)
+		Database+"' AND table = "+QuoteString(tg.name)+" AND mutation_id IN ("+strings.Join(lits, ", ")+") ORDER BY mutation_id", nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read mutation state: %w", err)
 	}

@@ -79,7 +79,7 @@ func TestApplyRetentionTierChange(t *testing.T) {
 	if err := WaitMutations(ctx, testStore, []string{got[down].MutationID}, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	res, err := testStore.Select(ctx, "SELECT groupUniqArray(retention_days) FROM analytics.events WHERE workspace_id = "+quoteString(down), nil)
+	res, err := testStore.Select(ctx, "SELECT groupUniqArray(retention_days) FROM analytics.events WHERE workspace_id = "+QuoteString(down), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

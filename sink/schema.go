@@ -123,7 +123,7 @@ func migrationEvents(c SchemaConfig) []string {
 	if c.Cluster != "" {
 		stmts = append(stmts, "CREATE TABLE IF NOT EXISTS "+Database+".events"+c.onCluster()+
 			" AS "+Database+".events_local\n"+
-			"ENGINE = Distributed("+quoteString(c.Cluster)+", "+quoteString(Database)+", 'events_local', cityHash64(workspace_id))")
+			"ENGINE = Distributed("+QuoteString(c.Cluster)+", "+QuoteString(Database)+", 'events_local', cityHash64(workspace_id))")
 	}
 	return stmts
 }
@@ -208,7 +208,7 @@ func MigrationSQL(c SchemaConfig) ([]string, error) {
 
 func recordSQL(_ SchemaConfig, m migration) string {
 	return fmt.Sprintf("INSERT INTO %s.schema_migrations (version, description) VALUES (%d, %s)",
-		Database, m.version, quoteString(m.description))
+		Database, m.version, QuoteString(m.description))
 }
 
 // ErrSchemaTooNew is returned by Migrate when the database holds a schema

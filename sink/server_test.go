@@ -188,7 +188,7 @@ func TestServerSuite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	res, err := s.Select(ctx, "SELECT count() FROM analytics.events WHERE workspace_id = "+quoteString(ws), nil)
+	res, err := s.Select(ctx, "SELECT count() FROM analytics.events WHERE workspace_id = "+QuoteString(ws), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

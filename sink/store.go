@@ -96,7 +96,7 @@ func settingsClause(settings map[string]string) (string, error) {
 		if v := settings[k]; settingPlain.MatchString(v) {
 			b.WriteString(v)
 		} else {
-			b.WriteString(quoteString(v))
+			b.WriteString(QuoteString(v))
 		}
 	}
 	return b.String(), nil

@@ -63,7 +63,7 @@ func fresh(name string) string {
 // countRows returns the number of rows of workspace ws.
 func countRows(t testing.TB, ws string) uint64 {
 	t.Helper()
-	return queryUint64(t, "SELECT count() FROM analytics.events WHERE workspace_id = "+quoteString(ws))
+	return queryUint64(t, "SELECT count() FROM analytics.events WHERE workspace_id = "+QuoteString(ws))
 }
 
 // queryUint64 runs sql, which answers one row of one unsigned integer, and returns that number.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/collector/clientip"
+	"github.com/kyomi/collector/collector/enrich"
 	"github.com/kyomi/collector/collector/query"
 )
 
@@ -104,7 +105,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	// ClickHouse prefers few large inserts: 10k rows or one second, whichever comes first.
 	fs.IntVar(&c.BatchRows, "batch-rows", 10000, "flush to ClickHouse after this many rows; each flush is one INSERT")
 	fs.DurationVar(&c.BatchAge, "batch-age", time.Second, "flush to ClickHouse when the oldest pending event is this old")
-	fs.IntVar(&c.UACacheSize, "ua-cache-size", 10000, "parsed user agents kept in memory (entries); real traffic has a long tail but a short head")
+	fs.IntVar(&c.UACacheSize, "ua-cache-size", enrich.DefaultUACacheSize, "parsed user agents kept in memory (entries); real traffic has a long tail but a short head")
 
 	// Finite timeouts cut slow clients (slowloris); a beacon is under 8 KiB and arrives at once.
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 10*time.Second, "longest time to read one request, headers and body")
@@ -273,8 +274,11 @@ func (c *config) validate() []error {
 	if c.MaxConnsPerIP < 0 {
 		bad("max-conns-per-ip", "must not be negative")
 	}
-	if c.RateClient < 0 || c.RateWorkspace < 0 {
-		bad("rate-client", "rates must not be negative")
+	if c.RateClient < 0 {
+		bad("rate-client", "must not be negative")
+	}
+	if c.RateWorkspace < 0 {
+		bad("rate-workspace", "must not be negative")
 	}
 	if c.TokenTTL < 0 {
 		bad("ttl", "must not be negative, got %s", c.TokenTTL)

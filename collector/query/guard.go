@@ -122,24 +122,7 @@ func (p *Prepared) SQL(limit int) string {
 }
 
 // quoteString returns s as a ClickHouse single-quoted string literal.
-func quoteString(s string) string {
-	var b strings.Builder
-	b.Grow(len(s) + 2)
-	b.WriteByte('\'')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\\', '\'':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case 0:
-			b.WriteString(`\0`)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	b.WriteByte('\'')
-	return b.String()
-}
+var quoteString = sink.QuoteString
 
 // Prepare checks sql for workspace wid and returns the statement to run,
 // or a *RefusedError, or an error of the store.
