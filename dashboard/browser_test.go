@@ -384,6 +384,26 @@ func checkAgainstReport(t *testing.T, r *rig, token string, got rendered, filter
 	}
 }
 
+// saveShot saves a full-page screenshot of the tab in the test's artifacts (kept with
+// go test -artifacts -outputdir DIR), and in DASHBOARD_SCREENSHOT_DIR when set, and logs where.
+func saveShot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.ArtifactDir(), name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if dir := os.Getenv("DASHBOARD_SCREENSHOT_DIR"); dir != "" {
+		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("screenshot: %s (%d bytes)", path, len(png))
+}
+
 // TestDashboardInChromium opens the dashboard in headless Chromium against the query path over
 // a fixed dataset and checks that every figure, table row and chart point it renders is what
 // the report op answers; then filters by clicking a row, switches workspaces, and checks the
@@ -432,18 +452,7 @@ window.addEventListener('unhandledrejection', e => window.__problems.push('rejec
 		t.Errorf("live view %v, execute_query %v (want 2 visitors)", got.Live, live)
 	}
 
-	shot := filepath.Join(t.ArtifactDir(), "dashboard.png")
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(shot, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if dir := os.Getenv("DASHBOARD_SCREENSHOT_DIR"); dir != "" {
-		_ = os.WriteFile(filepath.Join(dir, "dashboard.png"), png, 0o644)
-	}
-	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
+	saveShot(t, ctx, "dashboard.png")
 
 	// Filter by clicking the first row of the sources table.
 	source := got.Tables["visit:source"][0][0]
@@ -458,6 +467,7 @@ window.addEventListener('unhandledrejection', e => window.__problems.push('rejec
 		t.Errorf("filtering by %s left the visitors at %s", source, got.Stats["visitors"])
 	}
 	checkAgainstReport(t, r, r.tokenA, filtered, []any{[]any{"is", "visit:source", []string{source}}})
+	saveShot(t, ctx, "filtered.png")
 
 	// A second token in the same tab: the switcher shows both workspaces and switches.
 	// A second link pasted into the same tab: only the fragment changes, the page does not reload.
@@ -495,6 +505,7 @@ window.addEventListener('unhandledrejection', e => window.__problems.push('rejec
 	if want := `<script defer data-domain="example.com" src="` + strings.TrimSuffix(base, "/") + `/js/script.js"></script>`; snippet != want {
 		t.Errorf("snippet %q, want %q", snippet, want)
 	}
+	saveShot(t, tab, "landing.png")
 
 	// The token travelled only in the Authorization header: no request URI carried it.
 	r.mu.Lock()

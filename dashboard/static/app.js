@@ -347,7 +347,7 @@
 
   function landing() {
     var origin = location.origin;
-    $('landing-url').textContent = origin + '/#token=…';
+    $('landing-url').textContent = origin + '/#token=TOKEN';
     $('snippet').textContent = '<script defer data-domain="example.com" src="' + origin + '/js/script.js"></script>';
   }
 
