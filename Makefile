@@ -11,6 +11,8 @@
 #   make dashboard-vendor  fetch the dashboard's chart library (uPlot) at its pinned version again
 #   make crawlers  check the bot detection against the pinned crawler-user-agents list;
 #                  CRAWLERSFLAGS=-write appends its missed plain names to collector/enrich/crawlers.txt
+#   make spam-referrers  refresh collector/bot/referrer_spam.txt from Matomo's referrer-spam list
+#                  (SPAM_LIST=path reads a copy already downloaded) and check it
 
 SHELL := /bin/bash
 GO    ?= go
@@ -46,6 +48,12 @@ CRAWLERS_VERSION := 1.60.0
 CRAWLERS_CACHE   ?= $(HOME)/.cache/kyomi/crawler-user-agents-$(CRAWLERS_VERSION)
 CRAWLERS_JSON    := $(CRAWLERS_CACHE)/crawler-user-agents.json
 CRAWLERSFLAGS    ?=
+
+# Matomo's referrer-spam list (public domain), carried as data in collector/bot/referrer_spam.txt:
+# `make spam-referrers` downloads it (or reads SPAM_LIST), lower-cases and sorts it under the
+# file's comment header, and runs the list's test. Review the diff before committing.
+SPAM_LIST_URL ?= https://raw.githubusercontent.com/matomo-org/referrer-spam-list/master/spammers.txt
+SPAM_LIST     ?=
 
 FUZZTIME  ?= 30s
 # Go minimizes every new interesting input for up to 60 s by default; when that runs past
@@ -113,6 +121,15 @@ deps-apt:
 crawlers: $(CRAWLERS_JSON)
 	$(GO) run ./collector/enrich/internal/crawlersync -upstream "$(CRAWLERS_JSON)" \
 	  -source crawler-user-agents@$(CRAWLERS_VERSION) $(CRAWLERSFLAGS)
+
+spam-referrers:
+	@src="$(SPAM_LIST)"; tmp=$$(mktemp -d); \
+	  if [ -z "$$src" ]; then src="$$tmp/spammers.txt"; curl -fsSL "$(SPAM_LIST_URL)" -o "$$src" || exit 1; fi; \
+	  grep '^#' collector/bot/referrer_spam.txt > "$$tmp/list" && \
+	  tr 'A-Z' 'a-z' < "$$src" | tr -d ' \r' | grep -v -e '^$$' -e '^#' | LC_ALL=C sort -u >> "$$tmp/list" && \
+	  mv "$$tmp/list" collector/bot/referrer_spam.txt && rm -rf "$$tmp" && \
+	  echo "collector/bot/referrer_spam.txt: $$(grep -vc '^#' collector/bot/referrer_spam.txt) domains"
+	$(GO) test -count=1 -run 'TestSpamList' ./collector/bot/
 
 $(CRAWLERS_JSON):
 	@echo "fetching the crawler list (crawler-user-agents@$(CRAWLERS_VERSION), 100 kB download) into $(CRAWLERS_CACHE)"

@@ -96,6 +96,8 @@ type harnessOptions struct {
 	routes     map[string]fasthttp.RequestHandler
 	refused    map[string]func(*fasthttp.RequestCtx, int)
 	ready      []func() error
+	workspaces string                // the workspaces file; testWorkspaces when empty
+	geo        map[string]enrich.Geo // added to the test GeoIP database (CIDR → location)
 }
 
 // newHarness starts the event endpoint on a loopback TCP port with the real spool, salt file,
@@ -109,7 +111,11 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	h.workCfg = filepath.Join(dir, "workspaces.yaml")
-	if err := os.WriteFile(h.workCfg, []byte(testWorkspaces), 0o644); err != nil {
+	wsFile := testWorkspaces
+	if o.workspaces != "" {
+		wsFile = o.workspaces
+	}
+	if err := os.WriteFile(h.workCfg, []byte(wsFile), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	registry, err := workspace.Open(h.workCfg, workspace.Options{Logger: log, Registerer: h.reg, PollInterval: -1})
@@ -117,10 +123,14 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	geoPath := filepath.Join(dir, "geo.mmdb")
-	if err := enrich.WriteTestGeoDB(geoPath, map[string]enrich.Geo{
+	geoEntries := map[string]enrich.Geo{
 		"203.0.113.0/24": {CountryCode: "NZ", Region: "AUK", City: "Auckland"},
 		"2001:db8::/32":  {CountryCode: "DE", Region: "BE", City: "Berlin"},
-	}); err != nil {
+	}
+	for k, v := range o.geo {
+		geoEntries[k] = v
+	}
+	if err := enrich.WriteTestGeoDB(geoPath, geoEntries); err != nil {
 		t.Fatal(err)
 	}
 	geo, err := enrich.OpenGeoDB(geoPath)

@@ -106,8 +106,14 @@ type Filter struct {
 	parser      *enrich.UAParser
 }
 
-//go:embed spam_domains.txt
-var spamDomainsTxt string
+// The referrer-spam lists: Matomo's maintained list, as data refreshed by `make spam-referrers`,
+// and our own additions.
+var (
+	//go:embed referrer_spam.txt
+	referrerSpamTxt string
+	//go:embed spam_domains.txt
+	spamDomainsTxt string
+)
 
 // NewFilter builds a Filter from cfg, reading the data-centre list file
 // when one is configured.
@@ -116,7 +122,7 @@ func NewFilter(cfg Config) (*Filter, error) {
 		return nil, fmt.Errorf("invalid bot filter configuration: %w", err)
 	}
 	f := &Filter{spam: map[string]struct{}{}, strictLang: cfg.Strict}
-	for _, d := range listLines(spamDomainsTxt) {
+	for _, d := range append(listLines(referrerSpamTxt), listLines(spamDomainsTxt)...) {
 		f.spam[d] = struct{}{}
 	}
 	for _, d := range cfg.ExtraSpamDomains {

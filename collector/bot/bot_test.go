@@ -144,16 +144,22 @@ func TestBotCorpusDropped(t *testing.T) {
 }
 
 func TestSpamList(t *testing.T) {
-	domains := listLines(spamDomainsTxt)
-	if len(domains) < 50 {
-		t.Fatalf("spam list has %d domains, want >= 50", len(domains))
+	matomo := listLines(referrerSpamTxt)
+	if len(matomo) < 2000 {
+		t.Fatalf("Matomo's referrer-spam list has %d domains, want >= 2000", len(matomo))
 	}
+	domains := append(matomo, listLines(spamDomainsTxt)...)
 	for _, d := range domains {
 		if d != strings.ToLower(d) || strings.ContainsAny(d, " /:@") || !strings.Contains(d, ".") {
 			t.Errorf("spam list entry %q is not a lower-case host name", d)
 		}
 	}
 	f := newFilter(t, Config{})
+	for _, spam := range []string{"1-best-seo.com", "www.1-best-seo.com", "semalt.com", "x.darodar.com", "qiwi.xyz", "prizesk.com"} {
+		if !f.spamHost(strings.TrimPrefix(spam, "www.")) {
+			t.Errorf("%q is not on the spam list", spam)
+		}
+	}
 	for _, legit := range []string{"google.com", "bing.com", "facebook.com", "t.co", "github.com", "news.ycombinator.com", "reddit.com", "chatgpt.com", "com", "co.uk", "ru"} {
 		if f.spamHost(legit) {
 			t.Errorf("legitimate referrer %q is on the spam list", legit)

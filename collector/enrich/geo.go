@@ -154,6 +154,11 @@ func (g *geoFile) lookup(ip netip.Addr) (v Geo, found, wide bool) {
 		return v, true, wide
 	}
 	v = g.decode(off)
+	switch v.CountryCode {
+	case "ZZ", "XX", "T1":
+		// Unknown, disputed territory and Tor exit: no location, as Plausible stores them.
+		v = Geo{}
+	}
 	g.mu.Lock()
 	if len(g.cache) >= geoCacheSize {
 		for k := range g.cache {
