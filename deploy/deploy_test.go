@@ -888,9 +888,16 @@ func TestClickHouseCluster(t *testing.T) {
 				t.Errorf("the migrations for cluster %s do not contain %q", name, want)
 			}
 		}
+		grants := string(readFile(t, "clickhouse/cluster.sql"))
 		for _, s := range stmts {
-			if strings.HasPrefix(s, "CREATE") && !strings.Contains(s, "ON CLUSTER `"+name+"`") {
+			if (strings.HasPrefix(s, "CREATE") || strings.HasPrefix(s, "ALTER")) && !strings.Contains(s, "ON CLUSTER `"+name+"`") {
 				t.Errorf("statement runs on one node only: %.80s", s)
+			}
+			// Every kind of ALTER a migration runs is granted to the collector's account.
+			for _, kind := range []string{"ADD COLUMN", "MODIFY COLUMN"} {
+				if strings.HasPrefix(s, "ALTER") && strings.Contains(s, kind) && !strings.Contains(grants, "ALTER "+kind) {
+					t.Errorf("a migration runs ALTER %s, which cluster.sql does not grant: %.80s", kind, s)
+				}
 			}
 		}
 		if sql := string(readFile(t, "clickhouse/cluster.sql")); regexp.MustCompile(`(?i)CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?[a-z_]+\.`).MatchString(sql) {
