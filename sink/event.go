@@ -33,10 +33,10 @@ type Event struct {
 	VisitorID     uint64    // keyed hash of (workspace, domain, IP, UA) with the day's salt
 	RetentionDays uint16    // from the workspace's tier at ingest; drives the TTL
 
-	Referrer       string // referrer host and path, no query string
-	ReferrerSource string // "Google", "Twitter", ...; empty for direct traffic
-	UTMSource      string
-	UTMMedium      string
+	Referrer       string // referrer host and path, no query string, no trailing slash
+	ReferrerSource string // "Google", "Twitter", ...; the URL's tag under its known name first; empty for direct traffic
+	UTMSource      string // utm_source, else source, else ref, as sent
+	UTMMedium      string // "(gclid)" or "(msclkid)" for an untagged Google or Bing ad click
 	UTMCampaign    string
 	UTMContent     string
 	UTMTerm        string
@@ -47,10 +47,10 @@ type Event struct {
 	City        string
 
 	Browser        string
-	BrowserVersion string // major version
+	BrowserVersion string // major.minor, as Plausible stores it
 	OS             string
 	OSVersion      string
-	Device         string // "desktop", "mobile", "tablet"
+	Device         string // "Desktop", "Mobile", "Tablet" (Plausible's screen size)
 
 	Interactive     bool    // false for non-interactive events (Plausible "i": false)
 	RevenueAmount   float64 // 0 when the event carries no revenue
