@@ -572,11 +572,19 @@ func TestAgentRefusesToken(t *testing.T) {
 	other := newTestKey(t, "k1") // same kid, key not in the JWKS
 	writeFile(t, e.revoked, []byte("jti-gone\n"))
 	es := map[string]any{"alg": "ES256", "kid": "k1"}
+	// Validly signed claims that repeat a member: the agent verifies with the same strict decoder.
+	urlJSON, _ := json.Marshal(b.url)
+	dup := func(members string) string {
+		return signRaw(t, e.key, `{"alg":"ES256","kid":"k1"}`, `{"dsid":"ds-1","db":"analytics","url":`+string(urlJSON)+`,`+members+`}`)
+	}
 	tests := []struct {
 		name   string
 		token  string
 		badURL bool
 	}{
+		{"duplicate wid", dup(`"jti":"jti-1","wid":"ws_a","wid":"ws_b"`), false},
+		{"duplicate jti", dup(`"jti":"jti-gone","jti":"jti-1","wid":"ws_a"`), false},
+		{"WID only", dup(`"jti":"jti-1","WID":"ws_a"`), false},
 		{"https url", e.token(t, "ws_a", "https://"+hostPort+"/agent?secret=QSECRET"), true},
 		{"http url", e.token(t, "ws_a", "http://"+hostPort+"/agent?secret=QSECRET"), true},
 		{"ftp url", e.token(t, "ws_a", "ftp://"+hostPort+"/agent"), true},

@@ -19,7 +19,9 @@ import (
 )
 
 // Claims are the claims of a Kyomi Connect query token that the query path
-// uses. WID is the only workspace the bearer may read.
+// uses. WID is the only workspace the bearer may read. Verify fills them
+// from the members of exactly the names in the json tags (see decodeClaims),
+// not through encoding/json's case-insensitive field matching.
 type Claims struct {
 	JTI  string       `json:"jti"`
 	DSID string       `json:"dsid"`
@@ -89,7 +91,9 @@ const maxTokenBytes = 8 << 10
 
 var b64 = base64.RawURLEncoding
 
-// Verify checks token and returns its claims, or an *AuthError.
+// Verify checks token and returns its claims, or an *AuthError. A header
+// or claims set that repeats a member name is refused like any malformed
+// token.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if len(token) == 0 || len(token) > maxTokenBytes {
 		return nil, authErr("unauthenticated", "missing or oversized token")
@@ -102,18 +106,14 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if err != nil {
 		return nil, authErr("unauthenticated", "malformed token header")
 	}
-	var hdr struct {
-		Alg  string          `json:"alg"`
-		Kid  string          `json:"kid"`
-		Crit json.RawMessage `json:"crit"`
-	}
-	if err := json.Unmarshal(hb, &hdr); err != nil {
-		return nil, authErr("unauthenticated", "malformed token header")
+	hdr, err := decodeHeader(hb)
+	if err != nil {
+		return nil, err
 	}
 	if hdr.Alg != "ES256" {
 		return nil, authErr("unauthenticated", "unsupported token algorithm")
 	}
-	if hdr.Crit != nil {
+	if hdr.Crit {
 		return nil, authErr("unauthenticated", "unsupported critical header")
 	}
 	sig, err := b64.DecodeString(parts[2])
@@ -146,13 +146,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if err != nil {
 		return nil, authErr("unauthenticated", "malformed token claims")
 	}
-	var c Claims
-	if err := json.Unmarshal(pb, &c); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && (te.Field == "exp" || te.Field == "nbf" || te.Field == "iat") {
-			return nil, authErr("unauthenticated", "token claim "+te.Field+" is not a NumericDate (a number of seconds)")
-		}
-		return nil, authErr("unauthenticated", "malformed token claims")
+	c, err := decodeClaims(pb)
+	if err != nil {
+		return nil, err
 	}
 	now := time.Now
 	if v.Now != nil {
@@ -185,7 +181,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 			return nil, authErr("token_revoked", "token revoked")
 		}
 	}
-	return &c, nil
+	return c, nil
 }
 
 // verifyAnyKey checks the signature of a token without a kid against every

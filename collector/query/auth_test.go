@@ -65,7 +65,14 @@ func sign(t testing.TB, k testKey, h, c map[string]any) string {
 	t.Helper()
 	hb, _ := json.Marshal(h)
 	cb, _ := json.Marshal(c)
-	input := b64.EncodeToString(hb) + "." + b64.EncodeToString(cb)
+	return signRaw(t, k, string(hb), string(cb))
+}
+
+// signRaw makes a compact JWS from the header and claims JSON texts as
+// given (so they can repeat a member), signed ES256 by k.
+func signRaw(t testing.TB, k testKey, header, claims string) string {
+	t.Helper()
+	input := b64.EncodeToString([]byte(header)) + "." + b64.EncodeToString([]byte(claims))
 	d := sha256.Sum256([]byte(input))
 	r, s, err := ecdsa.Sign(rand.Reader, k.priv, d[:])
 	if err != nil {
@@ -119,6 +126,12 @@ func TestTokenBattery(t *testing.T) {
 	none, _ := json.Marshal(map[string]any{"alg": "none", "kid": "k1"})
 	algNone := b64.EncodeToString(none) + "." + b64.EncodeToString(cb) + "."
 	forged := forgeClaims(valid, claims("ws_b", nil))
+	// Claims and headers written by hand, validly signed, to repeat a member or vary its case.
+	iat := strconv.FormatInt(time.Now().Unix()-10, 10)
+	raw := func(header, members string) string {
+		return signRaw(t, good, header, `{"dsid":"ds-1","db":"analytics","iss":"kyomi","iat":`+iat+`,`+members+`}`)
+	}
+	esRaw := `{"alg":"ES256","typ":"JWT","kid":"k1"}`
 
 	tests := []struct {
 		name, token, code, wid string
@@ -151,6 +164,31 @@ func TestTokenBattery(t *testing.T) {
 		{"revoked jti", sign(t, good, es, claims("ws_a", map[string]any{"jti": "jti-revoked"})), "token_revoked", ""},
 		{"missing jti with revocation", sign(t, good, es, claims("ws_a", map[string]any{"jti": nil})), "unauthenticated", ""},
 		{"crit header", sign(t, good, map[string]any{"alg": "ES256", "kid": "k1", "crit": []string{"x"}}, claims("ws_a", nil)), "unauthenticated", ""},
+		{"raw claims, control", raw(esRaw, `"jti":"jti-1","wid":"ws_a"`), "", "ws_a"},
+		{"duplicate wid", raw(esRaw, `"jti":"jti-1","wid":"ws_a","wid":"ws_b"`), "unauthenticated", ""},
+		{"duplicate wid, same value", raw(esRaw, `"jti":"jti-1","wid":"ws_a","wid":"ws_a"`), "unauthenticated", ""},
+		{"duplicate wid, escaped name", raw(esRaw, `"jti":"jti-1","wid":"ws_a","wi\u0064":"ws_b"`), "unauthenticated", ""},
+		{"wid then WID reads wid", raw(esRaw, `"jti":"jti-1","wid":"ws_a","WID":"ws_b"`), "", "ws_a"},
+		{"WID then wid reads wid", raw(esRaw, `"jti":"jti-1","WID":"ws_b","wid":"ws_a"`), "", "ws_a"},
+		{"Wid only is no wid", raw(esRaw, `"jti":"jti-1","Wid":"ws_a"`), "unauthenticated", ""},
+		{"WID only is no wid", raw(esRaw, `"jti":"jti-1","WID":"ws_a"`), "unauthenticated", ""},
+		{"duplicate jti, revoked first", raw(esRaw, `"jti":"jti-revoked","jti":"jti-1","wid":"ws_a"`), "unauthenticated", ""},
+		{"duplicate jti, revoked last", raw(esRaw, `"jti":"jti-1","jti":"jti-revoked","wid":"ws_a"`), "unauthenticated", ""},
+		{"JTI only is no jti", raw(esRaw, `"JTI":"jti-1","wid":"ws_a"`), "unauthenticated", ""},
+		{"jti plus revoked JTI reads jti", raw(esRaw, `"jti":"jti-1","JTI":"jti-revoked","wid":"ws_a"`), "", "ws_a"},
+		{"revoked jti plus JTI stays revoked", raw(esRaw, `"jti":"jti-revoked","JTI":"jti-1","wid":"ws_a"`), "token_revoked", ""},
+		{"EXP is not exp", raw(esRaw, `"jti":"jti-1","wid":"ws_a","EXP":1`), "", "ws_a"},
+		{"duplicate exp", raw(esRaw, `"jti":"jti-1","wid":"ws_a","exp":1,"exp":9999999999`), "unauthenticated", ""},
+		{"duplicate in a nested claim", raw(esRaw, `"jti":"jti-1","wid":"ws_a","ext":[{"a":1,"a":2}]`), "unauthenticated", ""},
+		{"same name in sibling objects", raw(esRaw, `"jti":"jti-1","wid":"ws_a","x":{"wid":"ws_b"},"y":{"wid":"ws_c"}`), "", "ws_a"},
+		{"claims followed by more JSON", signRaw(t, good, esRaw, `{"jti":"jti-1","wid":"ws_a"}{"wid":"ws_b"}`), "unauthenticated", ""},
+		{"claims not an object", signRaw(t, good, esRaw, `["wid","ws_a"]`), "unauthenticated", ""},
+		{"duplicate alg in header", raw(`{"alg":"ES256","alg":"ES256","kid":"k1"}`, `"jti":"jti-1","wid":"ws_a"`), "unauthenticated", ""},
+		{"duplicate kid in header", raw(`{"alg":"ES256","kid":"k9","kid":"k1"}`, `"jti":"jti-1","wid":"ws_a"`), "unauthenticated", ""},
+		{"duplicate kid in header, same value", raw(`{"alg":"ES256","kid":"k1","kid":"k1"}`, `"jti":"jti-1","wid":"ws_a"`), "unauthenticated", ""},
+		{"ALG is not alg", raw(`{"ALG":"ES256","kid":"k1"}`, `"jti":"jti-1","wid":"ws_a"`), "unauthenticated", ""},
+		{"Kid is not kid", raw(`{"alg":"ES256","Kid":"k9"}`, `"jti":"jti-1","wid":"ws_a"`), "", "ws_a"},
+		{"CRIT is not crit", raw(`{"alg":"ES256","kid":"k1","CRIT":["x"]}`, `"jti":"jti-1","wid":"ws_a"`), "", "ws_a"},
 		{"garbage", "not.a.token", "unauthenticated", ""},
 		{"empty", "", "unauthenticated", ""},
 		{"truncated signature", valid[:len(valid)-4], "unauthenticated", ""},
@@ -173,6 +211,9 @@ func TestTokenBattery(t *testing.T) {
 			}
 			if tt.token != "" && strings.Contains(err.Error(), tt.token) {
 				t.Fatal("error echoes the token")
+			}
+			if msg := err.Error(); strings.Contains(msg, "ws_") || strings.Contains(msg, "jti-") || strings.Contains(msg, "k9") {
+				t.Fatalf("error %q echoes a claim or header value", msg)
 			}
 		})
 	}
