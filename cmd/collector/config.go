@@ -101,7 +101,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.SpoolCommitDelay, "spool-commit-delay", 0, "with -spool-sync-interval 0 only: a group commit (write and fsync) starts no sooner than this after the previous one, so one covers more events under load, at the price of up to this much more latency per answer; 0 = back to back")
 	// The ring must outlive a crash of the process: /dev/shm does on a host and in a Kubernetes pod
 	// (its emptyDir medium Memory too), not across a plain Docker container's restart.
-	fs.StringVar(&c.SpoolRingDir, "spool-ring-dir", "", "with -spool-sync-interval > 0: directory of the spool's 8 MiB ring, where each event is stored before its acknowledgement; it must survive a crash of the process and should be a memory file system (tmpfs); empty = /dev/shm when it is a tmpfs, else the spool directory")
+	fs.StringVar(&c.SpoolRingDir, "spool-ring-dir", "", "with -spool-sync-interval > 0: directory of the spool's 8 MiB ring, where each event is stored before its acknowledgement, as kyomi-spool-<spool id>/ring (a directory of mode 0700 and a file of mode 0600 of the collector's user: anything else there stops the start); it must survive a crash of the process and should be a memory file system (tmpfs); empty = /dev/shm when it is a tmpfs, else the spool directory")
 	// ClickHouse prefers few large inserts: 10k rows or one second, whichever comes first.
 	fs.IntVar(&c.BatchRows, "batch-rows", 10000, "flush to ClickHouse after this many rows; each flush is one INSERT")
 	fs.DurationVar(&c.BatchAge, "batch-age", time.Second, "flush to ClickHouse when the oldest pending event is this old")

@@ -39,16 +39,30 @@ func frameEnd(t *testing.T, path string) (end, size int64) {
 	return int64(framesEnd(b)), int64(len(b))
 }
 
-// copyDir copies the regular files of src into a new directory: the state
+// copyDir copies the files and directories of src into a new directory: the state
 // a crash would leave, since every acknowledged append is synced.
 func copyDir(t *testing.T, src string) string {
 	t.Helper()
 	dst := t.TempDir()
+	copyTree(t, src, dst)
+	return dst
+}
+
+// copyTree copies the files of src into dst, and its directories (mode 0700) with theirs.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
 	ents, err := os.ReadDir(src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
+		if e.IsDir() {
+			if err := os.Mkdir(filepath.Join(dst, e.Name()), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			copyTree(t, filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()))
+			continue
+		}
 		b, err := os.ReadFile(filepath.Join(src, e.Name()))
 		if errors.Is(err, fs.ErrNotExist) {
 			// The preparing goroutine renamed or removed it since ReadDir: a crash
@@ -62,7 +76,6 @@ func copyDir(t *testing.T, src string) string {
 			t.Fatal(err)
 		}
 	}
-	return dst
 }
 
 func TestRotationUsesPreparedSegment(t *testing.T) {

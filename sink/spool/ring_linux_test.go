@@ -28,7 +28,7 @@ func TestRingFaultFailsAppend(t *testing.T) {
 	if err := s.Append([]byte("before")); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(ringDir, ringName(s.ID()))
+	path := ringPath(ringDir, s.ID())
 	if err := os.Truncate(path, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestRingLapsWithoutFaults(t *testing.T) {
 		t.Fatalf("default ring dir %s, want /dev/shm: this Linux machine has no tmpfs there", d)
 	}
 	s, _ := openSpool(t, Config{Dir: t.TempDir(), SyncInterval: time.Hour})
-	path := filepath.Join("/dev/shm", ringName(s.ID()))
+	path := ringPath("/dev/shm", s.ID())
 	rec := bytes.Repeat([]byte{'r'}, 1024-headerSize)
 	lap := ringMaxBytes / 1024
 	appendN := func(n int) {
@@ -91,16 +91,16 @@ func TestRingLapsWithoutFaults(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("ring file after a clean Close: %v, want it removed", err)
+	if _, err := os.Stat(filepath.Dir(path)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ring directory after a clean Close: %v, want it removed", err)
 	}
 	t.Logf("%d minor faults for two laps", faults)
 }
 
 // TestRingRecoveredAtOpen takes what a crash of the process leaves while the acknowledged records
 // are in the ring only (no copy ran: the segment file holds none of them), a copy of the spool
-// directory and of the ring file, and opens it: every record must be there once, and the ring
-// file must be gone once its frames are in the segment.
+// directory and of the ring's directory, and opens it: every record must be there once, and the
+// ring must be gone once its frames are in the segment.
 func TestRingRecoveredAtOpen(t *testing.T) {
 	leakcheck.Register(t)
 	t.Cleanup(func(d time.Duration) func() { return func() { copyInterval = d } }(copyInterval))
@@ -128,8 +128,8 @@ func TestRingRecoveredAtOpen(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("after the crash read %d records, want the %d acknowledged ones in order", len(got), len(want))
 	}
-	if _, err := os.Stat(filepath.Join(crashRing, ringName(s2.ID()))); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("ring file after recovery with SyncInterval 0: %v, want it removed", err)
+	if _, err := os.Stat(filepath.Dir(ringPath(crashRing, s2.ID()))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ring directory after recovery with SyncInterval 0: %v, want it removed", err)
 	}
 }
 
@@ -193,7 +193,7 @@ func TestRingFallsBackToSpoolDir(t *testing.T) {
 	if err := s.Append([]byte("one")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, ringName(s.ID()))); err != nil {
+	if _, err := os.Stat(ringPath(dir, s.ID())); err != nil {
 		t.Fatalf("no ring in the spool directory after the default one failed: %v", err)
 	}
 	if err := s.Sync(); err != nil {

@@ -121,11 +121,14 @@ type Config struct {
 	// and never a record that was already shipped.
 	SyncInterval time.Duration
 	// RingDir holds the staging ring of SyncInterval mode, a file of up to
-	// 8 MiB named after the spool id. It should be a memory file system
+	// 8 MiB in a private directory (mode 0700) named after the spool id;
+	// Open refuses a directory or file there that is not the process's own
+	// with exactly that mode (ring.go). It should be a memory file system
 	// (tmpfs), which keeps the ring's pages mapped and writable for good;
 	// elsewhere the ring works as well but writeback makes its pages fault
 	// again. Default: /dev/shm on Linux when it is a tmpfs, else Dir; Dir
-	// also when the ring cannot be made in /dev/shm (logged).
+	// also when /dev/shm cannot take the ring (full, read-only; logged), but
+	// never after a refusal.
 	RingDir string
 	// CommitDelay spaces group commits: a commit (a write and fsync, or with
 	// SyncInterval a write) starts no sooner than CommitDelay after the
@@ -381,12 +384,13 @@ func (s *Spool) load() error {
 		return err
 	}
 	if s.cfg.SyncInterval > 0 {
-		s.ring, err = openRing(filepath.Join(s.cfg.RingDir, ringName(s.id)), s.id, ringSize(s.cfg.SegmentBytes), next)
-		if err != nil && s.ringDefaulted && s.cfg.RingDir != s.cfg.Dir {
-			// The default (/dev/shm) is unusable here: full, read-only or not a directory.
+		s.ring, err = openRing(s.cfg.RingDir, s.id, ringSize(s.cfg.SegmentBytes), next)
+		if err != nil && mayFallBack(err) && s.ringDefaulted && s.cfg.RingDir != s.cfg.Dir {
+			// The default (/dev/shm) cannot take the ring here: full, read-only or not a
+			// directory.
 			s.cfg.Logger.Warn("spool ring falls back to the spool directory", "err", err)
 			s.cfg.RingDir = s.cfg.Dir
-			s.ring, err = openRing(filepath.Join(s.cfg.RingDir, ringName(s.id)), s.id, ringSize(s.cfg.SegmentBytes), next)
+			s.ring, err = openRing(s.cfg.RingDir, s.id, ringSize(s.cfg.SegmentBytes), next)
 		}
 		if err != nil {
 			f.Close()
@@ -394,7 +398,7 @@ func (s *Spool) load() error {
 		}
 	} else {
 		for _, dir := range s.ringDirs() {
-			if err := os.Remove(filepath.Join(dir, ringName(s.id))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := removeRing(dir, s.id); err != nil {
 				s.cfg.Logger.Warn("cannot remove the spool ring", "err", err)
 			}
 		}

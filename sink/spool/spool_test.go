@@ -342,7 +342,7 @@ func TestSyncInterval(t *testing.T) {
 	leakcheck.Register(t)
 	dir, ringDir := t.TempDir(), t.TempDir()
 	s, reg := openSpool(t, Config{Dir: dir, SyncInterval: time.Hour, RingDir: ringDir})
-	ring := filepath.Join(ringDir, ringName(s.ID()))
+	ring := ringPath(ringDir, s.ID())
 	for i := range 100 {
 		rec := fmt.Sprintf("record-%03d", i)
 		if err := s.Append([]byte(rec)); err != nil {
