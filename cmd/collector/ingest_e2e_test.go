@@ -80,7 +80,7 @@ func TestEventBecomesRow(t *testing.T) {
 
 	rows := sql(t, dataDir, "SELECT workspace_id, domain, name, pathname, toUInt8(visitor_id != 0), retention_days, browser, os, device, "+
 		"country_code, city, referrer_source, utm_source, utm_medium, utm_campaign FROM analytics.events FORMAT TSV")
-	want := "ws_acme\tacme.example\tpageview\t/pricing\t1\t395\tChrome\tWindows\tdesktop\tNZ\tAuckland\tnewsletter\tnewsletter\temail\tlaunch"
+	want := "ws_acme\tacme.example\tpageview\t/pricing\t1\t395\tChrome\tWindows\tDesktop\tNZ\tAuckland\tnewsletter\tnewsletter\temail\tlaunch"
 	if len(rows) != 1 || rows[0] != want {
 		t.Fatalf("stored rows:\n%s\nwant exactly:\n%s", strings.Join(rows, "\n"), want)
 	}
