@@ -269,24 +269,25 @@ func Migrate(ctx context.Context, s Store, c SchemaConfig) error {
 			return fmt.Errorf("cannot record schema migration %d: %w", m.version, err)
 		}
 	}
-	if _, ok := s.(*Embedded); ok {
-		if err := s.Exec(ctx, embeddedMergePolicy); err != nil {
-			return fmt.Errorf("cannot set the embedded merge policy: %w", err)
-		}
+	if err := s.Exec(ctx, mergePolicy(c)); err != nil {
+		return fmt.Errorf("cannot set the merge policy: %w", err)
 	}
 	return nil
 }
 
-// embeddedMergePolicy makes the embedded engine merge parts less eagerly:
-// with merge_selector_base 20 (ClickHouse's default is 5) a merge waits for
-// more parts of a similar size, so each row is rewritten fewer times. The
-// engine shares the collector's cores, and merges were its largest cost:
-// 40 flushes of 10,000 rows cost 11.7 to 15.7 µs of CPU per row with the
-// default and 7.1 to 8.0 with 20, leaving 7 active parts instead of 1 or 2
-// (BenchmarkEmbeddedSustainedInsert, BENCHMARKS.md). A ClickHouse server is
-// left to its operator: it runs elsewhere, and older servers lack the
-// setting. Applied at every start, so it follows this constant.
-const embeddedMergePolicy = "ALTER TABLE " + Database + ".events MODIFY SETTING merge_selector_base = 20"
+// mergePolicy makes the engine merge parts less eagerly: with merge_selector_base 20
+// (ClickHouse's default is 5) a merge waits for more parts of a similar size, so each row is
+// rewritten fewer times. Merges were the embedded engine's largest cost: 40 flushes of 10,000
+// rows cost 11.7 to 15.7 µs of CPU per row with the default and 7.1 to 8.0 with 20, leaving 7
+// active parts instead of 1 or 2 (BenchmarkEmbeddedSustainedInsert, BENCHMARKS.md). A server
+// pays the same (about 2.5 µs per row more without it, issue 23), so it applies to every store;
+// in cluster mode to the shards' tables. Applied at every start, so it follows this constant.
+func mergePolicy(c SchemaConfig) string {
+	return "ALTER TABLE " + c.dataTable() + c.onCluster() + " MODIFY SETTING merge_selector_base = 20"
+}
+
+// embeddedMergePolicy is mergePolicy of a single server or the embedded engine.
+var embeddedMergePolicy = mergePolicy(SchemaConfig{})
 
 // quoteIdent returns name as a back-quoted ClickHouse identifier.
 func quoteIdent(name string) string {

@@ -1,13 +1,15 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"reflect"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +18,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
-	chdriver "github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/kyomi/collector/sink/chdb"
 )
@@ -27,6 +28,10 @@ type ServerOptions struct {
 	// wait_for_async_insert=1: the server buffers small inserts of many
 	// nodes into one part and answers once the data is written.
 	AsyncInsert bool
+	// HTTPPort is the port of the servers' HTTP interface (HTTPS with secure=true), which
+	// carries every statement; 0 takes the DSN's http_port parameter, or else asks the first
+	// server over the native protocol (getServerPort('http_port'), or 'https_port').
+	HTTPPort int
 	// Attempts is how many times an insert is tried when the connection
 	// fails (not when the server rejects it); 0 means 5.
 	Attempts int
@@ -48,222 +53,322 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	return o
 }
 
-// Server is the Store on a ClickHouse server or cluster, over the native
-// protocol with clickhouse-go/v2. Safe for concurrent use.
+// Server is the Store on a ClickHouse server or cluster, over its HTTP interface: an insert is
+// one Native block, the columnar format the embedded store also inserts (about half the CPU per
+// row of clickhouse-go's row-by-row batch, BENCHMARKS.md); a read answers in JSONCompact, so its
+// values have the same JSON types as the embedded store's, or in any format the server writes
+// (ArrowStream for the query path). The native protocol serves only to learn the HTTP port when
+// the DSN does not give it: a native connection cut in the middle of a request aborts a
+// clickhouse-local server (TestConnectionResets in package engine), an HTTP one does not. Safe
+// for concurrent use.
 type Server struct {
-	conn      chdriver.Conn
-	opts      ServerOptions
-	pool      sync.Pool    // *[]any row value buffers
-	maxResult atomic.Int64 // see SetMaxResultBytes
+	opts   ServerOptions
+	db     string
+	user   string
+	pass   string
+	bases  []string // http(s)://host:port/ of every server of the DSN, tried in order
+	client *http.Client
+	bufs   sync.Pool    // *insertBuf
+	limit  atomic.Int64 // see SetMaxResultBytes
 }
 
-// SetMaxResultBytes makes Select and Raw stop reading with
-// ErrResultTooLarge once the values scanned pass n bytes; n <= 0 removes
-// the bound.
-func (s *Server) SetMaxResultBytes(n int64) { s.maxResult.Store(max(n, 0)) }
+// SetMaxResultBytes makes Select and Raw stop reading with ErrResultTooLarge once an answer
+// passes n bytes, keeping nothing of it; n <= 0 removes the bound.
+func (s *Server) SetMaxResultBytes(n int64) { s.limit.Store(max(n, 0)) }
 
 // OpenServer connects to the ClickHouse server named by dsn, for example
-// clickhouse://user:pass@host:9440/analytics?secure=true&compress=lz4&dial_timeout=5s&read_timeout=30s&max_open_conns=8.
-// The DSN sets TLS (secure=true, skip_verify), compression (compress=lz4
-// is the default here when the DSN does not name one), the pool
-// (max_open_conns, max_idle_conns, conn_max_lifetime) and the timeouts
-// (dial_timeout, read_timeout). The connection is checked with a ping.
+// clickhouse://user:pass@host:9440/analytics?secure=true&http_port=8443&dial_timeout=5s.
+// The DSN names the servers (several for failover, tried in order), the user, the database
+// (created when it does not exist), TLS (secure=true, skip_verify) and the port of the HTTP
+// interface (http_port; see ServerOptions.HTTPPort). The server is checked with a query.
 func OpenServer(dsn string, opts ...ServerOptions) (*Server, error) {
+	var so ServerOptions
+	if len(opts) > 0 {
+		so = opts[0]
+	}
+	dsn, httpPort, err := cutDSNParam(dsn, "http_port")
+	if err != nil {
+		return nil, err
+	}
+	if so.HTTPPort == 0 {
+		so.HTTPPort = httpPort
+	}
 	o, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
 		// The DSN may hold a password: do not echo it.
 		return nil, errors.New("cannot parse the ClickHouse DSN: expected clickhouse://user:password@host:9000/database?options")
 	}
-	if o.Compression == nil || o.Compression.Method == clickhouse.CompressionNone {
-		if !strings.Contains(dsn, "compress=") {
-			o.Compression = &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
+	ctx, cancel := context.WithTimeout(context.Background(), o.DialTimeout+10*time.Second)
+	defer cancel()
+	if so.HTTPPort == 0 {
+		if so.HTTPPort, err = askHTTPPort(ctx, o); err != nil {
+			return nil, err
 		}
 	}
-	conn, err := clickhouse.Open(o)
-	if err != nil {
-		return nil, fmt.Errorf("cannot open ClickHouse connection to %s: %w", strings.Join(o.Addr, ","), err)
+	s := &Server{opts: so.withDefaults(), user: o.Auth.Username, pass: o.Auth.Password}
+	scheme := "http"
+	tr := &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 20 * time.Second}
+	if o.TLS != nil {
+		scheme = "https"
+		tr.TLSClientConfig = o.TLS.Clone()
 	}
-	var so ServerOptions
-	if len(opts) > 0 {
-		so = opts[0]
+	tr.DialContext = (&net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	for _, a := range o.Addr {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		s.bases = append(s.bases, scheme+"://"+net.JoinHostPort(host, strconv.Itoa(s.opts.HTTPPort))+"/")
 	}
-	s := &Server{conn: conn, opts: so.withDefaults()}
-	ctx, cancel := context.WithTimeout(context.Background(), o.DialTimeout+5*time.Second)
-	defer cancel()
-	if err := conn.Ping(ctx); err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("cannot reach ClickHouse at %s: %w", strings.Join(o.Addr, ","), scrubServerErr(err, ""))
+	s.client = &http.Client{Transport: tr}
+	// The database is created from the server's default database: requests naming it fail
+	// until it exists.
+	if db := o.Auth.Database; db != "" && db != "default" {
+		if err := s.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db)); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("cannot reach ClickHouse at %s: %w", strings.Join(s.hosts(), ","), err)
+		}
+	}
+	s.db = o.Auth.Database
+	if err := s.Exec(ctx, "SELECT 1"); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("cannot reach ClickHouse at %s: %w", strings.Join(s.hosts(), ","), err)
 	}
 	return s, nil
 }
 
-// Insert sends rows as one native batch with the dedup token as
-// insert_deduplication_token, retrying with backoff while the connection
-// fails; a server-side rejection is returned at once.
+// hosts are the HTTP endpoints, for messages (no credentials in them).
+func (s *Server) hosts() []string {
+	out := make([]string, len(s.bases))
+	for i, b := range s.bases {
+		out[i] = strings.TrimSuffix(b, "/")
+	}
+	return out
+}
+
+// askHTTPPort asks the first server of o that answers on the native protocol for the port of
+// its HTTP interface (HTTPS when the DSN asks for TLS).
+func askHTTPPort(ctx context.Context, o *clickhouse.Options) (int, error) {
+	setting := "http_port"
+	if o.TLS != nil {
+		setting = "https_port"
+	}
+	bo := *o
+	bo.Auth.Database = "" // may not exist yet
+	bo.MaxOpenConns, bo.MaxIdleConns = 1, 1
+	conn, err := clickhouse.Open(&bo)
+	if err != nil {
+		return 0, fmt.Errorf("cannot open ClickHouse connection to %s: %w", strings.Join(o.Addr, ","), err)
+	}
+	defer conn.Close()
+	var port uint16
+	if err := conn.QueryRow(ctx, "SELECT toUInt16(getServerPort('"+setting+"'))").Scan(&port); err != nil {
+		return 0, fmt.Errorf("cannot learn the HTTP port of ClickHouse at %s (give http_port in the DSN): %w",
+			strings.Join(o.Addr, ","), scrubServerErr(err, ""))
+	}
+	return int(port), nil
+}
+
+// cutDSNParam removes the query parameter name from dsn (clickhouse-go would send it to the
+// server as a setting) and returns its value as a port number, 0 when absent.
+func cutDSNParam(dsn, name string) (string, int, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", 0, errors.New("cannot parse the ClickHouse DSN: expected clickhouse://user:password@host:9000/database?options")
+	}
+	q := u.Query()
+	v := q.Get(name)
+	if v == "" {
+		return dsn, 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 || n > 65535 {
+		return "", 0, fmt.Errorf("ClickHouse DSN: %s=%q is not a port", name, v)
+	}
+	q.Del(name)
+	u.RawQuery = q.Encode()
+	return u.String(), n, nil
+}
+
+// Insert sends rows as one Native block over HTTP with the dedup token as
+// insert_deduplication_token, retrying with backoff while the connection fails; a server-side
+// rejection is returned at once.
 func (s *Server) Insert(ctx context.Context, rows []Event, dedupToken string) error {
+	return s.insert(ctx, rows, dedupToken, dedupToken)
+}
+
+// ReplayInsert stores the batch rows named token exactly once, whether or not an earlier
+// process stored it before it or the server was killed (see replayInsert).
+func (s *Server) ReplayInsert(ctx context.Context, rows []Event, token string) error {
+	return replayInsert(ctx, s, s.insert, rows, token)
+}
+
+func (s *Server) insert(ctx context.Context, rows []Event, dedupToken, batchToken string) error {
 	if len(rows) == 0 {
 		return nil
 	}
 	if err := checkDedupToken(dedupToken); err != nil {
 		return err
 	}
-	settings := clickhouse.Settings{}
-	if dedupToken != "" {
-		settings["insert_deduplication_token"] = dedupToken
-	} else {
-		settings["insert_deduplicate"] = 0
-	}
-	if s.opts.AsyncInsert {
-		settings["async_insert"] = 1
-		settings["wait_for_async_insert"] = 1
-	}
 	for i := range rows {
-		rows[i].BatchToken = dedupToken
+		rows[i].BatchToken = batchToken
 	}
-	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(settings))
-	err := retryConn(ctx, s.opts, func() error { return s.sendBatch(qctx, rows) })
+	params := url.Values{}
+	params.Set("query", "INSERT INTO "+Database+".events ("+columnList+") FORMAT Native")
+	if dedupToken != "" {
+		params.Set("insert_deduplication_token", dedupToken)
+	} else {
+		params.Set("deduplicate_insert", "disable") // as in the embedded store (insertStatement)
+	}
+	// One insert thread: a flush is a few MB, too small for parallel work to pay (as in the
+	// embedded store). A Distributed table writes through to the shards before answering, so
+	// an acknowledged batch is stored, and a replay's check sees it.
+	params.Set("max_insert_threads", "1")
+	params.Set("distributed_foreground_insert", "1")
+	if s.opts.AsyncInsert {
+		params.Set("async_insert", "1")
+		params.Set("wait_for_async_insert", "1")
+	}
+	buf, _ := s.bufs.Get().(*insertBuf)
+	if buf == nil {
+		buf = &insertBuf{data: make([]byte, 0, 64<<10)}
+	}
+	buf.data = appendNative(buf.data[:0], rows, buf.order.of(rows))
+	err := retryConn(ctx, s.opts, func() error {
+		_, err := s.post(ctx, params, buf.data, "")
+		return err
+	})
+	if cap(buf.data) <= 64<<20 {
+		s.bufs.Put(buf)
+	}
 	if err != nil {
 		return fmt.Errorf("cannot insert %d rows into %s.events: %w", len(rows), Database, err)
 	}
 	return nil
 }
 
-func (s *Server) sendBatch(ctx context.Context, rows []Event) error {
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+Database+".events ("+columnList+")")
-	if err != nil {
-		return scrubServerErr(err, "")
-	}
-	vp, _ := s.pool.Get().(*[]any)
-	if vp == nil {
-		v := make([]any, 0, len(columns))
-		vp = &v
-	}
-	defer s.pool.Put(vp)
-	var order rowOrder // the table's sorting-key order spares the server a sort (see rowOrder)
-	for _, i := range order.of(rows) {
-		*vp = rowValues(*vp, &rows[i])
-		if err := b.Append(*vp...); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("cannot encode row %d: %w", i, scrubServerErr(err, ""))
-		}
-	}
-	if err := b.Send(); err != nil {
-		return scrubServerErr(err, "")
-	}
-	return nil
+// post sends one request to the HTTP interface, trying the DSN's servers in order while they
+// cannot be reached, and returns the answer's body. A ClickHouse exception becomes a
+// *serverError whose message is scrubbed of sql and of quoted values.
+func (s *Server) post(ctx context.Context, params url.Values, body []byte, sql string) ([]byte, error) {
+	return s.postLimited(ctx, params, body, sql, 0)
 }
 
-// Select runs sql and scans every row into JSON-ready Go values.
+// postLimited is post whose answer may be at most limit bytes (0: any size); past it, it fails
+// with ErrResultTooLarge.
+func (s *Server) postLimited(ctx context.Context, params url.Values, body []byte, sql string, limit int64) ([]byte, error) {
+	if s.db != "" {
+		params.Set("database", s.db)
+	}
+	qs := params.Encode()
+	var err error
+	for _, base := range s.bases {
+		var out []byte
+		out, err = s.postTo(ctx, base+"?"+qs, body, sql, limit)
+		if err == nil || !isConnError(err) {
+			return out, err
+		}
+	}
+	return nil, err
+}
+
+func (s *Server) postTo(ctx context.Context, u string, body []byte, sql string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("cannot build a ClickHouse request: %w", err)
+	}
+	if s.user != "" {
+		req.Header.Set("X-ClickHouse-User", s.user)
+	}
+	if s.pass != "" {
+		req.Header.Set("X-ClickHouse-Key", s.pass)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) { // its text repeats the URL: keep the cause only
+			err = ue.Err
+		}
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var r io.Reader = resp.Body
+	if limit > 0 && resp.StatusCode == http.StatusOK {
+		r = io.LimitReader(resp.Body, limit+1)
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	if limit > 0 && int64(len(out)) > limit && resp.StatusCode == http.StatusOK {
+		return nil, fmt.Errorf("%w of %d bytes", ErrResultTooLarge, limit)
+	}
+	if resp.StatusCode != http.StatusOK {
+		code, _ := strconv.Atoi(resp.Header.Get("X-ClickHouse-Exception-Code"))
+		msg := strings.TrimSpace(string(out))
+		if code == 0 && msg == "" {
+			msg = resp.Status
+		}
+		return nil, &serverError{code: int32(code), msg: chdb.Scrub(msg, []byte(sql))}
+	}
+	return out, nil
+}
+
+// Select runs sql over the HTTP interface and decodes its JSONCompact answer, as the embedded
+// store does: the same value types (64-bit integers as strings, json.Number for the others).
+// wait_end_of_query makes the server answer only once the query has ended, so an error is
+// never cut into a half-sent result.
 func (s *Server) Select(ctx context.Context, sql string, settings map[string]string) (*Result, error) {
-	res := &Result{}
-	set := clickhouse.Settings{}
+	params := url.Values{}
 	for k, v := range settings {
 		if !settingName.MatchString(k) {
 			return nil, fmt.Errorf("cannot run query: invalid setting name %q", k)
 		}
-		set[k] = v
+		params.Set(k, v)
 	}
-	var mu sync.Mutex
-	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(set), clickhouse.WithProgress(func(p *clickhouse.Progress) {
-		mu.Lock()
-		res.RowsRead += p.Rows
-		res.BytesRead += p.Bytes
-		mu.Unlock()
-	}))
-	rows, err := s.conn.Query(qctx, trimStatement(sql))
+	params.Set("default_format", "JSONCompact")
+	params.Set("wait_end_of_query", "1")
+	q := trimStatement(sql)
+	out, err := s.postLimited(ctx, params, []byte(q), q, s.limit.Load())
 	if err != nil {
-		return nil, fmt.Errorf("cannot run query: %w", scrubServerErr(err, sql))
+		return nil, fmt.Errorf("cannot run query: %w", err)
 	}
-	defer rows.Close()
-	types := rows.ColumnTypes()
-	res.Columns = make([]Column, len(types))
-	for i, ct := range types {
-		res.Columns[i] = Column{Name: ct.Name(), Type: ct.DatabaseTypeName()}
-	}
-	res.Rows = [][]any{}
-	var size int64
-	for rows.Next() {
-		dest := make([]any, len(types))
-		for i, ct := range types {
-			dest[i] = reflect.New(ct.ScanType()).Interface()
-		}
-		if err := rows.Scan(dest...); err != nil {
-			return nil, fmt.Errorf("cannot read query result: %w", scrubServerErr(err, sql))
-		}
-		row := make([]any, len(dest))
-		for i, d := range dest {
-			row[i] = reflect.ValueOf(d).Elem().Interface()
-			size += valueBytes(reflect.ValueOf(row[i]))
-		}
-		if limit := s.maxResult.Load(); limit > 0 && size > limit {
-			return nil, fmt.Errorf("cannot read query result: %w of %d bytes", ErrResultTooLarge, limit)
-		}
-		res.Rows = append(res.Rows, row)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("cannot read query result: %w", scrubServerErr(err, sql))
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return res, nil
+	return decodeJSONCompact(out)
 }
 
-// valueBytes approximates the memory of one scanned value: the bytes of
-// strings, eight for every scalar, summed through arrays, maps and tuples.
-func valueBytes(v reflect.Value) int64 {
-	switch v.Kind() {
-	case reflect.String:
-		return int64(v.Len())
-	case reflect.Slice, reflect.Array:
-		if v.Type().Elem().Kind() == reflect.Uint8 {
-			return int64(v.Len())
-		}
-		n := int64(0)
-		for i := 0; i < v.Len(); i++ {
-			n += valueBytes(v.Index(i))
-		}
-		return n
-	case reflect.Map:
-		n := int64(0)
-		for it := v.MapRange(); it.Next(); {
-			n += valueBytes(it.Key()) + valueBytes(it.Value())
-		}
-		return n
-	case reflect.Pointer, reflect.Interface:
-		if v.IsNil() {
-			return 8
-		}
-		return valueBytes(v.Elem())
-	}
-	return 8
-}
-
-// Raw runs sql and formats its rows as TSV; other formats are refused
-// with ErrUnsupportedFormat.
+// Raw runs sql over the HTTP interface and returns its output in format ("TSV", "ArrowStream",
+// ...), as the server writes it.
 func (s *Server) Raw(ctx context.Context, sql, format string) ([]byte, error) {
-	if !strings.EqualFold(format, "TSV") && !strings.EqualFold(format, "TabSeparated") {
-		return nil, fmt.Errorf("cannot run query in format %q: %w (server mode: TSV only)", format, ErrUnsupportedFormat)
+	if !settingName.MatchString(format) {
+		return nil, fmt.Errorf("cannot run query in format %q: %w", format, ErrUnsupportedFormat)
 	}
-	res, err := s.Select(ctx, sql, nil)
+	params := url.Values{}
+	params.Set("default_format", format)
+	params.Set("wait_end_of_query", "1")
+	q := trimStatement(sql)
+	out, err := s.postLimited(ctx, params, []byte(q), q, s.limit.Load())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot run query: %w", err)
 	}
-	return appendTSV(nil, res), nil
+	return out, nil
 }
 
-// Exec runs one statement that returns no rows.
+// Exec runs one statement and discards its output.
 func (s *Server) Exec(ctx context.Context, sql string) error {
-	if err := s.conn.Exec(ctx, trimStatement(sql)); err != nil {
-		return fmt.Errorf("cannot run statement: %w", scrubServerErr(err, sql))
+	q := trimStatement(sql)
+	if _, err := s.post(ctx, url.Values{"wait_end_of_query": {"1"}}, []byte(q), q); err != nil {
+		return fmt.Errorf("cannot run statement: %w", err)
 	}
 	return nil
 }
 
-// Close closes the connection pool.
+// CloseIdleConnections closes the HTTP connections kept open for the next request; the store
+// stays usable and opens new ones as needed. Tests that check for leaked goroutines call it.
+func (s *Server) CloseIdleConnections() { s.client.CloseIdleConnections() }
+
+// Close closes idle connections; calls still running finish.
 func (s *Server) Close() error {
-	if err := s.conn.Close(); err != nil {
-		return fmt.Errorf("cannot close ClickHouse connection: %w", err)
-	}
+	s.client.CloseIdleConnections()
 	return nil
 }
 
@@ -276,7 +381,14 @@ type serverError struct {
 	msg  string
 }
 
-func (e *serverError) Error() string { return fmt.Sprintf("ClickHouse error %d: %s", e.code, e.msg) }
+// Error gives the message as the server wrote it ("Code: 158. DB::Exception: ..."), so callers
+// read codes from either store's errors the same way.
+func (e *serverError) Error() string {
+	if strings.HasPrefix(e.msg, "Code: ") {
+		return "ClickHouse: " + e.msg
+	}
+	return fmt.Sprintf("ClickHouse: Code: %d. %s", e.code, e.msg)
+}
 
 // scrubServerErr rewrites server exceptions so no statement text or data
 // they quote escapes; other errors pass through.
@@ -334,67 +446,4 @@ func retryConn(ctx context.Context, o ServerOptions, op func() error) error {
 		}
 		wait = min(2*wait, o.MaxBackoff)
 	}
-}
-
-// appendTSV formats a Result as ClickHouse TabSeparated text.
-func appendTSV(dst []byte, res *Result) []byte {
-	for _, row := range res.Rows {
-		for i, v := range row {
-			if i > 0 {
-				dst = append(dst, '\t')
-			}
-			dst = appendTSVValue(dst, v)
-		}
-		dst = append(dst, '\n')
-	}
-	return dst
-}
-
-func appendTSVValue(dst []byte, v any) []byte {
-	switch x := v.(type) {
-	case nil:
-		return append(dst, `\N`...)
-	case string:
-		return appendTSVString(dst, x)
-	case time.Time:
-		if x.Nanosecond() != 0 {
-			return x.UTC().AppendFormat(dst, "2006-01-02 15:04:05.000")
-		}
-		return x.UTC().AppendFormat(dst, time.DateTime)
-	case bool:
-		return strconv.AppendBool(dst, x)
-	case float64:
-		return strconv.AppendFloat(dst, x, 'g', -1, 64)
-	case float32:
-		return strconv.AppendFloat(dst, float64(x), 'g', -1, 32)
-	case fmt.Stringer:
-		return appendTSVString(dst, x.String())
-	default:
-		rv := reflect.ValueOf(v)
-		if rv.Kind() == reflect.Pointer {
-			if rv.IsNil() {
-				return append(dst, `\N`...)
-			}
-			return appendTSVValue(dst, rv.Elem().Interface())
-		}
-		return appendTSVString(dst, fmt.Sprint(v))
-	}
-}
-
-func appendTSVString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\t':
-			dst = append(dst, '\\', 't')
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\\':
-			dst = append(dst, '\\', '\\')
-		case 0:
-			dst = append(dst, '\\', '0')
-		default:
-			dst = append(dst, c)
-		}
-	}
-	return dst
 }

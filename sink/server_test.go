@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -89,7 +88,7 @@ func TestRetryConnStopsOnContext(t *testing.T) {
 // reach the engine, or after they were stored but before the answer came
 // back (the case the dedup token exists for).
 type flakyStore struct {
-	*Embedded
+	Store
 	calls     int
 	dropAfter map[int]bool // call numbers that store, then fail
 	dropFirst map[int]bool // call numbers that fail without storing
@@ -100,7 +99,7 @@ func (f *flakyStore) Insert(ctx context.Context, rows []Event, tok string) error
 	if f.dropFirst[f.calls] {
 		return io.ErrUnexpectedEOF
 	}
-	if err := f.Embedded.Insert(ctx, rows, tok); err != nil {
+	if err := f.Store.Insert(ctx, rows, tok); err != nil {
 		return err
 	}
 	if f.dropAfter[f.calls] {
@@ -110,42 +109,33 @@ func (f *flakyStore) Insert(ctx context.Context, rows []Event, tok string) error
 }
 
 func TestRetriedBatchStoredOnce(t *testing.T) {
-	ctx := context.Background()
-	fast := ServerOptions{Attempts: 5, Backoff: time.Millisecond}
-	tests := []struct {
-		name      string
-		ws        string
-		dropFirst map[int]bool
-		dropAfter map[int]bool
-	}{
-		{"failing flush then success", "ws_retry_a", map[int]bool{1: true}, nil},
-		{"dropped after the server stored it", "ws_retry_b", nil, map[int]bool{1: true, 2: true}},
-		{"both", "ws_retry_c", map[int]bool{2: true}, map[int]bool{1: true}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			f := &flakyStore{Embedded: testStore, dropFirst: tc.dropFirst, dropAfter: tc.dropAfter}
-			rows := sampleEvents(tc.ws, 40, time.Now().UTC(), 30)
-			err := retryConn(ctx, fast, func() error { return f.Insert(ctx, rows, "retry-"+tc.ws) })
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := countRows(t, tc.ws); got != 40 {
-				t.Fatalf("got %d rows after %d attempts, want 40 (none lost, none doubled)", got, f.calls)
-			}
-		})
-	}
-}
-
-func TestAppendTSV(t *testing.T) {
-	res := &Result{Rows: [][]any{
-		{"a\tb\nc\\", uint64(7), true, nil, time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)},
-		{"", int8(-1), 1.5, []string{"x"}, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
-	}}
-	want := "a\\tb\\nc\\\\\t7\ttrue\t\\N\t2026-01-02 03:04:05.006\n\t-1\t1.5\t[x]\t2026-01-02 03:04:05\n"
-	if got := string(appendTSV(nil, res)); got != want {
-		t.Fatalf("got %q, want %q", got, want)
-	}
+	onStores(t, func(t *testing.T) {
+		ctx := context.Background()
+		fast := ServerOptions{Attempts: 5, Backoff: time.Millisecond}
+		tests := []struct {
+			name      string
+			ws        string
+			dropFirst map[int]bool
+			dropAfter map[int]bool
+		}{
+			{"failing flush then success", "ws_retry_a", map[int]bool{1: true}, nil},
+			{"dropped after the server stored it", "ws_retry_b", nil, map[int]bool{1: true, 2: true}},
+			{"both", "ws_retry_c", map[int]bool{2: true}, map[int]bool{1: true}},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				f := &flakyStore{Store: testStore, dropFirst: tc.dropFirst, dropAfter: tc.dropAfter}
+				rows := sampleEvents(tc.ws, 40, time.Now().UTC(), 30)
+				err := retryConn(ctx, fast, func() error { return f.Insert(ctx, rows, "retry-"+tc.ws) })
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := countRows(t, tc.ws); got != 40 {
+					t.Fatalf("got %d rows after %d attempts, want 40 (none lost, none doubled)", got, f.calls)
+				}
+			})
+		}
+	})
 }
 
 func TestOpenServerBadDSNHidesPassword(t *testing.T) {
@@ -158,29 +148,16 @@ func TestOpenServerBadDSNHidesPassword(t *testing.T) {
 	}
 }
 
-// serverStore opens the server named by CLICKHOUSE_ADDR (host:port of the
-// native protocol) or skips: no ClickHouse server >= 22 can run here.
-func serverStore(t *testing.T) *Server {
-	t.Helper()
-	addr := os.Getenv("CLICKHOUSE_ADDR")
-	if addr == "" {
-		t.Skip("CLICKHOUSE_ADDR not set: no ClickHouse server >= 22 can run on this machine")
-	}
-	s, err := OpenServer("clickhouse://" + addr + "/default?dial_timeout=5s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if err := Migrate(context.Background(), s, SchemaConfig{}); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
+// TestServerSuite runs what server mode does at start and in operation against the server the
+// package started: migrations (again), deduplicated inserts, raw output, a tier change and an
+// erasure.
 func TestServerSuite(t *testing.T) {
-	s := serverStore(t)
+	s := testServer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if err := Migrate(ctx, s, SchemaConfig{}); err != nil {
+		t.Fatal(err)
+	}
 	ws := fmt.Sprintf("ws_server_%d", time.Now().UnixNano())
 	rows := sampleEvents(ws, 25, time.Now().UTC().Add(-time.Hour), 30)
 	for range 2 {
@@ -209,5 +186,60 @@ func TestServerSuite(t *testing.T) {
 	rep, err := EraseWorkspace(ctx, s, ws)
 	if err != nil || rep.RowsAfter != 0 || rep.RowsBefore != 25 {
 		t.Fatalf("erase: %+v %v", rep, err)
+	}
+}
+
+// TestOpenServerCreatesDatabase: a DSN naming a database that does not exist yet works; the
+// store creates it.
+func TestOpenServerCreatesDatabase(t *testing.T) {
+	db := fresh("kyomi_newdb")
+	dsn := strings.Replace(serverDSN(t), "/default?", "/"+db+"?", 1)
+	s, err := OpenServer(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	res, err := s.Select(context.Background(), "SELECT currentDatabase()", nil)
+	if err != nil || len(res.Rows) != 1 || res.Rows[0][0] != db {
+		t.Fatalf("current database %v %v, want %s", res, err, db)
+	}
+	if err := s.Exec(context.Background(), "DROP DATABASE "+db); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServerErrorsTyped: an engine error keeps its ClickHouse code in the text the query path
+// reads ("Code: N."), as the embedded store's does, and no quoted value of the statement.
+func TestServerErrorsTyped(t *testing.T) {
+	onStores(t, func(t *testing.T) {
+		_, err := testStore.Select(context.Background(), "SELECT number FROM system.numbers LIMIT 100",
+			map[string]string{"max_result_rows": "10", "result_overflow_mode": "throw"})
+		if err == nil || !strings.Contains(err.Error(), "Code: 396.") {
+			t.Fatalf("got %v, want code 396", err)
+		}
+		_, err = testStore.Select(context.Background(), "SELECT toUInt8('secret-value-42')", nil)
+		if err == nil || !strings.Contains(err.Error(), "Code: 6.") || strings.Contains(err.Error(), "secret-value-42") {
+			t.Fatalf("got %v, want code 6 without the quoted value", err)
+		}
+	})
+}
+
+// TestOpenServerLearnsHTTPPort: a DSN without http_port (the native port only, as operators
+// write it) works: the store asks the server for its HTTP port.
+func TestOpenServerLearnsHTTPPort(t *testing.T) {
+	dsn, port, err := cutDSNParam(serverDSN(t), "http_port")
+	if err != nil || port == 0 || strings.Contains(dsn, "http_port") {
+		t.Fatalf("cut %q %d %v", dsn, port, err)
+	}
+	s, err := OpenServer(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.opts.HTTPPort != port {
+		t.Fatalf("learned HTTP port %d, want %d", s.opts.HTTPPort, port)
+	}
+	if _, err := s.Select(context.Background(), "SELECT 1", nil); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -24,7 +24,7 @@ type Store interface {
 	// enforced before the SQL reaches the store.
 	Select(ctx context.Context, sql string, settings map[string]string) (*Result, error)
 	// Raw runs one statement and returns its output in format, as bytes
-	// (TSV for `collector sql`). The server store supports TSV only.
+	// (TSV for `collector sql`, ArrowStream for the query path).
 	Raw(ctx context.Context, sql, format string) ([]byte, error)
 	// Exec runs one statement that returns no rows (DDL, ALTER, INSERT
 	// with literal values).
@@ -45,9 +45,9 @@ type Column struct {
 	Type string `json:"type"`
 }
 
-// Result is the answer to Select. Values in Rows are JSON-ready: strings,
-// bools, numbers (json.Number from the embedded store, Go integers and
-// floats from the server store), nil for NULL, and slices and maps for
+// Result is the answer to Select. Values in Rows are JSON-ready, the same
+// from both stores (decoded from JSONCompact): strings (64-bit integers
+// too), bools, json.Number, nil for NULL, and slices and maps for
 // composite types.
 type Result struct {
 	Columns []Column
@@ -57,8 +57,7 @@ type Result struct {
 }
 
 // ErrResultTooLarge is returned by Select and Raw when the answer is larger
-// than the store's result limit (Embedded.SetMaxResultBytes,
-// ServerOptions.MaxResultBytes); nothing of it is kept.
+// than the store's result limit (SetMaxResultBytes); nothing of it is kept.
 var ErrResultTooLarge = chdb.ErrResultTooLarge
 
 // ErrUnsupportedFormat is returned by Raw for a format the store cannot

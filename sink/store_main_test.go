@@ -9,14 +9,39 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/sink/engine/enginetest"
 )
 
-// testStore is the one embedded store every test of package sink shares:
-// the engine allows one connection per process. Tests use distinct
-// workspace ids so they do not see each other's rows.
-var testStore *Embedded
+// testEmbedded is the one embedded store every test of package sink shares: the engine allows
+// one connection per process. testServer is a ClickHouse server started for the package (or the
+// one CLICKHOUSE_ADDR names). testStore is the store the running test uses: testEmbedded, or
+// each of the two in turn inside onStores. Tests use distinct workspace ids so they do not see
+// each other's rows.
+var (
+	testEmbedded *Embedded
+	testServer   *Server
+	testStore    Store
+	// testServerDSN is the DSN of testServer.
+	testServerDSN string
+)
+
+// onStores runs fn as two subtests, "embedded" and "server", with testStore set to each store.
+// Tests of package sink do not run in parallel, so the switch is safe.
+func onStores(t *testing.T, fn func(t *testing.T)) {
+	t.Helper()
+	defer func() { testStore = testEmbedded }()
+	for _, s := range []struct {
+		name  string
+		store Store
+	}{{"embedded", testEmbedded}, {"server", testServer}} {
+		testStore = s.store
+		t.Run(s.name, fn)
+	}
+}
 
 func TestMain(m *testing.M) {
+	enginetest.RunLauncher()
 	if dir := os.Getenv("SINK_KILL_DIR"); dir != "" { // child of TestReplayAfterSIGKILLStoresOnce
 		t0, _ := strconv.ParseInt(os.Getenv("SINK_KILL_T0"), 10, 64)
 		if err := killInserter(dir, os.Getenv("SINK_KILL_MODE"), time.UnixMilli(t0).UTC()); err != nil {
@@ -35,17 +60,33 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	testStore, err = OpenEmbedded(filepath.Join(dir, "clickhouse"))
+	testEmbedded, err = OpenEmbedded(filepath.Join(dir, "clickhouse"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer testStore.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := Migrate(ctx, testStore, SchemaConfig{}); err != nil {
+	defer testEmbedded.Close()
+	testStore = testEmbedded
+	srv, err := enginetest.Start(enginetest.Options{})
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	defer srv.Close()
+	testServerDSN = srv.DSN("default")
+	testServer, err = OpenServer(testServerDSN)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer testServer.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, s := range []Store{testEmbedded, testServer} {
+		if err := Migrate(ctx, s, SchemaConfig{}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	return m.Run()
 }
@@ -102,4 +143,10 @@ func sampleEvents(ws string, n int, ts time.Time, days uint16) []Event {
 		}
 	}
 	return out
+}
+
+// serverDSN is the DSN of the package's server, database default.
+func serverDSN(t *testing.T) string {
+	t.Helper()
+	return testServerDSN
 }

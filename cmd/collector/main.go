@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/collector/query"
+	"github.com/kyomi/collector/sink/engine"
 )
 
 func main() {
@@ -50,6 +51,10 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		return eraseCmd(ctx, args, env, stdout, stderr)
 	case "token":
 		return tokenCmd(ctx, args, env, stdout, stderr)
+	case "engine":
+		// Hidden: the managed engine's launcher, started by serve as its own child. It becomes a
+		// ClickHouse server and returns only if that fails.
+		return engine.Main(args, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return 0

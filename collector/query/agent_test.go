@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
-	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/syncbuf"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -233,7 +232,7 @@ func waitGauge(t *testing.T, reg *prometheus.Registry, name string, want float64
 // every id gets exactly its own answer, statements run concurrently, and
 // results hold the token's workspace only.
 func TestAgentServesBackend(t *testing.T) {
-	leakcheck.Register(t)
+	leakCheck(t)
 	store := &slowStore{Store: testStore, delay: 20 * time.Millisecond}
 	e := newAgentEnv(t, store)
 	b := startBackend(t)
@@ -375,7 +374,7 @@ func TestAgentReconnectsWithBackoff(t *testing.T) {
 // B's workspace (a rotation may change the workspace: the token defines the
 // scope). No token reaches the logs.
 func TestAgentRotatedToken(t *testing.T) {
-	leakcheck.Register(t)
+	leakCheck(t)
 	e := newAgentEnv(t, testStore)
 	b := startBackend(t)
 	tokenA := e.token(t, "ws_a", b.url)

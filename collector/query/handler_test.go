@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
-	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/serving"
 	"github.com/kyomi/collector/sink"
 	"github.com/prometheus/client_golang/prometheus"
@@ -201,7 +200,7 @@ func dialWS(t *testing.T, s *testServer, token string) *websocket.Conn {
 }
 
 func TestWebSocketConcurrent(t *testing.T) {
-	leakcheck.Register(t)
+	leakCheck(t)
 	store := &slowStore{Store: testStore, delay: 20 * time.Millisecond}
 	s := startServer(t, store, Config{MaxInFlight: 3})
 	c := dialWS(t, s, s.token)

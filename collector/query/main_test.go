@@ -3,21 +3,29 @@ package query
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/engine/enginetest"
 )
 
-// testStore is the embedded engine with the real schema (sink.Migrate),
-// shared by the whole package: one engine connection per process. With
-// CLICKHOUSE_ADDR set, every test of the package (escape battery, reports,
-// transports) runs against that ClickHouse server instead; its
-// analytics.events is emptied first, so point it at a disposable server.
+// testStore is the store with the real schema (sink.Migrate), shared by the whole package.
+// Every test of the package (escape battery, reports, transports) runs twice: against the
+// embedded engine (one connection per process), then, in a second run of the test binary that
+// TestMain starts, against a ClickHouse server (enginetest: one started for the run, or the one
+// CLICKHOUSE_ADDR names; its analytics.events is emptied first, so point it at a disposable
+// server). Both stores must give the same answers.
 var testStore sink.Store
+
+// storeEnv selects the store of a run: "server" in the second run.
+const storeEnv = "QUERY_TEST_STORE"
 
 // testSchema adds things a query must never reach.
 var testSchema = []string{
@@ -56,14 +64,22 @@ const goldenRows = `{"workspace_id":"ws_a","retention_days":3650,"domain":"a.exa
 `
 
 func TestMain(m *testing.M) {
+	enginetest.RunLauncher()
 	dir, err := os.MkdirTemp("", "query-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if addr := os.Getenv("CLICKHOUSE_ADDR"); addr != "" {
-		fmt.Println("query tests run against the ClickHouse server at CLICKHOUSE_ADDR")
-		testStore, err = sink.OpenServer("clickhouse://" + addr + "/default?dial_timeout=5s")
+	server := os.Getenv(storeEnv) == "server"
+	var srv *enginetest.Server
+	if server {
+		srv, err = enginetest.Start(enginetest.Options{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("query tests run against a ClickHouse server at", srv.Native)
+		testStore, err = sink.OpenServer(srv.DSN("default"))
 	} else {
 		testStore, err = sink.OpenEmbedded(filepath.Join(dir, "db"))
 	}
@@ -92,8 +108,43 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	_ = testStore.Close()
+	if srv != nil {
+		srv.Close()
+	}
 	_ = os.RemoveAll(dir)
+	if !server && code == 0 {
+		code = runOnServer()
+	}
 	os.Exit(code)
+}
+
+// runOnServer runs this test binary again, with the same flags, against a ClickHouse server, and
+// returns its exit code.
+func runOnServer() int {
+	cmd := exec.Command(os.Args[0], os.Args[1:]...)
+	cmd.Env = append(os.Environ(), storeEnv+"=server")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		fmt.Fprintln(os.Stderr, "cannot run the tests against a server:", err)
+		return 1
+	}
+	return 0
+}
+
+// leakCheck is leakcheck.Register, after which the server store's idle HTTP connections to
+// ClickHouse (kept for the next query, not goroutines of the test) are closed.
+func leakCheck(t *testing.T) {
+	t.Helper()
+	leakcheck.Register(t)
+	t.Cleanup(func() {
+		if s, ok := testStore.(interface{ CloseIdleConnections() }); ok {
+			s.CloseIdleConnections()
+		}
+	})
 }
 
 // runSQL runs a prepared statement and renders its result as JSON.

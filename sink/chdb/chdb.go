@@ -58,13 +58,14 @@ type library struct {
 	connect    func(argc int32, argv unsafe.Pointer) unsafe.Pointer // chdb_connection *chdb_connect(int, char **)
 	closeConn  func(conn unsafe.Pointer)                            // void chdb_close_conn(chdb_connection *)
 	queryN     func(conn, query unsafe.Pointer, qlen uintptr, format unsafe.Pointer, flen uintptr) unsafe.Pointer
-	buffer     func(res unsafe.Pointer) unsafe.Pointer // char *chdb_result_buffer(chdb_result *)
-	length     func(res unsafe.Pointer) uintptr        // size_t chdb_result_length(chdb_result *)
-	errMsg     func(res unsafe.Pointer) unsafe.Pointer // const char *chdb_result_error(chdb_result *)
-	rowsRead   func(res unsafe.Pointer) uint64         // uint64_t chdb_result_rows_read(chdb_result *)
-	bytesRead  func(res unsafe.Pointer) uint64         // uint64_t chdb_result_bytes_read(chdb_result *)
-	destroy    func(res unsafe.Pointer)                // void chdb_destroy_query_result(chdb_result *)
-	setSignals func(enabled int32)                     // void chdb_set_signal_handlers_enabled(int)
+	buffer     func(res unsafe.Pointer) unsafe.Pointer              // char *chdb_result_buffer(chdb_result *)
+	length     func(res unsafe.Pointer) uintptr                     // size_t chdb_result_length(chdb_result *)
+	errMsg     func(res unsafe.Pointer) unsafe.Pointer              // const char *chdb_result_error(chdb_result *)
+	rowsRead   func(res unsafe.Pointer) uint64                      // uint64_t chdb_result_rows_read(chdb_result *)
+	bytesRead  func(res unsafe.Pointer) uint64                      // uint64_t chdb_result_bytes_read(chdb_result *)
+	destroy    func(res unsafe.Pointer)                             // void chdb_destroy_query_result(chdb_result *)
+	setSignals func(enabled int32)                                  // void chdb_set_signal_handlers_enabled(int)
+	cmdline    func(argc int32, argv unsafe.Pointer) unsafe.Pointer // chdb_result *chdb_query_cmdline(int, char **)
 	// chdb_result *chdb_stream_query_n(chdb_connection, const char *, size_t, const char *, size_t)
 	streamN     func(conn, query unsafe.Pointer, qlen uintptr, format unsafe.Pointer, flen uintptr) unsafe.Pointer
 	fetch       func(conn, stream unsafe.Pointer) unsafe.Pointer // chdb_result *chdb_stream_fetch_result(chdb_connection, chdb_result *)
@@ -122,6 +123,7 @@ func load(path string) (*library, error) {
 		{"chdb_stream_query_n", &l.streamN},
 		{"chdb_stream_fetch_result", &l.fetch},
 		{"chdb_stream_cancel_query", &l.cancel},
+		{"chdb_query_cmdline", &l.cmdline},
 	}
 	for _, s := range syms {
 		sym, err := purego.Dlsym(h, s.name)
@@ -197,20 +199,10 @@ func open(dir string) (*Conn, error) {
 	saved := saveSignals()
 
 	args := []string{"clickhouse", "--path=" + abs}
-	cargs := make([][]byte, len(args))
-	argv := make([]unsafe.Pointer, len(args)+1)
 	var pin runtime.Pinner
 	defer pin.Unpin()
-	for i, a := range args {
-		cargs[i] = append([]byte(a), 0)
-		pin.Pin(&cargs[i][0])
-		argv[i] = unsafe.Pointer(&cargs[i][0])
-	}
-	pin.Pin(&argv[0])
-	h := lib.connect(int32(len(args)), unsafe.Pointer(&argv[0]))
+	h := lib.connect(int32(len(args)), argvOf(args, &pin))
 	restoreSignals(saved)
-	runtime.KeepAlive(cargs)
-	runtime.KeepAlive(argv)
 	if h == nil {
 		return nil, fmt.Errorf("cannot open embedded ClickHouse engine on %s: connect failed (another process may hold the directory)", abs)
 	}
@@ -221,6 +213,58 @@ func open(dir string) (*Conn, error) {
 // bytes fail with ErrResultTooLarge, without copying that output into Go
 // memory; n <= 0 removes the limit. Safe to call concurrently with queries.
 func (c *Conn) SetMaxResultBytes(n int64) { c.maxResult.Store(max(n, 0)) }
+
+// argvOf builds a C argv (NUL-terminated strings, then a NULL) from args, pinned by pin until
+// the caller unpins it.
+func argvOf(args []string, pin *runtime.Pinner) unsafe.Pointer {
+	argv := make([]unsafe.Pointer, len(args)+1)
+	for i, a := range args {
+		c := append([]byte(a), 0)
+		pin.Pin(&c[0])
+		argv[i] = unsafe.Pointer(&c[0])
+	}
+	pin.Pin(&argv[0])
+	return unsafe.Pointer(&argv[0])
+}
+
+// RunCmdline runs clickhouse-local in this process with the command-line arguments args
+// (without the program name), as the clickhouse-local binary would, and returns when it ends,
+// with the engine's error message if it failed. With --path, the listener settings and a query
+// that opens the listeners and then never ends (see package engine), the process becomes a
+// ClickHouse server until it is killed.
+//
+// It takes the process over: it cannot run beside Open, and nothing else of the engine works
+// in the process afterwards. The engine keeps its own signal handlers off, as in Open, so the
+// Go runtime still handles SIGTERM (the process exits) and its own faults.
+func RunCmdline(args []string) error {
+	if _, err := Load(); err != nil {
+		return err
+	}
+	if !openConn.CompareAndSwap(false, true) {
+		return ErrAlreadyOpen
+	}
+	if lib.hasSignalFn {
+		saved := saveSignals()
+		lib.setSignals(0)
+		restoreSignals(saved)
+	}
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	all := append([]string{"clickhouse-local"}, args...)
+	saved := saveSignals()
+	res := lib.cmdline(int32(len(all)), argvOf(all, &pin))
+	restoreSignals(saved)
+	if res == nil {
+		return errors.New("clickhouse-local returned no result")
+	}
+	defer lib.destroy(res)
+	if e := lib.errMsg(res); e != nil {
+		if msg := goString(e); msg != "" {
+			return &EngineError{Message: msg}
+		}
+	}
+	return nil
+}
 
 // Dir returns the absolute data directory the connection was opened on.
 func (c *Conn) Dir() string { return c.dir }
