@@ -172,6 +172,12 @@ func NewShipper(sp *spool.Spool, ins Inserter, cfg ShipperConfig) (*Shipper, err
 // in the spool for the next start. The metrics stay registered, so their
 // final values can be read.
 func (s *Shipper) Close(ctx context.Context) error {
+	// Records acknowledged in the last copy interval of the spool's ring are in the ring only,
+	// where the reader cannot see them yet: copy them into the segment first (Sync does), so the
+	// drain ships every acknowledged event.
+	if err := s.sp.Sync(); err != nil {
+		s.cfg.Logger.Warn("cannot sync the spool before the drain; its last records ship at the next start", "err", err)
+	}
 	select {
 	case <-s.closing:
 	default:
@@ -223,6 +229,7 @@ func (s *Shipper) run() {
 	appended := make([]int64, 0, cap(rows)) // append time (Unix ns) of each row, for the freshness metric
 	end := start
 	var first time.Time // append time of the batch's oldest record
+	finalRead := false  // the spool was read to its end after Close began
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -286,6 +293,12 @@ func (s *Shipper) run() {
 			continue
 		}
 		if closing && eof {
+			// This EOF may have been read before Close made the ring's last records readable:
+			// read once more after closing was seen.
+			if !finalRead {
+				finalRead = true
+				continue
+			}
 			return
 		}
 		if !eof {

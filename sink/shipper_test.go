@@ -413,3 +413,23 @@ func TestShipperIntervalSpool(t *testing.T) {
 		t.Errorf("%v spool fsyncs for 4 or more shipped batches, want at least 1", n)
 	}
 }
+
+// TestShipperCloseShipsRingRecords: events acknowledged just before Close, still in the spool's
+// ring (copied into the segment only every 50 ms), are shipped by Close, not left for the next
+// start.
+func TestShipperCloseShipsRingRecords(t *testing.T) {
+	leakcheck.Register(t)
+	for round := range 5 {
+		sp, err := spool.Open(spool.Config{Dir: t.TempDir(), SyncInterval: time.Hour, RingDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &dedupStore{}
+		s, _ := startShipper(t, sp, d, ShipperConfig{MaxRows: 1000, MaxAge: time.Hour})
+		ws := fmt.Sprintf("ws_ring_%d", round)
+		appendMarked(t, sp, ws, 0, 20) // Close comes well within the ring's copy interval
+		closeShipper(t, s)
+		checkExactlyOnce(t, d, ws, 20)
+		sp.Close()
+	}
+}

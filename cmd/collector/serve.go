@@ -30,6 +30,7 @@ import (
 	"github.com/kyomi/collector/salt"
 	"github.com/kyomi/collector/script"
 	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/engine"
 	"github.com/kyomi/collector/sink/spool"
 )
 
@@ -78,9 +79,12 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	}
 	defer registry.Close()
 
-	store, err := openStore(ctx, c, log, reg)
+	store, eng, err := openStore(ctx, c, log, reg)
 	if err != nil {
 		return err
+	}
+	if eng != nil {
+		defer eng.Stop() // after the store closes
 	}
 	defer store.Close()
 
@@ -260,9 +264,13 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
-	log.Info("collector started", "listen", ln.Addr().String(), "tls", certs != nil,
+	started := []any{"listen", ln.Addr().String(), "tls", certs != nil,
 		"store", storeKind(c), "salt", saltKind(c), "workspaces", registry.Len(),
-		"geoip", geo.DatabaseType(), "datacenter_ranges", filter.DatacenterRanges())
+		"geoip", geo.DatabaseType(), "datacenter_ranges", filter.DatacenterRanges()}
+	if eng != nil {
+		started = append(started, "engine_http", eng.HTTPAddr(), "engine_native", eng.NativeAddr())
+	}
+	log.Info("collector started", started...)
 
 	select {
 	case err := <-served:
@@ -313,30 +321,73 @@ func saltKind(c *config) string {
 	return "redis"
 }
 
-// openStore opens the configured ClickHouse store and applies the schema migrations.
-func openStore(ctx context.Context, c *config, log *slog.Logger, reg prometheus.Registerer) (sink.Store, error) {
-	var (
-		store sink.Store
-		err   error
-	)
+// openStore opens the configured ClickHouse store. Without -clickhouse it first starts the
+// managed engine (returned, to be stopped after the store closes) and writes to it like to any
+// server. With -clickhouse a server that does not answer yet is not an error: the store opens
+// and migrates in the background while events wait in the spool (sink.Pending).
+func openStore(ctx context.Context, c *config, log *slog.Logger, reg prometheus.Registerer) (sink.Store, *engine.Engine, error) {
+	schema := sink.SchemaConfig{Cluster: c.ClickHouseCluster}
 	if c.ClickHouse == "" {
-		store, err = sink.OpenEmbedded(embeddedDir(c))
-	} else {
-		store, err = sink.OpenServer(c.ClickHouse, sink.ServerOptions{AsyncInsert: c.ClickHouseAsync})
+		e, err := startEngine(ctx, c, log, reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		store, err := sink.OpenServer(e.DSN("default"))
+		if err == nil {
+			err = migrate(ctx, store, schema)
+		}
+		if err != nil {
+			e.Stop()
+			return nil, nil, err
+		}
+		return store, e, nil
 	}
-	if err != nil {
-		return nil, err
-	}
+	store := sink.OpenPending(func(ctx context.Context) (sink.Store, error) {
+		s, err := sink.OpenServer(c.ClickHouse, sink.ServerOptions{AsyncInsert: c.ClickHouseAsync})
+		if err != nil {
+			return nil, err
+		}
+		if err := migrate(ctx, s, schema); err != nil {
+			s.Close()
+			return nil, err
+		}
+		return s, nil
+	}, 30*time.Second, log)
 	// The store's answers share the process with ingest: none may pass the
 	// query path's result limit, whatever reads it.
 	store.SetMaxResultBytes(query.DefaultLimits.MaxResultBytes)
+	return store, nil, nil
+}
+
+// migrate applies the schema migrations and bounds the store's answers.
+func migrate(ctx context.Context, store sink.Store, schema sink.SchemaConfig) error {
+	store.SetMaxResultBytes(query.DefaultLimits.MaxResultBytes)
 	mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := sink.Migrate(mctx, store, sink.SchemaConfig{Cluster: c.ClickHouseCluster}); err != nil {
-		store.Close()
+	return sink.Migrate(mctx, store, schema)
+}
+
+// startEngine starts the managed engine of the data directory (the collector's own executable
+// as launcher, `collector engine`) and records its addresses there.
+func startEngine(ctx context.Context, c *config, log *slog.Logger, reg prometheus.Registerer) (*engine.Engine, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("cannot find the collector executable to run the engine: %w", err)
+	}
+	cfg, err := engine.Managed(c.DataDir, []string{exe, "engine"})
+	if err != nil {
 		return nil, err
 	}
-	return store, nil
+	cfg.Logger, cfg.Registerer = log, reg
+	e, err := engine.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.RecordAddresses(); err != nil {
+		e.Stop()
+		return nil, err
+	}
+	return e, nil
 }
 
 // fasthttpLogger sends fasthttp's own messages (connection errors and the like) through slog. They

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,12 +13,13 @@ import (
 
 	"github.com/kyomi/collector/collector/workspace"
 	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/engine"
 	"github.com/kyomi/collector/sink/spool"
 )
 
 // sqlCmd runs one SQL statement against the configured store and prints the result as TSV (or
-// in the FORMAT the statement names). For the embedded store it needs the data directory to
-// itself: run it while no collector serves from that directory.
+// in the FORMAT the statement names), also while a collector serves from the same data
+// directory (through its managed engine).
 func sqlCmd(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) int {
 	c, fs, code := loadConfig("sql", args, env, stderr)
 	if code >= 0 {
@@ -27,12 +29,12 @@ func sqlCmd(ctx context.Context, args []string, env func(string) string, stdout,
 		fmt.Fprintln(stderr, `usage: collector sql [flags] "QUERY"`)
 		return 2
 	}
-	store, err := openRawStore(c)
+	store, closeStore, err := openRawStore(ctx, c)
 	if err != nil {
 		fmt.Fprintf(stderr, "collector sql: %v\n", err)
 		return 1
 	}
-	defer store.Close()
+	defer closeStore()
 	qctx, cancel := withTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	out, err := store.Raw(qctx, fs.Arg(0), "TSV")
@@ -55,17 +57,23 @@ func eraseCmd(ctx context.Context, args []string, env func(string) string, stdou
 		fmt.Fprintln(stderr, "usage: collector erase-workspace [flags] WORKSPACE_ID")
 		return 2
 	}
-	store, err := openRawStore(c)
+	serving := false
+	if c.ClickHouse == "" {
+		_, serving = engine.Running(ctx, c.DataDir, "default")
+	}
+	store, closeStore, err := openRawStore(ctx, c)
 	if err != nil {
 		fmt.Fprintf(stderr, "collector erase-workspace: %v\n", err)
 		return 1
 	}
-	defer store.Close()
+	defer closeStore()
 	ectx, cancel := withTimeout(ctx, time.Hour)
 	defer cancel()
-	if c.ClickHouse == "" {
+	if c.ClickHouse == "" && !serving {
 		// Events still in the spool would be inserted at the next start, after the erasure: ship
-		// them first, pending batch included, so that the erasure covers them.
+		// them first, pending batch included, so that the erasure covers them. (A collector
+		// serving from the directory holds the spool: like every collector of a server, let it
+		// drain first.)
 		shipped, err := drainSpool(ectx, c, store)
 		if err != nil {
 			fmt.Fprintf(stderr, "collector erase-workspace: %v\n", err)
@@ -119,12 +127,34 @@ func drainSpool(ctx context.Context, c *config, store sink.Store) (int, error) {
 }
 
 // openRawStore opens the configured store without applying migrations: the operator commands
-// inspect what is there.
-func openRawStore(c *config) (sink.Store, error) {
-	if c.ClickHouse == "" {
-		return sink.OpenEmbedded(embeddedDir(c))
+// inspect what is there. Without -clickhouse it goes through the managed engine of the data
+// directory: the one a collector serving from it runs, or else one it starts for the command
+// (stopped by the returned close).
+func openRawStore(ctx context.Context, c *config) (sink.Store, func(), error) {
+	if c.ClickHouse != "" {
+		s, err := sink.OpenServer(c.ClickHouse)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, func() { s.Close() }, nil
 	}
-	return sink.OpenServer(c.ClickHouse)
+	if dsn, ok := engine.Running(ctx, c.DataDir, "default"); ok {
+		s, err := sink.OpenServer(dsn)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, func() { s.Close() }, nil
+	}
+	e, err := startEngine(ctx, c, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := sink.OpenServer(e.DSN("default"))
+	if err != nil {
+		e.Stop()
+		return nil, nil, err
+	}
+	return s, func() { s.Close(); e.Stop() }, nil
 }
 
 // checkWorkspaces validates a workspaces file without starting anything.
@@ -132,6 +162,3 @@ func checkWorkspaces(path string) error {
 	_, err := workspace.LoadFile(path)
 	return err
 }
-
-// embeddedDir is where the embedded engine keeps its data inside -data-dir.
-func embeddedDir(c *config) string { return filepath.Join(c.DataDir, "clickhouse") }

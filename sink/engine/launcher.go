@@ -46,6 +46,9 @@ func Main(args []string, stderr io.Writer) int {
 		"--listen_host=" + *host,
 		"--tcp_port=" + strconv.Itoa(*tcp),
 		"--http_port=" + strconv.Itoa(*http),
+		// clickhouse-local logs at trace level whatever the configuration says: queries and
+		// their text in every line. Warnings and errors only.
+		"--log-level=warning",
 		"--query=" + ListenQuery,
 	})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -200,9 +201,12 @@ func (e *Engine) HTTPAddr() string {
 // Credentials is the user clients log in as.
 func (e *Engine) Credentials() Credentials { return e.cfg.Credentials }
 
-// DSN is the clickhouse:// DSN of the engine's native listener for database db.
+// DSN is the clickhouse:// DSN of the engine for database db, with its HTTP port (the server
+// store's path; see sink.OpenServer).
 func (e *Engine) DSN(db string) string {
-	return "clickhouse://" + e.cfg.Credentials.User + ":" + e.cfg.Credentials.Password + "@" + e.NativeAddr() + "/" + db
+	u := url.URL{Scheme: "clickhouse", User: url.UserPassword(e.cfg.Credentials.User, e.cfg.Credentials.Password),
+		Host: e.NativeAddr(), Path: "/" + db, RawQuery: "http_port=" + strconv.Itoa(e.cfg.HTTPPort)}
+	return u.String()
 }
 
 // Up reports whether the engine answered at its last start and has not died since.
