@@ -58,8 +58,20 @@ start_collector() {
   echo "the collector did not become ready:" >&2; cat "$work/collector.log" >&2; exit 1
 }
 
+# stop_collector sets hwm to the collector's peak RSS and, with the managed engine (a child process
+# since issue 23), the engine's and the sum of both.
 stop_collector() {
-  hwm=$(awk '/VmHWM/ {printf "%d MiB", $2/1024}' /proc/$cpid/status)
+  local c e=0 epid
+  c=$(awk '/VmHWM/ {print $2}' /proc/$cpid/status)
+  if [ -f "$work/data/engine/engine.pid" ]; then
+    epid=$(cat "$work/data/engine/engine.pid")
+    e=$(awk '/VmHWM/ {print $2}' /proc/"$epid"/status 2> /dev/null || echo 0)
+  fi
+  if [ "$e" -gt 0 ]; then
+    hwm="$(((c + e) / 1024)) MiB (collector $((c / 1024)) + engine $((e / 1024)))"
+  else
+    hwm="$((c / 1024)) MiB"
+  fi
   kill -TERM "$cpid"; wait "$cpid" || true
 }
 
