@@ -12,6 +12,7 @@ import (
 	"github.com/kyomi/collector/collector/clientip"
 	"github.com/kyomi/collector/collector/enrich"
 	"github.com/kyomi/collector/collector/workspace"
+	"github.com/kyomi/collector/salt"
 	"github.com/kyomi/collector/sink"
 )
 
@@ -40,7 +41,20 @@ func (st *eventState) reset() {
 	st.errBody = st.errBody[:0]
 }
 
-// event answers one /api/event request.
+// refusal is a stage's "no" to an event request: the counted reason (the label of
+// collector_events_rejected_total), the status and the message of the {"error": msg} answer. The
+// zero refusal lets the request go on. msg never holds request data.
+type refusal struct {
+	reason string
+	status int
+	msg    string
+}
+
+// refused reports whether r stops the request.
+func (r refusal) refused() bool { return r.status != 0 }
+
+// event answers one /api/event request. accept runs the stages; a refusal from any of them is
+// counted and answered here, in one place.
 func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	// One clock read serves the whole request: fasthttp reads the time before each handler call,
 	// and it stands for the latency's start, the rate limits and the event's timestamp.
@@ -54,122 +68,146 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 		st.reset()
 		s.pool.Put(st)
 	}()
+	if r := s.accept(ctx, st, start); r.refused() {
+		s.m.reject(r.reason)
+		s.fail(ctx, st, r.status, r.msg)
+	}
+}
 
+// accept is the event path, stage by stage: method, body, domains, rate limits, bot filter,
+// visitor id, row, spool. It answers 202 itself (stored, or dropped by the bot filter) and
+// returns a refusal for every other answer.
+func (s *Server) accept(ctx *fasthttp.RequestCtx, st *eventState, start time.Time) refusal {
 	origin, originWS := s.allowOrigin(ctx)
 	if ctx.IsOptions() {
-		s.preflight(ctx, origin, originWS)
-		return
+		return s.preflight(ctx, origin, originWS)
 	}
 	if !ctx.IsPost() {
 		ctx.Response.Header.Set("Allow", "POST, OPTIONS")
-		s.m.reject(rejectMethod)
-		s.fail(ctx, st, fasthttp.StatusMethodNotAllowed, "method must be POST")
-		return
+		return refusal{rejectMethod, fasthttp.StatusMethodNotAllowed, "method must be POST"}
 	}
 	st.hot.received.Add(1)
 
+	page, r := s.decode(ctx, st)
+	if r.refused() {
+		return r
+	}
+	ws, r := s.workspaceOf(st, &page, origin, originWS)
+	if r.refused() {
+		return r
+	}
+	// Client address: used for the rate limits, the bot filter, geo and the visitor id, then gone.
+	h := &ctx.Request.Header
+	ip := clientAddr(s.cfg.Resolver, peerAddr(ctx), h)
+	if r := s.limit(ip, ws, start); r.refused() {
+		return r
+	}
+	uaRaw := h.UserAgent()
+	ua := s.cfg.UA.Parse(uaRaw)
+	ref := enrich.ParseReferrer(st.beacon.Referrer, page.Hostname)
+	if reason := s.botCheck(h, uaRaw, &ua, ref.Host, ip); reason != "" {
+		s.m.drop(reason)
+		ctx.Response.Header.Set("X-Collector-Dropped", reason)
+		plain(ctx, fasthttp.StatusAccepted, "ok")
+		return refusal{}
+	}
+	now := s.stamp(start)
+	daySalt, err := s.cfg.Salts.Salt(now)
+	if err != nil {
+		s.throttledError("cannot make a visitor id: no salt", err)
+		return refusal{rejectSalt, fasthttp.StatusServiceUnavailable, "temporarily unavailable"}
+	}
+	fillEvent(&st.ev, ws, &st.beacon, &page, &ref, &ua, s.cfg.Geo.Lookup(ip), now)
+	if r := s.store(st, ws, daySalt, ip, uaRaw); r.refused() {
+		return r
+	}
+	st.hot.accepted.Add(uint64(len(st.recs)))
+	plain(ctx, fasthttp.StatusAccepted, "ok")
+	return refusal{}
+}
+
+// decode checks the content type and size of the body, decodes it into st.beacon and parses the
+// page URL.
+func (s *Server) decode(ctx *fasthttp.RequestCtx, st *eventState) (enrich.Page, refusal) {
 	if !acceptableContentType(ctx.Request.Header.ContentType()) {
-		s.m.reject(rejectBadRequest)
-		s.fail(ctx, st, fasthttp.StatusBadRequest, "content-type: must be text/plain or application/json")
-		return
+		return enrich.Page{}, refusal{rejectBadRequest, fasthttp.StatusBadRequest, "content-type: must be text/plain or application/json"}
 	}
 	body := ctx.Request.Body()
 	if len(body) > MaxBodyBytes || ctx.Request.Header.ContentLength() > MaxBodyBytes {
-		s.m.reject(rejectTooLarge)
-		s.fail(ctx, st, fasthttp.StatusRequestEntityTooLarge, eventTooLarge)
-		return
+		return enrich.Page{}, refusal{rejectTooLarge, fasthttp.StatusRequestEntityTooLarge, eventTooLarge}
 	}
 	b := &st.beacon
 	if err := b.Decode(body); err != nil {
-		s.m.reject(rejectBadRequest)
-		s.fail(ctx, st, fasthttp.StatusBadRequest, err.Error())
-		return
+		return enrich.Page{}, refusal{rejectBadRequest, fasthttp.StatusBadRequest, err.Error()}
 	}
 	page, err := enrich.ParsePage(b.URL, b.HashMode)
 	if err != nil {
-		s.m.reject(rejectBadRequest)
-		s.fail(ctx, st, fasthttp.StatusBadRequest, "url: "+err.Error())
-		return
+		return enrich.Page{}, refusal{rejectBadRequest, fasthttp.StatusBadRequest, "url: " + err.Error()}
 	}
+	return page, refusal{}
+}
 
-	// Domain check: every d, the host of u and the Origin all in one workspace. The host is the
-	// one ParsePage read, the same that is stored: one parser decides both. Without d the
-	// host of u is the domain, as in Plausible.
-	domain := b.Domain
-	if b.DomainFromURL {
+// workspaceOf finds the one workspace that every listed domain, the host of the page and the
+// Origin (when sent) belong to, and fills st.domains. The host is the one ParsePage read, the
+// same that is stored: one parser decides both. Without d the host of u is the domain, as in
+// Plausible.
+func (s *Server) workspaceOf(st *eventState, page *enrich.Page, origin []byte, originWS *workspace.Workspace) (*workspace.Workspace, refusal) {
+	domain := st.beacon.Domain
+	if st.beacon.DomainFromURL {
 		domain = page.Host
 	}
-	ws, msg, status := s.matchDomains(st, domain)
-	if ws == nil {
-		reason := rejectForbidden
-		if status == fasthttp.StatusBadRequest {
-			reason = rejectBadRequest
-		}
-		s.m.reject(reason)
-		s.fail(ctx, st, status, msg)
-		return
+	ws, r := s.matchDomains(st, domain)
+	if r.refused() {
+		return nil, r
 	}
 	if len(st.domains) == 1 && page.Host == st.domains[0] {
 		// The common case: the page is on the configured domain the event names, which is ws's.
 	} else if uws, _, ok := s.cfg.Registry.Match(page.Host); !ok || uws.ID != ws.ID {
-		s.m.reject(rejectForbidden)
-		s.fail(ctx, st, fasthttp.StatusForbidden, "url: host is not a domain of the workspace of domain")
-		return
+		return nil, refusal{rejectForbidden, fasthttp.StatusForbidden, "url: host is not a domain of the workspace of domain"}
 	}
 	if len(origin) > 0 && (originWS == nil || originWS.ID != ws.ID) {
-		s.m.reject(rejectForbidden)
-		s.fail(ctx, st, fasthttp.StatusForbidden, "origin: not a domain of the workspace of domain")
-		return
+		return nil, refusal{rejectForbidden, fasthttp.StatusForbidden, "origin: not a domain of the workspace of domain"}
 	}
+	return ws, refusal{}
+}
 
-	// Client address: used for the rate limit, the bot filter, geo and the visitor id, then gone.
-	h := &ctx.Request.Header
-	ip := clientAddr(s.cfg.Resolver, peerAddr(ctx), h)
-	if !s.cfg.ClientRate.AllowAddr(ip, start) {
-		s.m.reject(rejectRateClient)
-		s.fail(ctx, st, fasthttp.StatusTooManyRequests, "rate limited")
-		return
+// limit applies the per-client, then the per-workspace rate limit.
+func (s *Server) limit(ip netip.Addr, ws *workspace.Workspace, now time.Time) refusal {
+	if !s.cfg.ClientRate.AllowAddr(ip, now) {
+		return refusal{rejectRateClient, fasthttp.StatusTooManyRequests, "rate limited"}
 	}
-	if !s.cfg.WSRate.AllowKey(ws.ID, start) {
-		s.m.reject(rejectRateWS)
-		s.fail(ctx, st, fasthttp.StatusTooManyRequests, "rate limited")
-		return
+	if !s.cfg.WSRate.AllowKey(ws.ID, now) {
+		return refusal{rejectRateWS, fasthttp.StatusTooManyRequests, "rate limited"}
 	}
+	return refusal{}
+}
 
-	uaRaw := h.UserAgent()
-	ua := s.cfg.UA.Parse(uaRaw)
-	ref := enrich.ParseReferrer(b.Referrer, page.Hostname)
+// botCheck asks the bot filter about the request and returns its drop reason, or "".
+func (s *Server) botCheck(h *fasthttp.RequestHeader, uaRaw []byte, ua *enrich.UA, referrerHost string, ip netip.Addr) string {
 	var purpose []byte
 	for _, k := range headerPurposes {
 		if purpose = h.PeekCanonical(k); len(purpose) > 0 {
 			break
 		}
 	}
-	if reason := s.cfg.Bots.Check(&bot.Request{
-		UA: uaRaw, ParsedUA: &ua, ReferrerHost: ref.Host,
+	return s.cfg.Bots.Check(&bot.Request{
+		UA: uaRaw, ParsedUA: ua, ReferrerHost: referrerHost,
 		AcceptLanguage: h.PeekCanonical(headerAcceptLanguage), Purpose: purpose, ClientIP: ip,
-	}); reason != "" {
-		s.m.drop(reason)
-		ctx.Response.Header.Set("X-Collector-Dropped", reason)
-		plain(ctx, fasthttp.StatusAccepted, "ok")
-		return
-	}
+	})
+}
 
-	now := start
+// stamp returns the event's timestamp: the request's start (or Config.Now), in UTC, to the
+// millisecond the row keeps.
+func (s *Server) stamp(start time.Time) time.Time {
 	if s.cfg.Now != nil {
-		now = s.cfg.Now()
+		start = s.cfg.Now()
 	}
-	now = now.UTC().Truncate(time.Millisecond)
-	daySalt, err := s.cfg.Salts.Salt(now)
-	if err != nil {
-		s.m.reject(rejectSalt)
-		s.throttledError("cannot make a visitor id: no salt", err)
-		s.fail(ctx, st, fasthttp.StatusServiceUnavailable, "temporarily unavailable")
-		return
-	}
-	geo := s.cfg.Geo.Lookup(ip)
+	return start.UTC().Truncate(time.Millisecond)
+}
 
-	ev := &st.ev
+// fillEvent fills ev with everything but the domain and the visitor id, which store sets per
+// domain.
+func fillEvent(ev *sink.Event, ws *workspace.Workspace, b *Beacon, page *enrich.Page, ref *enrich.Referrer, ua *enrich.UA, geo enrich.Geo, now time.Time) {
 	ev.WorkspaceID = ws.ID
 	ev.TS = now
 	ev.Name = b.Name
@@ -206,9 +244,13 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 	}
 	ev.PropKeys = append(ev.PropKeys[:0], b.PropKeys...)
 	ev.PropValues = append(ev.PropValues[:0], b.PropValues...)
+}
 
-	// One event per domain, appended together: all are stored, in one spool append, or none
-	// is, so a client that retries a 503 never duplicates the domains that went through.
+// store encodes one row per domain of st.domains and appends them together: all are stored, in
+// one spool append, or none is, so a client that retries a 503 never duplicates the domains
+// that went through.
+func (s *Server) store(st *eventState, ws *workspace.Workspace, daySalt *salt.Salt, ip netip.Addr, uaRaw []byte) refusal {
+	ev := &st.ev
 	for _, d := range st.domains {
 		ev.Domain = d
 		ev.VisitorID = daySalt.VisitorID(ws.ID, d, ip, uaRaw)
@@ -217,19 +259,16 @@ func (s *Server) event(ctx *fasthttp.RequestCtx) {
 		st.recs = append(st.recs, st.rec[start:])
 	}
 	if err := s.cfg.Spool.AppendAll(st.recs); err != nil {
-		s.m.reject(rejectSpool)
 		s.throttledError("cannot append the event to the spool", err)
-		s.fail(ctx, st, fasthttp.StatusServiceUnavailable, "temporarily unavailable")
-		return
+		return refusal{rejectSpool, fasthttp.StatusServiceUnavailable, "temporarily unavailable"}
 	}
-	st.hot.accepted.Add(uint64(len(st.recs)))
-	plain(ctx, fasthttp.StatusAccepted, "ok")
+	return refusal{}
 }
 
 // matchDomains splits d, looks every entry up and checks that they all belong to one workspace.
 // It fills st.domains with the configured domains (deduplicated) and returns the workspace, or a
-// message and its status (400 for a malformed list, 403 for a domain not configured).
-func (s *Server) matchDomains(st *eventState, d string) (*workspace.Workspace, string, int) {
+// refusal (400 for a malformed list, 403 for a domain not configured).
+func (s *Server) matchDomains(st *eventState, d string) (*workspace.Workspace, refusal) {
 	var ws *workspace.Workspace
 	n := 0
 	for rest := d; ; {
@@ -238,16 +277,16 @@ func (s *Server) matchDomains(st *eventState, d string) (*workspace.Workspace, s
 		n++
 		switch {
 		case part == "":
-			return nil, "domain: empty entry in the list", fasthttp.StatusBadRequest
+			return nil, refusal{rejectBadRequest, fasthttp.StatusBadRequest, "domain: empty entry in the list"}
 		case n > MaxDomains:
-			return nil, "domain: more than 10 domains", fasthttp.StatusBadRequest
+			return nil, refusal{rejectBadRequest, fasthttp.StatusBadRequest, "domain: more than 10 domains"}
 		}
 		w, conf, ok := s.cfg.Registry.Match(part)
 		if !ok {
-			return nil, "domain: not configured for any workspace", fasthttp.StatusForbidden
+			return nil, refusal{rejectForbidden, fasthttp.StatusForbidden, "domain: not configured for any workspace"}
 		}
 		if ws != nil && w.ID != ws.ID {
-			return nil, "domain: the listed domains belong to different workspaces", fasthttp.StatusForbidden
+			return nil, refusal{rejectForbidden, fasthttp.StatusForbidden, "domain: the listed domains belong to different workspaces"}
 		}
 		ws = w
 		dup := false
@@ -258,7 +297,7 @@ func (s *Server) matchDomains(st *eventState, d string) (*workspace.Workspace, s
 			st.domains = append(st.domains, conf)
 		}
 		if !more {
-			return ws, "", 0
+			return ws, refusal{}
 		}
 		rest = tail
 	}
@@ -287,11 +326,9 @@ func (s *Server) allowOrigin(ctx *fasthttp.RequestCtx) ([]byte, *workspace.Works
 
 // preflight answers a CORS preflight. Only configured origins get the allow headers; browsers then
 // refuse the actual request from anywhere else.
-func (s *Server) preflight(ctx *fasthttp.RequestCtx, origin []byte, ws *workspace.Workspace) {
+func (s *Server) preflight(ctx *fasthttp.RequestCtx, origin []byte, ws *workspace.Workspace) refusal {
 	if len(origin) > 0 && ws == nil {
-		s.m.reject(rejectForbidden)
-		s.fail(ctx, nil, fasthttp.StatusForbidden, "origin: not configured for any workspace")
-		return
+		return refusal{rejectForbidden, fasthttp.StatusForbidden, "origin: not configured for any workspace"}
 	}
 	h := &ctx.Response.Header
 	h.Set("Allow", "POST, OPTIONS")
@@ -301,6 +338,7 @@ func (s *Server) preflight(ctx *fasthttp.RequestCtx, origin []byte, ws *workspac
 		h.Set("Access-Control-Max-Age", "86400")
 	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	return refusal{}
 }
 
 // fail answers with status and {"error": msg}. msg never contains request data.
