@@ -20,6 +20,7 @@ import (
 	"github.com/kyomi/collector/collector/bot"
 	"github.com/kyomi/collector/collector/clientip"
 	"github.com/kyomi/collector/collector/enrich"
+	"github.com/kyomi/collector/collector/enrich/geotest"
 	"github.com/kyomi/collector/collector/workspace"
 	"github.com/kyomi/collector/salt"
 )
@@ -540,7 +541,7 @@ func newHandlerBench(b *testing.B, sp Spool) *handlerBench {
 	dir := b.TempDir()
 	registry := openTestRegistry(b, dir)
 	geoPath := filepath.Join(dir, "geo.mmdb")
-	if err := enrich.WriteTestGeoDB(geoPath, map[string]enrich.Geo{"203.0.113.0/24": {CountryCode: "NZ", City: "Auckland"}}); err != nil {
+	if err := geotest.Write(geoPath, map[string]enrich.Geo{"203.0.113.0/24": {CountryCode: "NZ", City: "Auckland"}}); err != nil {
 		b.Fatal(err)
 	}
 	geo, err := enrich.OpenGeoDB(geoPath)

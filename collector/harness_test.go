@@ -20,6 +20,7 @@ import (
 	"github.com/kyomi/collector/collector/bot"
 	"github.com/kyomi/collector/collector/clientip"
 	"github.com/kyomi/collector/collector/enrich"
+	"github.com/kyomi/collector/collector/enrich/geotest"
 	"github.com/kyomi/collector/collector/ratelimit"
 	"github.com/kyomi/collector/collector/workspace"
 	"github.com/kyomi/collector/internal/leakcheck"
@@ -130,7 +131,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	for k, v := range o.geo {
 		geoEntries[k] = v
 	}
-	if err := enrich.WriteTestGeoDB(geoPath, geoEntries); err != nil {
+	if err := geotest.Write(geoPath, geoEntries); err != nil {
 		t.Fatal(err)
 	}
 	geo, err := enrich.OpenGeoDB(geoPath)

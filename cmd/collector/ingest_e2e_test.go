@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/collector/enrich"
+	"github.com/kyomi/collector/collector/enrich/geotest"
 )
 
 // e2eEnv writes a workspaces file and a small GeoIP2 database into a fresh directory and returns
@@ -28,7 +29,7 @@ func e2eEnv(t *testing.T) (dataDir string, args []string) {
 		t.Fatal(err)
 	}
 	geo := filepath.Join(dir, "geo.mmdb")
-	if err := enrich.WriteTestGeoDB(geo, map[string]enrich.Geo{
+	if err := geotest.Write(geo, map[string]enrich.Geo{
 		"203.0.113.0/24": {CountryCode: "NZ", Region: "AUK", City: "Auckland"},
 		"2001:db8::/32":  {CountryCode: "DE", Region: "BE", City: "Berlin"},
 	}); err != nil {

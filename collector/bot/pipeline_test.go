@@ -7,6 +7,7 @@ import (
 
 	"github.com/kyomi/collector/collector/clientip"
 	"github.com/kyomi/collector/collector/enrich"
+	"github.com/kyomi/collector/collector/enrich/geotest"
 )
 
 // BenchmarkEventPipeline measures the per-event cost of every stage this
@@ -14,7 +15,7 @@ import (
 // client IP, user agent (cached), bot filter, geo, page URL, referrer.
 func BenchmarkEventPipeline(b *testing.B) {
 	geoPath := filepath.Join(b.TempDir(), "demo.mmdb")
-	if err := enrich.WriteDemoGeoDB(geoPath); err != nil {
+	if err := geotest.WriteDemo(geoPath); err != nil {
 		b.Fatal(err)
 	}
 	geo, err := enrich.OpenGeoDB(geoPath)

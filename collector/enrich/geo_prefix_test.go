@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/kyomi/collector/collector/enrich/geotest"
 )
 
 // prefixEntries returns the entries the prefix cache holds.
@@ -147,10 +149,10 @@ func TestGeoPrefixCache(t *testing.T) {
 func TestGeoPrefixCacheFileOrder(t *testing.T) {
 	dir := t.TempDir()
 	first, second := filepath.Join(dir, "first.mmdb"), filepath.Join(dir, "second.mmdb")
-	if err := WriteTestFlatGeoDB(first, map[string]Geo{"203.0.113.0/26": {CountryCode: "NZ", Region: "Auckland", City: "Auckland"}}); err != nil {
+	if err := geotest.WriteFlat(first, map[string]Geo{"203.0.113.0/26": {CountryCode: "NZ", Region: "Auckland", City: "Auckland"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteTestFlatGeoDB(second, map[string]Geo{"203.0.0.0/16": {CountryCode: "AU", Region: "Victoria", City: "Melbourne"}}); err != nil {
+	if err := geotest.WriteFlat(second, map[string]Geo{"203.0.0.0/16": {CountryCode: "AU", Region: "Victoria", City: "Melbourne"}}); err != nil {
 		t.Fatal(err)
 	}
 	g, err := OpenGeoDBs([]string{first, second})

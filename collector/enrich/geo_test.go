@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/kyomi/collector/collector/enrich/geotest"
 )
 
 var testGeoEntries = map[string]Geo{
@@ -20,9 +22,9 @@ var testGeoEntries = map[string]Geo{
 func writeGeo(t testing.TB, flat bool, entries map[string]Geo) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "geo.mmdb")
-	write := WriteTestGeoDB
+	write := geotest.Write[Geo]
 	if flat {
-		write = WriteTestFlatGeoDB
+		write = geotest.WriteFlat[Geo]
 	}
 	if err := write(path, entries); err != nil {
 		t.Fatalf("cannot write test database: %v", err)
@@ -118,8 +120,8 @@ func TestOpenGeoDBErrors(t *testing.T) {
 
 func TestDemoGeoDB(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "demo.mmdb")
-	if err := WriteDemoGeoDB(path); err != nil {
-		t.Fatalf("WriteDemoGeoDB: %v", err)
+	if err := geotest.WriteDemo(path); err != nil {
+		t.Fatalf("WriteDemo: %v", err)
 	}
 	g := openGeo(t, path)
 	if g.DatabaseType() != "GeoLite2-City" {
@@ -146,7 +148,7 @@ func TestDemoGeoDB(t *testing.T) {
 }
 
 func TestWriteTestGeoDBRejectsBadNetwork(t *testing.T) {
-	err := WriteTestGeoDB(filepath.Join(t.TempDir(), "x.mmdb"), map[string]Geo{"300.0.0.0/8": {CountryCode: "XX"}})
+	err := geotest.Write(filepath.Join(t.TempDir(), "x.mmdb"), map[string]Geo{"300.0.0.0/8": {CountryCode: "XX"}})
 	if err == nil {
 		t.Fatalf("bad network accepted")
 	}
@@ -217,10 +219,10 @@ func TestGeoDBsInOrder(t *testing.T) {
 	dir := t.TempDir()
 	v4 := filepath.Join(dir, "v4.mmdb")
 	v6 := filepath.Join(dir, "v6.mmdb")
-	if err := WriteTestFlatGeoDB(v4, map[string]Geo{"203.0.113.0/24": {CountryCode: "NZ", Region: "Auckland", City: "Auckland"}}); err != nil {
+	if err := geotest.WriteFlat(v4, map[string]Geo{"203.0.113.0/24": {CountryCode: "NZ", Region: "Auckland", City: "Auckland"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteTestGeoDB(v6, map[string]Geo{
+	if err := geotest.Write(v6, map[string]Geo{
 		"2001:db8::/32":  {CountryCode: "DE", Region: "BE", City: "Berlin"},
 		"203.0.113.0/24": {CountryCode: "FR", City: "Paris"}, // shadowed by the first file
 	}); err != nil {

@@ -1,4 +1,8 @@
-package enrich
+// Package geotest writes small GeoIP databases for tests, in the two layouts enrich.GeoDB reads
+// (GeoIP2 City, and DB-IP's flat layout). It links mmdbwriter, so only tests import it: the
+// collector binary reads databases and never writes one. It does not import enrich, whose own
+// tests use it: its functions take any location type of enrich.Geo's shape.
+package geotest
 
 import (
 	"cmp"
@@ -15,15 +19,30 @@ import (
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 )
 
-// WriteTestGeoDB writes a small GeoIP2-City-layout database to path, for
-// tests and for demo runs (`make run`). Keys of entries are CIDR prefixes
+// Location is the shape of enrich.Geo, the location a database holds for a network.
+type Location interface {
+	~struct {
+		CountryCode string
+		Region      string
+		City        string
+	}
+}
+
+// geo is a location as the writers read it.
+type geo struct {
+	CountryCode string
+	Region      string
+	City        string
+}
+
+// Write writes a small GeoIP2-City-layout database to path. Keys of entries are CIDR prefixes
 // or single addresses; reserved ranges (loopback, private, documentation)
 // are allowed, and a network inside another keeps its own record. A
 // Region of the form "CC-XX" is stored as subdivision iso_code "XX", so
 // Lookup returns it unchanged. The file is written to a temporary name and
 // renamed into place.
-func WriteTestGeoDB(path string, entries map[string]Geo) error {
-	return writeGeoDB(path, "GeoLite2-City", entries, func(g Geo) mmdbtype.Map {
+func Write[L Location](path string, entries map[string]L) error {
+	return write(path, "GeoLite2-City", entries, func(g geo) mmdbtype.Map {
 		m := mmdbtype.Map{}
 		if g.CountryCode != "" {
 			m["country"] = mmdbtype.Map{
@@ -42,10 +61,10 @@ func WriteTestGeoDB(path string, entries map[string]Geo) error {
 	})
 }
 
-// WriteTestFlatGeoDB writes a small database in the flat DB-IP layout of
-// ip-location-db (country_code, state1, city) to path, for tests.
-func WriteTestFlatGeoDB(path string, entries map[string]Geo) error {
-	return writeGeoDB(path, "ip-location-db-dbip-city", entries, func(g Geo) mmdbtype.Map {
+// WriteFlat writes a small database in the flat DB-IP layout of
+// ip-location-db (country_code, state1, city) to path.
+func WriteFlat[L Location](path string, entries map[string]L) error {
+	return write(path, "ip-location-db-dbip-city", entries, func(g geo) mmdbtype.Map {
 		return mmdbtype.Map{
 			"country_code": mmdbtype.String(g.CountryCode),
 			"state1":       mmdbtype.String(g.Region),
@@ -54,11 +73,10 @@ func WriteTestFlatGeoDB(path string, entries map[string]Geo) error {
 	})
 }
 
-// DemoGeoEntries returns the locations written by WriteDemoGeoDB: loopback
-// and the documentation ranges (RFC 5737, RFC 3849), so that a local run
-// and load tests show countries without real GeoIP data.
-func DemoGeoEntries() map[string]Geo {
-	return map[string]Geo{
+// demoEntries are the locations written by WriteDemo: loopback and the
+// documentation ranges (RFC 5737, RFC 3849).
+func demoEntries() map[string]geo {
+	return map[string]geo{
 		"127.0.0.0/8":     {CountryCode: "DE", Region: "DE-BE", City: "Berlin"},
 		"::1/128":         {CountryCode: "DE", Region: "DE-BE", City: "Berlin"},
 		"192.0.2.0/24":    {CountryCode: "US", Region: "US-CA", City: "San Francisco"},
@@ -68,12 +86,14 @@ func DemoGeoEntries() map[string]Geo {
 	}
 }
 
-// WriteDemoGeoDB writes DemoGeoEntries as a GeoIP2-layout database to path.
-func WriteDemoGeoDB(path string) error {
-	return WriteTestGeoDB(path, DemoGeoEntries())
+// WriteDemo writes a GeoIP2-layout database to path that places loopback
+// and the documentation ranges (RFC 5737, RFC 3849) in six cities, so that
+// benchmarks and end-to-end tests see countries without real GeoIP data.
+func WriteDemo(path string) error {
+	return Write(path, demoEntries())
 }
 
-func writeGeoDB(path, dbType string, entries map[string]Geo, record func(Geo) mmdbtype.Map) error {
+func write[L Location](path, dbType string, entries map[string]L, record func(geo) mmdbtype.Map) error {
 	tree, err := mmdbwriter.New(mmdbwriter.Options{
 		DatabaseType:            dbType,
 		Description:             map[string]string{"en": "Kyomi collector test database"},
@@ -111,7 +131,7 @@ func writeGeoDB(path, dbType string, entries map[string]Geo, record func(Geo) mm
 	})
 	for _, n := range nets {
 		ipnet := &net.IPNet{IP: n.p.Addr().AsSlice(), Mask: net.CIDRMask(n.p.Bits(), n.p.Addr().BitLen())}
-		if err := tree.Insert(ipnet, record(entries[n.key])); err != nil {
+		if err := tree.Insert(ipnet, record(geo(entries[n.key]))); err != nil {
 			errs = append(errs, fmt.Errorf("cannot insert %s: %w", n.key, err))
 		}
 	}
