@@ -73,7 +73,8 @@ func (s *Server) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 		return
 	}
 	label := handlerOther
-	if r, ok := s.routeFor(path); ok {
+	// "/" is what fasthttp leaves after a reset: no particular path, not the dashboard's route.
+	if r, ok := s.routeFor(path); ok && string(path) != "/" {
 		label = r.key
 		if f := s.cfg.Refused[r.key]; f != nil {
 			f(ctx, status)
