@@ -25,7 +25,13 @@ type Pending struct {
 	done      chan struct{}
 	mu        sync.Mutex // orders the hand-over of the store and Close
 	closed    bool
+	firstErr  error
 }
+
+// FirstErr is the error of the attempt OpenPending made before it returned, nil if that
+// attempt opened the store. A caller refuses to start on the errors that waiting cannot cure
+// (ErrSchemaMismatch, ErrSchemaTooNew).
+func (p *Pending) FirstErr() error { return p.firstErr }
 
 // OpenPending tries open (which connects and migrates) at once and then, while it fails, again
 // after 1 s doubling up to 30 s, logging each failure, until it succeeds or Close. The first
@@ -33,30 +39,32 @@ type Pending struct {
 func OpenPending(open func(ctx context.Context) (Store, error), first time.Duration, log *slog.Logger) *Pending {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pending{cancel: cancel, done: make(chan struct{})}
-	attempt := func(d time.Duration) bool {
+	attempt := func(d time.Duration) (bool, error) {
 		actx, acancel := context.WithTimeout(ctx, d)
 		defer acancel()
 		s, err := open(actx)
 		if err != nil {
 			log.Warn("ClickHouse not ready; events wait in the spool", "err", err)
-			return false
+			return false, err
 		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if p.closed {
 			s.Close()
-			return true
+			return true, nil
 		}
 		if p.setLimit.Load() {
 			s.SetMaxResultBytes(p.maxResult.Load())
 		}
 		p.store.Store(&s)
-		return true
+		return true, nil
 	}
-	if attempt(first) {
+	ok, err := attempt(first)
+	if ok {
 		close(p.done)
 		return p
 	}
+	p.firstErr = err
 	go func() {
 		defer close(p.done)
 		wait := time.Second
@@ -68,7 +76,7 @@ func OpenPending(open func(ctx context.Context) (Store, error), first time.Durat
 				return
 			case <-t.C:
 			}
-			if attempt(2 * time.Minute) {
+			if ok, _ := attempt(2 * time.Minute); ok {
 				log.Info("ClickHouse ready")
 				return
 			}

@@ -326,3 +326,73 @@ func asUint64(v any) (uint64, error) {
 		return 0, fmt.Errorf("cannot read a result value of type %T as an unsigned integer", v)
 	}
 }
+
+// ErrSchemaMismatch is wrapped by VerifySchema when the database lacks what the collector needs.
+var ErrSchemaMismatch = errors.New("the ClickHouse schema does not match what the collector needs")
+
+// VerifySchema checks, without changing anything, that the database holds what the collector
+// writes and reads: analytics.events with every column of this binary at its type (extra
+// columns are allowed), and in cluster mode a Distributed events table over the shards' table
+// events_local, which needs the same columns. It is the check for a schema an operator manages
+// (migrations skipped); every problem is named in one error wrapping ErrSchemaMismatch.
+func VerifySchema(ctx context.Context, s Store, c SchemaConfig) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("invalid schema config: %w", err)
+	}
+	var problems []string
+	tables := []string{"events"}
+	res, err := s.Select(ctx, "SELECT name, engine, engine_full FROM system.tables WHERE database = '"+Database+"' AND name IN ('events', 'events_local')", nil)
+	if err != nil {
+		return fmt.Errorf("cannot inspect the schema: %w", err)
+	}
+	engines := map[string][2]string{}
+	for _, r := range res.Rows {
+		name, _ := r[0].(string)
+		eng, _ := r[1].(string)
+		full, _ := r[2].(string)
+		engines[name] = [2]string{eng, full}
+	}
+	ev, ok := engines["events"]
+	switch {
+	case !ok:
+		problems = append(problems, Database+".events does not exist")
+	case c.Cluster != "":
+		tables = append(tables, "events_local")
+		m := distributedCluster.FindStringSubmatch(ev[1])
+		if ev[0] != "Distributed" || m == nil || m[1] != c.Cluster {
+			problems = append(problems, fmt.Sprintf("%s.events is %s, want Distributed over cluster %s", Database, ev[0], c.Cluster))
+		}
+		if _, ok := engines["events_local"]; !ok {
+			problems = append(problems, Database+".events_local does not exist (on this server)")
+		}
+	case !strings.HasSuffix(ev[0], "MergeTree"):
+		problems = append(problems, fmt.Sprintf("%s.events is %s, want a MergeTree table", Database, ev[0]))
+	}
+	for _, table := range tables {
+		if _, ok := engines[table]; !ok {
+			continue
+		}
+		res, err := s.Select(ctx, "SELECT name, type FROM system.columns WHERE database = '"+Database+"' AND table = '"+table+"'", nil)
+		if err != nil {
+			return fmt.Errorf("cannot inspect the columns of %s.%s: %w", Database, table, err)
+		}
+		have := map[string]string{}
+		for _, r := range res.Rows {
+			n, _ := r[0].(string)
+			t, _ := r[1].(string)
+			have[n] = t
+		}
+		for _, col := range columns {
+			switch t, ok := have[col.name]; {
+			case !ok:
+				problems = append(problems, fmt.Sprintf("%s.%s lacks column %s %s", Database, table, col.name, col.typ))
+			case t != col.typ:
+				problems = append(problems, fmt.Sprintf("%s.%s column %s is %s, want %s", Database, table, col.name, t, col.typ))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w:\n  %s", ErrSchemaMismatch, strings.Join(problems, "\n  "))
+	}
+	return nil
+}

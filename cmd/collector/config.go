@@ -27,6 +27,7 @@ type config struct {
 	ClickHouse        string
 	ClickHouseCluster string
 	ClickHouseAsync   bool
+	ClickHouseVerify  bool
 	Redis             string
 	GeoIP             string
 	TrustedProxies    string
@@ -77,6 +78,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.ClickHouse, "clickhouse", "", "ClickHouse server DSN (clickhouse://user:pass@host:9000/analytics?secure=true); empty runs the embedded engine in -data-dir")
 	fs.BoolVar(&c.ClickHouseAsync, "clickhouse-async-insert", false, "server mode: inserts use async_insert with wait_for_async_insert, so the server merges many nodes' batches into fewer parts and answers once they are written")
 	fs.StringVar(&c.ClickHouseCluster, "clickhouse-cluster", "", "cluster name: migrations run ON CLUSTER with ReplicatedMergeTree tables and a Distributed events table")
+	fs.BoolVar(&c.ClickHouseVerify, "clickhouse-verify-schema", false, "apply no migrations: check that the operator-managed schema has every table and column the collector needs (with -clickhouse-cluster: a Distributed events over events_local) and refuse to start otherwise")
 	fs.StringVar(&c.Redis, "redis", "", "Redis URL (redis://[:pass@]host:6379/db or rediss:// for TLS) that shares the daily salt and revoked tokens across nodes; empty uses a local salt file")
 	fs.StringVar(&c.GeoIP, "geoip", "", "GeoIP2/GeoLite2 or DB-IP .mmdb files (comma-separated, e.g. DB-IP's IPv4 and IPv6 files) for country, region and city; empty disables geo enrichment")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs or addresses of proxies whose X-Forwarded-For/Forwarded headers are believed")
@@ -189,6 +191,9 @@ func (c *config) validate() []error {
 	}
 	if c.ClickHouseCluster != "" && c.ClickHouse == "" {
 		bad("clickhouse-cluster", "needs -clickhouse: the embedded engine is a single node")
+	}
+	if c.ClickHouseVerify && c.ClickHouse == "" {
+		bad("clickhouse-verify-schema", "needs -clickhouse: the collector manages the embedded engine's schema")
 	}
 	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") && !strings.HasPrefix(c.Redis, "unix://") {
 		bad("redis", "want a redis://, rediss:// or unix:// URL")

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,41 +39,10 @@ func testKillNineLosesNothing(t *testing.T, extra []string) {
 		acked = map[string]bool{}
 		seq   atomic.Int64
 	)
-	client := &http.Client{Timeout: 5 * time.Second}
 	for round := 0; round <= kills; round++ {
 		p := startCollector(t, nil, args...)
 		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := 0; w < 8; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					marker := fmt.Sprintf("m%d", seq.Add(1))
-					body := `{"n":"signup","u":"https://acme.example/kill","d":"acme.example","p":{"marker":"` + marker + `"}}`
-					req, _ := http.NewRequest("POST", "http://"+p.addr+"/api/event", strings.NewReader(body))
-					req.Header.Set("Content-Type", "text/plain")
-					req.Header.Set("User-Agent", chromeUA)
-					req.Header.Set("Accept-Language", "en")
-					req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.51.100.%d", seq.Load()%250+1))
-					resp, err := client.Do(req)
-					if err != nil {
-						continue // the process died under us: not acknowledged
-					}
-					resp.Body.Close()
-					if resp.StatusCode == 202 && resp.Header.Get("X-Collector-Dropped") == "" {
-						mu.Lock()
-						acked[marker] = true
-						mu.Unlock()
-					}
-				}
-			}()
-		}
+		wg := loadMarked(func() string { return p.addr }, stop, &mu, acked, &seq)
 		if round < kills {
 			time.Sleep(time.Duration(100+rand.IntN(600)) * time.Millisecond)
 			_ = p.stop(syscall.SIGKILL, 30*time.Second)
@@ -86,6 +58,14 @@ func testKillNineLosesNothing(t *testing.T, extra []string) {
 		close(stop)
 		wg.Wait()
 	}
+	stored := checkStoredOnce(t, dataDir, acked)
+	t.Logf("acknowledged %d events over %d SIGKILLs; stored %d distinct markers", len(acked), kills, stored)
+}
+
+// checkStoredOnce fails t unless every marker in acked is stored exactly once, and returns how
+// many distinct markers are stored.
+func checkStoredOnce(t *testing.T, dataDir string, acked map[string]bool) int {
+	t.Helper()
 	if len(acked) < 200 {
 		t.Fatalf("only %d events were acknowledged: the load did not run", len(acked))
 	}
@@ -113,8 +93,122 @@ func testKillNineLosesNothing(t *testing.T, extra []string) {
 			}
 		}
 	}
-	t.Logf("acknowledged %d events over %d SIGKILLs; stored %d distinct markers", len(acked), kills, len(stored))
 	if missing > 0 || doubled > 0 {
 		t.Fatalf("%d acknowledged events missing, %d stored more than once", missing, doubled)
+	}
+	return len(stored)
+}
+
+// loadMarked sends signup events with unique markers from 8 workers to the collector at *addr until
+// stop closes, and records the acknowledged markers in acked.
+func loadMarked(addr func() string, stop chan struct{}, mu *sync.Mutex, acked map[string]bool, seq *atomic.Int64) *sync.WaitGroup {
+	client := &http.Client{Timeout: 5 * time.Second}
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				marker := fmt.Sprintf("m%d", seq.Add(1))
+				body := `{"n":"signup","u":"https://acme.example/kill","d":"acme.example","p":{"marker":"` + marker + `"}}`
+				req, _ := http.NewRequest("POST", "http://"+addr()+"/api/event", strings.NewReader(body))
+				req.Header.Set("Content-Type", "text/plain")
+				req.Header.Set("User-Agent", chromeUA)
+				req.Header.Set("Accept-Language", "en")
+				req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.51.100.%d", seq.Load()%250+1))
+				resp, err := client.Do(req)
+				if err != nil {
+					time.Sleep(10 * time.Millisecond)
+					continue // the process died under us: not acknowledged
+				}
+				resp.Body.Close()
+				if resp.StatusCode == 202 && resp.Header.Get("X-Collector-Dropped") == "" {
+					mu.Lock()
+					acked[marker] = true
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	return &wg
+}
+
+// enginePID is the managed engine's process id recorded in the data directory, 0 if none.
+func enginePID(dataDir string) int {
+	b, err := os.ReadFile(filepath.Join(dataDir, "engine", "engine.pid"))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
+}
+
+// TestKillEngineLosesNothing SIGKILLs the managed engine (the ClickHouse server the collector
+// writes to) under load, 6 times, alone ("engine": the collector starts it again and the spool
+// holds events meanwhile) or together with the collector ("both": the collector is restarted
+// on the same data directory). Every acknowledged event must be stored exactly once.
+func TestKillEngineLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills processes under load")
+	}
+	for _, both := range []bool{false, true} {
+		name := "engine"
+		if both {
+			name = "both"
+		}
+		t.Run(name, func(t *testing.T) {
+			dataDir, args := e2eEnv(t)
+			const kills = 6
+			var (
+				mu    sync.Mutex
+				acked = map[string]bool{}
+				seq   atomic.Int64
+				cur   atomic.Pointer[proc]
+			)
+			p := startCollector(t, nil, args...)
+			cur.Store(p)
+			stop := make(chan struct{})
+			wg := loadMarked(func() string { return cur.Load().addr }, stop, &mu, acked, &seq)
+			for k := range kills {
+				time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
+				pid := enginePID(dataDir)
+				if pid == 0 {
+					t.Fatal("no engine pid recorded")
+				}
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				if both {
+					_ = cur.Load().stop(syscall.SIGKILL, 30*time.Second)
+					p = startCollector(t, nil, args...)
+					cur.Store(p)
+					continue
+				}
+				// Wait until the collector has started the engine again and it answers.
+				deadline := time.Now().Add(time.Minute)
+				for p.metricValue(t, "collector_engine_restarts_total") < float64(k+1) || p.metricValue(t, "collector_engine_up") != 1 {
+					if time.Now().After(deadline) {
+						t.Fatalf("engine not restarted\n%s", p.logs.String())
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			time.Sleep(500 * time.Millisecond)
+			close(stop)
+			wg.Wait()
+			if !both {
+				if n := p.metricValue(t, "collector_engine_restarts_total"); n < kills {
+					t.Errorf("collector_engine_restarts_total %v after %d kills", n, kills)
+				}
+			}
+			if err := cur.Load().stop(syscall.SIGTERM, 120*time.Second); err != nil {
+				t.Fatalf("final SIGTERM: exit %v\n%s", err, cur.Load().logs.String())
+			}
+			stored := checkStoredOnce(t, dataDir, acked)
+			t.Logf("acknowledged %d events over %d engine SIGKILLs (collector too: %v); stored %d", len(acked), kills, both, stored)
+		})
 	}
 }

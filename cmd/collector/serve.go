@@ -347,12 +347,21 @@ func openStore(ctx context.Context, c *config, log *slog.Logger, reg prometheus.
 		if err != nil {
 			return nil, err
 		}
-		if err := migrate(ctx, s, schema); err != nil {
+		if c.ClickHouseVerify {
+			err = sink.VerifySchema(ctx, s, schema)
+		} else {
+			err = migrate(ctx, s, schema)
+		}
+		if err != nil {
 			s.Close()
 			return nil, err
 		}
 		return s, nil
 	}, 30*time.Second, log)
+	if err := store.FirstErr(); errors.Is(err, sink.ErrSchemaMismatch) || errors.Is(err, sink.ErrSchemaTooNew) {
+		store.Close()
+		return nil, nil, err
+	}
 	// The store's answers share the process with ingest: none may pass the
 	// query path's result limit, whatever reads it.
 	store.SetMaxResultBytes(query.DefaultLimits.MaxResultBytes)

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kyomi/collector/sink/engine"
+)
+
+// startServer starts a ClickHouse server (the built binary's engine subcommand) on the given
+// ports, or free ones when they are 0, and returns it; it stops with the test.
+func startServer(t *testing.T, tcp, http int) *engine.Engine {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e, err := engine.Start(ctx, engine.Config{
+		Dir: filepath.Join(dir, "engine"), DataPath: filepath.Join(dir, "clickhouse"), TCPPort: tcp, HTTPPort: http,
+		Credentials: engine.Credentials{User: "operator", Password: "pw-e2e"},
+		Command:     []string{binPath, "engine"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	return e
+}
+
+// TestServerModeStartsWhileDown: with -clickhouse naming a server that is not running, the
+// collector starts, is ready (its spool takes events) and acknowledges events; once the server
+// comes up it creates the database, migrates and ships them.
+func TestServerModeStartsWhileDown(t *testing.T) {
+	ports, err := engine.FreePorts("127.0.0.1", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, args := e2eEnv(t)
+	dsn := fmt.Sprintf("clickhouse://operator:pw-e2e@127.0.0.1:%d/analytics?http_port=%d&dial_timeout=1s", ports[0], ports[1])
+	p := startCollector(t, nil, append(args, "-clickhouse", dsn)...)
+	for i := range 5 {
+		b := beacon{body: fmt.Sprintf(`{"n":"pageview","u":"https://acme.example/down-%d","d":"acme.example"}`, i), ip: "203.0.113.7", ua: chromeUA}
+		if code, h, body := p.send(t, b); code != 202 || h.Get("X-Collector-Dropped") != "" {
+			t.Fatalf("event %d while ClickHouse is down: %d %q", i, code, body)
+		}
+	}
+	startServer(t, ports[0], ports[1])
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := exec.Command(binPath, "sql", "-clickhouse", dsn, "SELECT count() FROM analytics.events WHERE startsWith(pathname, '/down-')").CombinedOutput()
+		if err == nil && strings.TrimSpace(string(out)) == "5" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events not shipped a minute after the server came up: %s %v\n%s", out, err, p.logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := p.stop(syscall.SIGTERM, time.Minute); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, p.logs.String())
+	}
+}
+
+// TestVerifySchemaRefusesMismatch: with -clickhouse-verify-schema the collector applies no
+// migration and refuses to start on a database without the events table, naming what is missing;
+// once the schema is there it starts.
+func TestVerifySchemaRefusesMismatch(t *testing.T) {
+	e := startServer(t, 0, 0)
+	_, args := e2eEnv(t)
+	dsn := e.DSN("analytics")
+	p := startCollectorNoWait(t, nil, append(args, "-clickhouse", dsn, "-clickhouse-verify-schema")...)
+	select {
+	case err := <-p.done:
+		if code := exitCode(err); code != 1 || !strings.Contains(p.logs.String(), "analytics.events does not exist") {
+			t.Fatalf("exit %d, want 1 naming the missing table:\n%s", code, p.logs.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("collector still running with no schema:\n%s", p.logs.String())
+	}
+	// The schema an operator makes: here, the collector's own migrations.
+	p2 := startCollector(t, nil, append(args, "-clickhouse", dsn)...)
+	if err := p2.stop(syscall.SIGTERM, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	p3 := startCollector(t, nil, append(args, "-clickhouse", dsn, "-clickhouse-verify-schema")...)
+	if err := p3.stop(syscall.SIGTERM, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
