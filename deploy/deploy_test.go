@@ -1104,7 +1104,7 @@ func TestRatioScriptThreads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("THREADS=8: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr)
 	}
-	head := regexp.MustCompile(`^received (\d+)/s over 4 s\tCPU per received event ([0-9.]+) us\tVmHWM \d+ MiB\n`)
+	head := regexp.MustCompile(`^received (\d+)/s over 4 s\tCPU per received event ([0-9.]+) us\tVmHWM \d+ MiB( \(collector \d+ \+ engine \d+\))?\n`)
 	m := head.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("unexpected report:\n%s", out)

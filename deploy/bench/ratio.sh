@@ -12,7 +12,8 @@
 #                                       40 s, and its CPU per received event by thread name (Go
 #                                       and the inserting thread "collector", the engine's merges
 #                                       "MergeMutate", ...), counted from 2 s in to 2 s before the
-#                                       end; steadier than ratios for an A/B of two builds
+#                                       end (the managed engine's threads as engine:NAME);
+#                                       steadier than ratios for an A/B of two builds
 #                                       (BIN=...) or engine libraries (CHDB_LIB_PATH=...)
 #
 # Each line is one pair: both rates, the ratio of accepted events to the empty handler's answers,
@@ -137,9 +138,15 @@ if [ -n "${THREADS:-}" ]; then
     -json > "$work/last.json" &
   lpid=$!
   sleep 2
-  r1=$(received); threads_cpu "$cpid" > "$work/t1"
+  # The managed engine is a child process since issue 23: its threads count too, named engine:*.
+  epid=$(cat "$work/data/engine/engine.pid" 2> /dev/null || echo 0)
+  all_threads() {
+    threads_cpu "$cpid"
+    if [ "$epid" -gt 0 ]; then threads_cpu "$epid" | awk '{print $1, "engine:" $2, $3}'; fi
+  }
+  r1=$(received); all_threads > "$work/t1"
   sleep $((THREADS - 4))
-  r2=$(received); threads_cpu "$cpid" > "$work/t2"
+  r2=$(received); all_threads > "$work/t2"
   wait "$lpid"
   stop_collector
   python3 - "$r1" "$r2" "$((THREADS - 4))" "$(getconf CLK_TCK)" "$work/t1" "$work/t2" "$hwm" <<'PY'
