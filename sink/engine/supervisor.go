@@ -239,7 +239,7 @@ func (e *Engine) launch(ctx context.Context) (exited chan error, err error) {
 	// the collector dies" (no orphan holds the data directory and the ports). Go ends threads
 	// of its own accord, so the start and the wait run on one locked thread that lives exactly
 	// as long as the child.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.SysProcAttr = childAttr()
 	started := make(chan error, 1)
 	exited = make(chan error, 1)
 	go func() {
