@@ -10,7 +10,7 @@
 #   make fuzz   run every fuzz target for FUZZTIME each
 #   make dashboard-vendor  fetch the dashboard's chart library (uPlot) at its pinned version again
 #   make crawlers  check the bot detection against the pinned crawler-user-agents list;
-#                  CRAWLERSFLAGS=-write appends its missed plain names to collector/enrich/crawlers.txt
+#                  CRAWLERSFLAGS=-write appends its missed plain names to collector/bot/crawlers.txt
 #   make spam-referrers  refresh collector/bot/referrer_spam.txt from Matomo's referrer-spam list
 #                  (SPAM_LIST=path reads a copy already downloaded) and check it
 
@@ -42,7 +42,7 @@ export KYOMI_PLAUSIBLE_TRACKER
 APT_PACKAGES := redis-server chromium prometheus wrk
 APT_BINARIES := /usr/bin/redis-server /usr/bin/chromium /usr/bin/promtool /usr/bin/wrk
 
-# The maintained crawler list (crawler-user-agents, MIT) that collector/enrich/crawlers.txt is
+# The maintained crawler list (crawler-user-agents, MIT) that collector/bot/crawlers.txt is
 # checked against: one JSON file of patterns and example user agents in an npm package.
 CRAWLERS_VERSION := 1.60.0
 CRAWLERS_CACHE   ?= $(HOME)/.cache/kyomi/crawler-user-agents-$(CRAWLERS_VERSION)
@@ -119,7 +119,7 @@ deps-apt:
 # prints the detection rate and the patterns it misses, and with CRAWLERSFLAGS=-write appends the
 # missed plain names that match no browser in testdata/ua/browsers.txt; run the enrich and bot tests after.
 crawlers: $(CRAWLERS_JSON)
-	$(GO) run ./collector/enrich/internal/crawlersync -upstream "$(CRAWLERS_JSON)" \
+	$(GO) run ./collector/bot/internal/crawlersync -upstream "$(CRAWLERS_JSON)" \
 	  -source crawler-user-agents@$(CRAWLERS_VERSION) $(CRAWLERSFLAGS)
 
 spam-referrers:

@@ -191,7 +191,7 @@ func (s *Server) botCheck(h *fasthttp.RequestHeader, uaRaw []byte, ua *enrich.UA
 		}
 	}
 	return s.cfg.Bots.Check(&bot.Request{
-		UA: uaRaw, ParsedUA: ua, ReferrerHost: referrerHost,
+		UA: uaRaw, UAReason: &ua.BotReason, ReferrerHost: referrerHost,
 		AcceptLanguage: h.PeekCanonical(headerAcceptLanguage), Purpose: purpose, ClientIP: ip,
 	})
 }

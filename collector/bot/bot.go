@@ -1,9 +1,14 @@
 // Package bot decides whether a beacon request comes from automation or
 // referrer spam rather than a person: user-agent verdicts (crawler list,
-// headless browsers, empty agents), a referrer-spam domain list, header
-// heuristics and, when configured, data-centre address ranges. Every drop
-// has a short stable reason that the handler reports in the
+// headless browsers, empty agents; AgentReason), a referrer-spam domain list,
+// header heuristics and, when configured, data-centre address ranges. Every
+// drop has a short stable reason that the handler reports in the
 // X-Collector-Dropped header and counts in a metric.
+//
+// The package owns its lists, embedded at build time: crawlers.txt (refreshed
+// by internal/crawlersync, `make crawlers`), referrer_spam.txt (`make
+// spam-referrers`) and spam_domains.txt (ours). enrich asks AgentReason when
+// it parses a user agent and caches the answer with the parse.
 package bot
 
 import (
@@ -14,20 +19,18 @@ import (
 	"os"
 	"slices"
 	"strings"
-
-	"github.com/kyomi/collector/collector/enrich"
 )
 
 // Drop reasons returned by Filter.Check. They are stable: they appear in
 // the X-Collector-Dropped response header and as a metric label.
 const (
-	ReasonBotUA            = enrich.ReasonBotUA    // crawler, tool or library user agent
-	ReasonEmptyUA          = enrich.ReasonEmptyUA  // no User-Agent header
-	ReasonHeadless         = enrich.ReasonHeadless // headless or automated browser
-	ReasonSpamReferrer     = "spam_referrer"       // referrer host on the spam list
-	ReasonPrefetch         = "prefetch"            // prefetch, prerender or preview request
-	ReasonNoAcceptLanguage = "no_accept_language"  // no Accept-Language (strict mode only)
-	ReasonDatacenterIP     = "datacenter_ip"       // client address in a configured data-centre range
+	ReasonBotUA            = "bot_ua"             // crawler, tool or library user agent, by name or shape
+	ReasonEmptyUA          = "empty_ua"           // no User-Agent header, or only white space
+	ReasonHeadless         = "headless"           // headless or automated browser
+	ReasonSpamReferrer     = "spam_referrer"      // referrer host on the spam list
+	ReasonPrefetch         = "prefetch"           // prefetch, prerender or preview request
+	ReasonNoAcceptLanguage = "no_accept_language" // no Accept-Language (strict mode only)
+	ReasonDatacenterIP     = "datacenter_ip"      // client address in a configured data-centre range
 )
 
 // Reasons returns every reason Check can return, so that metrics can
@@ -40,8 +43,11 @@ func Reasons() []string {
 // Request is what Check looks at. Slices are only read during Check and
 // not retained, so they may point into a recycled fasthttp request.
 type Request struct {
-	UA             []byte     // User-Agent header
-	ParsedUA       *enrich.UA // the parse of UA when the caller already has it; nil makes Check parse
+	UA []byte // User-Agent header
+	// UAReason is AgentReason's verdict on UA when the caller has it already (the event
+	// handler passes enrich.UA.BotReason, which enrich's parser caches per user agent); nil
+	// makes Check judge UA itself, which allocates.
+	UAReason       *string
 	ReferrerHost   string     // enrich.Referrer.Host of the event's referrer; empty for direct
 	AcceptLanguage []byte     // Accept-Language header
 	Purpose        []byte     // Purpose / Sec-Purpose / X-Moz / X-Purpose header
@@ -67,9 +73,6 @@ type Config struct {
 	// turning it on loses real events; it suits sites whose traffic comes
 	// only from the tracking script.
 	Strict bool
-	// UACacheSize is the size of the user-agent cache used when a Request
-	// has no ParsedUA; 0 means enrich.DefaultUACacheSize.
-	UACacheSize int
 }
 
 // Validate reports every problem of the configuration at once.
@@ -84,9 +87,6 @@ func (c Config) Validate() error {
 		if strings.TrimSpace(m) == "" {
 			errs = append(errs, errors.New("user-agent marker is empty"))
 		}
-	}
-	if c.UACacheSize < 0 {
-		errs = append(errs, fmt.Errorf("user-agent cache size %d is negative", c.UACacheSize))
 	}
 	if c.DatacenterFile != "" {
 		if _, err := os.Stat(c.DatacenterFile); err != nil {
@@ -103,7 +103,6 @@ type Filter struct {
 	uaMarkers   []string
 	datacenters ranges
 	strictLang  bool
-	parser      *enrich.UAParser
 }
 
 // The referrer-spam lists: Matomo's maintained list, as data refreshed by `make spam-referrers`,
@@ -142,11 +141,6 @@ func NewFilter(cfg Config) (*Filter, error) {
 		}
 		f.datacenters = rs
 	}
-	size := cfg.UACacheSize
-	if size == 0 {
-		size = enrich.DefaultUACacheSize
-	}
-	f.parser = enrich.NewUAParser(size)
 	return f, nil
 }
 
@@ -157,15 +151,15 @@ func (f *Filter) DatacenterRanges() int { return len(f.datacenters) }
 // Check returns the reason to drop r, or "" to keep it. Checks run
 // cheapest and most telling first: the user agent, the purpose header, the
 // referrer, the data-centre ranges, then Accept-Language in strict mode.
-// Check does not allocate when r.ParsedUA is set or the agent is cached.
+// Check does not allocate when r.UAReason is set.
 func (f *Filter) Check(r *Request) (reason string) {
-	ua := r.ParsedUA
-	if ua == nil {
-		parsed := f.parser.Parse(r.UA)
-		ua = &parsed
+	if r.UAReason != nil {
+		reason = *r.UAReason
+	} else {
+		reason = AgentReason(string(r.UA))
 	}
-	if ua.Bot {
-		return ua.BotReason
+	if reason != "" {
+		return reason
 	}
 	if len(f.uaMarkers) > 0 {
 		for _, m := range f.uaMarkers {

@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/kyomi/collector/collector/enrich"
 )
 
 const chromeUA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
@@ -81,8 +79,8 @@ func TestCheck(t *testing.T) {
 			r.UA = []byte("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.0.0 Safari/537.36")
 		}, want: ReasonHeadless},
 		{name: "extra ua marker", f: f, mutate: func(r *Request) { r.UA = []byte(chromeUA + " acmemonitor/1.0") }, want: ReasonBotUA},
-		{name: "parsed ua is trusted", f: f, mutate: func(r *Request) { r.ParsedUA = &enrich.UA{Bot: true, BotReason: ReasonHeadless} }, want: ReasonHeadless},
-		{name: "parsed ua human", f: f, mutate: func(r *Request) { r.UA = []byte("curl/8"); r.ParsedUA = &enrich.UA{Browser: "Chrome"} }, want: ""},
+		{name: "given verdict is trusted", f: f, mutate: func(r *Request) { r.UAReason = ptr(ReasonHeadless) }, want: ReasonHeadless},
+		{name: "given verdict human", f: f, mutate: func(r *Request) { r.UA = []byte("curl/8"); r.UAReason = ptr("") }, want: ""},
 		{name: "chrome prefetch", f: f, mutate: func(r *Request) { r.Purpose = []byte("prefetch") }, want: ReasonPrefetch},
 		{name: "chrome prerender", f: f, mutate: func(r *Request) { r.Purpose = []byte("prefetch;prerender") }, want: ReasonPrefetch},
 		{name: "safari preview", f: f, mutate: func(r *Request) { r.Purpose = []byte("Preview") }, want: ReasonPrefetch},
@@ -175,8 +173,8 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{name: "zero value", cfg: Config{}},
 		{name: "missing datacenter file", cfg: Config{DatacenterFile: "/nonexistent/dc.txt"}, wantErr: []string{"data-centre list"}},
-		{name: "all errors reported", cfg: Config{ExtraSpamDomains: []string{"http://x"}, ExtraUAMarkers: []string{" "}, UACacheSize: -1},
-			wantErr: []string{"is not a host name", "marker is empty", "negative"}},
+		{name: "all errors reported", cfg: Config{ExtraSpamDomains: []string{"http://x"}, ExtraUAMarkers: []string{" "}},
+			wantErr: []string{"is not a host name", "marker is empty"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,7 +231,7 @@ func TestCheckAllocs(t *testing.T) {
 	f := newFilter(t, Config{DatacenterFile: dc, Strict: true})
 	r := browserRequest(chromeUA)
 	r.ReferrerHost = "sub.example.org"
-	f.Check(r) // warm the user-agent cache
+	r.UAReason = ptr(AgentReason(chromeUA)) // as the event handler passes enrich's cached verdict
 	if n := testing.AllocsPerRun(1000, func() { f.Check(r) }); n != 0 {
 		t.Fatalf("Check allocates %v times per call, want 0", n)
 	}
@@ -247,9 +245,9 @@ func BenchmarkCheck(b *testing.B) {
 	for i, ua := range uas {
 		reqs[i] = browserRequest(ua)
 		reqs[i].ReferrerHost = "news.example.org"
-		f.Check(reqs[i])
 	}
-	b.Run("cached-ua", func(b *testing.B) {
+	// judged-ua: Check reads each user agent with AgentReason, as without enrich's cache.
+	b.Run("judged-ua", func(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
@@ -257,13 +255,21 @@ func BenchmarkCheck(b *testing.B) {
 			i++
 		}
 	})
-	b.Run("parsed-ua", func(b *testing.B) {
-		parsed := enrich.ParseUA(chromeUA)
-		r := browserRequest(chromeUA)
-		r.ParsedUA = &parsed
+	// given-verdict: the event handler's call, with the verdict enrich cached.
+	b.Run("given-verdict", func(b *testing.B) {
+		given := make([]*Request, len(reqs))
+		for i, r := range reqs {
+			g := *r
+			g.UAReason = ptr(AgentReason(string(r.UA)))
+			given[i] = &g
+		}
 		b.ReportAllocs()
+		i := 0
 		for b.Loop() {
-			f.Check(r)
+			f.Check(given[i%len(given)])
+			i++
 		}
 	})
 }
+
+func ptr[T any](v T) *T { return &v }

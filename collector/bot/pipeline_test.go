@@ -1,16 +1,18 @@
-package bot
+package bot_test
 
 import (
 	"net/netip"
 	"path/filepath"
 	"testing"
 
+	"github.com/kyomi/collector/collector/bot"
 	"github.com/kyomi/collector/collector/clientip"
 	"github.com/kyomi/collector/collector/enrich"
 	"github.com/kyomi/collector/collector/enrich/geotest"
 )
 
-// BenchmarkEventPipeline measures the per-event cost of every stage this
+// BenchmarkEventPipeline is an external test of bot: enrich, which it runs beside the filter,
+// imports bot. It measures the per-event cost of every stage this
 // package and its neighbours add to the ingest path, in handler order:
 // client IP, user agent (cached), bot filter, geo, page URL, referrer.
 func BenchmarkEventPipeline(b *testing.B) {
@@ -29,10 +31,13 @@ func BenchmarkEventPipeline(b *testing.B) {
 	}
 	resolver := clientip.NewResolver(trusted)
 	parser := enrich.NewUAParser(enrich.DefaultUACacheSize)
-	f := newFilter(b, Config{})
+	f, err := bot.NewFilter(bot.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	peer := netip.MustParseAddr("10.0.0.1")
 	xff := []byte("203.0.113.9, 10.0.0.2")
-	ua := []byte(chromeUA)
+	ua := []byte("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36")
 	lang := []byte("en-GB,en;q=0.9")
 	const pageURL = "https://www.acme.example/blog/post-1?utm_source=newsletter&utm_medium=email&gclid=x"
 	const refURL = "https://www.google.co.uk/search?q=acme"
@@ -43,7 +48,7 @@ func BenchmarkEventPipeline(b *testing.B) {
 		parsed := parser.Parse(ua)
 		page, _ := enrich.ParsePage(pageURL, false)
 		ref := enrich.ParseReferrer(refURL, page.Hostname)
-		if reason := f.Check(&Request{UA: ua, ParsedUA: &parsed, ReferrerHost: ref.Host, AcceptLanguage: lang, ClientIP: ip}); reason != "" {
+		if reason := f.Check(&bot.Request{UA: ua, UAReason: &parsed.BotReason, ReferrerHost: ref.Host, AcceptLanguage: lang, ClientIP: ip}); reason != "" {
 			b.Fatalf("dropped: %s", reason)
 		}
 		sink = geo.Lookup(ip)

@@ -1,27 +1,20 @@
 // Package enrich turns what a beacon request carries into the columns the
-// collector stores: browser, OS and device from the user agent (with bot
-// verdicts), country/region/city from a GeoIP database, the page URL's host,
-// path, UTM parameters and click id, and the referrer's source. It keeps no
-// raw user agent or address beyond a bounded in-memory parse cache and
-// never logs.
+// collector stores: browser, OS and device from the user agent (with the
+// verdict of bot's user-agent lists, cached with the parse), country/region/
+// city from a GeoIP database, the page URL's host, path, UTM parameters and
+// click id, and the referrer's source. It keeps no raw user agent or address
+// beyond a bounded in-memory parse cache and never logs.
 package enrich
 
 import (
-	_ "embed"
 	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/mssola/useragent"
-)
 
-// Bot reasons set in UA.BotReason. They are the stable strings the bot
-// filter reports in X-Collector-Dropped and as a metric label.
-const (
-	ReasonEmptyUA  = "empty_ua" // no User-Agent, or only white space
-	ReasonBotUA    = "bot_ua"   // a crawler, tool or library, by name or shape
-	ReasonHeadless = "headless" // a headless or automated browser
+	"github.com/kyomi/collector/collector/bot"
 )
 
 // Device classes set in UA.Device, spelt as Plausible stores its screen size.
@@ -44,7 +37,7 @@ type UA struct {
 	OSVersion      string // "10", "14", "17.4", "10.15"; empty when unknown
 	Device         string // DeviceDesktop, DeviceMobile or DeviceTablet
 	Bot            bool   // true when the user agent is automated
-	BotReason      string // ReasonEmptyUA, ReasonBotUA or ReasonHeadless when Bot
+	BotReason      string // bot.AgentReason's verdict: bot.ReasonEmptyUA, ReasonBotUA or ReasonHeadless when Bot
 }
 
 const (
@@ -162,19 +155,19 @@ func (p *UAParser) CacheLen() int {
 func ParseUA(s string) UA {
 	t := strings.TrimSpace(s)
 	if t == "" {
-		return UA{Device: DeviceDesktop, Bot: true, BotReason: ReasonEmptyUA}
+		return UA{Device: DeviceDesktop, Bot: true, BotReason: bot.ReasonEmptyUA}
 	}
 	if len(t) > maxParsedUA {
 		t = t[:maxParsedUA]
 	}
 	var u UA
-	u.Bot, u.BotReason = botVerdict(t)
-	mua := useragent.New(t)
-	if !u.Bot && mua.Bot() {
-		u.Bot, u.BotReason = true, ReasonBotUA
-	}
+	u.BotReason = bot.AgentReason(t)
+	u.Bot = u.BotReason != ""
+	// mssola/useragent names what the token lists below do not know; it is parsed only then.
+	var mua *useragent.UserAgent
 	u.Browser, u.BrowserVersion = detectBrowser(t)
 	if u.Browser == "" && !u.Bot {
+		mua = useragent.New(t)
 		name, version := mua.Browser()
 		if name = plainName(name); name != "" {
 			u.Browser, u.BrowserVersion = name, majorMinor(version)
@@ -182,6 +175,9 @@ func ParseUA(s string) UA {
 	}
 	u.OS, u.OSVersion = detectOS(t)
 	if u.OS == "" {
+		if mua == nil {
+			mua = useragent.New(t)
+		}
 		u.OS = plainName(mua.OSInfo().Name)
 	}
 	u.Device = detectDevice(t)
@@ -202,94 +198,6 @@ func plainName(s string) string {
 		}
 	}
 	return s
-}
-
-//go:embed crawlers.txt
-var crawlersTxt string
-
-// crawlerList is the parsed crawlers.txt.
-var crawlerList = parseCrawlerList(crawlersTxt)
-
-type crawlers struct {
-	markers    []string // lower-case substrings that mark a bot
-	exceptions []string // lower-case browser tokens removed before matching
-
-	// Markers indexed by their first two bytes, with a bitset of the pairs
-	// in use: one scan of the user agent tests only the markers that can
-	// start at each position, instead of searching for every marker.
-	pairSeen [1 << 16 / 64]uint64
-	byPair   map[uint16][]string
-}
-
-// match reports whether a marker occurs in the lower-case s.
-func (c *crawlers) match(s string) bool {
-	for i := 0; i+1 < len(s); i++ {
-		k := uint16(s[i])<<8 | uint16(s[i+1])
-		if c.pairSeen[k>>6]&(1<<(k&63)) == 0 {
-			continue
-		}
-		for _, m := range c.byPair[k] {
-			if strings.HasPrefix(s[i:], m) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func parseCrawlerList(txt string) *crawlers {
-	c := crawlers{byPair: map[uint16][]string{}}
-	seen := map[string]bool{}
-	for _, line := range strings.Split(txt, "\n") {
-		line = strings.TrimRight(line, "\r")
-		if line == "" || line[0] == '#' || seen[line] {
-			continue
-		}
-		seen[line] = true
-		if line[0] == '!' {
-			c.exceptions = append(c.exceptions, line[1:])
-			continue
-		}
-		c.markers = append(c.markers, line)
-		if len(line) < 2 {
-			continue // rejected by TestCrawlerListWellFormed
-		}
-		k := uint16(line[0])<<8 | uint16(line[1])
-		c.pairSeen[k>>6] |= 1 << (k & 63)
-		c.byPair[k] = append(c.byPair[k], line)
-	}
-	return &c
-}
-
-// headlessMarkers name headless and automated browsers; they are reported
-// as ReasonHeadless rather than ReasonBotUA.
-var headlessMarkers = [...]string{
-	"headlesschrome", "headless", "phantomjs", "puppeteer", "playwright", "selenium",
-	"webdriver", "slimerjs", "htmlunit", "cypress", "nightmare", "lighthouse", "zombie.js",
-}
-
-// botVerdict classifies a non-empty user agent by markers and by shape.
-func botVerdict(s string) (bool, string) {
-	low := strings.ToLower(s)
-	for _, m := range headlessMarkers {
-		if strings.Contains(low, m) {
-			return true, ReasonHeadless
-		}
-	}
-	for _, e := range crawlerList.exceptions {
-		if strings.Contains(low, e) {
-			low = strings.ReplaceAll(low, e, "")
-		}
-	}
-	if crawlerList.match(low) {
-		return true, ReasonBotUA
-	}
-	// Every browser of the last twenty years starts with "Mozilla/"
-	// (Presto Opera with "Opera/"); anything else is a program.
-	if !strings.HasPrefix(s, "Mozilla/") && !strings.HasPrefix(s, "Opera/") {
-		return true, ReasonBotUA
-	}
-	return false, ""
 }
 
 // browserTokens are checked in order; the first token found names the

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/kyomi/collector/collector/bot"
 )
 
 // readCorpus reads a one-per-line corpus from the repository's testdata.
@@ -78,12 +80,12 @@ func TestParseUA(t *testing.T) {
 			want: UA{Browser: "Android Browser", BrowserVersion: "4.0", OS: "Android", OSVersion: "4.2", Device: DeviceTablet}},
 		{name: "facebook in-app", ua: "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/456.0.0.40.109]",
 			want: UA{Browser: "Mobile App", OS: "iOS", OSVersion: "17.4", Device: DeviceMobile}},
-		{name: "empty", ua: "  ", want: UA{Device: DeviceDesktop, Bot: true, BotReason: ReasonEmptyUA}},
+		{name: "empty", ua: "  ", want: UA{Device: DeviceDesktop, Bot: true, BotReason: bot.ReasonEmptyUA}},
 		{name: "headless chrome", ua: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.6367.60 Safari/537.36",
-			want: UA{Browser: "Headless Chrome", BrowserVersion: "124.0", OS: "GNU/Linux", Device: DeviceDesktop, Bot: true, BotReason: ReasonHeadless}},
+			want: UA{Browser: "Headless Chrome", BrowserVersion: "124.0", OS: "GNU/Linux", Device: DeviceDesktop, Bot: true, BotReason: bot.ReasonHeadless}},
 		{name: "googlebot", ua: "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-			want: UA{Device: DeviceDesktop, Bot: true, BotReason: ReasonBotUA}},
-		{name: "curl", ua: "curl/8.5.0", want: UA{Device: DeviceDesktop, Bot: true, BotReason: ReasonBotUA}},
+			want: UA{Device: DeviceDesktop, Bot: true, BotReason: bot.ReasonBotUA}},
+		{name: "curl", ua: "curl/8.5.0", want: UA{Device: DeviceDesktop, Bot: true, BotReason: bot.ReasonBotUA}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,41 +149,6 @@ func TestBotCorpus(t *testing.T) {
 		}
 	}
 	t.Logf("detected %d of %d bot user agents (%.1f%%), by reason %v", hit, len(uas), 100*float64(hit)/float64(len(uas)), reasons)
-}
-
-func TestCrawlerListWellFormed(t *testing.T) {
-	if n := len(crawlerList.markers); n < 300 {
-		t.Fatalf("crawler list has %d markers, want >= 300", n)
-	}
-	for _, m := range append(append([]string{}, crawlerList.markers...), crawlerList.exceptions...) {
-		if m != strings.ToLower(m) {
-			t.Errorf("marker %q is not lower case; matching lower-cases the user agent", m)
-		}
-		if strings.TrimSpace(m) != m || len(m) < 2 {
-			t.Errorf("marker %q has surrounding space or is too short to be specific", m)
-		}
-	}
-}
-
-// TestCrawlerIndex checks the pair index against a plain substring search.
-func TestCrawlerIndex(t *testing.T) {
-	inputs := append(readCorpus(t, "ua/browsers.txt"), readCorpus(t, "bots/bots.txt")...)
-	for _, m := range crawlerList.markers {
-		inputs = append(inputs, "x"+m+"y", m)
-	}
-	for _, in := range inputs {
-		low := strings.ToLower(in)
-		naive := false
-		for _, m := range crawlerList.markers {
-			if strings.Contains(low, m) {
-				naive = true
-				break
-			}
-		}
-		if got := crawlerList.match(low); got != naive {
-			t.Errorf("match(%q) = %v, plain search says %v", low, got, naive)
-		}
-	}
 }
 
 func TestUAParserCache(t *testing.T) {

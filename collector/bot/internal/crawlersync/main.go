@@ -1,14 +1,14 @@
 // Command crawlersync checks the collector's bot detection against the
 // maintained crawler-user-agents list (https://github.com/monperrus/crawler-user-agents)
 // and, with -write, appends the plain-name patterns it misses to
-// collector/enrich/crawlers.txt. `make crawlers` fetches the pinned upstream
+// collector/bot/crawlers.txt. `make crawlers` fetches the pinned upstream
 // package and runs it from the repository root.
 //
 // Every upstream example user agent goes through bot.Filter.Check with the
-// default configuration, the same call the collector makes for each event,
-// so the detection rate it reports is the production one for the binary it
-// was built with. Markers it writes take effect at the next build, because
-// crawlers.txt is embedded.
+// default configuration, which judges it with bot.AgentReason, the verdict
+// the collector caches per user agent, so the detection rate it reports is
+// the production one for the binary it was built with. Markers it writes
+// take effect at the next build, because crawlers.txt is embedded.
 package main
 
 import (
@@ -66,7 +66,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.SetOutput(stdout)
 	upstream := fs.String("upstream", "", "path of crawler-user-agents.json from the crawler-user-agents package (required)")
 	source := fs.String("source", "crawler-user-agents", "name and version of the upstream list, written in the comment above added markers")
-	listPath := fs.String("list", "collector/enrich/crawlers.txt", "crawler marker list that -write appends to; also read to skip markers it already has")
+	listPath := fs.String("list", "collector/bot/crawlers.txt", "crawler marker list that -write appends to; also read to skip markers it already has")
 	browsersPath := fs.String("browsers", "testdata/ua/browsers.txt", "real browser user agents, one per line; a marker that occurs in any of them is never written")
 	write := fs.Bool("write", false, "append the new markers to -list; without it only report what would be added")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
