@@ -11,9 +11,9 @@
 //     post events with a plain HTML form.
 //   - d may be a comma-separated list, as in Plausible's multi-site form. Every listed domain, the
 //     host of u and the Origin header (when sent) must all belong to one workspace; the event is
-//     then written once per listed domain (at most MaxDomains). If one write fails, the answer
-//     is 503 and the client retries the whole event; domains written before the failure are
-//     then stored twice, which is the price of keeping one append per domain.
+//     then stored once per listed domain (at most MaxDomains), all rows in one spool append
+//     (Spool.AppendAll): either every row is stored or none is, and the answer is 503, so a
+//     client that retries the whole event never stores a domain twice.
 //   - Referrer source: the utm_source of the URL when there is one (the site owner tagged the link,
 //     as Plausible ranks it), otherwise the source of the referrer field r.
 //   - Answers are exactly the contract's: 202 stored (body "ok"); 202 with X-Collector-Dropped when

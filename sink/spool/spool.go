@@ -693,7 +693,8 @@ func (s *Spool) Notify() <-chan struct{} { return s.notify }
 // Append stores one record. With SyncInterval 0 it returns nil only once
 // the record is written and fsynced, sharing each write and fsync with the
 // concurrent callers (group commit); with SyncInterval > 0, once the record
-// is in the segment's shared mapping (the page cache). It returns
+// is stored in the ring (ring.go), from which it is copied into the segment
+// and fsynced every SyncInterval. It returns
 // ErrFull when the spool is over MaxBytes, and ErrClosed after Close. rec
 // is copied; the caller may reuse it.
 func (s *Spool) Append(rec []byte) error {
