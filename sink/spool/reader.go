@@ -175,3 +175,29 @@ func (r *Reader) Close() error {
 	r.f = nil
 	return err
 }
+
+// limit returns where readable (durable) data ends in segment id, whether
+// the segment is sealed (a later segment exists), the next segment id, and
+// ok false when no segment at or after id exists.
+func (s *Spool) limit(id uint64) segLimit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := -1
+	for j, sg := range s.segs {
+		if sg.id >= id {
+			i = j
+			break
+		}
+	}
+	switch {
+	case i < 0:
+		return segLimit{seg: id}
+	case s.segs[i].id != id: // id was deleted or never existed: go to the next
+		return segLimit{seg: id, sealed: true, next: s.segs[i].id, ok: true}
+	case i < len(s.segs)-1:
+		return segLimit{seg: id, end: s.segs[i].size, sealed: true, next: s.segs[i+1].id, ok: true}
+	case s.durable.Segment == id:
+		return segLimit{seg: id, end: s.durable.Offset, ok: true}
+	}
+	return segLimit{seg: id, ok: true}
+}
