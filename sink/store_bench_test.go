@@ -3,6 +3,9 @@ package sink
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -125,4 +128,83 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkInsertCPU is the total CPU per row of the two insert paths, client and ClickHouse
+// together, merges included: flushes of 10,000 rows (run it with -benchtime 40x, a sustained
+// load), then until no merge runs. "embedded" is the in-process engine (its CPU is this
+// process's); "server" is the server store's HTTP insert of a Native block into a server started
+// from the same library (this process's CPU plus the server process's). Compare cpu-us/row of the
+// two in one run:
+//
+//	go test -run '^$' -bench BenchmarkInsertCPU -benchtime 40x ./sink
+func BenchmarkInsertCPU(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		store Store
+		pid   func() int
+	}{
+		{"embedded", testEmbedded, func() int { return 0 }},
+		{"server", testServer, func() int {
+			if testEngine == nil || testEngine.Engine == nil {
+				return 0
+			}
+			return testEngine.Engine.PID()
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			ctx := context.Background()
+			rows := benchRows()
+			pid := tc.pid()
+			self0, eng0 := selfCPU(), procCPU(pid)
+			i := 0
+			for b.Loop() {
+				i++
+				if err := tc.store.Insert(ctx, rows, fmt.Sprintf("cpu-%s-%d-%d", tc.name, time.Now().UnixNano(), i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				res, err := tc.store.Select(ctx, "SELECT count() FROM system.merges WHERE database = 'analytics'", nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n, _ := asUint64(res.Rows[0][0]); n == 0 {
+					break
+				}
+			}
+			self, eng := selfCPU()-self0, procCPU(pid)-eng0
+			n := float64(len(rows) * b.N)
+			b.ReportMetric(float64((self+eng).Microseconds())/n, "cpu-us/row")
+			b.ReportMetric(float64(self.Microseconds())/n, "client-us/row")
+			b.ReportMetric(float64(eng.Microseconds())/n, "server-us/row")
+			if err := tc.store.Exec(ctx, "ALTER TABLE analytics.events DELETE WHERE startsWith(workspace_id, 'ws_bench_') SETTINGS mutations_sync = 2"); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// selfCPU is this process's user and system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is process pid's user and system CPU time so far (clock ticks of 10 ms), 0 for pid 0.
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }

@@ -22,6 +22,8 @@ var (
 	testEmbedded *Embedded
 	testServer   *Server
 	testStore    Store
+	// testEngine is the started server (nil for CLICKHOUSE_ADDR), for its process's CPU.
+	testEngine *enginetest.Server
 	// testServerDSN is the DSN of testServer.
 	testServerDSN string
 )
@@ -73,6 +75,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer srv.Close()
+	testEngine = srv
 	testServerDSN = srv.DSN("default")
 	testServer, err = OpenServer(testServerDSN)
 	if err != nil {
