@@ -1,0 +1,109 @@
+package query
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/engine"
+	"github.com/kyomi/collector/sink/engine/enginetest"
+)
+
+// TestIsolationThroughDistributed: on a 2-shard cluster of two servers (remote_servers, a
+// Distributed events table over each shard's events_local, as an operator lays it out), a
+// workspace's queries see its own rows from both shards and nothing of the others'.
+func TestIsolationThroughDistributed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two servers")
+	}
+	ports, err := engine.FreePorts("127.0.0.1", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var remote strings.Builder
+	remote.WriteString("<remote_servers><kyomi_q>")
+	for i := range 2 {
+		fmt.Fprintf(&remote, "<shard><replica><host>127.0.0.1</host><port>%d</port><user>kyomi</user><password>test-password</password></replica></shard>", ports[2*i])
+	}
+	remote.WriteString("</kyomi_q></remote_servers>")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	stmts, err := sink.MigrationSQL(sink.SchemaConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var create string
+	for _, q := range stmts {
+		if strings.HasPrefix(q, "CREATE TABLE IF NOT EXISTS analytics.events\n") {
+			create = strings.Replace(q, "analytics.events\n", "analytics.events_local\n", 1)
+		}
+	}
+	var stores []*sink.Server
+	for i := range 2 {
+		srv, err := enginetest.Start(enginetest.Options{Local: true, TCPPort: ports[2*i], HTTPPort: ports[2*i+1], ExtraConfig: remote.String()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Close)
+		s, err := sink.OpenServer(srv.DSN("default"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		for _, q := range []string{
+			"CREATE DATABASE IF NOT EXISTS analytics", create,
+			"CREATE TABLE analytics.events AS analytics.events_local ENGINE = Distributed('kyomi_q', 'analytics', 'events_local', cityHash64(workspace_id))",
+		} {
+			if err := s.Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stores = append(stores, s)
+	}
+	// ws_a's rows, and SECRET rows of 15 other workspaces, which land on both shards.
+	ts := time.Now().UTC().Add(-time.Hour)
+	var rows []sink.Event
+	for i := range 4 {
+		rows = append(rows, sink.Event{WorkspaceID: "ws_a", Domain: "a.example", TS: ts.Add(time.Duration(i) * time.Second), Name: "pageview", Pathname: "/a", RetentionDays: 30})
+	}
+	for w := range 15 {
+		rows = append(rows, sink.Event{WorkspaceID: fmt.Sprintf("ws_other_%d", w), Domain: "b.example", TS: ts, Name: "SECRET_N", Pathname: "/SECRET_P", RetentionDays: 30})
+	}
+	if err := stores[0].Insert(ctx, rows, "isolation-cluster"); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range stores {
+		res, err := s.Select(ctx, "SELECT count() FROM analytics.events_local WHERE workspace_id != 'ws_a'", nil)
+		if err != nil || len(res.Rows) != 1 || res.Rows[0][0] == "0" {
+			t.Fatalf("shard %d holds none of the other workspaces' rows (%v %v): the test would prove nothing", i+1, res, err)
+		}
+	}
+	g := &Guard{Store: stores[1], Limits: DefaultLimits}
+	for _, tc := range []struct{ sql, want string }{
+		{"SELECT count() FROM events", `["4"]`},
+		{"SELECT DISTINCT workspace_id, name, pathname FROM events", `["ws_a","pageview","/a"]`},
+		{"SELECT count() FROM events a JOIN events b ON a.ts = b.ts", `["4"]`},
+		{"SELECT count() FROM events WHERE name LIKE 'SECRET%'", `["0"]`},
+	} {
+		p, err := g.Prepare(ctx, "ws_a", tc.sql, 0)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.sql, err)
+		}
+		res, err := stores[1].Select(ctx, p.SQL(p.MaxRows+1), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.sql, err)
+		}
+		r, err := toResult(res, p.MaxRows, DefaultLimits.MaxResultBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(r.Rows)
+		if out := string(b); strings.Contains(out, "SECRET") || strings.Contains(out, "ws_other") || !strings.Contains(out, tc.want) {
+			t.Fatalf("%s: %s, want %s and nothing of other workspaces", tc.sql, out, tc.want)
+		}
+	}
+}
