@@ -2,6 +2,7 @@ package spool
 
 import (
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 )
@@ -32,20 +33,116 @@ type waiter struct{ c chan error }
 
 var waiters = sync.Pool{New: func() any { return &waiter{c: make(chan error, 1)} }}
 
-// commitLoop is the group committer (SyncInterval 0): woken by appends, it
+// groupCommit is the acknowledger of SyncInterval 0: appends buffer their frames in buf and
+// wait for the group commit, one write and fdatasync shared by the appends that arrived
+// meanwhile, which loop starts when an append kicks it. Its fields are guarded by the
+// spool's mu.
+type groupCommit struct {
+	s      *Spool
+	kick   chan struct{}
+	group  *group    // the appends in buf
+	spareG *group    // the other group, reused by the next flush
+	cutG   *group    // the group of the write and fdatasync in flight (between cut and synced)
+	buf    []byte    // frames appended but not yet written
+	spare  []byte    // the other buffer, reused by the next flush
+	cutBuf []byte    // the buffer of the write in flight
+	lastIO time.Time // start of the last write and fdatasync
+}
+
+func newGroupCommit(s *Spool) *groupCommit {
+	return &groupCommit{s: s, kick: make(chan struct{}, 1), group: new(group), spareG: new(group)}
+}
+
+// fits: a group takes whatever fits in a segment.
+func (a *groupCommit) fits(int, int64) error { return nil }
+
+// room: the buffer grows as needed.
+func (a *groupCommit) room(int64) (bool, error) { return false, nil }
+
+// place appends the frame of rec to the buffer, which ends at off.
+func (a *groupCommit) place(_ int64, rec []byte, now int64) error {
+	start := len(a.buf)
+	a.buf = slices.Grow(a.buf, headerSize+len(rec))[:start+headerSize+len(rec)]
+	putFrame(a.buf[start:], rec, now)
+	return nil
+}
+
+// wait joins the frames just placed to the current group, releases mu and waits for the write
+// and fdatasync of that group.
+func (a *groupCommit) wait() error {
+	w := waiters.Get().(*waiter)
+	a.group.waiters = append(a.group.waiters, w)
+	a.s.mu.Unlock()
+	select {
+	case a.kick <- struct{}{}:
+	default: // the committer is already due to run
+	}
+	err := <-w.c
+	waiters.Put(w)
+	return err
+}
+
+func (a *groupCommit) dirty() bool { return len(a.buf) > 0 }
+
+// cut takes the buffer and its group for one write and fdatasync, and starts the next group
+// in the spare buffer. The frames end at the spool's tail.
+func (a *groupCommit) cut() ([]byte, int64, error) {
+	buf := a.buf
+	a.cutBuf, a.cutG = buf, a.group
+	a.group, a.spareG = a.spareG, nil
+	a.lastIO = time.Now()
+	a.buf, a.spare = a.spare[:0], nil
+	if a.buf == nil {
+		// Size the next buffer like this one, so appends under mu do not
+		// copy a growing buffer.
+		a.buf = make([]byte, 0, min(cap(buf), 16<<20))
+	}
+	return buf, a.s.tail, nil
+}
+
+// synced wakes the group that was cut with the outcome of its write and fdatasync. On an
+// error the group that filled meanwhile fails too: no append joins a group once the spool
+// has failed.
+func (a *groupCommit) synced(err error) {
+	buf, g := a.cutBuf, a.cutG
+	a.cutBuf, a.cutG = nil, nil
+	if err != nil {
+		a.group.done(err)
+		g.done(err)
+		a.spareG = g
+		return
+	}
+	if cap(buf) > 0 && cap(buf) <= 16<<20 { // double buffering: the next flush fills this one
+		a.spare = buf[:0]
+	}
+	g.done(nil)
+	a.spareG = g
+}
+
+// rotated: the buffer is empty when a segment is sealed.
+func (a *groupCommit) rotated(uint64) {}
+
+// busy: only a sync writes, and the spool tracks it.
+func (a *groupCommit) busy() bool { return false }
+
+// close: nothing of its own to release.
+func (a *groupCommit) close(bool) error { return nil }
+
+// loop is the group committer: woken by appends, it
 // writes and fdatasyncs what they buffered, spacing commits by CommitDelay,
 // and wakes them. It runs until Close.
-func (s *Spool) commitLoop() {
+func (a *groupCommit) loop() {
+	s := a.s
 	var timer *time.Timer
 	for {
 		select {
 		case <-s.stop:
 			return
-		case <-s.kick:
+		case <-a.kick:
 		}
-		s.gather()
+		a.gather()
 		s.mu.Lock()
-		wait := s.cfg.CommitDelay - time.Since(s.lastIO)
+		wait := s.cfg.CommitDelay - time.Since(a.lastIO)
 		s.mu.Unlock()
 		if wait > 0 {
 			if timer == nil {
@@ -80,7 +177,8 @@ const maxGatherYields = 8
 // Each yield puts the committer behind the goroutines waiting to run; gather
 // stops at the first yield that brought no append, so a lone append is
 // committed at once.
-func (s *Spool) gather() {
+func (a *groupCommit) gather() {
+	s := a.s
 	s.mu.Lock()
 	n := s.appended
 	s.mu.Unlock()

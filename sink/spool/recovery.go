@@ -76,20 +76,23 @@ func (s *Spool) load() error {
 	if err != nil {
 		return err
 	}
+	// The one place the durability mode is chosen: the acknowledger.
 	if s.cfg.SyncInterval > 0 {
-		s.ring, err = openRing(s.cfg.RingDir, s.id, ringSize(s.cfg.SegmentBytes), next)
+		r, err := openRing(s.cfg.RingDir, s.id, ringSize(s.cfg.SegmentBytes), next)
 		if err != nil && mayFallBack(err) && s.ringDefaulted && s.cfg.RingDir != s.cfg.Dir {
 			// The default (/dev/shm) cannot take the ring here: full, read-only or not a
 			// directory.
 			s.cfg.Logger.Warn("spool ring falls back to the spool directory", "err", err)
 			s.cfg.RingDir = s.cfg.Dir
-			s.ring, err = openRing(s.cfg.RingDir, s.id, ringSize(s.cfg.SegmentBytes), next)
+			r, err = openRing(s.cfg.RingDir, s.id, ringSize(s.cfg.SegmentBytes), next)
 		}
 		if err != nil {
 			f.Close()
 			return err
 		}
+		s.ack = newRingStager(s, r)
 	} else {
+		s.ack = newGroupCommit(s)
 		for _, dir := range s.ringDirs() {
 			if err := removeRing(dir, s.id); err != nil {
 				s.cfg.Logger.Warn("cannot remove the spool ring", "err", err)

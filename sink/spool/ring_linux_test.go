@@ -77,7 +77,7 @@ func TestRingLapsWithoutFaults(t *testing.T) {
 		t.Errorf("%d minor page faults for two laps of the ring (%d pages), want next to none", faults, 2*ringMaxBytes/os.Getpagesize())
 	}
 	s.mu.Lock()
-	start := uintptr(unsafe.Pointer(&s.ring.mem[0]))
+	start := uintptr(unsafe.Pointer(&s.ack.(*ringStager).ring.mem[0]))
 	s.mu.Unlock()
 	if rss := mappingRSS(t, start); rss > ringHeader+ringMaxBytes || rss < ringMaxBytes/2 {
 		t.Errorf("the ring mapping has %d bytes resident, want about %d", rss, ringMaxBytes)

@@ -144,7 +144,7 @@ func (s *Spool) prepare() error {
 // added meanwhile, hence the loop.
 func (s *Spool) rotateLocked(frame int64) error {
 	for {
-		for s.ioBusy || s.copyBusy {
+		for s.ioBusy || s.ack.busy() {
 			s.cond.Wait()
 		}
 		if s.closed {
@@ -153,7 +153,7 @@ func (s *Spool) rotateLocked(frame int64) error {
 		if s.tail+frame <= s.cfg.SegmentBytes {
 			return nil
 		}
-		if !s.dirtyLocked() {
+		if !s.ack.dirty() {
 			break
 		}
 		if err := s.syncLocked(); err != nil {
@@ -175,10 +175,8 @@ func (s *Spool) rotateLocked(frame int64) error {
 	}
 	s.file = f
 	s.segs = append(s.segs, segment{id: next})
-	s.tail, s.copied = 0, 0
-	if s.ring != nil {
-		s.ring.reset(next) // empty: every frame of the sealed segment is in its file
-	}
+	s.tail = 0
+	s.ack.rotated(next)
 	return nil
 }
 

@@ -36,6 +36,14 @@
 //
 // The ring needs a Unix system; fdatasync and fallocate are used on
 // Linux, plain fsync and truncate elsewhere.
+//
+// The code, by mechanism: spool.go holds Config, Open, AppendAll, the sync
+// of the live segment and Close; segment.go the segment files, their
+// preparation, rotation and sealing; recovery.go what Open repairs (a torn
+// segment tail, the ring's frames); checkpoint.go the checkpoint; reader.go
+// the Reader. The two ways to acknowledge are the two implementations of
+// acknowledger (acknowledger.go): groupCommit (group.go) and ringStager
+// (stager.go, on the ring file of ring.go).
 package spool
 
 import (
@@ -45,7 +53,6 @@ import (
 	"hash/crc32"
 	"log/slog"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -201,32 +208,21 @@ type Spool struct {
 	id      string // random per spool directory, part of dedup tokens
 	metrics *metrics
 
-	mu        sync.Mutex
-	cond      *sync.Cond // signalled when io finishes (rotation, Sync and Close wait on it)
-	group     *group     // the appends in buf
-	spareG    *group     // the other group, reused by the next flush
-	kick      chan struct{}
-	lastIO    time.Time // start of the last write+fsync
-	closed    bool
-	segs      []segment     // ascending; the last is the one being written
-	file      *os.File      // the last segment
-	buf       []byte        // SyncInterval 0: frames appended but not yet written
-	spare     []byte        // the other buffer, reused by the next flush
-	ring      *ring         // SyncInterval > 0: appends store frames here (ring.go)
-	copied    int64         // SyncInterval > 0: offset in the last segment up to which the ring's frames are in the file
-	copyBusy  bool          // one goroutine copies the ring into the segment at a time
-	scratch   []byte        // a frame that wraps around the ring's end is built here
-	copyEvery time.Duration // copyInterval when Open ran
+	mu     sync.Mutex
+	cond   *sync.Cond   // signalled when io finishes (rotation, Sync and Close wait on it)
+	ack    acknowledger // where frames wait until they are in the segment file; set by load
+	closed bool
+	segs   []segment // ascending; the last is the one being written
+	file   *os.File  // the last segment
 	// ringDefaulted: Config.RingDir was empty, so the ring may fall back to Dir when the default
 	// directory cannot take it, and a ring is looked for in both.
 	ringDefaulted bool
 	tail          int64     // offset in the last segment after its last frame
 	durable       Position  // end of the data in the segment files, readable by the shipper
-	unsynced      bool      // SyncInterval > 0: frames stored since the last fdatasync
 	appended      uint64    // records appended since open (collector_spool_records_appended_total)
 	ioBusy        bool      // one goroutine writes and syncs at a time
 	failed        error     // a write or fsync failed: the spool refuses appends
-	total         int64     // bytes of all segments, including buf
+	total         int64     // bytes of all segments, including frames not yet written
 	oldest        int64     // append time (ns) of the oldest uncommitted record, 0 if none
 	openEnd       Position  // start of the segment made by Open
 	commit        Position  // written under ckMu and mu; read under either
@@ -241,7 +237,7 @@ type Spool struct {
 	prepKick chan struct{} // asks prepareLoop for a new prepared file
 
 	stop     chan struct{}
-	loops    sync.WaitGroup // commitLoop and syncLoop
+	loops    sync.WaitGroup // the acknowledger's loop
 	prepDone chan struct{}  // prepareLoop ended
 }
 
@@ -262,10 +258,9 @@ func Open(cfg Config) (*Spool, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create spool dir: %w", err)
 	}
-	s := &Spool{cfg: cfg, notify: make(chan struct{}, 1), kick: make(chan struct{}, 1),
+	s := &Spool{cfg: cfg, notify: make(chan struct{}, 1),
 		prepKick: make(chan struct{}, 1), stop: make(chan struct{}),
-		prepDone: make(chan struct{}), group: new(group), spareG: new(group), copyEvery: copyInterval,
-		ringDefaulted: ringDefaulted}
+		prepDone: make(chan struct{}), ringDefaulted: ringDefaulted}
 	s.cond = sync.NewCond(&s.mu)
 	s.metrics = newMetrics(s)
 	if err := s.load(); err != nil {
@@ -273,16 +268,10 @@ func Open(cfg Config) (*Spool, error) {
 	}
 	if err := s.metrics.register(cfg.Registerer); err != nil {
 		_ = s.closeSegment()
-		if s.ring != nil {
-			_ = s.ring.close(true) // empty: Open moved what it held into the segment
-		}
+		_ = s.ack.close(true) // a ring is empty: Open moved what it held into the segment
 		return nil, fmt.Errorf("cannot register spool metrics: %w", err)
 	}
-	if cfg.SyncInterval > 0 {
-		s.loops.Go(s.syncLoop)
-	} else {
-		s.loops.Go(s.commitLoop)
-	}
+	s.loops.Go(s.ack.loop)
 	go s.prepareLoop() // newSegmentFile asked it for the next segment
 	return s, nil
 }
@@ -337,8 +326,8 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 	if frames > s.cfg.SegmentBytes {
 		return fmt.Errorf("cannot append %d spool records of %d bytes together: more than a segment (%d bytes)", len(recs), frames, s.cfg.SegmentBytes)
 	}
-	if s.cfg.SyncInterval > 0 && frames > ringSize(s.cfg.SegmentBytes) {
-		return fmt.Errorf("cannot append %d spool records of %d bytes together: more than the staging ring (%d bytes)", len(recs), frames, ringSize(s.cfg.SegmentBytes))
+	if err := s.ack.fits(len(recs), frames); err != nil {
+		return err
 	}
 	now := time.Now().UnixNano()
 	s.mu.Lock()
@@ -363,29 +352,21 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 			}
 			continue
 		}
-		if s.ring != nil && s.tail+frames-s.copied > int64(len(s.ring.data)) {
-			// The ring's frames before copied may be overwritten: copy
-			// (or wait for the copy that runs) to make room.
-			if err := s.ringRoomLocked(); err != nil {
-				s.mu.Unlock()
-				return err
-			}
+		if retry, err := s.ack.room(frames); err != nil {
+			s.mu.Unlock()
+			return err
+		} else if retry {
 			continue
 		}
 		break
 	}
-	if s.ring != nil {
-		if err := s.store(recs, now); err != nil {
-			s.failLocked(err)
+	off := s.tail
+	for _, rec := range recs {
+		if err := s.ack.place(off, rec, now); err != nil {
 			s.mu.Unlock()
 			return fmt.Errorf("cannot append to spool: %w", err)
 		}
-	} else {
-		for _, rec := range recs {
-			start := len(s.buf)
-			s.buf = slices.Grow(s.buf, headerSize+len(rec))[:start+headerSize+len(rec)]
-			putFrame(s.buf[start:], rec, now)
-		}
+		off += int64(headerSize + len(rec))
 	}
 	s.tail += frames
 	s.total += frames
@@ -394,26 +375,7 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 		s.oldest = now
 	}
 	s.appended += uint64(len(recs))
-	if s.ring != nil {
-		// The frames are in the ring, where a crash of the process cannot
-		// reach them: they are acknowledged now, with no system call and no
-		// wait. syncLoop copies them into the segment, and fdatasyncs it.
-		s.unsynced = true
-		s.ring.setTail(s.tail)
-		s.mu.Unlock()
-		return nil
-	}
-	// Wait for the write and fdatasync of the group these frames joined.
-	w := waiters.Get().(*waiter)
-	s.group.waiters = append(s.group.waiters, w)
-	s.mu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default: // the committer is already due to run
-	}
-	err := <-w.c
-	waiters.Put(w)
-	if err != nil {
+	if err := s.ack.wait(); err != nil { // releases mu
 		return fmt.Errorf("cannot append to spool: %w", err)
 	}
 	return nil
@@ -431,53 +393,36 @@ func putFrame(f, rec []byte, now int64) {
 
 // failLocked records a failed store, write or fdatasync: the file state is unknown,
 // so the spool refuses further appends rather than acknowledge records after
-// a hole, readiness turns red, and the appends waiting in the current group
-// fail. It is called with mu held.
+// a hole, and readiness turns red. It is called with mu held.
 func (s *Spool) failLocked(err error) {
 	s.closed = true
 	s.failed = err
 	s.cfg.Logger.Error("spool write failed, spool closed", "err", err)
-	s.group.done(err)
 }
 
-// syncLocked makes every frame appended so far durable: with SyncInterval
-// 0 it writes the buffered frames and fdatasyncs them, then wakes the group
-// of appends that waited for them; with SyncInterval > 0 it fdatasyncs the
-// frames stored in the mapping since the last call. It is called with mu
-// held and !ioBusy; it releases mu during the I/O, so that other callers
-// keep appending (the next group).
+// syncLocked makes every frame appended so far durable: the acknowledger
+// cuts what is to be written (group commit: the buffered frames; ring: none,
+// after copying the ring into the segment), the segment is written and
+// fdatasynced, and the acknowledger learns the outcome (group commit: it
+// wakes the group of appends that waited). It is called with mu held and
+// !ioBusy; it releases mu during the I/O, so that other callers keep
+// appending (the next group).
 func (s *Spool) syncLocked() error {
 	if s.failed != nil {
 		return fmt.Errorf("cannot sync spool segment: %w", s.failed)
 	}
-	if !s.dirtyLocked() {
+	if !s.ack.dirty() {
 		return nil
 	}
-	end := s.tail
-	if s.ring != nil {
-		if err := s.copyLocked(); err != nil {
-			return fmt.Errorf("cannot sync spool segment: %w", err)
-		}
-		for s.ioBusy { // copyLocked released mu
-			s.cond.Wait()
-		}
-		end = s.copied
+	buf, end, err := s.ack.cut()
+	if err != nil {
+		return fmt.Errorf("cannot sync spool segment: %w", err)
 	}
 	s.ioBusy = true
-	buf, f, g := s.buf, s.file, s.group
+	f := s.file
 	seg := s.segs[len(s.segs)-1].id
-	s.group, s.spareG = s.spareG, nil
-	s.unsynced = false
-	s.lastIO = time.Now()
-	s.buf, s.spare = s.spare[:0], nil
-	if s.buf == nil && s.ring == nil {
-		// Size the next buffer like this one, so appends under mu do not
-		// copy a growing buffer.
-		s.buf = make([]byte, 0, min(cap(buf), 16<<20))
-	}
 	s.mu.Unlock()
 	start := time.Now()
-	var err error
 	if len(buf) > 0 {
 		_, err = f.Write(buf)
 	}
@@ -489,32 +434,19 @@ func (s *Spool) syncLocked() error {
 	s.ioBusy = false
 	s.cond.Broadcast()
 	if err != nil {
-		// This group and the one that filled meanwhile both fail; no append
-		// joins a group after closed is set.
 		s.failLocked(err)
-		g.done(err)
-		s.spareG = g
+		s.ack.synced(err)
 		return fmt.Errorf("cannot sync spool segment: %w", err)
-	}
-	if cap(buf) > 0 && cap(buf) <= 16<<20 { // double buffering: the next flush fills this one
-		s.spare = buf[:0]
 	}
 	if p := (Position{Segment: seg, Offset: end}); s.durable.Less(p) {
 		s.durable = p
 	}
-	g.done(nil)
-	s.spareG = g
+	s.ack.synced(nil)
 	select {
 	case s.notify <- struct{}{}:
 	default:
 	}
 	return nil
-}
-
-// dirtyLocked reports whether frames were appended that are not yet
-// written and fdatasynced in the segment file. It is called with mu held.
-func (s *Spool) dirtyLocked() bool {
-	return len(s.buf) > 0 || s.unsynced || (s.ring != nil && s.copied < s.tail)
 }
 
 // Sync fdatasyncs every record appended so far.
@@ -554,7 +486,7 @@ func (s *Spool) Close() error {
 	<-s.prepDone
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.ioBusy || s.copyBusy { // an append may be copying the ring to make room
+	for s.ioBusy || s.ack.busy() { // an append may be copying the ring to make room
 		s.cond.Wait()
 	}
 	var err error
@@ -567,14 +499,12 @@ func (s *Spool) Close() error {
 	if cerr := s.closeSegment(); err == nil {
 		err = cerr
 	}
-	if s.ring != nil {
-		// Kept when the segment may lack some of its frames: the next Open
-		// moves them.
-		if cerr := s.ring.close(err == nil && s.failed == nil); err == nil {
-			err = cerr
-		}
+	// A ring is kept when the segment may lack some of its frames: the next
+	// Open moves them.
+	if cerr := s.ack.close(err == nil && s.failed == nil); err == nil {
+		err = cerr
 	}
-	s.file, s.ring = nil, nil
+	s.file = nil
 	s.metrics.unregister()
 	return err
 }

@@ -7,12 +7,105 @@ import (
 	"time"
 )
 
-// store writes the frames of recs into the ring at the tail. It is called
-// with mu held. A fault of the ring's mapping (its file was cut, or a
-// memory file system without fallocate ran out of space) is returned as
+// ringStager is the acknowledger of SyncInterval > 0: an append stores its frames in the
+// ring (ring.go) under the spool's mu and returns, with no system call and no wait, since a
+// crash of the process does not touch the ring. loop copies the ring's new frames into the live
+// segment every copyInterval, which makes them readable, and fdatasyncs the segment every
+// SyncInterval. Its fields are guarded by the spool's mu.
+type ringStager struct {
+	s         *Spool
+	ring      *ring
+	copied    int64         // offset in the live segment up to which the ring's frames are in the file
+	copyBusy  bool          // one goroutine copies the ring into the segment at a time
+	unsynced  bool          // frames stored since the last fdatasync
+	scratch   []byte        // a frame that wraps around the ring's end is built here
+	copyEvery time.Duration // copyInterval when Open ran
+}
+
+func newRingStager(s *Spool, r *ring) *ringStager {
+	return &ringStager{s: s, ring: r, copyEvery: copyInterval}
+}
+
+// fits refuses records that together take more than the ring.
+func (a *ringStager) fits(n int, frames int64) error {
+	if size := ringSize(a.s.cfg.SegmentBytes); frames > size {
+		return fmt.Errorf("cannot append %d spool records of %d bytes together: more than the staging ring (%d bytes)", n, frames, size)
+	}
+	return nil
+}
+
+// room reports whether frames more fit in the ring without overwriting frames that are not yet
+// in the segment file; when not, it frees room: it waits for the copy that runs, or copies the
+// frames not yet copied itself, releasing mu meanwhile, and the caller checks again.
+func (a *ringStager) room(frames int64) (bool, error) {
+	if a.s.tail+frames-a.copied <= int64(len(a.ring.data)) {
+		return false, nil
+	}
+	if a.copyBusy {
+		a.s.cond.Wait()
+		return true, nil
+	}
+	if err := a.copyLocked(); err != nil {
+		return true, fmt.Errorf("cannot append to spool: %w", err)
+	}
+	return true, nil
+}
+
+// place stores the frame of rec in the ring at off; a fault of its mapping fails the spool.
+func (a *ringStager) place(off int64, rec []byte, now int64) error {
+	if err := a.store(off, rec, now); err != nil {
+		a.s.failLocked(err)
+		return err
+	}
+	return nil
+}
+
+// wait: the frames are in the ring, where a crash of the process cannot reach them: they are
+// acknowledged now. loop copies them into the segment, and fdatasyncs it.
+func (a *ringStager) wait() error {
+	a.unsynced = true
+	a.ring.setTail(a.s.tail)
+	a.s.mu.Unlock()
+	return nil
+}
+
+func (a *ringStager) dirty() bool { return a.unsynced || a.copied < a.s.tail }
+
+// cut copies the frames the segment file lacks into it, waits for an I/O that runs meanwhile,
+// and returns the end of what the fdatasync will cover; there is nothing for the caller to write.
+func (a *ringStager) cut() ([]byte, int64, error) {
+	s := a.s
+	if err := a.copyLocked(); err != nil {
+		return nil, 0, err
+	}
+	for s.ioBusy { // copyLocked released mu
+		s.cond.Wait()
+	}
+	a.unsynced = false
+	return nil, a.copied, nil
+}
+
+// synced: no append waits for an fdatasync.
+func (a *ringStager) synced(error) {}
+
+// rotated empties the ring for segment next: every frame of the sealed segment is in its file.
+func (a *ringStager) rotated(next uint64) {
+	a.copied = 0
+	a.ring.reset(next)
+}
+
+func (a *ringStager) busy() bool { return a.copyBusy }
+
+// close unmaps the ring and removes it when clean: the segment holds all of its frames.
+func (a *ringStager) close(clean bool) error { return a.ring.close(clean) }
+
+// store writes the frame of rec into the ring at segment offset off. It is
+// called with mu held. A fault of the ring's mapping (its file was cut, or
+// a memory file system without fallocate ran out of space) is returned as
 // an error, not a crash of the process; a partial frame is cut at the next
 // Open.
-func (s *Spool) store(recs [][]byte, now int64) (err error) {
+func (a *ringStager) store(off int64, rec []byte, now int64) (err error) {
+	s := a.s
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -22,17 +115,13 @@ func (s *Spool) store(recs [][]byte, now int64) (err error) {
 			err = fmt.Errorf("cannot store spool frame for segment %s: memory fault in the ring", segName(s.segs[len(s.segs)-1].id))
 		}
 	}()
-	off := s.tail
-	for _, rec := range recs {
-		n := headerSize + int64(len(rec))
-		if f := s.ring.slot(off, n); f != nil {
-			putFrame(f, rec, now)
-		} else { // the frame wraps around the ring's end
-			s.scratch = slices.Grow(s.scratch[:0], int(n))[:n]
-			putFrame(s.scratch, rec, now)
-			s.ring.put(off, s.scratch)
-		}
-		off += n
+	n := headerSize + int64(len(rec))
+	if f := a.ring.slot(off, n); f != nil {
+		putFrame(f, rec, now)
+	} else { // the frame wraps around the ring's end
+		a.scratch = slices.Grow(a.scratch[:0], int(n))[:n]
+		putFrame(a.scratch, rec, now)
+		a.ring.put(off, a.scratch)
 	}
 	return nil
 }
@@ -45,47 +134,34 @@ func (s *Spool) store(recs [][]byte, now int64) (err error) {
 // acknowledged records stay in the ring only.
 var copyInterval = 50 * time.Millisecond
 
-// ringRoomLocked frees the ring's room: it waits for the copy that runs,
-// or copies the frames not yet copied itself. It is called with mu held and
-// releases it meanwhile.
-func (s *Spool) ringRoomLocked() error {
-	if s.copyBusy {
-		s.cond.Wait()
-		return nil
-	}
-	if err := s.copyLocked(); err != nil {
-		return fmt.Errorf("cannot append to spool: %w", err)
-	}
-	return nil
-}
-
 // copyLocked writes the ring's frames that the segment file lacks into it
 // and makes them readable. It is called with mu held and releases it
 // during the write; appends go on meanwhile, behind the copied frames.
-func (s *Spool) copyLocked() error {
-	for s.copyBusy {
+func (a *ringStager) copyLocked() error {
+	s := a.s
+	for a.copyBusy {
 		s.cond.Wait()
 	}
 	if s.failed != nil {
 		return fmt.Errorf("cannot copy spool ring: %w", s.failed)
 	}
-	from, to, f := s.copied, s.tail, s.file
+	from, to, f := a.copied, s.tail, s.file
 	if to == from {
 		return nil
 	}
 	seg := s.segs[len(s.segs)-1].id
-	s.copyBusy = true
+	a.copyBusy = true
 	s.mu.Unlock()
-	err := s.ring.writeTo(f, from, to)
+	err := a.ring.writeTo(f, from, to)
 	s.mu.Lock()
-	s.copyBusy = false
+	a.copyBusy = false
 	s.cond.Broadcast()
 	if err != nil {
 		s.failLocked(err)
 		return err
 	}
-	s.copied = to
-	s.ring.setCopied(to)
+	a.copied = to
+	a.ring.setCopied(to)
 	if p := (Position{Segment: seg, Offset: to}); s.durable.Less(p) {
 		s.durable = p
 	}
@@ -96,13 +172,13 @@ func (s *Spool) copyLocked() error {
 	return nil
 }
 
-// syncLoop copies the ring into the segment every copyInterval and
-// fdatasyncs the segment every SyncInterval (SyncInterval mode only). It
-// runs until Close.
-func (s *Spool) syncLoop() {
+// loop copies the ring into the segment every copyInterval and fdatasyncs
+// the segment every SyncInterval. It runs until Close.
+func (a *ringStager) loop() {
+	s := a.s
 	sync := time.NewTicker(s.cfg.SyncInterval)
 	defer sync.Stop()
-	cp := time.NewTicker(s.copyEvery)
+	cp := time.NewTicker(a.copyEvery)
 	defer cp.Stop()
 	for {
 		select {
@@ -110,7 +186,7 @@ func (s *Spool) syncLoop() {
 			return
 		case <-cp.C:
 			s.mu.Lock()
-			err := s.copyLocked()
+			err := a.copyLocked()
 			s.mu.Unlock()
 			if err != nil {
 				s.cfg.Logger.Error("spool copy failed", "err", err)
