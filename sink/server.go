@@ -107,7 +107,15 @@ func OpenServer(dsn string, opts ...ServerOptions) (*Server, error) {
 	}
 	s := &Server{opts: so.withDefaults(), user: o.Auth.Username, pass: o.Auth.Password}
 	scheme := "http"
-	tr := &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 20 * time.Second}
+	// The DSN's read_timeout (clickhouse-go's default 5 min) bounds the wait for an answer, as it
+	// bounded a read on the native protocol: a server that stalls does not hold a flush forever.
+	// Reads run with wait_end_of_query, so it must exceed the longest query (the query path's is
+	// 30 s).
+	readTimeout := o.ReadTimeout
+	if readTimeout <= 0 {
+		readTimeout = 5 * time.Minute
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 20 * time.Second, ResponseHeaderTimeout: readTimeout}
 	if o.TLS != nil {
 		scheme = "https"
 		tr.TLSClientConfig = o.TLS.Clone()
