@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -91,4 +93,47 @@ func TestVerifySchemaRefusesMismatch(t *testing.T) {
 	if err := p3.stop(syscall.SIGTERM, time.Minute); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestEngineDiesWithCollector: the managed engine is the collector's child; when the collector is
+// SIGKILLed (no chance to stop it), the engine ends too, and the next start on the same data
+// directory works and keeps the rows.
+func TestEngineDiesWithCollector(t *testing.T) {
+	dataDir, args := e2eEnv(t)
+	p := startCollector(t, nil, args...)
+	b := beacon{body: `{"n":"pageview","u":"https://acme.example/orphan","d":"acme.example"}`, ip: "203.0.113.9", ua: chromeUA}
+	if code, _, body := p.send(t, b); code != 202 {
+		t.Fatalf("event: %d %q", code, body)
+	}
+	pid := enginePID(dataDir)
+	if pid == 0 {
+		t.Fatal("no engine pid recorded")
+	}
+	_ = p.stop(syscall.SIGKILL, 30*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for processRunning(pid) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("engine %d outlived its collector by 10 s", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p2 := startCollector(t, nil, args...)
+	if err := p2.stop(syscall.SIGTERM, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := sql(t, dataDir, "SELECT count() FROM analytics.events WHERE pathname = '/orphan'"); len(got) != 1 || got[0] != "1" {
+		t.Fatalf("after the restart: %v, want 1 row", got)
+	}
+}
+
+// processRunning reports whether pid runs and is not a zombie.
+func processRunning(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
