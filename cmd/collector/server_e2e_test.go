@@ -137,3 +137,41 @@ func processRunning(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
+
+// TestParityManagedAndServer sends the same events to a collector on the managed engine and to
+// one writing to a ClickHouse server (-clickhouse): the stored rows are the same on every column
+// but ts, visitor_id (the local salt differs) and batch_token.
+func TestParityManagedAndServer(t *testing.T) {
+	e := startServer(t, 0, 0)
+	dsn := e.DSN("analytics")
+	dirA, argsA := e2eEnv(t)
+	_, argsB := e2eEnv(t)
+	managed := startCollector(t, nil, argsA...)
+	server := startCollector(t, nil, append(argsB, "-clickhouse", dsn)...)
+	beacons := []beacon{
+		{body: `{"n":"pageview","u":"https://acme.example/pricing?utm_source=newsletter&utm_medium=email&utm_campaign=launch","d":"acme.example","r":"https://www.google.com/search?q=x"}`, ip: "203.0.113.7", ua: chromeUA},
+		{body: `{"n":"Signup","u":"https://acme.example/signup","d":"acme.example","p":{"plan":"pro","author":"ünïcode"},"$":{"amount":"12.5","currency":"EUR"}}`, ip: "203.0.113.7", ua: chromeUA},
+		{body: `{"n":"engagement","u":"https://acme.example/pricing","d":"acme.example","sd":73,"e":5400,"v":36}`, ip: "2001:db8::1", ua: chromeUA},
+		{body: `{"n":"pageview","u":"https://www.acme.example/#/app","d":"www.acme.example","h":1,"i":false}`, ip: "198.51.100.4", ua: chromeUA},
+	}
+	for _, p := range []*proc{managed, server} {
+		for i, b := range beacons {
+			if code, h, body := p.send(t, b); code != 202 || h.Get("X-Collector-Dropped") != "" {
+				t.Fatalf("beacon %d: %d %q", i, code, body)
+			}
+		}
+		if err := p.stop(syscall.SIGTERM, time.Minute); err != nil {
+			t.Fatalf("SIGTERM: %v\n%s", err, p.logs.String())
+		}
+	}
+	const q = "SELECT * EXCEPT (ts, visitor_id, batch_token) FROM analytics.events ORDER BY name, pathname FORMAT TSV"
+	a := sql(t, dirA, q)
+	out, err := exec.Command(binPath, "sql", "-clickhouse", dsn, q).CombinedOutput()
+	if err != nil {
+		t.Fatalf("collector sql -clickhouse: %v\n%s", err, out)
+	}
+	b := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	if len(a) != len(beacons) || strings.Join(a, "\n") != strings.Join(b, "\n") {
+		t.Fatalf("managed engine rows:\n%s\nserver rows:\n%s", strings.Join(a, "\n"), strings.Join(b, "\n"))
+	}
+}
