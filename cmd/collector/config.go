@@ -41,7 +41,6 @@ type config struct {
 
 	SpoolMaxBytes     int64
 	SpoolSyncInterval time.Duration
-	SpoolCommitDelay  time.Duration
 	SpoolRingDir      string
 	BatchRows         int
 	BatchAge          time.Duration
@@ -100,7 +99,6 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", time.Second, ">0 = store every event in the spool's ring in shared memory (/dev/shm) before its acknowledgement and fsync at this interval and before each insert: a crash of the process loses nothing, a crash of the machine at most this window; 0 = write and fsync before every acknowledgement (group commit): a crash of the machine loses nothing either")
 	// Off by default: on a virtual disk with ~0.5ms fsyncs, spacing them cost more throughput than
 	// the CPU it saved (BENCHMARKS.md).
-	fs.DurationVar(&c.SpoolCommitDelay, "spool-commit-delay", 0, "with -spool-sync-interval 0 only: a group commit (write and fsync) starts no sooner than this after the previous one, so one covers more events under load, at the price of up to this much more latency per answer; 0 = back to back")
 	// The ring must outlive a crash of the process: /dev/shm does on a host and in a Kubernetes pod
 	// (its emptyDir medium Memory too), not across a plain Docker container's restart.
 	fs.StringVar(&c.SpoolRingDir, "spool-ring-dir", "", "with -spool-sync-interval > 0: directory of the spool's 8 MiB ring, where each event is stored before its acknowledgement, as kyomi-spool-<spool id>/ring (a directory of mode 0700 and a file of mode 0600 of the collector's user: anything else there stops the start); it must survive a crash of the process and should be a memory file system (tmpfs); empty = /dev/shm when it is a tmpfs, else the spool directory")
@@ -245,11 +243,6 @@ func (c *config) validate() []error {
 	}
 	if c.SpoolSyncInterval < 0 || c.SpoolSyncInterval > time.Minute {
 		bad("spool-sync-interval", "must be between 0 and 1m, got %s", c.SpoolSyncInterval)
-	}
-	if c.SpoolCommitDelay < 0 || c.SpoolCommitDelay > 100*time.Millisecond {
-		bad("spool-commit-delay", "must be between 0 and 100ms, got %s", c.SpoolCommitDelay)
-	} else if c.SpoolCommitDelay > 0 && c.SpoolSyncInterval > 0 {
-		bad("spool-commit-delay", "applies only with -spool-sync-interval 0 (group commit), got -spool-sync-interval %s", c.SpoolSyncInterval)
 	}
 	if c.SpoolRingDir != "" {
 		if st, err := os.Stat(c.SpoolRingDir); err != nil || !st.IsDir() {

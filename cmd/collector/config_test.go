@@ -42,7 +42,6 @@ func TestConfigErrors(t *testing.T) {
 		{"cluster without a server", []string{"config", "check", "-clickhouse-cluster", "c1"}, nil, []string{"-clickhouse-cluster: needs -clickhouse"}},
 		{"async insert without a server", []string{"config", "check", "-clickhouse-async-insert"}, nil, []string{"-clickhouse-async-insert: needs -clickhouse"}},
 		{"no workspaces file", []string{"config", "check"}, nil, []string{"-config: must be set"}},
-		{"commit delay without group commit", []string{"config", "check", "-spool-commit-delay", "1ms"}, nil, []string{"-spool-commit-delay: applies only with -spool-sync-interval 0"}},
 		{"missing ring dir", []string{"config", "check"}, map[string]string{"COLLECTOR_SPOOL_RING_DIR": filepath.Join(dir, "nope")}, []string{"-spool-ring-dir: must be an existing directory"}},
 		{"spool below two segments", []string{"config", "check", "-spool-max-bytes", "2097152"}, nil, []string{"-spool-max-bytes: must be at least 8 MiB"}},
 	}

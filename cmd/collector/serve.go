@@ -109,7 +109,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 
 	sp, err := spool.Open(spool.Config{
 		Dir: filepath.Join(c.DataDir, "spool"), MaxBytes: c.SpoolMaxBytes, SyncInterval: c.SpoolSyncInterval,
-		CommitDelay: c.SpoolCommitDelay, RingDir: c.SpoolRingDir, Logger: log, Registerer: reg,
+		RingDir: c.SpoolRingDir, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return fmt.Errorf("cannot open the spool: %w", err)

@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"bytes"
 	"errors"
 	"sync"
 	"testing"
@@ -10,55 +9,11 @@ import (
 	"github.com/kyomi/collector/internal/leakcheck"
 )
 
-// TestCommitDelaySpacesFsyncs checks that durable appends under load share fsyncs spaced by
-// CommitDelay, that a lone append is not delayed by it, and that every append is still durable
-// (readable) when Append returns.
-func TestCommitDelaySpacesFsyncs(t *testing.T) {
-	leakcheck.Register(t)
-	const delay = 20 * time.Millisecond
-	s, reg := openSpool(t, Config{Dir: t.TempDir(), CommitDelay: delay})
-
-	// A lone append after a quiet period does not wait for the delay.
-	time.Sleep(delay)
-	start := time.Now()
-	if err := s.Append([]byte("lone")); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d >= delay {
-		t.Errorf("a lone append took %s, want no commit delay (< %s)", d, delay)
-	}
-
-	const writers, each = 32, 10
-	var wg sync.WaitGroup
-	began := time.Now()
-	for w := range writers {
-		wg.Go(func() {
-			for range each {
-				if err := s.Append(bytes.Repeat([]byte{'a' + byte(w%26)}, 50)); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(began)
-	syncs := metricValue(t, reg, "collector_spool_fsync_duration_seconds")
-	// Fsyncs start at least delay apart: at most elapsed/delay+2 of them (the lone one included).
-	if limit := float64(elapsed/delay) + 2; syncs > limit {
-		t.Errorf("%v fsyncs in %s, want at most %v with a %s commit delay", syncs, elapsed, limit, delay)
-	}
-	got, _ := readAll(t, s, s.Checkpoint())
-	if len(got) != 1+writers*each {
-		t.Fatalf("read %d durable records, want %d", len(got), 1+writers*each)
-	}
-}
-
 // TestFailedWriteFailsEveryWaiter breaks the segment file under concurrent durable appends: every
 // Append must return an error (none may hang, none may claim durability) and later appends fail.
 func TestFailedWriteFailsEveryWaiter(t *testing.T) {
 	leakcheck.Register(t)
-	s, _ := openSpool(t, Config{Dir: t.TempDir(), CommitDelay: 5 * time.Millisecond})
+	s, _ := openSpool(t, Config{Dir: t.TempDir()})
 	if err := s.Append([]byte("before")); err != nil {
 		t.Fatal(err)
 	}

@@ -129,17 +129,6 @@ type Config struct {
 	// also when /dev/shm cannot take the ring (full, read-only; logged), but
 	// never after a refusal.
 	RingDir string
-	// CommitDelay spaces group commits: a commit (a write and fsync, or with
-	// SyncInterval a write) starts no sooner than CommitDelay after the
-	// previous one started, so under load each covers more appends. An
-	// append waits at most this long more; when appends come further apart
-	// than CommitDelay, none waits at all. Durability is unchanged. Default
-	// 0: commits run back to back. Measured on
-	// a virtual disk (fsync ~0.5ms wall, ~100µs CPU), 1ms saved about a
-	// fifth of the CPU per append at 64 appenders but cut their throughput
-	// to a third, and lost both at 256 (BenchmarkAppendParallel); it may pay
-	// where an fsync is cheap in wall time but dear in CPU.
-	CommitDelay time.Duration
 	// Logger receives recovery and error messages; default discards.
 	Logger *slog.Logger
 	// Registerer receives the spool metrics; nil registers nothing.
@@ -160,9 +149,6 @@ func (c Config) Validate() error {
 	}
 	if c.SyncInterval < 0 {
 		errs = append(errs, fmt.Errorf("spool sync interval %s: must be >= 0", c.SyncInterval))
-	}
-	if c.CommitDelay < 0 {
-		errs = append(errs, fmt.Errorf("spool commit delay %s: must be >= 0", c.CommitDelay))
 	}
 	d := c.withDefaults()
 	if c.RingDir != "" && c.SyncInterval > 0 {

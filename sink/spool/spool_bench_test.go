@@ -11,26 +11,22 @@ import (
 // BenchmarkAppendParallel compares durable acks (fsync before Append
 // returns, group commit) with a 100ms sync interval, with 64 concurrent
 // appenders of 200-byte records, and durable acks with 256 appenders:
-// durable throughput is about appenders / fsync latency. The delay1ms cases
-// space fsyncs by CommitDelay; cpu-ns/op is the process CPU per append,
-// where fsyncs show up.
+// durable throughput is about appenders / fsync latency; cpu-ns/op is the
+// process CPU per append, where fsyncs show up.
 func BenchmarkAppendParallel(b *testing.B) {
 	for _, bc := range []struct {
 		name      string
 		interval  time.Duration
 		appenders int
-		delay     time.Duration
 	}{
-		{"durable/appenders=64", 0, 64, 0},
-		{"interval100ms/appenders=64", 100 * time.Millisecond, 64, 0},
-		{"durable/appenders=256", 0, 256, 0},
-		{"interval100ms/appenders=256", 100 * time.Millisecond, 256, 0},
-		{"durable/appenders=1024", 0, 1024, 0},
-		{"durable-delay1ms/appenders=64", 0, 64, time.Millisecond},
-		{"durable-delay1ms/appenders=256", 0, 256, time.Millisecond},
+		{"durable/appenders=64", 0, 64},
+		{"interval100ms/appenders=64", 100 * time.Millisecond, 64},
+		{"durable/appenders=256", 0, 256},
+		{"interval100ms/appenders=256", 100 * time.Millisecond, 256},
+		{"durable/appenders=1024", 0, 1024},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			s, err := Open(Config{Dir: b.TempDir(), SyncInterval: bc.interval, MaxBytes: 8 << 30, CommitDelay: bc.delay})
+			s, err := Open(Config{Dir: b.TempDir(), SyncInterval: bc.interval, MaxBytes: 8 << 30})
 			if err != nil {
 				b.Fatal(err)
 			}
