@@ -2,26 +2,42 @@ module github.com/kyomi/collector
 
 go 1.26.8
 
+// Linked into the collector binary.
 require (
+	// Parses the ClickHouse DSN and asks a server for its HTTP port over the native protocol; queries
+	// and inserts go over the HTTP interface (sink/server.go).
 	github.com/ClickHouse/clickhouse-go/v2 v2.50.0
+	// Brotli answers for the tracking script and the dashboard.
 	github.com/andybalholm/brotli v1.2.8
-	github.com/chromedp/cdproto v0.159.0
-	github.com/chromedp/chromedp v0.23.0
+	// SipHash-2-4, the keyed hash of the visitor id (DESIGN 5).
 	github.com/dchest/siphash v1.2.3
+	// Loads libchdb.so without cgo, so the binary builds with CGO_ENABLED=0.
 	github.com/ebitengine/purego v0.11.3
-	github.com/evanw/esbuild v0.28.2
 	github.com/fasthttp/websocket v1.5.12
-	github.com/maxmind/mmdbwriter v1.2.0
 	github.com/mssola/useragent v1.0.0
+	// Reads both .mmdb layouts DESIGN 4 asks for: GeoIP2/GeoLite2 and DB-IP's flat records.
 	github.com/oschwald/maxminddb-golang/v2 v2.1.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/common v0.72.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/valyala/fasthttp v1.78.0
-	go.uber.org/goleak v1.3.0
 	// openat, mkdirat, fstat: the spool ring is opened relative to its checked private directory
 	golang.org/x/sys v0.49.0
 	gopkg.in/yaml.v3 v3.0.1
+)
+
+// Tests and build tools only: none of these is linked into the collector binary
+// (check with `go version -m bin/collector`).
+require (
+	// Headless Chromium for the script, tracker and dashboard tests.
+	github.com/chromedp/cdproto v0.159.0
+	github.com/chromedp/chromedp v0.23.0
+	// Minifies the tracking script (`go generate ./script`).
+	github.com/evanw/esbuild v0.28.2
+	// Writes the small GeoIP databases of the tests (collector/enrich/geotest).
+	github.com/maxmind/mmdbwriter v1.2.0
+	// Goroutine leak checks (internal/leakcheck).
+	go.uber.org/goleak v1.3.0
 )
 
 require (
