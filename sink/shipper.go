@@ -19,6 +19,33 @@ type Inserter interface {
 	Insert(ctx context.Context, rows []Event, dedupToken string) error
 }
 
+// Drain ships every event left in sp into ins, a batch left pending by an
+// earlier process included (stored once, as at a restart), and returns how
+// many records it found. For the operator commands that must see a data
+// directory's spooled events in the store (erase-workspace) while no
+// collector serves from it.
+func Drain(ctx context.Context, sp *spool.Spool, ins Inserter, cfg ShipperConfig) (int, error) {
+	n := 0
+	for rd := sp.NewReader(sp.Checkpoint()); ; n++ {
+		if _, err := rd.Next(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return 0, fmt.Errorf("cannot read the spool: %w", err)
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	shipper, err := NewShipper(sp, ins, cfg)
+	if err != nil {
+		return 0, err
+	}
+	if err := shipper.Close(ctx); err != nil {
+		return 0, fmt.Errorf("cannot ship the spooled events: %w", err)
+	}
+	return n, nil
+}
+
 // ReplayInserter is an Inserter whose deduplication may not survive a crash of the process that
 // inserted, as with the embedded engine, which dies with the collector. The Shipper stores a
 // batch left pending by an earlier process with ReplayInsert, which must store each of its rows

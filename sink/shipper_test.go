@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -432,4 +433,25 @@ func TestShipperCloseShipsRingRecords(t *testing.T) {
 		checkExactlyOnce(t, d, ws, 20)
 		sp.Close()
 	}
+}
+
+// TestDrain ships a spool's events into each store with Drain, as
+// erase-workspace does, and finds every one stored exactly once; a second
+// drain of the same spool ships nothing.
+func TestDrain(t *testing.T) {
+	onStores(t, func(t *testing.T) {
+		ws := "ws_drain_" + strings.ReplaceAll(t.Name(), "/", "_")
+		sp := openTestSpool(t, t.TempDir())
+		appendMarked(t, sp, ws, 0, 25)
+		n, err := Drain(context.Background(), sp, testStore, ShipperConfig{MaxRows: 10, MaxAge: time.Second})
+		if err != nil || n != 25 {
+			t.Fatalf("drained %d records, err %v; want 25", n, err)
+		}
+		if got := queryUint64(t, "SELECT uniqExact(props['marker']) * 1000 + count() FROM analytics.events WHERE workspace_id = "+QuoteString(ws)); got != 25*1000+25 {
+			t.Fatalf("stored %d (distinct markers * 1000 + rows), want 25025", got)
+		}
+		if n, err := Drain(context.Background(), sp, testStore, ShipperConfig{MaxRows: 10, MaxAge: time.Second}); err != nil || n != 0 {
+			t.Fatalf("second drain found %d records, err %v; want 0", n, err)
+		}
+	})
 }

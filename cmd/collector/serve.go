@@ -25,6 +25,7 @@ import (
 	"github.com/kyomi/collector/collector/enrich"
 	"github.com/kyomi/collector/collector/query"
 	"github.com/kyomi/collector/collector/ratelimit"
+	"github.com/kyomi/collector/collector/retention"
 	"github.com/kyomi/collector/collector/workspace"
 	"github.com/kyomi/collector/dashboard"
 	"github.com/kyomi/collector/salt"
@@ -124,10 +125,10 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 
 	// Stored rows follow their workspace's tier: checked at start, after each reload that changes a
 	// retention (once the events accepted under the old tier are flushed) and hourly.
-	keeper := newRetentionKeeper(store, registry, log, reg, 2*c.BatchAge+time.Second)
+	keeper := retention.NewKeeper(store, registry, log, reg, 2*c.BatchAge+time.Second)
 	kctx, stopKeeper := context.WithCancel(ctx)
 	keeperDone := make(chan struct{})
-	go func() { defer close(keeperDone); keeper.run(kctx) }()
+	go func() { defer close(keeperDone); keeper.Run(kctx) }()
 	defer func() { stopKeeper(); <-keeperDone }() // before the store closes
 
 	var geo *enrich.GeoDB

@@ -92,9 +92,8 @@ func eraseCmd(ctx context.Context, args []string, env func(string) string, stdou
 	return 0
 }
 
-// drainSpool ships every event left in the data directory's spool into store (a pending batch
-// is stored once, as at a restart) and returns how many records it found. The spool exists only if
-// a collector served from this directory.
+// drainSpool opens the data directory's spool, if a collector ever served from it, and ships its
+// events into store (sink.Drain).
 func drainSpool(ctx context.Context, c *config, store sink.Store) (int, error) {
 	dir := filepath.Join(c.DataDir, "spool")
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
@@ -105,25 +104,7 @@ func drainSpool(ctx context.Context, c *config, store sink.Store) (int, error) {
 		return 0, fmt.Errorf("cannot open the spool to ship its events: %w", err)
 	}
 	defer sp.Close()
-	n := 0
-	for rd := sp.NewReader(sp.Checkpoint()); ; n++ {
-		if _, err := rd.Next(); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return 0, fmt.Errorf("cannot read the spool: %w", err)
-		}
-	}
-	if n == 0 {
-		return 0, nil
-	}
-	shipper, err := sink.NewShipper(sp, store, sink.ShipperConfig{MaxRows: c.BatchRows, MaxAge: c.BatchAge})
-	if err != nil {
-		return 0, err
-	}
-	if err := shipper.Close(ctx); err != nil {
-		return 0, fmt.Errorf("cannot ship the spooled events: %w", err)
-	}
-	return n, nil
+	return sink.Drain(ctx, sp, store, sink.ShipperConfig{MaxRows: c.BatchRows, MaxAge: c.BatchAge})
 }
 
 // openRawStore opens the configured store without applying migrations: the operator commands

@@ -1,4 +1,7 @@
-package main
+// Package retention keeps the retention of stored rows equal to their
+// workspace's tier while the collector runs: the mechanism behind DESIGN 3.4's
+// "changing a workspace's tier changes the retention of its existing rows too".
+package retention
 
 import (
 	"context"
@@ -10,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// retentionKeeper keeps the retention_days of stored rows equal to their workspace's tier. A row
+// Keeper keeps the retention_days of stored rows equal to their workspace's tier. A row
 // takes its retention from the tier at ingest; when a reload moves a workspace to another tier,
 // its existing rows are changed by one ALTER TABLE ... UPDATE mutation (sink.ApplyRetention),
 // which the keeper then follows in system.mutations until it is done.
@@ -19,7 +22,7 @@ import (
 // check after a change waits settle first, so that events accepted under the old tier have been
 // flushed before the mutation is issued; the periodic check catches rows that reach the store
 // later still (a spool replayed after a sink outage).
-type retentionKeeper struct {
+type Keeper struct {
 	store    sink.Store
 	registry *workspace.Registry
 	log      *slog.Logger
@@ -33,8 +36,12 @@ type retentionKeeper struct {
 	errors  prometheus.Counter
 }
 
-func newRetentionKeeper(store sink.Store, registry *workspace.Registry, log *slog.Logger, reg prometheus.Registerer, settle time.Duration) *retentionKeeper {
-	k := &retentionKeeper{
+// NewKeeper registers the keeper's metrics on reg and follows registry's
+// changes. settle is the wait after a change before the check (two batch ages
+// and a second in serve: events accepted under the old tier are flushed by
+// then). Call Run to start it.
+func NewKeeper(store sink.Store, registry *workspace.Registry, log *slog.Logger, reg prometheus.Registerer, settle time.Duration) *Keeper {
+	k := &Keeper{
 		store: store, registry: registry, log: log,
 		settle: settle, interval: time.Hour, poll: time.Second,
 		kick: make(chan struct{}, 1),
@@ -53,7 +60,7 @@ func newRetentionKeeper(store sink.Store, registry *workspace.Registry, log *slo
 	}
 	reg.MustRegister(k.pending, k.issued, k.errors)
 	registry.OnChange(func(old, new *workspace.Snapshot) {
-		if retentionChanged(old, new) {
+		if changed(old, new) {
 			select {
 			case k.kick <- struct{}{}:
 			default: // a check is already due
@@ -63,9 +70,9 @@ func newRetentionKeeper(store sink.Store, registry *workspace.Registry, log *slo
 	return k
 }
 
-// retentionChanged reports whether some workspace of new has another retention than in old (or is
+// changed reports whether some workspace of new has another retention than in old (or is
 // new): only then can stored rows need a mutation.
-func retentionChanged(old, new *workspace.Snapshot) bool {
+func changed(old, new *workspace.Snapshot) bool {
 	if old == nil {
 		return true
 	}
@@ -81,8 +88,8 @@ func retentionChanged(old, new *workspace.Snapshot) bool {
 	return false
 }
 
-// run checks at start, after each change and every interval, until ctx ends.
-func (k *retentionKeeper) run(ctx context.Context) {
+// Run checks at start, after each change and every interval, until ctx ends.
+func (k *Keeper) Run(ctx context.Context) {
 	tick := time.NewTicker(k.interval)
 	defer tick.Stop()
 	k.check(ctx)
@@ -105,7 +112,7 @@ func (k *retentionKeeper) run(ctx context.Context) {
 // check applies the tiers in force to the stored rows and waits for the mutations it issued or
 // found running. Waiting blocks further checks, which is what we want: one mutation per workspace
 // and tier, never a pile of them.
-func (k *retentionKeeper) check(ctx context.Context) {
+func (k *Keeper) check(ctx context.Context) {
 	days := make(map[string]uint16)
 	for _, w := range k.registry.Snapshot().Workspaces() {
 		days[w.ID] = w.RetentionDays
