@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,5 +88,33 @@ func TestOversizedAndMalformedRequests(t *testing.T) {
 	}
 	if code, _, _ := p.send(t, beacon{body: `{"n":"pageview","u":"https://acme.example/","d":"acme.example"}`, ip: "203.0.113.9", ua: chromeUA}); code != 202 {
 		t.Fatalf("after the refused requests: status %d, want 202", code)
+	}
+}
+
+// TestFailedStartClosesTheSpool starts the binary on a port another socket holds: the start
+// fails after the spool and its shipper are open, and must close them as a shutdown would, which
+// removes the spool's ring from its directory (a ring left behind is a crash's, to recover).
+func TestFailedStartClosesTheSpool(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the built binary; run without -short")
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, args := e2eEnv(t)
+	ringDir := t.TempDir()
+	cmd := exec.Command(binPath, append([]string{"serve", "-listen", busy.Addr().String(), "-spool-ring-dir", ringDir}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if code := exitCode(err); code != 1 || !strings.Contains(string(out), "cannot listen on") {
+		t.Fatalf("exit code %d, want 1 naming the busy port:\n%s", code, out)
+	}
+	left, err := os.ReadDir(ringDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("the failed start left %v in the ring directory: the spool was not closed", left)
 	}
 }

@@ -122,6 +122,18 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		sp.Close()
 		return err
 	}
+	// The shutdown below ships and closes both; a start that fails after this point (a bad GeoIP
+	// file, a refused Connect token, a busy port) must not leave the shipper running on the spool.
+	drained := false
+	defer func() {
+		if drained {
+			return
+		}
+		fctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+		defer cancel()
+		_ = shipper.Close(fctx)
+		sp.Close()
+	}()
 
 	// Stored rows follow their workspace's tier: checked at start, after each reload that changes a
 	// retention (once the events accepted under the old tier are flushed) and hourly.
@@ -214,7 +226,8 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		return err
 	}
 	// Bodies over collector.MaxRequestBytes (the query path's bound; the event handler refuses
-	// over 8 KiB itself) and headers over 8 KiB are answered 413 and 431 by srv.ErrorHandler.
+	// over collector.MaxBodyBytes itself) and headers over 8 KiB are answered 413 and 431 by
+	// srv.ErrorHandler.
 	hs := srv.HTTPServer(fasthttpLogger{log})
 	hs.Name = "kyomi-collector"
 	hs.ReadTimeout = c.ReadTimeout
@@ -275,6 +288,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 
 	select {
 	case err := <-served:
+		drained = true
 		fctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 		defer cancel()
 		if ferr := shipper.Close(fctx); ferr != nil {
@@ -298,6 +312,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 	case <-sctx.Done():
 	}
 	var errs []error
+	drained = true
 	if err := shipper.Close(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("cannot flush every spooled event (they stay in the spool for the next start): %w", err))
 	}
