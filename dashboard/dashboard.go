@@ -24,6 +24,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/andybalholm/brotli"
 	"github.com/valyala/fasthttp"
@@ -47,9 +48,11 @@ type file struct {
 	etag             [3]string // identity, gzip, br: quoted strong validators
 }
 
-// files maps URL paths ("/", "/dashboard/app.js", ...) to their assets. It is built once at
-// package init and read-only after: a broken embed is a build bug, found by every test.
-var files = mustLoad()
+// files returns the map of URL paths ("/", "/dashboard/app.js", ...) to their assets, built on
+// first use (Register does it at start) and read-only after: a broken embed is a build bug,
+// found by every test. Not at package init: that costs about 500 ms and 185 MB of allocations,
+// which every run of the binary would pay, `collector engine` (the managed ClickHouse) included.
+var files = sync.OnceValue(mustLoad)
 
 func mustLoad() map[string]*file {
 	m, err := load(static)
@@ -121,13 +124,14 @@ func newFile(ctype string, raw []byte) (*file, error) {
 func Register(routes map[string]fasthttp.RequestHandler) {
 	routes["/"] = Serve
 	routes[PathPrefix] = Serve
+	files() // build now, not on the first request
 }
 
 // Serve answers GET and HEAD of the page and its assets: 404 for any other path, 405 for other
 // methods. Answers are revalidated on every load (no-cache with a strong ETag, so an unchanged
 // asset costs a 304) so that a new collector release shows at once.
 func Serve(ctx *fasthttp.RequestCtx) {
-	f, ok := files[string(ctx.Path())]
+	f, ok := files()[string(ctx.Path())]
 	if !ok {
 		ctx.Error("not found", fasthttp.StatusNotFound)
 		return
@@ -202,7 +206,7 @@ type Size struct {
 // and the test that keeps the page small.
 func Sizes() []Size {
 	var out []Size
-	for p, f := range files {
+	for p, f := range files() {
 		out = append(out, Size{Path: p, Identity: len(f.identity), Gzip: len(f.gz), Brot: len(f.br)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })

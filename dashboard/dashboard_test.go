@@ -116,7 +116,7 @@ func TestPageNeedsNoOtherOrigin(t *testing.T) {
 			if _, rest, ok := strings.Cut(tag, attr); ok {
 				ref := rest[:strings.IndexByte(rest, '"')]
 				loads++
-				if _, ok := files[ref]; !ok {
+				if _, ok := files()[ref]; !ok {
 					t.Errorf("the page loads %s, which the dashboard does not serve", ref)
 				}
 			}

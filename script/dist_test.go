@@ -45,8 +45,8 @@ func TestDistUpToDate(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("dist holds %v, want %v: run go generate ./script", got, want)
 	}
-	if len(assets.prebuilt) != len(minify.Variants()) || len(assets.templates) != len(minify.Variants()) {
-		t.Fatalf("loaded %d variants and %d templates, want %d each", len(assets.prebuilt), len(assets.templates), len(minify.Variants()))
+	if len(assets().prebuilt) != len(minify.Variants()) || len(assets().templates) != len(minify.Variants()) {
+		t.Fatalf("loaded %d variants and %d templates, want %d each", len(assets().prebuilt), len(assets().templates), len(minify.Variants()))
 	}
 	for _, variant := range minify.Variants() {
 		for _, kind := range []struct {
@@ -89,7 +89,7 @@ func TestExtensions(t *testing.T) {
 		t.Fatalf("segmentExtensions %v, build's %v", segmentExtensions, want)
 	}
 	// Every template carries the markers of every segment extension.
-	for key, tmpl := range assets.templates {
+	for key, tmpl := range assets().templates {
 		names, err := segments.Names(tmpl)
 		if err != nil {
 			t.Fatalf("%s: %v", key, err)
@@ -134,8 +134,8 @@ func TestEveryVariant(t *testing.T) {
 		base, on := splitKey(key)
 		var code []byte
 		if len(on) == 0 {
-			code = assets.prebuilt[key].identity.body
-		} else if code, err = assets.cut(key); err != nil {
+			code = assets().prebuilt[key].identity.body
+		} else if code, err = assets().cut(key); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		if bytes.Contains(code, []byte("/*")) || !bytes.HasPrefix(code, []byte("(function(){")) {
@@ -144,7 +144,7 @@ func TestEveryVariant(t *testing.T) {
 		if r := api.Transform(string(code), api.TransformOptions{Loader: api.LoaderJS}); len(r.Errors) > 0 {
 			t.Errorf("%s does not parse: %v", name, r.Errors[0].Text)
 		}
-		if len(code) > len(assets.templates[base]) {
+		if len(code) > len(assets().templates[base]) {
 			t.Errorf("%s is larger than its template", name)
 		}
 	}
@@ -180,7 +180,7 @@ func TestSizes(t *testing.T) {
 		if !ok {
 			t.Fatalf("variantKey(%q) rejected a canonical name", name)
 		}
-		a, err := assets.lookup(key)
+		a, err := assets().lookup(key)
 		if err != nil || a == nil {
 			t.Fatalf("%s: asset %v, err %v", name, a, err)
 		}
@@ -199,7 +199,7 @@ func TestSizes(t *testing.T) {
 			t.Fatalf("%s: brotli form does not decode to the script (err %v)", name, err)
 		}
 	}
-	if n := len(assets.prebuilt["script"].gz.body); n > gzipBudget {
+	if n := len(assets().prebuilt["script"].gz.body); n > gzipBudget {
 		t.Errorf("default script is %d bytes gzipped, budget %d", n, gzipBudget)
 	}
 }

@@ -37,7 +37,7 @@ func FuzzServe(f *testing.F) {
 		etag := string(ctx.Response.Header.Peek("ETag"))
 		// A 200 answers a valid variant name, whose asset exists by now.
 		key, _ := variantKey(strings.TrimSuffix(strings.TrimPrefix(string(ctx.Path()), PathPrefix), ".js"))
-		if a, err := assets.lookup(key); err == nil && a != nil {
+		if a, err := assets().lookup(key); err == nil && a != nil {
 			var enc *encoding
 			switch etag {
 			case a.identity.etag:

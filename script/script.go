@@ -88,9 +88,12 @@ type lazyAsset struct {
 	err  error
 }
 
-// assets is the catalog of the embedded dist/, loaded and the prebuilt variants compressed once
-// at init.
-var assets = mustLoad()
+// assets returns the catalog of the embedded dist/, loaded and the prebuilt variants compressed
+// on first use (Register does it at start). Not at package init: that costs about 140 ms and
+// 280 MB of allocations, which every run of the binary would pay, `collector engine` (the managed
+// ClickHouse, whose memory stays higher by what the runtime keeps of it), `sql` and `token`
+// included.
+var assets = sync.OnceValue(mustLoad)
 
 func mustLoad() *catalog {
 	c, err := load(dist)
@@ -269,11 +272,12 @@ func variantKey(name string) (string, bool) {
 // collector.Server does).
 func Register(routes map[string]fasthttp.RequestHandler) {
 	routes[PathPrefix] = Serve
+	assets() // load now, not on the first request
 }
 
 // Handler returns the fasthttp handler for GET and HEAD under PathPrefix. Mount it for paths
 // starting with PathPrefix; it answers 404 for unknown variants and 405 for other methods.
-// It is safe for concurrent use: the assets are built once at init and never modified.
+// It is safe for concurrent use: the assets are built once and never modified.
 func Handler() fasthttp.RequestHandler {
 	return Serve
 }
@@ -293,7 +297,7 @@ func Serve(ctx *fasthttp.RequestCtx) {
 		ctx.Error("not found", fasthttp.StatusNotFound)
 		return
 	}
-	a, err := assets.lookup(key)
+	a, err := assets().lookup(key)
 	if err != nil {
 		ctx.Error("cannot assemble the script", fasthttp.StatusInternalServerError) // tests rule it out
 		return

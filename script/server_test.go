@@ -75,12 +75,12 @@ func TestServe(t *testing.T) {
 	checkGoroutines(t)
 	base := serve(t, Handler())
 	client := rawClient(t)
-	def := assets.prebuilt["script"]
-	full := assets.prebuilt["script.file-downloads.hash.outbound-links"]
+	def := assets().prebuilt["script"]
+	full := assets().prebuilt["script.file-downloads.hash.outbound-links"]
 	if full == nil {
 		t.Fatal("full variant missing")
 	}
-	tagged, err := assets.lookup("script.hash.manual.tagged-events")
+	tagged, err := assets().lookup("script.hash.manual.tagged-events")
 	if err != nil || tagged == nil {
 		t.Fatalf("assembled variant: %v", err)
 	}
