@@ -28,6 +28,8 @@ type config struct {
 	ClickHouseCluster string
 	ClickHouseAsync   bool
 	ClickHouseVerify  bool
+	EngineNativePort  int
+	EngineHTTPPort    int
 	Redis             string
 	GeoIP             string
 	TrustedProxies    string
@@ -77,6 +79,8 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.ClickHouse, "clickhouse", "", "ClickHouse server DSN (clickhouse://user:pass@host:9000/analytics?secure=true); empty runs the embedded engine in -data-dir")
 	fs.BoolVar(&c.ClickHouseAsync, "clickhouse-async-insert", false, "server mode: inserts use async_insert with wait_for_async_insert, so the server merges many nodes' batches into fewer parts and answers once they are written")
 	fs.StringVar(&c.ClickHouseCluster, "clickhouse-cluster", "", "cluster name: migrations run ON CLUSTER with ReplicatedMergeTree tables and a Distributed events table")
+	fs.IntVar(&c.EngineNativePort, "engine-native-port", 0, "without -clickhouse: pin the managed engine's loopback native-protocol port (1024..65535; with -engine-http-port), e.g. for Grafana's ClickHouse data source; 0 derives one from -data-dir")
+	fs.IntVar(&c.EngineHTTPPort, "engine-http-port", 0, "without -clickhouse: pin the managed engine's loopback HTTP port (1024..65535; with -engine-native-port); 0 derives one from -data-dir")
 	fs.BoolVar(&c.ClickHouseVerify, "clickhouse-verify-schema", false, "apply no migrations: check that the operator-managed schema has every table and column the collector needs (with -clickhouse-cluster: a Distributed events over events_local) and refuse to start otherwise")
 	fs.StringVar(&c.Redis, "redis", "", "Redis URL (redis://[:pass@]host:6379/db or rediss:// for TLS) that shares the daily salt and revoked tokens across nodes; empty uses a local salt file")
 	fs.StringVar(&c.GeoIP, "geoip", "", "GeoIP2/GeoLite2 or DB-IP .mmdb files (comma-separated, e.g. DB-IP's IPv4 and IPv6 files) for country, region and city; empty disables geo enrichment")
@@ -189,6 +193,24 @@ func (c *config) validate() []error {
 	}
 	if c.ClickHouseCluster != "" && c.ClickHouse == "" {
 		bad("clickhouse-cluster", "needs -clickhouse: the embedded engine is a single node")
+	}
+	if c.EngineNativePort != 0 || c.EngineHTTPPort != 0 {
+		switch {
+		case c.ClickHouse != "":
+			bad("engine-native-port", "needs the managed engine: it has no meaning with -clickhouse")
+		case c.EngineNativePort == 0 || c.EngineHTTPPort == 0:
+			bad("engine-native-port", "-engine-native-port and -engine-http-port go together")
+		case c.EngineNativePort == c.EngineHTTPPort:
+			bad("engine-native-port", "must differ from -engine-http-port, got %d for both", c.EngineNativePort)
+		}
+		for _, p := range []struct {
+			name string
+			port int
+		}{{"engine-native-port", c.EngineNativePort}, {"engine-http-port", c.EngineHTTPPort}} {
+			if p.port != 0 && (p.port < 1024 || p.port > 65535) {
+				bad(p.name, "must be between 1024 and 65535, got %d", p.port)
+			}
+		}
 	}
 	if c.ClickHouseVerify && c.ClickHouse == "" {
 		bad("clickhouse-verify-schema", "needs -clickhouse: the collector manages the embedded engine's schema")

@@ -42,6 +42,11 @@ func TestConfigErrors(t *testing.T) {
 		{"cluster without a server", []string{"config", "check", "-clickhouse-cluster", "c1"}, nil, []string{"-clickhouse-cluster: needs -clickhouse"}},
 		{"async insert without a server", []string{"config", "check", "-clickhouse-async-insert"}, nil, []string{"-clickhouse-async-insert: needs -clickhouse"}},
 		{"no workspaces file", []string{"config", "check"}, nil, []string{"-config: must be set"}},
+		{"one engine port pinned", []string{"config", "check", "-engine-http-port", "28123"}, nil, []string{"-engine-native-port: -engine-native-port and -engine-http-port go together"}},
+		{"engine ports with a server", []string{"config", "check", "-engine-http-port", "28123", "-engine-native-port", "29000", "-clickhouse", "clickhouse://h:9000/analytics"},
+			nil, []string{"-engine-native-port: needs the managed engine"}},
+		{"engine ports out of range", []string{"config", "check", "-engine-http-port", "80", "-engine-native-port", "70000"}, nil,
+			[]string{"-engine-http-port: must be between 1024 and 65535, got 80", "-engine-native-port: must be between 1024 and 65535, got 70000"}},
 		{"missing ring dir", []string{"config", "check"}, map[string]string{"COLLECTOR_SPOOL_RING_DIR": filepath.Join(dir, "nope")}, []string{"-spool-ring-dir: must be an existing directory"}},
 		{"spool below two segments", []string{"config", "check", "-spool-max-bytes", "2097152"}, nil, []string{"-spool-max-bytes: must be at least 8 MiB"}},
 	}

@@ -399,7 +399,7 @@ func startEngine(ctx context.Context, c *config, log *slog.Logger, reg prometheu
 	if err != nil {
 		return nil, fmt.Errorf("cannot find the collector executable to run the engine: %w", err)
 	}
-	cfg, err := engine.Managed(c.DataDir, []string{exe, "engine"})
+	cfg, err := engine.Managed(c.DataDir, []string{exe, "engine"}, engine.Ports{Native: c.EngineNativePort, HTTP: c.EngineHTTPPort})
 	if err != nil {
 		return nil, err
 	}

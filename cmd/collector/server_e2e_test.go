@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,5 +175,79 @@ func TestParityManagedAndServer(t *testing.T) {
 	b := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
 	if len(a) != len(beacons) || strings.Join(a, "\n") != strings.Join(b, "\n") {
 		t.Fatalf("managed engine rows:\n%s\nserver rows:\n%s", strings.Join(a, "\n"), strings.Join(b, "\n"))
+	}
+}
+
+// TestPinnedEnginePorts runs the managed engine on ports the operator pins (for Grafana's
+// ClickHouse data source): the start line names them, an HTTP client with the credentials file's
+// user reads the rows there, the passwordless default user is refused, and a pinned port that is
+// taken refuses the start with one sentence naming it.
+func TestPinnedEnginePorts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the built binary and its engine; run without -short")
+	}
+	ports, err := engine.FreePorts("127.0.0.1", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir, args := e2eEnv(t)
+	pin := []string{"-engine-native-port", strconv.Itoa(ports[0]), "-engine-http-port", strconv.Itoa(ports[1])}
+	p := startCollector(t, nil, append(args, pin...)...)
+	logs := p.logs.String()
+	wantHTTP := fmt.Sprintf(`"engine_http":"127.0.0.1:%d"`, ports[1])
+	wantNative := fmt.Sprintf(`"engine_native":"127.0.0.1:%d"`, ports[0])
+	if !strings.Contains(logs, wantHTTP) || !strings.Contains(logs, wantNative) {
+		t.Fatalf("start line does not name the pinned ports %s, %s:\n%s", wantHTTP, wantNative, logs)
+	}
+	if code, _, body := p.send(t, beacon{body: `{"n":"pageview","u":"https://acme.example/pinned","d":"acme.example"}`, ip: "203.0.113.8", ua: chromeUA}); code != 202 {
+		t.Fatalf("event: %d %s", code, body)
+	}
+	creds, err := os.ReadFile(filepath.Join(dataDir, "engine", "credentials"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, pass, _ := strings.Cut(strings.TrimSpace(string(creds)), ":")
+	ask := func(user, pass string) (int, string) {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/", ports[1]),
+			strings.NewReader("SELECT count() FROM analytics.events WHERE pathname = '/pinned'"))
+		req.Header.Set("X-ClickHouse-User", user)
+		if pass != "" {
+			req.Header.Set("X-ClickHouse-Key", pass)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body := ask(user, pass)
+		if code == 200 && body == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the row is not readable on the pinned HTTP port: %d %q", code, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if code, _ := ask("default", ""); code == 200 {
+		t.Fatal("the passwordless default user can read the engine")
+	}
+	// A second collector with another data directory but the same pinned ports cannot start.
+	_, args2 := e2eEnv(t)
+	p2 := startCollectorNoWait(t, nil, append(args2, pin...)...)
+	select {
+	case err := <-p2.done:
+		if code := exitCode(err); code != 1 || !strings.Contains(p2.logs.String(), fmt.Sprintf("cannot use the pinned engine port %d", ports[0])) {
+			t.Fatalf("exit %d, want 1 naming the taken port:\n%s", code, p2.logs.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("second collector started on taken pinned ports:\n%s", p2.logs.String())
+	}
+	if err := p.stop(syscall.SIGTERM, time.Minute); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, p.logs.String())
 	}
 }

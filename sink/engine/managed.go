@@ -33,13 +33,18 @@ const (
 	portSlots = 6000
 )
 
+// Ports pins the managed engine's loopback ports, for clients that need fixed ones (Grafana's
+// ClickHouse data source). Zero ports are chosen by Managed.
+type Ports struct{ Native, HTTP int }
+
 // Managed returns the Config of the managed engine of the collector data directory dataDir,
 // started with command (the collector's own executable and "engine"). The credentials come from
-// <data-dir>/engine/credentials, made once. The ports are those <data-dir>/engine/addresses
+// <data-dir>/engine/credentials, made once. Pinned ports (both set) are used as they are, and a
+// pinned port that is taken is an error. Otherwise the ports are those <data-dir>/engine/addresses
 // records when they are free, else the first free pair from a slot derived from the directory's
 // absolute path: two collectors with different data directories start from different slots, and
 // one that finds its slot taken moves on to the next, so they never share a port.
-func Managed(dataDir string, command []string) (Config, error) {
+func Managed(dataDir string, command []string, pin Ports) (Config, error) {
 	abs, err := filepath.Abs(dataDir)
 	if err != nil {
 		return Config{}, fmt.Errorf("cannot resolve the data directory: %w", err)
@@ -50,6 +55,15 @@ func Managed(dataDir string, command []string) (Config, error) {
 		return Config{}, err
 	}
 	c := Config{Dir: dir, DataPath: filepath.Join(abs, managedData), Host: "127.0.0.1", Credentials: creds, Command: command}
+	if pin.Native != 0 || pin.HTTP != 0 {
+		for _, p := range []int{pin.Native, pin.HTTP} {
+			if !portFree(c.Host, p) {
+				return Config{}, fmt.Errorf("cannot use the pinned engine port %d: it is taken on %s", p, c.Host)
+			}
+		}
+		c.TCPPort, c.HTTPPort = pin.Native, pin.HTTP
+		return c, nil
+	}
 	if tcp, http, ok := readAddresses(dir); ok && portFree(c.Host, tcp) && portFree(c.Host, http) {
 		c.TCPPort, c.HTTPPort = tcp, http
 		return c, nil
