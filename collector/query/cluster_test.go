@@ -106,4 +106,28 @@ func TestIsolationThroughDistributed(t *testing.T) {
 			t.Fatalf("%s: %s, want %s and nothing of other workspaces", tc.sql, out, tc.want)
 		}
 	}
+	// The error oracle through the Distributed table: a predicate on a value only other
+	// workspaces hold must answer exactly as one on a value nobody holds.
+	run := func(sql string) string {
+		p, err := g.Prepare(ctx, "ws_a", sql, 0)
+		if err != nil {
+			return "refused " + engineError(engineCode(err), err.Error(), sql).Message
+		}
+		res, err := stores[1].Select(ctx, p.SQL(p.MaxRows+1), nil)
+		if err != nil {
+			return "error " + engineError(engineCode(err), err.Error(), sql).Message
+		}
+		b, _ := json.Marshal(res.Rows)
+		return string(b)
+	}
+	for _, tmpl := range []string{
+		"SELECT count() AS n FROM events WHERE throwIf(pathname = %s) = 0",
+		"SELECT count() AS n FROM events WHERE base64Decode(if(pathname = %s, 'not base64!', '')) = ''",
+		"SELECT count() AS n FROM events a JOIN events b ON a.ts = b.ts AND throwIf(b.pathname = %s) = 0",
+	} {
+		foreign, nowhere := run(fmt.Sprintf(tmpl, "'/SECRET_P'")), run(fmt.Sprintf(tmpl, "'/NOWHERE'"))
+		if foreign != nowhere || !strings.Contains(nowhere, `"4"`) {
+			t.Errorf("%s through Distributed: %s with another workspace's value, %s with none", tmpl, foreign, nowhere)
+		}
+	}
 }
