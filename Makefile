@@ -159,7 +159,7 @@ LISTEN ?= 127.0.0.1:8080
 
 run: deps-chdb deps-geo build
 	@echo
-	@echo "Starting the collector on http://$(LISTEN) (embedded ClickHouse and local salt in ./data)."
+	@echo "Starting the collector on http://$(LISTEN) (its managed ClickHouse engine and local salt in ./data)."
 	@echo "Send it a page view from another terminal:"
 	@echo
 	@echo "  curl -i http://$(LISTEN)/api/event -H 'Content-Type: text/plain' \\"
@@ -173,7 +173,7 @@ run: deps-chdb deps-geo build
 	@echo "    -d '{\"id\":\"1\",\"op\":\"report\",\"params\":{\"metrics\":[\"visitors\",\"pageviews\"],\"dimensions\":[\"event:page\"],\"date_range\":\"day\"}}'"
 	@echo "  echo \"http://$(LISTEN)/#token=\$$TOKEN\""
 	@echo
-	@echo "Stop it with Ctrl-C (it flushes first), then look at the stored row:"
+	@echo "Read the stored row, also while it runs (Ctrl-C stops it after a flush):"
 	@echo "  bin/collector sql -data-dir data \"SELECT * FROM analytics.events FORMAT Vertical\""
 	@echo
 	@mkdir -p data
