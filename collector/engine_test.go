@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/row"
 )
 
 // engine is the embedded ClickHouse engine that tests storing rows share: one engine per process.
@@ -70,7 +71,7 @@ var storedColumns = [][2]string{
 
 // storeEvents inserts events into the engine as one batch named token (the sink's own Insert,
 // the path the shipper takes) and returns the rows read back from the engine, in time order.
-func storeEvents(t *testing.T, events []sink.Event, token string) []storedRow {
+func storeEvents(t *testing.T, events []row.Event, token string) []storedRow {
 	t.Helper()
 	store := testEngine(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

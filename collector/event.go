@@ -13,14 +13,14 @@ import (
 	"github.com/kyomi/collector/collector/enrich"
 	"github.com/kyomi/collector/collector/workspace"
 	"github.com/kyomi/collector/salt"
-	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/row"
 )
 
 // eventState is the pooled per-request state of the event handler. Reset keeps capacity.
 type eventState struct {
 	hot     *hotStripe // where this state's requests are counted; never reset
 	beacon  Beacon
-	ev      sink.Event
+	ev      row.Event
 	rec     []byte   // the encoded events, one per domain, back to back
 	recs    [][]byte // each event's bytes in rec (in an earlier array of rec if rec grew since)
 	domains []string
@@ -32,7 +32,7 @@ func (st *eventState) reset() {
 	clear(st.ev.PropKeys) // drop references into the last request's buffers
 	clear(st.ev.PropValues)
 	keys, vals := st.ev.PropKeys[:0], st.ev.PropValues[:0]
-	st.ev = sink.Event{PropKeys: keys, PropValues: vals}
+	st.ev = row.Event{PropKeys: keys, PropValues: vals}
 	st.rec = st.rec[:0]
 	clear(st.recs)
 	st.recs = st.recs[:0]
@@ -207,7 +207,7 @@ func (s *Server) stamp(start time.Time) time.Time {
 
 // fillEvent fills ev with everything but the domain and the visitor id, which store sets per
 // domain.
-func fillEvent(ev *sink.Event, ws *workspace.Workspace, b *Beacon, page *enrich.Page, ref *enrich.Referrer, ua *enrich.UA, geo enrich.Geo, now time.Time) {
+func fillEvent(ev *row.Event, ws *workspace.Workspace, b *Beacon, page *enrich.Page, ref *enrich.Referrer, ua *enrich.UA, geo enrich.Geo, now time.Time) {
 	ev.WorkspaceID = ws.ID
 	ev.TS = now
 	ev.Name = b.Name

@@ -27,7 +27,7 @@ import (
 	"github.com/kyomi/collector/internal/serving"
 	"github.com/kyomi/collector/internal/syncbuf"
 	"github.com/kyomi/collector/salt"
-	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/spool"
 )
 
@@ -272,10 +272,10 @@ func (h *harness) do(r request) (int, http.Header, string) {
 }
 
 // events returns every event in the spool.
-func (h *harness) events() []sink.Event {
+func (h *harness) events() []row.Event {
 	h.t.Helper()
 	rd := h.spool.NewReader(h.spool.Checkpoint())
-	var out []sink.Event
+	var out []row.Event
 	for {
 		rec, err := rd.Next()
 		if errors.Is(err, io.EOF) {
@@ -284,8 +284,8 @@ func (h *harness) events() []sink.Event {
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		var ev sink.Event
-		if err := sink.DecodeEvent(rec.Data, &ev); err != nil {
+		var ev row.Event
+		if err := row.DecodeEvent(rec.Data, &ev); err != nil {
 			h.t.Fatal(err)
 		}
 		out = append(out, ev)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/spool"
 )
 
@@ -26,8 +26,8 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 	defer sp.Close()
 	hb := newHandlerBench(b, captureSpool{sp: sp})
-	var ev sink.Event
-	var dec sink.Decoder // as the shipper decodes: strings in shared blocks
+	var ev row.Event
+	var dec row.Decoder // as the shipper decodes: strings in shared blocks
 	step := func() {
 		hb.serve()
 		if hb.ctx.Response.StatusCode() != fasthttp.StatusAccepted {

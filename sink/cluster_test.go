@@ -10,6 +10,7 @@ import (
 
 	"github.com/kyomi/collector/sink/engine"
 	"github.com/kyomi/collector/sink/engine/enginetest"
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 // TestOnClusterMigrationsParse: the cluster-mode statements (ON CLUSTER, ReplicatedMergeTree,
@@ -102,7 +103,7 @@ func TestDistributedCluster(t *testing.T) {
 	const workspaces, per = 20, 10
 	for w := range workspaces {
 		ws := fmt.Sprintf("ws_shard_%02d", w)
-		if err := shards[w%2].Insert(ctx, sampleEvents(ws, per, time.Now().UTC(), 30), "cluster-"+ws); err != nil {
+		if err := shards[w%2].Insert(ctx, rowtest.Events(ws, per, time.Now().UTC(), 30), "cluster-"+ws); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/kyomi/collector/sink/row"
 )
 
 // column maps one column of analytics.events to its ClickHouse type and to
@@ -16,13 +18,13 @@ type column struct {
 	typ  string // ClickHouse type
 	// kind selects the encoding; str/u64/... read the value from an Event.
 	kind colKind
-	str  func(e *Event) string
-	u64  func(e *Event) uint64
-	u16  func(e *Event) uint16
-	u32  func(e *Event) uint32
-	u8   func(e *Event) uint8
-	f64  func(e *Event) float64
-	bl   func(e *Event) bool
+	str  func(e *row.Event) string
+	u64  func(e *row.Event) uint64
+	u16  func(e *row.Event) uint16
+	u32  func(e *row.Event) uint32
+	u8   func(e *row.Event) uint8
+	f64  func(e *row.Event) float64
+	bl   func(e *row.Event) bool
 }
 
 type colKind uint8
@@ -49,49 +51,49 @@ const (
 	str = "String"
 )
 
-func strCol(name, typ string, f func(e *Event) string) column {
+func strCol(name, typ string, f func(e *row.Event) string) column {
 	return column{name: name, typ: typ, kind: kindString, str: f}
 }
 
 // columns is the column table of analytics.events, in insert order.
 var columns = []column{
-	strCol("workspace_id", str, func(e *Event) string { return e.WorkspaceID }),
-	strCol("domain", str, func(e *Event) string { return e.Domain }),
+	strCol("workspace_id", str, func(e *row.Event) string { return e.WorkspaceID }),
+	strCol("domain", str, func(e *row.Event) string { return e.Domain }),
 	{name: "ts", typ: "DateTime64(3, 'UTC')", kind: kindTime},
-	strCol("name", str, func(e *Event) string { return e.Name }),
-	strCol("hostname", str, func(e *Event) string { return e.Hostname }),
-	strCol("pathname", str, func(e *Event) string { return e.Pathname }),
-	{name: "visitor_id", typ: "UInt64", kind: kindUInt64, u64: func(e *Event) uint64 { return e.VisitorID }},
-	{name: "retention_days", typ: "UInt16", kind: kindUInt16, u16: func(e *Event) uint16 { return e.RetentionDays }},
-	strCol("referrer", str, func(e *Event) string { return e.Referrer }),
-	strCol("referrer_source", lc, func(e *Event) string { return e.ReferrerSource }),
-	strCol("utm_source", str, func(e *Event) string { return e.UTMSource }),
-	strCol("utm_medium", str, func(e *Event) string { return e.UTMMedium }),
-	strCol("utm_campaign", str, func(e *Event) string { return e.UTMCampaign }),
-	strCol("utm_content", str, func(e *Event) string { return e.UTMContent }),
-	strCol("utm_term", str, func(e *Event) string { return e.UTMTerm }),
-	strCol("click_id_param", lc, func(e *Event) string { return e.ClickIDParam }),
-	strCol("country_code", lc, func(e *Event) string { return e.CountryCode }),
-	strCol("region", str, func(e *Event) string { return e.Region }),
-	strCol("city", str, func(e *Event) string { return e.City }),
-	strCol("browser", lc, func(e *Event) string { return e.Browser }),
-	strCol("browser_version", str, func(e *Event) string { return e.BrowserVersion }),
-	strCol("os", lc, func(e *Event) string { return e.OS }),
-	strCol("os_version", str, func(e *Event) string { return e.OSVersion }),
-	strCol("device", lc, func(e *Event) string { return e.Device }),
-	{name: "interactive", typ: "Bool", kind: kindBool, bl: func(e *Event) bool { return e.Interactive }},
-	{name: "revenue_amount", typ: "Float64", kind: kindFloat64, f64: func(e *Event) float64 { return e.RevenueAmount }},
-	strCol("revenue_currency", lc, func(e *Event) string { return e.RevenueCurrency }),
+	strCol("name", str, func(e *row.Event) string { return e.Name }),
+	strCol("hostname", str, func(e *row.Event) string { return e.Hostname }),
+	strCol("pathname", str, func(e *row.Event) string { return e.Pathname }),
+	{name: "visitor_id", typ: "UInt64", kind: kindUInt64, u64: func(e *row.Event) uint64 { return e.VisitorID }},
+	{name: "retention_days", typ: "UInt16", kind: kindUInt16, u16: func(e *row.Event) uint16 { return e.RetentionDays }},
+	strCol("referrer", str, func(e *row.Event) string { return e.Referrer }),
+	strCol("referrer_source", lc, func(e *row.Event) string { return e.ReferrerSource }),
+	strCol("utm_source", str, func(e *row.Event) string { return e.UTMSource }),
+	strCol("utm_medium", str, func(e *row.Event) string { return e.UTMMedium }),
+	strCol("utm_campaign", str, func(e *row.Event) string { return e.UTMCampaign }),
+	strCol("utm_content", str, func(e *row.Event) string { return e.UTMContent }),
+	strCol("utm_term", str, func(e *row.Event) string { return e.UTMTerm }),
+	strCol("click_id_param", lc, func(e *row.Event) string { return e.ClickIDParam }),
+	strCol("country_code", lc, func(e *row.Event) string { return e.CountryCode }),
+	strCol("region", str, func(e *row.Event) string { return e.Region }),
+	strCol("city", str, func(e *row.Event) string { return e.City }),
+	strCol("browser", lc, func(e *row.Event) string { return e.Browser }),
+	strCol("browser_version", str, func(e *row.Event) string { return e.BrowserVersion }),
+	strCol("os", lc, func(e *row.Event) string { return e.OS }),
+	strCol("os_version", str, func(e *row.Event) string { return e.OSVersion }),
+	strCol("device", lc, func(e *row.Event) string { return e.Device }),
+	{name: "interactive", typ: "Bool", kind: kindBool, bl: func(e *row.Event) bool { return e.Interactive }},
+	{name: "revenue_amount", typ: "Float64", kind: kindFloat64, f64: func(e *row.Event) float64 { return e.RevenueAmount }},
+	strCol("revenue_currency", lc, func(e *row.Event) string { return e.RevenueCurrency }),
 	{name: "props", typ: "Map(LowCardinality(String), String)", kind: kindProps},
 	// The token of the insert that stored the row: it lets a replay after a crash of the embedded
 	// engine find out which of its batches are stored (Embedded.ReplayInsert). Hidden from the
 	// query path. One value per insert, so it compresses to next to nothing.
-	strCol("batch_token", str, func(e *Event) string { return e.BatchToken }),
+	strCol("batch_token", str, func(e *row.Event) string { return e.BatchToken }),
 	// Schema version 3: engagement and the tracker version, last so that a table created now and
 	// one that migrationEngagement extended have the same column order.
-	{name: "scroll_depth", typ: "UInt8", kind: kindUInt8, u8: func(e *Event) uint8 { return e.ScrollDepth }},
-	{name: "engagement_time", typ: "UInt32", kind: kindUInt32, u32: func(e *Event) uint32 { return e.EngagementTime }},
-	{name: "tracker_version", typ: "UInt16", kind: kindUInt16, u16: func(e *Event) uint16 { return e.TrackerVersion }},
+	{name: "scroll_depth", typ: "UInt8", kind: kindUInt8, u8: func(e *row.Event) uint8 { return e.ScrollDepth }},
+	{name: "engagement_time", typ: "UInt32", kind: kindUInt32, u32: func(e *row.Event) uint32 { return e.EngagementTime }},
+	{name: "tracker_version", typ: "UInt16", kind: kindUInt16, u16: func(e *row.Event) uint16 { return e.TrackerVersion }},
 }
 
 // columnList is "workspace_id, domain, ..." for INSERT statements.
@@ -114,7 +116,7 @@ func appendRBString(dst []byte, s string) []byte {
 
 // rowValues returns one row's values in column order, typed as
 // clickhouse-go/v2 expects them for a batch Append.
-func rowValues(dst []any, e *Event) []any {
+func rowValues(dst []any, e *row.Event) []any {
 	dst = dst[:0]
 	for ci := range columns {
 		c := &columns[ci]
@@ -185,7 +187,7 @@ func (c *column) nativeType() string {
 // appendNative appends rows[order[0]], rows[order[1]], ... as one ClickHouse Native block
 // (columnar), in the order of columns: the batch file of the embedded store's INSERT. It
 // allocates nothing beyond growing dst.
-func appendNative(dst []byte, rows []Event, order []int32) []byte {
+func appendNative(dst []byte, rows []row.Event, order []int32) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(columns)))
 	dst = binary.AppendUvarint(dst, uint64(len(order)))
 	for ci := range columns {

@@ -3,6 +3,8 @@ package sink
 import (
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 func TestQuoteString(t *testing.T) {
@@ -37,7 +39,7 @@ func TestQuoteStringRoundTrip(t *testing.T) {
 }
 
 func TestRowValuesMatchColumns(t *testing.T) {
-	e := sampleEvents("ws_x", 1, time.Unix(1700000000, 0), 30)[0]
+	e := rowtest.Events("ws_x", 1, time.Unix(1700000000, 0), 30)[0]
 	vals := rowValues(nil, &e)
 	if len(vals) != len(columns) {
 		t.Fatalf("%d values for %d columns", len(vals), len(columns))

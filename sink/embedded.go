@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/sink/chdb"
+	"github.com/kyomi/collector/sink/row"
 )
 
 // Embedded is the Store on the in-process ClickHouse engine (chDB). One
@@ -89,13 +90,13 @@ func insertStatement(dst []byte, table, path, dedupToken string) []byte {
 }
 
 // Insert stores rows with one INSERT of a Native batch file.
-func (s *Embedded) Insert(ctx context.Context, rows []Event, dedupToken string) error {
+func (s *Embedded) Insert(ctx context.Context, rows []row.Event, dedupToken string) error {
 	return s.insert(ctx, rows, dedupToken, dedupToken)
 }
 
 // ReplayInsert stores the batch rows named token exactly once, whether or not an earlier
 // process stored it before it was killed (see replayInsert).
-func (s *Embedded) ReplayInsert(ctx context.Context, rows []Event, token string) error {
+func (s *Embedded) ReplayInsert(ctx context.Context, rows []row.Event, token string) error {
 	return replayInsert(ctx, s, s.insert, rows, token)
 }
 
@@ -120,7 +121,7 @@ func maxTime(a, b time.Time) time.Time {
 }
 
 // insert stores rows, their batch_token column set to batchToken, deduplicated by dedupToken.
-func (s *Embedded) insert(ctx context.Context, rows []Event, dedupToken, batchToken string) error {
+func (s *Embedded) insert(ctx context.Context, rows []row.Event, dedupToken, batchToken string) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -147,7 +148,7 @@ func (s *Embedded) insert(ctx context.Context, rows []Event, dedupToken, batchTo
 // insertFile writes rows, in the table's sorting-key order, to a batch file with buf as buffer
 // and inserts it. The file holds what the spool holds (hashed events, no address or user agent)
 // and is removed at once.
-func (s *Embedded) insertFile(ctx context.Context, buf *insertBuf, rows []Event, dedupToken string) error {
+func (s *Embedded) insertFile(ctx context.Context, buf *insertBuf, rows []row.Event, dedupToken string) error {
 	bp := &buf.data
 	*bp = appendNative((*bp)[:0], rows, buf.order.of(rows))
 	f, err := os.CreateTemp(s.dir, "batch-*.native")

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/sink/row"
 )
 
 // TestInsertBinaryLookingValues stores rows whose numbers, in little-endian bytes, hold newlines,
@@ -15,9 +17,9 @@ func TestInsertBinaryLookingValues(t *testing.T) {
 		ctx := context.Background()
 		ws := fmt.Sprintf("ws_inline_%d", time.Now().UnixNano())
 		ids := []uint64{0xe59e093d0a0a5be4, 0x0a0a0a0a0a0a0a0a, 0x0000000000000000, 0x3b3b0a0d0a0d2727, 0x5c5c22220a000a00, 1}
-		var rows []Event
+		var rows []row.Event
 		for i, id := range ids {
-			rows = append(rows, Event{WorkspaceID: ws, Domain: "a.example", TS: time.UnixMilli(1795444227162 + int64(i)).UTC(),
+			rows = append(rows, row.Event{WorkspaceID: ws, Domain: "a.example", TS: time.UnixMilli(1795444227162 + int64(i)).UTC(),
 				Name: "pageview", Pathname: "/p\n\n;'\"\\", VisitorID: id, RetentionDays: 30, City: "Köln\x00\n",
 				RevenueAmount: 1.5, PropKeys: []string{"k\n"}, PropValues: []string{"v\n\nx"}})
 		}

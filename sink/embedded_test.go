@@ -11,13 +11,15 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/sink/chdb"
+	"github.com/kyomi/collector/sink/row"
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 func TestEmbeddedInsertRoundTrip(t *testing.T) {
 	onStores(t, func(t *testing.T) {
 		ctx := context.Background()
 		ts := time.Date(2026, 11, 20, 10, 11, 12, 345e6, time.UTC)
-		rows := sampleEvents("ws_roundtrip", 3, ts, keepDays)
+		rows := rowtest.Events("ws_roundtrip", 3, ts, keepDays)
 		if err := testStore.Insert(ctx, rows, "roundtrip-1"); err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +79,7 @@ func TestEmbeddedInsertDedup(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
 				ws, run := fresh(tc.ws), fresh("")
-				rows := sampleEvents(ws, 100, ts, keepDays)
+				rows := rowtest.Events(ws, 100, ts, keepDays)
 				for _, tok := range tc.tokens {
 					if tok != "" {
 						tok += run
@@ -96,7 +98,7 @@ func TestEmbeddedInsertDedup(t *testing.T) {
 
 func TestEmbeddedInsertRejectsBadToken(t *testing.T) {
 	onStores(t, func(t *testing.T) {
-		err := testStore.Insert(context.Background(), sampleEvents("ws_badtok", 1, time.Now(), 30), "x' OR 1")
+		err := testStore.Insert(context.Background(), rowtest.Events("ws_badtok", 1, time.Now(), 30), "x' OR 1")
 		if err == nil || !strings.Contains(err.Error(), "invalid dedup token") {
 			t.Fatalf("got %v", err)
 		}
@@ -174,7 +176,7 @@ func TestEmbeddedConcurrentInsertSelect(t *testing.T) {
 		for g := range 4 {
 			wg.Go(func() {
 				for i := range 5 {
-					if err := testStore.Insert(ctx, sampleEvents("ws_conc", 10, ts, 30), fmt.Sprintf("conc-%d-%d", g, i)); err != nil {
+					if err := testStore.Insert(ctx, rowtest.Events("ws_conc", 10, ts, 30), fmt.Sprintf("conc-%d-%d", g, i)); err != nil {
 						errs <- err
 						return
 					}
@@ -212,7 +214,7 @@ func TestEmbeddedReplayInsert(t *testing.T) {
 
 		// The token is known to the engine but its rows are gone.
 		const wsLost = "ws_replay_lost"
-		rows := sampleEvents(wsLost, 10, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), keepDays)
+		rows := rowtest.Events(wsLost, 10, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), keepDays)
 		if err := testStore.Insert(ctx, rows, "replay-lost"); err != nil {
 			t.Fatal(err)
 		}
@@ -234,8 +236,8 @@ func TestEmbeddedReplayInsert(t *testing.T) {
 
 		// A batch across a month boundary: one partition stored, the other not.
 		const wsSplit = "ws_replay_split"
-		oct := sampleEvents(wsSplit, 4, time.Date(2026, 10, 31, 23, 59, 0, 0, time.UTC), keepDays)
-		nov := sampleEvents(wsSplit, 6, time.Date(2026, 11, 1, 0, 0, 1, 0, time.UTC), keepDays)
+		oct := rowtest.Events(wsSplit, 4, time.Date(2026, 10, 31, 23, 59, 0, 0, time.UTC), keepDays)
+		nov := rowtest.Events(wsSplit, 6, time.Date(2026, 11, 1, 0, 0, 1, 0, time.UTC), keepDays)
 		insert := testEmbedded.insert
 		if s, ok := testStore.(*Server); ok {
 			insert = s.insert
@@ -243,7 +245,7 @@ func TestEmbeddedReplayInsert(t *testing.T) {
 		if err := insert(ctx, oct, "split-partial", "replay-split"); err != nil {
 			t.Fatal(err)
 		}
-		batch := append(append([]Event{}, oct...), nov...)
+		batch := append(append([]row.Event{}, oct...), nov...)
 		for range 2 { // the second replay finds everything stored
 			if err := testStore.(ReplayInserter).ReplayInsert(ctx, batch, "replay-split"); err != nil {
 				t.Fatal(err)
@@ -261,7 +263,7 @@ func TestEmbeddedInsertUnevenProps(t *testing.T) {
 	onStores(t, func(t *testing.T) {
 		ctx := context.Background()
 		ws := fmt.Sprintf("ws_props_%d", time.Now().UnixNano())
-		rows := sampleEvents(ws, 4, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), keepDays)
+		rows := rowtest.Events(ws, 4, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), keepDays)
 		rows[0].PropKeys, rows[0].PropValues = nil, nil
 		rows[1].PropKeys, rows[1].PropValues = []string{"a", "b", "c"}, []string{"1", "2", "3"}
 		rows[2].PropKeys, rows[2].PropValues = []string{"only"}, []string{""}

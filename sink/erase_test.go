@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 func TestEraseWorkspace(t *testing.T) {
@@ -17,7 +19,7 @@ func TestEraseWorkspace(t *testing.T) {
 		ts := time.Now().UTC().Add(-time.Hour)
 		erase, keep := fresh("ws_erase_me"), fresh("ws_erase_keep")
 		for _, ws := range []string{erase, keep} {
-			if err := testStore.Insert(ctx, sampleEvents(ws, 50, ts, 30), "erase-"+ws); err != nil {
+			if err := testStore.Insert(ctx, rowtest.Events(ws, 50, ts, 30), "erase-"+ws); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -83,7 +85,7 @@ func TestEraseWorkspacePhysicallyComplete(t *testing.T) {
 			t.Fatal(err)
 		}
 		ws := fresh("ws_erase_disk")
-		if err := testStore.Insert(ctx, sampleEvents(ws, 20, time.Now().UTC(), 30), "erase-"+ws); err != nil {
+		if err := testStore.Insert(ctx, rowtest.Events(ws, 20, time.Now().UTC(), 30), "erase-"+ws); err != nil {
 			t.Fatal(err)
 		}
 		dirs := partDirsHolding(t, ws)

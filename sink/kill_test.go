@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/sink/row"
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 // killBatchRows is the size of every batch the inserter child writes.
@@ -34,9 +37,9 @@ func killInserter(dir, mode string, t0 time.Time) error {
 		return err
 	}
 	stateFile := filepath.Join(dir, "state")
-	batch := func(n int) []Event {
+	batch := func(n int) []row.Event {
 		// The same rows every time, as a replay from the spool has them.
-		rows := sampleEvents("ws_kill", killBatchRows, t0.Add(time.Duration(n)*time.Second), 30)
+		rows := rowtest.Events("ws_kill", killBatchRows, t0.Add(time.Duration(n)*time.Second), 30)
 		for i := range rows {
 			rows[i].PropKeys, rows[i].PropValues = []string{"batch"}, []string{strconv.Itoa(n)}
 		}

@@ -3,6 +3,8 @@ package sink
 import (
 	"cmp"
 	"slices"
+
+	"github.com/kyomi/collector/sink/row"
 )
 
 // msPerDay is the length of a UTC day in milliseconds.
@@ -35,7 +37,7 @@ type rowOrder struct {
 
 // of returns the indexes of rows in sorting-key order; rows with equal keys keep their batch
 // order. The slice is valid until the next call.
-func (o *rowOrder) of(rows []Event) []int32 {
+func (o *rowOrder) of(rows []row.Event) []int32 {
 	// Number the workspaces as they come, then rank them bytewise, as ClickHouse compares String.
 	if o.seen == nil {
 		o.seen = make(map[string]uint32)

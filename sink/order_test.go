@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/sink/row"
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 // alreadySorted is how many inserted blocks the engine found sorted by the table's key and
@@ -26,11 +29,11 @@ func TestInsertInKeyOrder(t *testing.T) {
 	onStores(t, func(t *testing.T) {
 		ctx := context.Background()
 		midnight := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
-		var rows []Event
+		var rows []row.Event
 		for _, ws := range []string{"ws_order_B", "ws_order_a", "ws_order_Ä", "ws_order_b"} {
 			for _, ts := range []time.Time{midnight.Add(-time.Millisecond), midnight, midnight.Add(-25 * time.Hour), midnight.Add(90 * time.Minute)} {
 				for v := range 5 {
-					e := sampleEvents(ws, 1, ts, keepDays)[0]
+					e := rowtest.Events(ws, 1, ts, keepDays)[0]
 					e.VisitorID = uint64(5-v) * 0x9E3779B97F4A7C15 // large and small, out of order
 					rows = append(rows, e, e)                      // equal keys too
 				}
@@ -59,7 +62,7 @@ func TestInsertInKeyOrder(t *testing.T) {
 // time before 1970 falls on the day before the epoch, as toDate does.
 func TestRowOrderKeepsBatchOrderOfTies(t *testing.T) {
 	ts := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	rows := []Event{
+	rows := []row.Event{
 		{WorkspaceID: "b", TS: ts, VisitorID: 1},
 		{WorkspaceID: "a", TS: ts, VisitorID: 2},
 		{WorkspaceID: "a", TS: ts, VisitorID: 1},
@@ -86,9 +89,9 @@ func TestRowOrderMatchesKeyComparison(t *testing.T) {
 	wss := []string{"ws_a", "ws_A", "ws_ab", "ws_Ä", "ws_ä", "ws_", "", "ws_b", "ws_a\x00", "zz"}
 	var o rowOrder
 	for round := range 200 {
-		rows := make([]Event, 1+r.IntN(300))
+		rows := make([]row.Event, 1+r.IntN(300))
 		for i := range rows {
-			rows[i] = Event{
+			rows[i] = row.Event{
 				WorkspaceID: wss[r.IntN(len(wss))],
 				TS:          time.UnixMilli(r.Int64N(4*msPerDay) - 2*msPerDay),
 				VisitorID:   r.Uint64N(4) << 62,
@@ -98,7 +101,7 @@ func TestRowOrderMatchesKeyComparison(t *testing.T) {
 		for i := range want {
 			want[i] = int32(i)
 		}
-		day := func(e *Event) int64 {
+		day := func(e *row.Event) int64 {
 			ms := e.TS.UnixMilli()
 			d := ms / msPerDay
 			if ms%msPerDay < 0 {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kyomi/collector/sink/row"
 )
 
 // ErrStoreNotReady is returned by a Pending store's calls until its store is open.
@@ -97,7 +99,7 @@ func (p *Pending) get() (Store, error) {
 }
 
 // Insert implements Store.
-func (p *Pending) Insert(ctx context.Context, rows []Event, dedupToken string) error {
+func (p *Pending) Insert(ctx context.Context, rows []row.Event, dedupToken string) error {
 	s, err := p.get()
 	if err != nil {
 		return fmt.Errorf("cannot insert %d rows: %w", len(rows), err)
@@ -106,7 +108,7 @@ func (p *Pending) Insert(ctx context.Context, rows []Event, dedupToken string) e
 }
 
 // ReplayInsert is the store's ReplayInsert, or its Insert when it has none.
-func (p *Pending) ReplayInsert(ctx context.Context, rows []Event, token string) error {
+func (p *Pending) ReplayInsert(ctx context.Context, rows []row.Event, token string) error {
 	s, err := p.get()
 	if err != nil {
 		return fmt.Errorf("cannot insert %d rows: %w", len(rows), err)

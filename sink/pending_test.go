@@ -10,6 +10,7 @@ import (
 
 	"github.com/kyomi/collector/sink/engine"
 	"github.com/kyomi/collector/sink/engine/enginetest"
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 // TestPendingWaitsForServer: a store opened while ClickHouse is down fails its calls with
@@ -32,7 +33,7 @@ func TestPendingWaitsForServer(t *testing.T) {
 		return s, nil
 	}, 2*time.Second, slog.New(slog.DiscardHandler))
 	defer p.Close()
-	rows := sampleEvents("ws_pending", 3, time.Now().UTC(), 30)
+	rows := rowtest.Events("ws_pending", 3, time.Now().UTC(), 30)
 	if err := p.Insert(context.Background(), rows, "pending-1"); !errors.Is(err, ErrStoreNotReady) || p.Ready() {
 		t.Fatalf("insert while down: %v (ready %v), want ErrStoreNotReady", err, p.Ready())
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/kyomi/collector/sink/row"
 )
 
 // replayInsert stores the batch rows named token exactly once, whether or not an earlier
@@ -18,7 +20,7 @@ import (
 // column, and a replay counts what is stored under it per partition (each partition of an insert
 // is one part, committed whole or not at all) and inserts only the rows of partitions that have
 // none, under a fresh deduplication token.
-func replayInsert(ctx context.Context, s Store, insert func(ctx context.Context, rows []Event, dedupToken, batchToken string) error, rows []Event, token string) error {
+func replayInsert(ctx context.Context, s Store, insert func(ctx context.Context, rows []row.Event, dedupToken, batchToken string) error, rows []row.Event, token string) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -43,7 +45,7 @@ func replayInsert(ctx context.Context, s Store, insert func(ctx context.Context,
 		}
 		stored[p] = true
 	}
-	missing := make([]Event, 0, len(rows))
+	missing := make([]row.Event, 0, len(rows))
 	for _, e := range rows {
 		if !stored[yearMonth(e.TS)] {
 			missing = append(missing, e)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/internal/leakcheck"
+	"github.com/kyomi/collector/sink/row"
+	"github.com/kyomi/collector/sink/row/rowtest"
 	"github.com/kyomi/collector/sink/spool"
 )
 
@@ -20,7 +22,7 @@ type tokenLog struct {
 	hangAt  int
 }
 
-func (l *tokenLog) Insert(ctx context.Context, rows []Event, tok string) error {
+func (l *tokenLog) Insert(ctx context.Context, rows []row.Event, tok string) error {
 	l.mu.Lock()
 	l.inserts = append(l.inserts, tok)
 	hang := len(l.inserts) == l.hangAt
@@ -32,7 +34,7 @@ func (l *tokenLog) Insert(ctx context.Context, rows []Event, tok string) error {
 	return nil
 }
 
-func (l *tokenLog) ReplayInsert(ctx context.Context, rows []Event, tok string) error {
+func (l *tokenLog) ReplayInsert(ctx context.Context, rows []row.Event, tok string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.replays = append(l.replays, tok)
@@ -65,7 +67,7 @@ func TestReplayAfterSegmentEndKeepsToken(t *testing.T) {
 	dir := t.TempDir()
 	appendEvent := func(sp *spool.Spool, marker string) {
 		t.Helper()
-		ev := sampleEvents("ws_seg", 1, time.Now(), 30)[0]
+		ev := rowtest.Events("ws_seg", 1, time.Now(), 30)[0]
 		ev.PropKeys, ev.PropValues = []string{"marker"}, []string{marker}
 		if err := sp.Append(ev.AppendBinary(nil)); err != nil {
 			t.Fatal(err)

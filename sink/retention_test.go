@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 // materializeTTL applies TTL now instead of at the next merge.
@@ -30,7 +32,7 @@ func TestTTLDeletesExpiredRows(t *testing.T) {
 			{"pro tier, older than 30 days", "ws_ttl_pro_old", 40 * 24 * time.Hour, 395, 5},
 		}
 		for _, tc := range tests {
-			if err := testStore.Insert(ctx, sampleEvents(tc.ws, 5, now.Add(-tc.age), tc.days), "ttl-"+tc.ws); err != nil {
+			if err := testStore.Insert(ctx, rowtest.Events(tc.ws, 5, now.Add(-tc.age), tc.days), "ttl-"+tc.ws); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -55,11 +57,11 @@ func TestApplyRetentionTierChange(t *testing.T) {
 		// Two pro workspaces with 40-day-old rows; one moves to free (30 days)
 		// and also has rows young enough to outlive the change.
 		for _, ws := range []string{down, stay} {
-			if err := testStore.Insert(ctx, sampleEvents(ws, 7, old, 395), "tier-"+ws); err != nil {
+			if err := testStore.Insert(ctx, rowtest.Events(ws, 7, old, 395), "tier-"+ws); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := testStore.Insert(ctx, sampleEvents(down, 3, young, 395), "tier-young-"+down); err != nil {
+		if err := testStore.Insert(ctx, rowtest.Events(down, 3, young, 395), "tier-young-"+down); err != nil {
 			t.Fatal(err)
 		}
 		want := map[string]uint16{down: 30, stay: 395, empty: 30}
@@ -142,7 +144,7 @@ func TestApplyRetentionNotReissued(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		held := fresh("ws_tier_held")
-		if err := testStore.Insert(ctx, sampleEvents(held, 4, time.Now().UTC().Add(-time.Hour), 30), "tier-"+held); err != nil {
+		if err := testStore.Insert(ctx, rowtest.Events(held, 4, time.Now().UTC().Add(-time.Hour), 30), "tier-"+held); err != nil {
 			t.Fatal(err)
 		}
 		if err := testStore.Exec(ctx, "SYSTEM STOP MERGES analytics.events"); err != nil {

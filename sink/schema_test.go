@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/sink/row"
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -174,7 +177,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 		}
 
 		const ws = "ws_migrate_v1"
-		want := sampleEvents(ws, 300, time.Now().UTC().Truncate(time.Millisecond), 30)
+		want := rowtest.Events(ws, 300, time.Now().UTC().Truncate(time.Millisecond), 30)
 		for i := range want {
 			want[i].City = fmt.Sprintf("City %d", i%7)
 			want[i].UTMCampaign = fmt.Sprintf("campaign-%d", i%11)
@@ -282,7 +285,7 @@ func TestPartitionsBoundedMonth(t *testing.T) {
 		start := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC)
 		partition := start.Format("200601")
 		hours := 24 * start.AddDate(0, 1, -1).Day()
-		batch := make([]Event, 0, 10000)
+		batch := make([]row.Event, 0, 10000)
 		flush := func(n int) {
 			t.Helper()
 			if err := testStore.Insert(ctx, batch, fmt.Sprintf("month-%d", n)); err != nil {
@@ -293,7 +296,7 @@ func TestPartitionsBoundedMonth(t *testing.T) {
 		n := 0
 		for w := range workspaces {
 			for i := range perWorkspace {
-				e := sampleEvents(fmt.Sprintf("ws_month_%05d", w), 1, start.Add(time.Duration((w*perWorkspace+i)%hours)*time.Hour), tiers[w%3])[0]
+				e := rowtest.Events(fmt.Sprintf("ws_month_%05d", w), 1, start.Add(time.Duration((w*perWorkspace+i)%hours)*time.Hour), tiers[w%3])[0]
 				batch = append(batch, e)
 				if len(batch) == cap(batch) {
 					flush(n)
@@ -355,8 +358,8 @@ func TestMigrateFromVersion2(t *testing.T) {
 	if v, err := SchemaVersion(ctx, testStore); err != nil || v != 3 {
 		t.Fatalf("schema version %d, %v after Migrate; want 3", v, err)
 	}
-	rows := sampleEvents(ws, 2, time.Now().UTC().Truncate(time.Millisecond).Add(time.Second), 30)
-	rows[1].Name, rows[1].ScrollDepth, rows[1].EngagementTime = EngagementName, 87, 42_000
+	rows := rowtest.Events(ws, 2, time.Now().UTC().Truncate(time.Millisecond).Add(time.Second), 30)
+	rows[1].Name, rows[1].ScrollDepth, rows[1].EngagementTime = row.EngagementName, 87, 42_000
 	if err := testStore.Insert(ctx, rows, "migrate-v2-"+time.Now().Format(time.RFC3339Nano)); err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/kyomi/collector/sink/chdb"
+	"github.com/kyomi/collector/sink/row"
 )
 
 // ServerOptions tunes the server store beyond what the DSN says.
@@ -201,17 +202,17 @@ func cutDSNParam(dsn, name string) (string, int, error) {
 // Insert sends rows as one Native block over HTTP with the dedup token as
 // insert_deduplication_token, retrying with backoff while the connection fails; a server-side
 // rejection is returned at once.
-func (s *Server) Insert(ctx context.Context, rows []Event, dedupToken string) error {
+func (s *Server) Insert(ctx context.Context, rows []row.Event, dedupToken string) error {
 	return s.insert(ctx, rows, dedupToken, dedupToken)
 }
 
 // ReplayInsert stores the batch rows named token exactly once, whether or not an earlier
 // process stored it before it or the server was killed (see replayInsert).
-func (s *Server) ReplayInsert(ctx context.Context, rows []Event, token string) error {
+func (s *Server) ReplayInsert(ctx context.Context, rows []row.Event, token string) error {
 	return replayInsert(ctx, s, s.insert, rows, token)
 }
 
-func (s *Server) insert(ctx context.Context, rows []Event, dedupToken, batchToken string) error {
+func (s *Server) insert(ctx context.Context, rows []row.Event, dedupToken, batchToken string) error {
 	if len(rows) == 0 {
 		return nil
 	}

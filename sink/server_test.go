@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/kyomi/collector/sink/row"
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 func TestIsConnError(t *testing.T) {
@@ -94,7 +96,7 @@ type flakyStore struct {
 	dropFirst map[int]bool // call numbers that fail without storing
 }
 
-func (f *flakyStore) Insert(ctx context.Context, rows []Event, tok string) error {
+func (f *flakyStore) Insert(ctx context.Context, rows []row.Event, tok string) error {
 	f.calls++
 	if f.dropFirst[f.calls] {
 		return io.ErrUnexpectedEOF
@@ -125,7 +127,7 @@ func TestRetriedBatchStoredOnce(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
 				f := &flakyStore{Store: testStore, dropFirst: tc.dropFirst, dropAfter: tc.dropAfter}
-				rows := sampleEvents(tc.ws, 40, time.Now().UTC(), 30)
+				rows := rowtest.Events(tc.ws, 40, time.Now().UTC(), 30)
 				err := retryConn(ctx, fast, func() error { return f.Insert(ctx, rows, "retry-"+tc.ws) })
 				if err != nil {
 					t.Fatal(err)
@@ -159,7 +161,7 @@ func TestServerSuite(t *testing.T) {
 		t.Fatal(err)
 	}
 	ws := fmt.Sprintf("ws_server_%d", time.Now().UnixNano())
-	rows := sampleEvents(ws, 25, time.Now().UTC().Add(-time.Hour), 30)
+	rows := rowtest.Events(ws, 25, time.Now().UTC().Add(-time.Hour), 30)
 	for range 2 {
 		if err := s.Insert(ctx, rows, "srv-"+ws); err != nil {
 			t.Fatal(err)

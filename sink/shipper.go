@@ -10,13 +10,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/spool"
 )
 
 // Inserter is what the Shipper needs from a store: Store satisfies it.
 // Insert must not keep rows after it returns; the Shipper reuses them.
 type Inserter interface {
-	Insert(ctx context.Context, rows []Event, dedupToken string) error
+	Insert(ctx context.Context, rows []row.Event, dedupToken string) error
 }
 
 // Drain ships every event left in sp into ins, a batch left pending by an
@@ -52,7 +53,7 @@ func Drain(ctx context.Context, sp *spool.Spool, ins Inserter, cfg ShipperConfig
 // exactly once whether or not that process stored some or all of them.
 type ReplayInserter interface {
 	Inserter
-	ReplayInsert(ctx context.Context, rows []Event, token string) error
+	ReplayInsert(ctx context.Context, rows []row.Event, token string) error
 }
 
 // ShipperConfig configures a Shipper. Zero fields select the defaults.
@@ -251,8 +252,8 @@ func (s *Shipper) run() {
 	defer r.Close()
 	forced, hasForced := s.sp.Pending()
 	openEnd := s.sp.OpenEnd()
-	rows := make([]Event, 0, min(s.cfg.MaxRows, 1024))
-	var dec Decoder
+	rows := make([]row.Event, 0, min(s.cfg.MaxRows, 1024))
+	var dec row.Decoder
 	appended := make([]int64, 0, cap(rows)) // append time (Unix ns) of each row, for the freshness metric
 	end := start
 	var first time.Time // append time of the batch's oldest record
@@ -287,7 +288,7 @@ func (s *Shipper) run() {
 			if len(rows) < cap(rows) {
 				rows = rows[:len(rows)+1]
 			} else {
-				rows = append(rows, Event{})
+				rows = append(rows, row.Event{})
 			}
 			if err := dec.Decode(rec.Data, &rows[len(rows)-1]); err != nil {
 				rows = rows[:len(rows)-1]
@@ -368,7 +369,7 @@ func dedupToken(id string, start, end spool.Position) string {
 // flush inserts rows, the batch [start, end), until it succeeds, then
 // commits end. replay is true when end was already marked pending by an
 // earlier run. It fails only when the Shipper must stop.
-func (s *Shipper) flush(rows []Event, start, end spool.Position, replay bool) error {
+func (s *Shipper) flush(rows []row.Event, start, end spool.Position, replay bool) error {
 	backoff := s.cfg.MinBackoff
 	if !replay && len(rows) > 0 {
 		for {

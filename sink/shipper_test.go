@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kyomi/collector/internal/leakcheck"
+	"github.com/kyomi/collector/sink/row"
+	"github.com/kyomi/collector/sink/row/rowtest"
 	"github.com/kyomi/collector/sink/spool"
 )
 
@@ -30,7 +32,7 @@ type dedupStore struct {
 
 var errInjected = errors.New("injected insert failure")
 
-func (d *dedupStore) Insert(ctx context.Context, rows []Event, tok string) error {
+func (d *dedupStore) Insert(ctx context.Context, rows []row.Event, tok string) error {
 	d.mu.Lock()
 	d.attempts = append(d.attempts, tok)
 	if d.down.Load() {
@@ -94,7 +96,7 @@ func appendMarked(t testing.TB, sp *spool.Spool, ws string, from, n int) {
 	t.Helper()
 	var buf []byte
 	for i := range n {
-		ev := sampleEvents(ws, 1, time.Now(), 30)[0]
+		ev := rowtest.Events(ws, 1, time.Now(), 30)[0]
 		ev.PropKeys, ev.PropValues = []string{"marker"}, []string{fmt.Sprintf("%s-%d", ws, from+i)}
 		buf = ev.AppendBinary(buf[:0])
 		if err := sp.Append(buf); err != nil {
@@ -307,7 +309,7 @@ type insertHook struct {
 	after func(n int)
 }
 
-func (h insertHook) Insert(ctx context.Context, rows []Event, tok string) error {
+func (h insertHook) Insert(ctx context.Context, rows []row.Event, tok string) error {
 	err := h.d.Insert(ctx, rows, tok)
 	if err == nil {
 		_, n := h.d.stored()

@@ -1,13 +1,20 @@
+// Package sink stores accepted events in ClickHouse: the column mapping of
+// the row type (package sink/row) and its Native block encoder, the schema
+// and its migrations, the batcher that moves events from the durable spool
+// into the store, and the two stores (the embedded chDB engine and a
+// ClickHouse server through clickhouse-go/v2).
 package sink
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kyomi/collector/sink/chdb"
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/kyomi/collector/sink/chdb"
+	"github.com/kyomi/collector/sink/row"
 )
 
 // Store is a ClickHouse database the collector writes events to and reads
@@ -17,7 +24,7 @@ type Store interface {
 	// Insert stores rows in analytics.events with one INSERT. dedupToken
 	// identifies the batch: a retry with the same token and the same rows
 	// stores them once. An empty token disables deduplication.
-	Insert(ctx context.Context, rows []Event, dedupToken string) error
+	Insert(ctx context.Context, rows []row.Event, dedupToken string) error
 	// Select runs one read query and returns its typed rows. settings are
 	// ClickHouse settings applied to the query; a SETTINGS clause inside
 	// sql takes precedence over them, so limits that must hold are to be

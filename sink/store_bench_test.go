@@ -9,14 +9,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/sink/row"
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 // benchRows returns 10,000 rows spread over 100 workspaces, one day.
-func benchRows() []Event {
+func benchRows() []row.Event {
 	ts := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
-	rows := make([]Event, 0, 10000)
+	rows := make([]row.Event, 0, 10000)
 	for w := range 100 {
-		rows = append(rows, sampleEvents(fmt.Sprintf("ws_bench_%03d", w), 100, ts.Add(time.Duration(w)*time.Minute), keepDays)...)
+		rows = append(rows, rowtest.Events(fmt.Sprintf("ws_bench_%03d", w), 100, ts.Add(time.Duration(w)*time.Minute), keepDays)...)
 	}
 	return rows
 }
@@ -37,12 +40,12 @@ func BenchmarkEncodeNative(b *testing.B) {
 // BenchmarkEmbeddedInsert10k is one flush of 10,000 rows into the
 // embedded engine: encode (Native), batch file and INSERT, as the shipper does it.
 func BenchmarkEmbeddedInsert10k(b *testing.B) {
-	benchInsert(b, func(ctx context.Context, rows []Event, tok string) error {
+	benchInsert(b, func(ctx context.Context, rows []row.Event, tok string) error {
 		return testStore.Insert(ctx, rows, tok)
 	})
 }
 
-func benchInsert(b *testing.B, insert func(context.Context, []Event, string) error) {
+func benchInsert(b *testing.B, insert func(context.Context, []row.Event, string) error) {
 	b.Helper()
 	rows := benchRows()
 	ctx := context.Background()

@@ -124,29 +124,9 @@ func queryUint64(t testing.TB, sql string) uint64 {
 	return n
 }
 
-// sampleEvents returns n events of workspace ws with every field set.
 // keepDays is the retention of rows a test stores with a fixed timestamp: ten years, so that the
 // engine's TTL never removes them while the test reads them, however long after the date it runs.
 const keepDays = 3650
-
-func sampleEvents(ws string, n int, ts time.Time, days uint16) []Event {
-	out := make([]Event, n)
-	for i := range out {
-		out[i] = Event{
-			WorkspaceID: ws, Domain: "acme.example", TS: ts.Add(time.Duration(i) * time.Millisecond),
-			Name: "pageview", Hostname: "www.acme.example", Pathname: fmt.Sprintf("/blog/post-%d", i%50),
-			VisitorID: uint64(i)*2654435761 + 1, RetentionDays: days,
-			Referrer: "news.ycombinator.com/item", ReferrerSource: "Hacker News",
-			UTMSource: "hn", UTMMedium: "social", UTMCampaign: "launch", UTMContent: "c\"1", UTMTerm: "t\\2",
-			ClickIDParam: "gclid", CountryCode: "DE", Region: "DE-BE", City: "Berlin",
-			Browser: "Firefox", BrowserVersion: "131", OS: "Linux", OSVersion: "", Device: "desktop",
-			Interactive: i%2 == 0, RevenueAmount: 12.5, RevenueCurrency: "EUR",
-			PropKeys: []string{"plan", "author"}, PropValues: []string{"pro", "ünïcode\n'x'"},
-			ScrollDepth: uint8(i % 101), EngagementTime: uint32(i) * 1500, TrackerVersion: 36,
-		}
-	}
-	return out
-}
 
 // serverDSN is the DSN of the package's server, database default.
 func serverDSN(t *testing.T) string {

@@ -11,6 +11,7 @@ import (
 	"github.com/kyomi/collector/sink"
 	"github.com/kyomi/collector/sink/engine"
 	"github.com/kyomi/collector/sink/engine/enginetest"
+	"github.com/kyomi/collector/sink/row"
 )
 
 // TestIsolationThroughDistributed: on a 2-shard cluster of two servers (remote_servers, a
@@ -66,12 +67,12 @@ func TestIsolationThroughDistributed(t *testing.T) {
 	}
 	// ws_a's rows, and SECRET rows of 15 other workspaces, which land on both shards.
 	ts := time.Now().UTC().Add(-time.Hour)
-	var rows []sink.Event
+	var rows []row.Event
 	for i := range 4 {
-		rows = append(rows, sink.Event{WorkspaceID: "ws_a", Domain: "a.example", TS: ts.Add(time.Duration(i) * time.Second), Name: "pageview", Pathname: "/a", RetentionDays: 30})
+		rows = append(rows, row.Event{WorkspaceID: "ws_a", Domain: "a.example", TS: ts.Add(time.Duration(i) * time.Second), Name: "pageview", Pathname: "/a", RetentionDays: 30})
 	}
 	for w := range 15 {
-		rows = append(rows, sink.Event{WorkspaceID: fmt.Sprintf("ws_other_%d", w), Domain: "b.example", TS: ts, Name: "SECRET_N", Pathname: "/SECRET_P", RetentionDays: 30})
+		rows = append(rows, row.Event{WorkspaceID: fmt.Sprintf("ws_other_%d", w), Domain: "b.example", TS: ts, Name: "SECRET_N", Pathname: "/SECRET_P", RetentionDays: 30})
 	}
 	if err := stores[0].Insert(ctx, rows, "isolation-cluster"); err != nil {
 		t.Fatal(err)

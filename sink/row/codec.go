@@ -1,4 +1,4 @@
-package sink
+package row
 
 import (
 	"encoding/binary"

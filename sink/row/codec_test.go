@@ -1,4 +1,4 @@
-package sink
+package row_test
 
 import (
 	"encoding/binary"
@@ -11,27 +11,30 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/sink/row"
+	"github.com/kyomi/collector/sink/row/rowtest"
 )
 
 func TestCodecRoundTrip(t *testing.T) {
-	full := sampleEvents("ws_codec", 1, time.Date(2026, 11, 23, 14, 0, 0, 123e6, time.UTC), 395)[0]
+	full := rowtest.Events("ws_codec", 1, time.Date(2026, 11, 23, 14, 0, 0, 123e6, time.UTC), 395)[0]
 	tests := []struct {
 		name string
-		ev   Event
+		ev   row.Event
 	}{
 		{"all fields", full},
-		{"zero event", Event{TS: time.UnixMilli(0).UTC()}},
-		{"negative time and max values", Event{TS: time.Date(1969, 1, 1, 0, 0, 0, 5e6, time.UTC),
+		{"zero event", row.Event{TS: time.UnixMilli(0).UTC()}},
+		{"negative time and max values", row.Event{TS: time.Date(1969, 1, 1, 0, 0, 0, 5e6, time.UTC),
 			VisitorID: math.MaxUint64, RetentionDays: math.MaxUint16, RevenueAmount: -1.5,
-			ScrollDepth: NoScrollDepth, EngagementTime: math.MaxUint32, TrackerVersion: math.MaxUint16}},
-		{"long strings", Event{TS: time.UnixMilli(1).UTC(), Pathname: string(make([]byte, 70000)),
+			ScrollDepth: row.NoScrollDepth, EngagementTime: math.MaxUint32, TrackerVersion: math.MaxUint16}},
+		{"long strings", row.Event{TS: time.UnixMilli(1).UTC(), Pathname: string(make([]byte, 70000)),
 			PropKeys: []string{"", "k"}, PropValues: []string{"v", ""}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := tc.ev.AppendBinary(nil)
-			var got Event
-			if err := DecodeEvent(rec, &got); err != nil {
+			var got row.Event
+			if err := row.DecodeEvent(rec, &got); err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(got, tc.ev) {
@@ -49,9 +52,9 @@ func TestCodecRoundTrip(t *testing.T) {
 }
 
 func TestCodecTruncatesSubMillisecond(t *testing.T) {
-	ev := Event{TS: time.Date(2026, 1, 2, 3, 4, 5, 678912345, time.UTC)}
-	var got Event
-	if err := DecodeEvent(ev.AppendBinary(nil), &got); err != nil {
+	ev := row.Event{TS: time.Date(2026, 1, 2, 3, 4, 5, 678912345, time.UTC)}
+	var got row.Event
+	if err := row.DecodeEvent(ev.AppendBinary(nil), &got); err != nil {
 		t.Fatal(err)
 	}
 	if want := ev.TS.Truncate(time.Millisecond); !got.TS.Equal(want) {
@@ -60,7 +63,7 @@ func TestCodecTruncatesSubMillisecond(t *testing.T) {
 }
 
 func TestDecodeEventRejectsGarbage(t *testing.T) {
-	good := sampleEvents("ws_codec", 1, time.Unix(1700000000, 0), 30)[0].AppendBinary(nil)
+	good := rowtest.Events("ws_codec", 1, time.Unix(1700000000, 0), 30)[0].AppendBinary(nil)
 	tests := []struct {
 		name string
 		rec  []byte
@@ -71,7 +74,7 @@ func TestDecodeEventRejectsGarbage(t *testing.T) {
 		{"trailing byte", append(append([]byte{}, good...), 0)},
 		{"header only", good[:5]},
 		{"bad flags", func() []byte {
-			e := Event{TS: time.Unix(0, 0)}
+			e := row.Event{TS: time.Unix(0, 0)}
 			b := e.AppendBinary(nil)
 			b[1+1+8+1] = 0x80 // flags byte after version, ts(1), visitor(8), days(1)
 			return b
@@ -79,7 +82,7 @@ func TestDecodeEventRejectsGarbage(t *testing.T) {
 		{"huge string length", append([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0x0f)},
 		{"random bytes", []byte("\x01this is not an event at all, just text")},
 		{"scroll depth out of range", func() []byte {
-			e := Event{TS: time.Unix(0, 0)}
+			e := row.Event{TS: time.Unix(0, 0)}
 			b := e.AppendBinary(nil)
 			b[1+1+8+1+1+8] = 101 // scroll depth after flags and revenue
 			return b
@@ -87,9 +90,9 @@ func TestDecodeEventRejectsGarbage(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var e Event
-			err := DecodeEvent(tc.rec, &e)
-			if !errors.Is(err, ErrCorruptEvent) {
+			var e row.Event
+			err := row.DecodeEvent(tc.rec, &e)
+			if !errors.Is(err, row.ErrCorruptEvent) {
 				t.Errorf("DecodeEvent() = %v, want ErrCorruptEvent", err)
 			}
 		})
@@ -99,17 +102,17 @@ func TestDecodeEventRejectsGarbage(t *testing.T) {
 // TestDecodeVersion1 reads a record in the layout of codec version 1 (no engagement fields), as a
 // spool written before the upgrade holds them: the event decodes with the new fields zero.
 func TestDecodeVersion1(t *testing.T) {
-	want := sampleEvents("ws_codec", 1, time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC), 30)[0]
+	want := rowtest.Events("ws_codec", 1, time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC), 30)[0]
 	want.ScrollDepth, want.EngagementTime, want.TrackerVersion = 0, 0, 0
 	rec := want.AppendBinary(nil)
 	// Version 2 put scroll depth (1 byte) and two uvarints, one byte each when zero, after the
 	// revenue: cut those 3 bytes out.
 	at := 1 + len(binary.AppendVarint(nil, want.TS.UnixMilli())) + 8 +
 		len(binary.AppendUvarint(nil, uint64(want.RetentionDays))) + 1 + 8
-	v1 := append([]byte{codecVersionV1}, rec[1:at]...)
+	v1 := append([]byte{row.CodecVersionV1}, rec[1:at]...)
 	v1 = append(v1, rec[at+3:]...)
-	var got Event
-	if err := DecodeEvent(v1, &got); err != nil {
+	var got row.Event
+	if err := row.DecodeEvent(v1, &got); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -118,7 +121,7 @@ func TestDecodeVersion1(t *testing.T) {
 }
 
 func TestAppendBinaryZeroAllocs(t *testing.T) {
-	ev := sampleEvents("ws_codec", 1, time.Now(), 30)[0]
+	ev := rowtest.Events("ws_codec", 1, time.Now(), 30)[0]
 	buf := make([]byte, 0, 1024)
 	if n := testing.AllocsPerRun(100, func() { buf = ev.AppendBinary(buf[:0]) }); n != 0 {
 		t.Errorf("AppendBinary allocates %v times per call", n)
@@ -126,7 +129,7 @@ func TestAppendBinaryZeroAllocs(t *testing.T) {
 }
 
 func BenchmarkAppendBinary(b *testing.B) {
-	ev := sampleEvents("ws_codec", 1, time.Now(), 30)[0]
+	ev := rowtest.Events("ws_codec", 1, time.Now(), 30)[0]
 	buf := make([]byte, 0, 1024)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(ev.AppendBinary(nil))))
@@ -140,18 +143,18 @@ func BenchmarkAppendBinary(b *testing.B) {
 // reusing one record buffer: every row must still equal its event after the
 // decoder has moved through several blocks.
 func TestDecoderKeepsEveryRow(t *testing.T) {
-	evs := sampleEvents("ws_decoder", 40, time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC), 30)
-	evs[7].Pathname = "/" + strings.Repeat("p", decoderBlock+10)
+	evs := rowtest.Events("ws_decoder", 40, time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC), 30)
+	evs[7].Pathname = "/" + strings.Repeat("p", row.DecoderBlock+10)
 	var (
-		dec  Decoder
-		rows = make([]Event, 0, 3*len(evs))
-		want []Event
+		dec  row.Decoder
+		rows = make([]row.Event, 0, 3*len(evs))
+		want []row.Event
 		rec  []byte
 	)
 	for range 3 {
 		for _, ev := range evs {
 			rec = ev.AppendBinary(rec[:0])
-			rows = append(rows, Event{})
+			rows = append(rows, row.Event{})
 			if err := dec.Decode(rec, &rows[len(rows)-1]); err != nil {
 				t.Fatal(err)
 			}
@@ -166,37 +169,37 @@ func TestDecoderKeepsEveryRow(t *testing.T) {
 			t.Fatalf("row %d changed after later decodes:\n got %+v\nwant %+v", i, rows[i], want[i])
 		}
 	}
-	if err := dec.Decode(nil, &Event{}); !errors.Is(err, ErrCorruptEvent) {
+	if err := dec.Decode(nil, &row.Event{}); !errors.Is(err, row.ErrCorruptEvent) {
 		t.Errorf("empty record: %v, want ErrCorruptEvent", err)
 	}
 }
 
 func BenchmarkDecodeEvent(b *testing.B) {
-	rec := sampleEvents("ws_codec", 1, time.Now(), 30)[0].AppendBinary(nil)
-	var e Event
+	rec := rowtest.Events("ws_codec", 1, time.Now(), 30)[0].AppendBinary(nil)
+	var e row.Event
 	b.ReportAllocs()
 	b.SetBytes(int64(len(rec)))
 	for b.Loop() {
-		if err := DecodeEvent(rec, &e); err != nil {
+		if err := row.DecodeEvent(rec, &e); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 func FuzzDecodeEvent(f *testing.F) {
-	for _, ev := range sampleEvents("ws_fuzz", 2, time.Unix(1700000000, 0), 30) {
+	for _, ev := range rowtest.Events("ws_fuzz", 2, time.Unix(1700000000, 0), 30) {
 		f.Add(ev.AppendBinary(nil))
 	}
-	f.Add((&Event{}).AppendBinary(nil))
+	f.Add((&row.Event{}).AppendBinary(nil))
 	f.Fuzz(func(t *testing.T, rec []byte) {
-		var e, viaDecoder Event
-		err := DecodeEvent(rec, &e)
-		var dec Decoder
+		var e, viaDecoder row.Event
+		err := row.DecodeEvent(rec, &e)
+		var dec row.Decoder
 		if derr := dec.Decode(rec, &viaDecoder); (err == nil) != (derr == nil) {
 			t.Fatalf("DecodeEvent: %v; Decoder.Decode: %v", err, derr)
 		}
 		if err != nil {
-			if !errors.Is(err, ErrCorruptEvent) {
+			if !errors.Is(err, row.ErrCorruptEvent) {
 				t.Fatalf("error does not wrap ErrCorruptEvent: %v", err)
 			}
 			return
@@ -205,8 +208,8 @@ func FuzzDecodeEvent(f *testing.F) {
 			t.Fatalf("Decoder.Decode differs from DecodeEvent:\n%+v\n%+v", viaDecoder, e)
 		}
 		// Whatever decodes must re-encode to an event that decodes equal.
-		var again Event
-		if err := DecodeEvent(e.AppendBinary(nil), &again); err != nil {
+		var again row.Event
+		if err := row.DecodeEvent(e.AppendBinary(nil), &again); err != nil {
 			t.Fatalf("re-encoded event does not decode: %v", err)
 		}
 		if !reflect.DeepEqual(e, again) {
@@ -226,8 +229,8 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		return
 	}
 	dir := filepath.Join("testdata", "fuzz", "FuzzDecodeEvent")
-	evs := sampleEvents("ws_seed", 1, time.Unix(1700000000, 0), 395)
-	evs = append(evs, Event{TS: time.Unix(0, 0)}, Event{TS: time.Unix(1, 0), PropKeys: []string{"a"}, PropValues: []string{"b"}})
+	evs := rowtest.Events("ws_seed", 1, time.Unix(1700000000, 0), 395)
+	evs = append(evs, row.Event{TS: time.Unix(0, 0)}, row.Event{TS: time.Unix(1, 0), PropKeys: []string{"a"}, PropValues: []string{"b"}})
 	for i, ev := range evs {
 		rec := ev.AppendBinary(nil)
 		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", rec)

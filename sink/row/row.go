@@ -1,8 +1,9 @@
-// Package sink stores accepted events in ClickHouse: the row type and its
-// column mapping, the schema and its migrations, the batcher that moves
-// events from the durable spool into the store, and the two stores (the
-// embedded chDB engine and a ClickHouse server through clickhouse-go/v2).
-package sink
+// Package row holds the row type of analytics.events, Event, and its compact
+// binary encoding: the record the HTTP side appends to the spool and the
+// shipper decodes before an insert. It imports no storage driver, so the
+// HTTP side links none; the column mapping and the insert encoders that need
+// ClickHouse stay in package sink.
+package row
 
 import "time"
 
