@@ -293,6 +293,12 @@ func (c *Conn) Query(ctx context.Context, sql, format string) ([]byte, error) {
 // inline data, for example, without copying it into a string), also
 // returning the engine's counters. sql is not retained.
 func (c *Conn) QueryStats(ctx context.Context, sql []byte, format string) ([]byte, Stats, error) {
+	return c.run(ctx, sql, func() ([]byte, Stats, error) { return c.query(sql, format) })
+}
+
+// run checks ctx and sql, then calls do under the connection's lock, draining
+// what a failed statement left behind.
+func (c *Conn) run(ctx context.Context, sql []byte, do func() ([]byte, Stats, error)) ([]byte, Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, Stats{}, fmt.Errorf("cannot run query: %w", err)
 	}
@@ -304,7 +310,7 @@ func (c *Conn) QueryStats(ctx context.Context, sql []byte, format string) ([]byt
 	if c.closed {
 		return nil, Stats{}, ErrClosed
 	}
-	out, st, err := c.query(sql, format)
+	out, st, err := do()
 	if err != nil {
 		c.drain()
 	}
@@ -322,30 +328,18 @@ func (c *Conn) QueryBounded(ctx context.Context, sql []byte, format string) ([]b
 	if limit <= 0 {
 		return c.QueryStats(ctx, sql, format)
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, Stats{}, fmt.Errorf("cannot run query: %w", err)
-	}
-	if len(sql) == 0 {
-		return nil, Stats{}, errors.New("cannot run query: empty statement")
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil, Stats{}, ErrClosed
-	}
-	out, st, err := c.stream(sql, format, limit)
-	var ee *EngineError
-	if errors.As(err, &ee) && strings.Contains(ee.Message, "Streaming query is not supported") {
-		// The engine streams SELECTs only; EXPLAIN, DESCRIBE and SHOW
-		// answer in one piece, which query checks against the limit
-		// before copying it.
-		c.drain()
-		out, st, err = c.query(sql, format)
-	}
-	if err != nil {
-		c.drain()
-	}
-	return out, st, err
+	return c.run(ctx, sql, func() ([]byte, Stats, error) {
+		out, st, err := c.stream(sql, format, limit)
+		var ee *EngineError
+		if errors.As(err, &ee) && strings.Contains(ee.Message, "Streaming query is not supported") {
+			// The engine streams SELECTs only; EXPLAIN, DESCRIBE and SHOW
+			// answer in one piece, which query checks against the limit
+			// before copying it.
+			c.drain()
+			out, st, err = c.query(sql, format)
+		}
+		return out, st, err
+	})
 }
 
 // stream runs sql with the streaming entry points; see QueryBounded.
