@@ -26,6 +26,7 @@ import (
 	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/serving"
 	"github.com/kyomi/collector/internal/syncbuf"
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/salt"
 	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/spool"
@@ -292,39 +293,11 @@ func (h *harness) events() []row.Event {
 	}
 }
 
-// metric returns the value of a counter or gauge with the given label pairs.
+// metric returns the value of the series name with the given label name/value pairs, 0 when it
+// has not moved yet.
 func (h *harness) metric(name string, labels ...string) float64 {
 	h.t.Helper()
-	mfs, err := h.reg.Gather()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
-				}
-				if !found {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return 0
+	return testkit.MetricOrZero(h.t, h.reg, name, labels...)
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

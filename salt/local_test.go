@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kyomi/collector/internal/leakcheck"
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 var (
@@ -60,7 +61,7 @@ func TestLocalFile(t *testing.T) {
 	if err := l.Ready(); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
-	if v := metricValue(t, reg, "collector_salt_state"); v != stateOK {
+	if v := testkit.Metric(t, reg, "collector_salt_state"); v != stateOK {
 		t.Fatalf("collector_salt_state = %v, want 0", v)
 	}
 	before := id(t, l, "2026-11-23T10:00:00Z")

@@ -28,6 +28,7 @@ import (
 
 	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/syncbuf"
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/salt/redistest"
 )
 
@@ -59,7 +60,7 @@ func newNode(t *testing.T, url string, clk *fakeClock, opts ...Option) *node {
 
 func (n *node) state(t testing.TB) float64 {
 	t.Helper()
-	return metricValue(t, n.reg, "collector_salt_state")
+	return testkit.Metric(t, n.reg, "collector_salt_state")
 }
 
 // metricsText renders the node's metrics in the exposition format.
@@ -108,17 +109,6 @@ func rid(t testing.TB, src Source, at string) uint64 {
 		t.Fatalf("Salt(%s): %v", at, err)
 	}
 	return s.VisitorID("ws_acme", "acme.example", testIP, testUA)
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestRedisNodesAgree(t *testing.T) {
@@ -195,7 +185,7 @@ func TestRedisDayChangeAndPrefetch(t *testing.T) {
 	if rid(t, b, "2026-11-23T23:59:59.5Z") != day1 {
 		t.Fatal("yesterday's salt not served just after midnight")
 	}
-	if got := metricValue(t, a.reg, "collector_salt_fallbacks_total"); got != 0 {
+	if got := testkit.Metric(t, a.reg, "collector_salt_fallbacks_total"); got != 0 {
 		t.Fatalf("fallbacks %v, want 0", got)
 	}
 	// 48 h after 2026-11-23 began, its salt is gone from every cache and from Redis.
@@ -245,19 +235,19 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 		})
 	}
 	stop()
-	eventually(t, "redis errors counted", func() bool {
-		return metricValue(t, a.reg, "collector_salt_redis_errors_total") > 0 && a.state(t) == stateDegraded
+	testkit.Eventually(t, 10*time.Second, "redis errors counted", func() bool {
+		return testkit.Metric(t, a.reg, "collector_salt_redis_errors_total") > 0 && a.state(t) == stateDegraded
 	})
 	if err := a.Ready(); err != nil {
 		t.Fatalf("Ready while Redis is down during the day: %v", err)
 	}
 	redistest.StartAt(t, addr) // empty: no persistence
 	c := rawClient(t, addr, 0)
-	eventually(t, "salt restored in redis", func() bool {
+	testkit.Eventually(t, 10*time.Second, "salt restored in redis", func() bool {
 		v, err := c.Get(context.Background(), rkey(t, "2026-11-23")).Bytes()
 		return err == nil && bytes.Equal(v, sA.b[:])
 	})
-	eventually(t, "state ok again", func() bool { return a.state(t) == stateOK && b.state(t) == stateOK })
+	testkit.Eventually(t, 10*time.Second, "state ok again", func() bool { return a.state(t) == stateOK && b.state(t) == stateOK })
 	cancel()
 	wg.Wait()
 	if failures.Load() != 0 {
@@ -285,7 +275,7 @@ func TestRedisDownAtStart(t *testing.T) {
 	if got := n.state(t); got != stateUnavailable {
 		t.Fatalf("state %v, want 2", got)
 	}
-	if got := metricValue(t, n.reg, "collector_salt_fallbacks_total"); got != 0 {
+	if got := testkit.Metric(t, n.reg, "collector_salt_fallbacks_total"); got != 0 {
 		t.Fatalf("fallback made at start: %v", got)
 	}
 	// No fallback at the next midnight either: this node never agreed.
@@ -294,7 +284,7 @@ func TestRedisDownAtStart(t *testing.T) {
 		t.Fatalf("Salt after midnight, never agreed: %v", err)
 	}
 	redistest.StartAt(t, sock)
-	eventually(t, "ready once redis answers", func() bool { return n.Ready() == nil })
+	testkit.Eventually(t, 10*time.Second, "ready once redis answers", func() bool { return n.Ready() == nil })
 	other := newNode(t, "unix://"+sock, clk)
 	if rid(t, n, "2026-11-24T00:00:01Z") != rid(t, other, "2026-11-24T00:00:01Z") {
 		t.Fatal("node that started without redis disagrees once it is back")
@@ -339,12 +329,12 @@ func TestRedisDownAcrossMidnight(t *testing.T) {
 				if got := n.state(t); got != stateDegraded {
 					t.Fatalf("state %v, want 1", got)
 				}
-				if age := metricValue(t, n.reg, "collector_salt_age_seconds"); age < 1800 {
+				if age := testkit.Metric(t, n.reg, "collector_salt_age_seconds"); age < 1800 {
 					t.Fatalf("collector_salt_age_seconds %v, want ≥ 1800 (last confirmed before the outage)", age)
 				}
 			}
 			ia, ib := rid(t, a, "2026-11-24T00:00:01Z"), rid(t, b, "2026-11-24T00:00:01Z")
-			fa := metricValue(t, a.reg, "collector_salt_fallbacks_total")
+			fa := testkit.Metric(t, a.reg, "collector_salt_fallbacks_total")
 			if tc.prefetched {
 				if ia != ib || fa != 0 {
 					t.Fatalf("prefetched: ids %x %x, fallbacks %v; want equal ids, no fallback", ia, ib, fa)
@@ -352,7 +342,7 @@ func TestRedisDownAcrossMidnight(t *testing.T) {
 				return
 			}
 			// Not prefetched: each node made its own fallback salt.
-			if fa != 1 || metricValue(t, b.reg, "collector_salt_fallbacks_total") != 1 {
+			if fa != 1 || testkit.Metric(t, b.reg, "collector_salt_fallbacks_total") != 1 {
 				t.Fatalf("fallbacks %v, want 1 per node", fa)
 			}
 			if ia == ib {
@@ -376,7 +366,7 @@ func TestRedisDownAcrossMidnight(t *testing.T) {
 				if got := n.state(t); got != stateOK {
 					t.Fatalf("state %v after recovery, want 0", got)
 				}
-				if age := metricValue(t, n.reg, "collector_salt_age_seconds"); age != 0 {
+				if age := testkit.Metric(t, n.reg, "collector_salt_age_seconds"); age != 0 {
 					t.Fatalf("collector_salt_age_seconds %v after recovery, want 0", age)
 				}
 			}

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/dchest/siphash"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fakeClock is an injectable clock for WithClock.
@@ -46,30 +45,6 @@ func mustTime(t testing.TB, s string) time.Time {
 		t.Fatal(err)
 	}
 	return v
-}
-
-// metricValue returns the value of the single series of the named gauge or
-// counter in reg, failing the test when it is missing.
-func metricValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		m := mf.GetMetric()[0]
-		switch {
-		case m.GetGauge() != nil:
-			return m.GetGauge().GetValue()
-		case m.GetCounter() != nil:
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not found", name)
-	return 0
 }
 
 // reference computes the visitor id the documented way: the whole message

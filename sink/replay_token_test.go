@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/internal/leakcheck"
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/row/rowtest"
 	"github.com/kyomi/collector/sink/spool"
@@ -45,16 +46,6 @@ func (l *tokenLog) calls() (inserts, replays []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.inserts...), append([]string(nil), l.replays...)
-}
-
-// waitUntil polls cond for up to 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }
 
 // TestReplayAfterSegmentEndKeepsToken is the shape of a duplicate TestKillNineLosesNothing found:
@@ -102,12 +93,12 @@ func TestReplayAfterSegmentEndKeepsToken(t *testing.T) {
 	first := &tokenLog{hangAt: 2}
 	s := start(sp, first)
 	from := sp.Checkpoint()
-	waitUntil(t, "the first batch to be committed", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the first batch to be committed", func() bool {
 		_, pending := sp.Pending()
 		return !pending && sp.Checkpoint() != from
 	})
 	appendEvent(sp, "m2")
-	waitUntil(t, "the second insert", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the second insert", func() bool {
 		ins, _ := first.calls()
 		return len(ins) == 2
 	})
@@ -128,7 +119,7 @@ func TestReplayAfterSegmentEndKeepsToken(t *testing.T) {
 	}
 	second := &tokenLog{}
 	start(sp, second) // stopped by its cleanup
-	waitUntil(t, "the replay", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the replay", func() bool {
 		_, rep := second.calls()
 		return len(rep) > 0
 	})

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kyomi/collector/internal/leakcheck"
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/row/rowtest"
 	"github.com/kyomi/collector/sink/spool"
@@ -157,17 +158,6 @@ func closeShipper(t *testing.T, s *Shipper) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestShipperFlushTriggers(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -188,7 +178,7 @@ func TestShipperFlushTriggers(t *testing.T) {
 			appendMarked(t, sp, "ws", 0, tc.events)
 			rows := func() int { m, _ := d.stored(); return len(m) }
 			if tc.beforeClose > 0 {
-				waitFor(t, "rows stored", func() bool { return rows() >= tc.beforeClose })
+				testkit.Eventually(t, 10*time.Second, "rows stored", func() bool { return rows() >= tc.beforeClose })
 			}
 			time.Sleep(100 * time.Millisecond)
 			if n := rows(); n != tc.beforeClose {
@@ -196,7 +186,7 @@ func TestShipperFlushTriggers(t *testing.T) {
 			}
 			closeShipper(t, s)
 			checkExactlyOnce(t, d, "ws", tc.events)
-			if v := metricVal(t, reg, "collector_sink_rows_flushed_total"); v != float64(tc.events) {
+			if v := testkit.Metric(t, reg, "collector_sink_rows_flushed_total"); v != float64(tc.events) {
 				t.Errorf("rows flushed metric %v", v)
 			}
 			if _, ok := sp.Pending(); ok {
@@ -204,27 +194,6 @@ func TestShipperFlushTriggers(t *testing.T) {
 			}
 		})
 	}
-}
-
-// metricVal returns the value of a counter, or the sample count of a
-// histogram, registered in reg by name.
-func metricVal(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if m.Histogram != nil {
-				return float64(m.Histogram.GetSampleCount())
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
 }
 
 func TestShipperRetriesFailedInserts(t *testing.T) {
@@ -235,7 +204,7 @@ func TestShipperRetriesFailedInserts(t *testing.T) {
 	appendMarked(t, sp, "ws", 0, 50)
 	closeShipper(t, s)
 	checkExactlyOnce(t, d, "ws", 50)
-	if v := metricVal(t, reg, "collector_sink_flush_errors_total"); v != 3 {
+	if v := testkit.Metric(t, reg, "collector_sink_flush_errors_total"); v != 3 {
 		t.Errorf("flush errors %v, want 3", v)
 	}
 	// A retried batch keeps its token.
@@ -269,7 +238,7 @@ func TestShipperCrashBetweenInsertAndCommit(t *testing.T) {
 		}
 	}}, ShipperConfig{MaxRows: 100, MaxAge: time.Hour})
 	<-first
-	waitFor(t, "second batch stored", func() bool { _, n := d.stored(); return n == 2 })
+	testkit.Eventually(t, 10*time.Second, "second batch stored", func() bool { _, n := d.stored(); return n == 2 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	if err := s.Close(ctx); err == nil {
 		t.Fatal("Close returned nil while the insert hung")
@@ -298,7 +267,7 @@ func TestShipperCrashBetweenInsertAndCommit(t *testing.T) {
 		t.Errorf("replay did not retry the crashed token %s: %q", crashed, toks)
 	}
 	checkExactlyOnce(t, d, "ws", 280)
-	if v := metricVal(t, reg, "collector_sink_replayed_rows_total"); v != 150 {
+	if v := testkit.Metric(t, reg, "collector_sink_replayed_rows_total"); v != 150 {
 		t.Errorf("replayed rows %v, want 150", v)
 	}
 }
@@ -350,11 +319,11 @@ func TestShipperOutageEmbedded(t *testing.T) {
 		t.Fatalf("%d rows stored during the outage", n)
 	}
 	appendMarked(t, sp, ws, 300, 100) // still accepted while the sink is down
-	if v := metricVal(t, reg, "collector_sink_flush_errors_total"); v < 3 {
+	if v := testkit.Metric(t, reg, "collector_sink_flush_errors_total"); v < 3 {
 		t.Errorf("flush errors during outage %v, want several", v)
 	}
 	d.down.Store(false)
-	waitFor(t, "rows after outage", func() bool { return countRows(t, ws) == 400 })
+	testkit.Eventually(t, 10*time.Second, "rows after outage", func() bool { return countRows(t, ws) == 400 })
 
 	// Crash after the real insert, before the checkpoint.
 	d.mu.Lock()
@@ -363,7 +332,7 @@ func TestShipperOutageEmbedded(t *testing.T) {
 	appendMarked(t, sp, ws, 400, 50)
 	// The next batch is stored, then its insert hangs: the process "dies"
 	// before the checkpoint. The other rows stay in the spool.
-	waitFor(t, "crashing insert", func() bool { return countRows(t, ws) > 400 })
+	testkit.Eventually(t, 10*time.Second, "crashing insert", func() bool { return countRows(t, ws) > 400 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	s.Close(ctx)
 	cancel()
@@ -399,20 +368,14 @@ func TestShipperIntervalSpool(t *testing.T) {
 	d := &dedupStore{}
 	s, _ := startShipper(t, sp, d, ShipperConfig{MaxRows: 10, MaxAge: 10 * time.Millisecond})
 	appendMarked(t, sp, "ws", 0, 35)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if m, _ := d.stored(); len(m) == 35 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("35 written events not shipped within 5s of a one-hour sync interval")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, "35 written events shipped with a one-hour sync interval", func() bool {
+		m, _ := d.stored()
+		return len(m) == 35
+	})
 	closeShipper(t, s)
 	checkExactlyOnce(t, d, "ws", 35)
 	// The interval never ticked: the marks of the batches fsynced the spool.
-	if n := metricVal(t, spReg, "collector_spool_fsync_duration_seconds"); n < 1 {
+	if n := testkit.Metric(t, spReg, "collector_spool_fsync_duration_seconds"); n < 1 {
 		t.Errorf("%v spool fsyncs for 4 or more shipped batches, want at least 1", n)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 const chromeUA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
@@ -31,12 +33,11 @@ func readCorpus(t testing.TB, rel string) []string {
 	return out
 }
 
+// writeFile writes content to a file name in a new temporary directory and returns its path.
 func writeFile(t testing.TB, name, content string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatalf("cannot write %s: %v", name, err)
-	}
+	testkit.WriteFile(t, path, []byte(content))
 	return path
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 	"github.com/kyomi/collector/internal/syncbuf"
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -40,9 +41,9 @@ func newAgentEnv(t *testing.T, store Store) *agentEnv {
 	dir := t.TempDir()
 	key := newTestKey(t, "k1")
 	jwks := filepath.Join(dir, "jwks.json")
-	writeFile(t, jwks, jwksJSON(t, key))
+	testkit.WriteFile(t, jwks, jwksJSON(t, key))
 	revoked := filepath.Join(dir, "revoked")
-	writeFile(t, revoked, []byte("\n"))
+	testkit.WriteFile(t, revoked, []byte("\n"))
 	logs := &syncBuffer{}
 	reg := prometheus.NewRegistry()
 	h, err := NewHandler(Config{}, Deps{
@@ -80,7 +81,7 @@ func fileSource(path string) func() (string, error) {
 func runFileAgent(t *testing.T, e *agentEnv, token string, cfg AgentConfig) (string, context.CancelFunc, <-chan error) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "connect.jwt")
-	writeFile(t, file, []byte(token+"\n"))
+	testkit.WriteFile(t, file, []byte(token+"\n"))
 	cfg.Token = fileSource(file)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -218,13 +219,9 @@ func resultJSON(r Response) string {
 // waitGauge waits until the gauge name has value want.
 func waitGauge(t *testing.T, reg *prometheus.Registry, name string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for metricValue(t, reg, name) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %v, want %v", name, metricValue(t, reg, name), want)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, fmt.Sprintf("%s = %v", name, want), func() bool {
+		return testkit.Metric(t, reg, name) == want
+	})
 }
 
 // TestAgentServesBackend drives the agent from a backend that sends many
@@ -302,7 +299,7 @@ func TestAgentServesBackend(t *testing.T) {
 	if m := store.max.Load(); m < 2 {
 		t.Errorf("at most %d statement ran at once, want concurrent requests", m)
 	}
-	if g := metricValue(t, e.reg, "collector_connect_agent_connected"); g != 1 {
+	if g := testkit.Metric(t, e.reg, "collector_connect_agent_connected"); g != 1 {
 		t.Errorf("collector_connect_agent_connected = %v while connected", g)
 	}
 	b.mu.Lock()
@@ -316,7 +313,7 @@ func TestAgentServesBackend(t *testing.T) {
 	if err := waitRun(t, done); err != nil {
 		t.Fatalf("Run after cancel: %v", err)
 	}
-	if g := metricValue(t, e.reg, "collector_connect_agent_connected"); g != 0 {
+	if g := testkit.Metric(t, e.reg, "collector_connect_agent_connected"); g != 0 {
 		t.Errorf("collector_connect_agent_connected = %v after stop", g)
 	}
 	logs := e.logs.String()
@@ -350,7 +347,7 @@ func TestAgentReconnectsWithBackoff(t *testing.T) {
 	if r := ask(t, c, `{"id":"after","op":"ping"}`); r.ID != "after" || r.Type != "result" {
 		t.Fatalf("ping after reconnects: %+v", r)
 	}
-	if n := metricValue(t, e.reg, "collector_connect_agent_reconnects_total"); n != drops {
+	if n := testkit.Metric(t, e.reg, "collector_connect_agent_reconnects_total"); n != drops {
 		t.Errorf("collector_connect_agent_reconnects_total = %v, want %d", n, drops)
 	}
 	b.mu.Lock()
@@ -386,7 +383,7 @@ func TestAgentRotatedToken(t *testing.T) {
 	if r := ask(t, c, `{"id":"a1","op":"ping"}`); r.Type != "result" || !strings.Contains(resultJSON(r), `"workspace":"ws_a"`) {
 		t.Fatalf("ping with token A: %+v", r)
 	}
-	writeFile(t, file, []byte(tokenB+"\n"))
+	testkit.WriteFile(t, file, []byte(tokenB+"\n"))
 	b.want.Store(&tokenB)
 	// One ping (and its token check) while the backend does not read: the
 	// open connection keeps token A.
@@ -460,7 +457,7 @@ func TestAgentBadTokenFile(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				writeFile(t, file, []byte(bad+"\n"))
+				testkit.WriteFile(t, file, []byte(bad+"\n"))
 			}
 			c.Close()
 			waitLog(t, e, tt.log, 3)
@@ -470,7 +467,7 @@ func TestAgentBadTokenFile(t *testing.T) {
 
 			fresh := sign(t, e.key, es, claims("ws_a", map[string]any{"url": b.url, "jti": "jti-2"}))
 			b.want.Store(&fresh)
-			writeFile(t, file, []byte(fresh+"\n"))
+			testkit.WriteFile(t, file, []byte(fresh+"\n"))
 			c = b.accept(t)
 			if r := ask(t, c, `{"id":"again","op":"ping"}`); r.Type != "result" {
 				t.Fatalf("ping after restoring a good token: %+v", r)
@@ -507,7 +504,7 @@ func TestAgentRevokedHangsUp(t *testing.T) {
 	if r := ask(t, c, `{"id":"before","op":"ping"}`); r.Type != "result" {
 		t.Fatalf("before revocation: %+v", r.Error)
 	}
-	writeFile(t, e.revoked, []byte("jti-1\n"))
+	testkit.WriteFile(t, e.revoked, []byte("jti-1\n"))
 	if r := ask(t, c, `{"id":"after","op":"ping"}`); r.Type != "error" || r.Error.Code != CodeTokenRevoked || r.ID != "after" {
 		t.Fatalf("after revocation: %+v", r)
 	}
@@ -518,13 +515,13 @@ func TestAgentRevokedHangsUp(t *testing.T) {
 	if n := b.dials.Load(); n != 1 {
 		t.Fatalf("backend saw %d dials, want 1 (no redial with a revoked token)", n)
 	}
-	if g := metricValue(t, e.reg, "collector_connect_agent_connected"); g != 0 {
+	if g := testkit.Metric(t, e.reg, "collector_connect_agent_connected"); g != 0 {
 		t.Fatalf("collector_connect_agent_connected = %v after the hang-up", g)
 	}
 
 	fresh := sign(t, e.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_a", map[string]any{"url": b.url, "jti": "jti-2"}))
 	b.want.Store(&fresh)
-	writeFile(t, file, []byte(fresh+"\n"))
+	testkit.WriteFile(t, file, []byte(fresh+"\n"))
 	c = b.accept(t)
 	if r := ask(t, c, `{"id":"fresh","op":"ping"}`); r.Type != "result" {
 		t.Fatalf("with the new token: %+v", r.Error)
@@ -569,7 +566,7 @@ func TestAgentRefusesToken(t *testing.T) {
 	b := startBackend(t)
 	hostPort := b.srv.Listener.Addr().String()
 	other := newTestKey(t, "k1") // same kid, key not in the JWKS
-	writeFile(t, e.revoked, []byte("jti-gone\n"))
+	testkit.WriteFile(t, e.revoked, []byte("jti-gone\n"))
 	es := map[string]any{"alg": "ES256", "kid": "k1"}
 	// Validly signed claims that repeat a member: the agent verifies with the same strict decoder.
 	urlJSON, _ := json.Marshal(b.url)
@@ -655,7 +652,7 @@ func TestAgentRetriesRefusedUpgrade(t *testing.T) {
 	if n := b.dials.Load(); n < 3 {
 		t.Fatalf("backend saw %d dials, want retries", n)
 	}
-	if n := metricValue(t, e.reg, "collector_connect_agent_reconnects_total"); n < 2 {
+	if n := testkit.Metric(t, e.reg, "collector_connect_agent_reconnects_total"); n < 2 {
 		t.Fatalf("collector_connect_agent_reconnects_total = %v, want >= 2", n)
 	}
 	if logs := e.logs.String(); !strings.Contains(logs, "status 401") || strings.Contains(logs, token) || strings.Contains(logs, "QSECRET") {

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/salt/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -96,21 +96,14 @@ func claims(wid string, extra map[string]any) map[string]any {
 	return c
 }
 
-func writeFile(t testing.TB, path string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestTokenBattery(t *testing.T) {
 	dir := t.TempDir()
 	good := newTestKey(t, "k1")
 	other := newTestKey(t, "k2") // not published
 	jwks := filepath.Join(dir, "jwks.json")
-	writeFile(t, jwks, jwksJSON(t, good))
+	testkit.WriteFile(t, jwks, jwksJSON(t, good))
 	revoked := filepath.Join(dir, "revoked")
-	writeFile(t, revoked, []byte("# revoked tokens\njti-revoked\n"))
+	testkit.WriteFile(t, revoked, []byte("# revoked tokens\njti-revoked\n"))
 	v := &Verifier{Keys: &JWKS{Location: jwks}, Revoker: &FileRevoker{Path: revoked}, Skew: 60 * time.Second}
 	es := map[string]any{"alg": "ES256", "typ": "JWT", "kid": "k1"}
 	valid := sign(t, good, es, claims("ws_a", nil))
@@ -237,7 +230,7 @@ func TestTokenBattery(t *testing.T) {
 		if r, _ := fr.Revoked(context.Background(), "jti-1"); r {
 			t.Fatal("jti-1 revoked before it was listed")
 		}
-		writeFile(t, revoked, []byte("jti-revoked\njti-1\n"))
+		testkit.WriteFile(t, revoked, []byte("jti-revoked\njti-1\n"))
 		if r, _ := fr.Revoked(context.Background(), "jti-1"); !r {
 			t.Fatal("jti-1 not revoked after the file changed")
 		}
@@ -271,7 +264,7 @@ func TestTokenWithoutKid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "jwks.json")
-			writeFile(t, path, jwksJSON(t, tt.keys...))
+			testkit.WriteFile(t, path, jwksJSON(t, tt.keys...))
 			v := &Verifier{Keys: &JWKS{Location: path}}
 			c, err := v.Verify(context.Background(), tt.token)
 			if tt.code == "" {
@@ -356,7 +349,7 @@ func TestRedisRevoker(t *testing.T) {
 	}
 	k := newTestKey(t, "k1")
 	path := filepath.Join(t.TempDir(), "jwks.json")
-	writeFile(t, path, jwksJSON(t, k))
+	testkit.WriteFile(t, path, jwksJSON(t, k))
 	v := &Verifier{Keys: &JWKS{Location: path}, Revoker: &RedisRevoker{Client: client}}
 	es := map[string]any{"alg": "ES256", "kid": "k1"}
 	tests := []struct {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 	"github.com/kyomi/collector/internal/serving"
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/sink"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -65,7 +66,7 @@ func startServer(t *testing.T, store Store, cfg Config) *testServer {
 	t.Helper()
 	key := newTestKey(t, "k1")
 	path := filepath.Join(t.TempDir(), "jwks.json")
-	writeFile(t, path, jwksJSON(t, key))
+	testkit.WriteFile(t, path, jwksJSON(t, key))
 	reg := prometheus.NewRegistry()
 	h, err := NewHandler(cfg, Deps{
 		Store: store, Verifier: &Verifier{Keys: &JWKS{Location: path}},
@@ -178,10 +179,10 @@ func TestHTTP(t *testing.T) {
 			t.Fatalf("%s: %s shows the sink's batch_token column (or no columns)", body, out)
 		}
 	}
-	if n := metricValue(t, s.reg, "collector_query_requests_total", "query_refused", "execute_query"); n != 1 {
+	if n := testkit.Metric(t, s.reg, "collector_query_requests_total", "code", "query_refused", "op", "execute_query"); n != 1 {
 		t.Fatalf("collector_query_requests_total{op=execute_query,code=query_refused} = %v, want 1", n)
 	}
-	if n := metricValue(t, s.reg, "collector_query_errors_total", "unauthenticated"); n != 2 {
+	if n := testkit.Metric(t, s.reg, "collector_query_errors_total", "code", "unauthenticated"); n != 2 {
 		t.Fatalf("collector_query_errors_total{code=unauthenticated} = %v, want 2", n)
 	}
 }
@@ -294,45 +295,12 @@ func TestWebSocketAuth(t *testing.T) {
 	})
 }
 
-// metricValue reads a counter or gauge from the registry by name and label values (sorted by
-// label name); it fails the test when there is no such series.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string, values ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			labels := m.GetLabel()
-			if len(labels) != len(values) {
-				continue
-			}
-			for i, l := range labels {
-				if l.GetValue() != values[i] {
-					continue metrics
-				}
-			}
-			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no series %s%v", name, values)
-	return 0
-}
-
 // TestWebSocketRevokedMidConnection checks that a token revoked while its
 // connection is open stops working at the next request.
 func TestWebSocketRevokedMidConnection(t *testing.T) {
 	s := startServer(t, testStore, Config{})
 	revoked := filepath.Join(t.TempDir(), "revoked")
-	writeFile(t, revoked, []byte("\n"))
+	testkit.WriteFile(t, revoked, []byte("\n"))
 	s.h.ver.Revoker = &FileRevoker{Path: revoked, CheckEvery: time.Nanosecond}
 	c := dialWS(t, s, s.token)
 	defer c.Close()
@@ -351,7 +319,7 @@ func TestWebSocketRevokedMidConnection(t *testing.T) {
 	if r := ask("before"); r.Type != "result" {
 		t.Fatalf("before revocation: %+v", r.Error)
 	}
-	writeFile(t, revoked, []byte("jti-1\n"))
+	testkit.WriteFile(t, revoked, []byte("jti-1\n"))
 	if r := ask("after"); r.Type != "error" || r.Error.Code != CodeTokenRevoked || r.ID != "after" {
 		t.Fatalf("after revocation: %+v", r)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/syncbuf"
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 const goodYAML = `
@@ -161,32 +162,10 @@ func TestLookupDoesNotAllocate(t *testing.T) {
 	}
 }
 
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestRegistryReload(t *testing.T) {
 	leakcheck.Register(t) // the watcher goroutine stops at Close
 	path := filepath.Join(t.TempDir(), "workspaces.yaml")
-	writeFile(t, path, goodYAML)
+	testkit.WriteFile(t, path, []byte(goodYAML))
 	reg := prometheus.NewRegistry()
 	var logMu syncbuf.Buffer
 	r, err := Open(path, Options{
@@ -205,12 +184,12 @@ func TestRegistryReload(t *testing.T) {
 		lastRetention.Store(int32(ws.RetentionDays))
 	})
 	reloads := func(result string) float64 {
-		return metricValue(t, reg, "collector_config_reloads_total", result)
+		return testkit.MetricOrZero(t, reg, "collector_config_reloads_total", "result", result)
 	}
 
 	// A file change is picked up by polling.
-	writeFile(t, path, strings.Replace(goodYAML, "395", "400", 1))
-	waitFor(t, "poll reload", func() bool { return changes.Load() == 1 })
+	testkit.WriteFile(t, path, []byte(strings.Replace(goodYAML, "395", "400", 1)))
+	testkit.Eventually(t, 5*time.Second, "poll reload", func() bool { return changes.Load() == 1 })
 	if lastRetention.Load() != 400 {
 		t.Fatalf("retention after reload %d", lastRetention.Load())
 	}
@@ -219,8 +198,8 @@ func TestRegistryReload(t *testing.T) {
 	}
 
 	// A bad file keeps the previous configuration, counts one failure and logs once.
-	writeFile(t, path, "tiers: {}\nworkspaces: []\n")
-	waitFor(t, "failure", func() bool { return reloads("failure") == 1 })
+	testkit.WriteFile(t, path, []byte("tiers: {}\nworkspaces: []\n"))
+	testkit.Eventually(t, 5*time.Second, "failure", func() bool { return reloads("failure") == 1 })
 	time.Sleep(50 * time.Millisecond) // several more polls of the same bad content
 	if reloads("failure") != 1 {
 		t.Fatalf("a bad file was counted %v times", reloads("failure"))
@@ -228,7 +207,7 @@ func TestRegistryReload(t *testing.T) {
 	if ws, ok := r.Lookup("acme.example"); !ok || ws.RetentionDays != 400 {
 		t.Fatalf("previous config not in force: %+v %v", ws, ok)
 	}
-	if g := metricValue(t, reg, "collector_config_last_reload_success", ""); g != 0 {
+	if g := testkit.MetricOrZero(t, reg, "collector_config_last_reload_success"); g != 0 {
 		t.Fatalf("last_reload_success %v, want 0", g)
 	}
 	if n := strings.Count(logMu.String(), "workspaces file rejected"); n != 1 {
@@ -250,7 +229,7 @@ func TestRegistryReload(t *testing.T) {
 	}
 
 	// A good file again (SIGHUP path): in force at once, gauge back to 1.
-	writeFile(t, path, strings.Replace(goodYAML, "globex.example:8443", "globex2.example", 1))
+	testkit.WriteFile(t, path, []byte(strings.Replace(goodYAML, "globex.example:8443", "globex2.example", 1)))
 	if err := r.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +239,7 @@ func TestRegistryReload(t *testing.T) {
 	if _, ok := r.Lookup("globex.example"); ok {
 		t.Fatal("removed domain still in force")
 	}
-	if g := metricValue(t, reg, "collector_config_last_reload_success", ""); g != 1 {
+	if g := testkit.MetricOrZero(t, reg, "collector_config_last_reload_success"); g != 1 {
 		t.Fatalf("last_reload_success %v, want 1", g)
 	}
 	if err := r.Close(); err != nil {
@@ -273,7 +252,7 @@ func TestRegistryReload(t *testing.T) {
 
 func TestOpenRejectsBadFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "w.yaml")
-	writeFile(t, path, "tiers:\n  free: {retention_days: 30}\nworkspaces:\n  - id: a\n    tier: gold\n    domains: [a.example]\n")
+	testkit.WriteFile(t, path, []byte("tiers:\n  free: {retention_days: 30}\nworkspaces:\n  - id: a\n    tier: gold\n    domains: [a.example]\n"))
 	if _, err := Open(path, Options{PollInterval: -1}); err == nil || !strings.Contains(err.Error(), `unknown tier "gold"`) {
 		t.Fatalf("Open: %v", err)
 	}
@@ -283,31 +262,6 @@ func TestOpenRejectsBadFile(t *testing.T) {
 	if _, err := LoadFile("../../testdata/workspaces.example.yaml"); err != nil {
 		t.Fatalf("example file: %v", err)
 	}
-}
-
-// metricValue returns the value of the gathered metric name (with label result=result when result
-// is not empty).
-func metricValue(t *testing.T, reg *prometheus.Registry, name, result string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if result != "" && (len(m.GetLabel()) != 1 || m.GetLabel()[0].GetValue() != result) {
-				continue
-			}
-			if m.Counter != nil {
-				return m.GetCounter().GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	return 0
 }
 
 func FuzzParseConfig(f *testing.F) {
@@ -340,7 +294,7 @@ func FuzzParseConfig(f *testing.F) {
 // every lookup sees one complete configuration, old or new.
 func TestConcurrentLookupAndReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "workspaces.yaml")
-	writeFile(t, path, goodYAML)
+	testkit.WriteFile(t, path, []byte(goodYAML))
 	r, err := Open(path, Options{PollInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -371,7 +325,7 @@ func TestConcurrentLookupAndReload(t *testing.T) {
 		if i%2 == 0 {
 			days = "400"
 		}
-		writeFile(t, path, strings.Replace(goodYAML, "395", days, 1))
+		testkit.WriteFile(t, path, []byte(strings.Replace(goodYAML, "395", days, 1)))
 		if err := r.Reload(); err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/internal/leakcheck"
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // readBatch reads every durable record from `from` and returns them with the end of the last one,
@@ -94,7 +95,7 @@ func TestCheckpointAtSegmentEndSurvivesRestart(t *testing.T) {
 		t.Errorf("read %q from the checkpoint after restart, want [c]", got)
 	}
 	// The oldest uncommitted record is found past the deleted segment the checkpoint names.
-	if age := metricValue(t, reg, "collector_spool_oldest_unflushed_seconds"); age <= 0 {
+	if age := testkit.Metric(t, reg, "collector_spool_oldest_unflushed_seconds"); age <= 0 {
 		t.Errorf("oldest unflushed age %v with record c uncommitted, want > 0", age)
 	}
 }

@@ -10,23 +10,18 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/internal/leakcheck"
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // waitPrepared waits until the background preparation of dir's next
 // segment has finished.
 func waitPrepared(t *testing.T, s *Spool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	testkit.Eventually(t, 10*time.Second, "a prepared segment", func() bool {
 		s.mu.Lock()
-		ok := s.prepared
-		s.mu.Unlock()
-		if ok {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("no prepared segment after 10s")
+		defer s.mu.Unlock()
+		return s.prepared
+	})
 }
 
 // frameEnd returns where the frames of a segment file end and its size.
@@ -110,13 +105,13 @@ func TestRotationUsesPreparedSegment(t *testing.T) {
 	if got, _ := readAll(t, s2, s2.Checkpoint()); len(got) != 45 {
 		t.Errorf("after crash read %d records, want 45", len(got))
 	}
-	if c := metricValue(t, reg2, "collector_spool_corrupt_records_total"); c != 0 {
+	if c := testkit.Metric(t, reg2, "collector_spool_corrupt_records_total"); c != 0 {
 		t.Errorf("corrupt records after a crash with a zero tail: %v, want 0", c)
 	}
 	if end, size := frameEnd(t, filepath.Join(crashed, segName(second))); end != size {
 		t.Errorf("recovered segment: frames end at %d, file is %d bytes", end, size)
 	}
-	if c := metricValue(t, reg, "collector_spool_corrupt_records_total"); c != 0 {
+	if c := testkit.Metric(t, reg, "collector_spool_corrupt_records_total"); c != 0 {
 		t.Errorf("corrupt records %v, want 0", c)
 	}
 
@@ -160,7 +155,7 @@ func TestPreparedSegmentLeftovers(t *testing.T) {
 	if got, _ := readAll(t, s2, s2.Checkpoint()); len(got) != 2 || got[0] != "one" || got[1] != "two" {
 		t.Errorf("read %q, want [one two]", got)
 	}
-	if c := metricValue(t, reg, "collector_spool_corrupt_records_total"); c != 0 {
+	if c := testkit.Metric(t, reg, "collector_spool_corrupt_records_total"); c != 0 {
 		t.Errorf("corrupt %v, want 0", c)
 	}
 	waitPrepared(t, s2)

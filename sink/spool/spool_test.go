@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kyomi/collector/internal/leakcheck"
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // openSpool opens a spool in dir with a fresh registry and closes it at
@@ -47,30 +48,6 @@ func readAll(t testing.TB, s *Spool, from Position) ([]string, Position) {
 		}
 		out = append(out, string(rec.Data))
 	}
-}
-
-func metricValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		m := mf.GetMetric()[0]
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
-	}
-	t.Fatalf("metric %s not found", name)
-	return 0
 }
 
 func TestAppendReadRestart(t *testing.T) {
@@ -154,12 +131,12 @@ func TestGroupCommitConcurrent(t *testing.T) {
 		}
 		seen[g] = true
 	}
-	syncs := metricValue(t, reg, "collector_spool_fsync_duration_seconds")
+	syncs := testkit.Metric(t, reg, "collector_spool_fsync_duration_seconds")
 	if syncs == 0 || syncs > writers*each/4 {
 		t.Errorf("%v fsyncs for %d appends: group commit is not grouping", syncs, writers*each)
 	}
 	t.Logf("%d appends, %v fsyncs", writers*each, syncs)
-	if n := metricValue(t, reg, "collector_spool_records_appended_total"); n != writers*each {
+	if n := testkit.Metric(t, reg, "collector_spool_records_appended_total"); n != writers*each {
 		t.Errorf("appended metric %v", n)
 	}
 }
@@ -213,7 +190,7 @@ func TestTornTail(t *testing.T) {
 			if tc.name == "zeroes appended" {
 				wantCorrupt = 0 // the unwritten tail of a preallocated segment
 			}
-			if c := metricValue(t, reg, "collector_spool_corrupt_records_total"); c != wantCorrupt {
+			if c := testkit.Metric(t, reg, "collector_spool_corrupt_records_total"); c != wantCorrupt {
 				t.Errorf("corrupt records %v, want %v", c, wantCorrupt)
 			}
 			if err := s2.Append([]byte("after-recovery")); err != nil {
@@ -230,7 +207,7 @@ func TestTornTail(t *testing.T) {
 			// The cut is durable: a third open finds nothing to repair.
 			s2.Close()
 			_, reg3 := openSpool(t, Config{Dir: dir})
-			if c := metricValue(t, reg3, "collector_spool_corrupt_records_total"); c != 0 {
+			if c := testkit.Metric(t, reg3, "collector_spool_corrupt_records_total"); c != 0 {
 				t.Errorf("corrupt records on third open %v, want 0", c)
 			}
 		})
@@ -267,10 +244,10 @@ func TestFullThenFreed(t *testing.T) {
 	if s.Ready() {
 		t.Error("Ready() true on a full spool")
 	}
-	if n := metricValue(t, reg, "collector_spool_full_total"); n != 1 {
+	if n := testkit.Metric(t, reg, "collector_spool_full_total"); n != 1 {
 		t.Errorf("full metric %v", n)
 	}
-	if b := metricValue(t, reg, "collector_spool_bytes"); b > 2*seg || b < seg {
+	if b := testkit.Metric(t, reg, "collector_spool_bytes"); b > 2*seg || b < seg {
 		t.Errorf("spool bytes %v", b)
 	}
 	// Nothing appended before ErrFull is lost.
@@ -285,7 +262,7 @@ func TestFullThenFreed(t *testing.T) {
 	if err := s.Append(rec); err != nil {
 		t.Fatalf("append after commit: %v", err)
 	}
-	if b := metricValue(t, reg, "collector_spool_bytes"); b > seg {
+	if b := testkit.Metric(t, reg, "collector_spool_bytes"); b > seg {
 		t.Errorf("spool bytes after commit %v, want <= one segment", b)
 	}
 	segs, _ := filepath.Glob(filepath.Join(s.cfg.Dir, "*.seg"))
@@ -319,17 +296,17 @@ func TestPendingSurvivesRestart(t *testing.T) {
 
 func TestOldestUnflushed(t *testing.T) {
 	s, reg := openSpool(t, Config{Dir: t.TempDir()})
-	if v := metricValue(t, reg, "collector_spool_oldest_unflushed_seconds"); v != 0 {
+	if v := testkit.Metric(t, reg, "collector_spool_oldest_unflushed_seconds"); v != 0 {
 		t.Errorf("empty spool oldest %v", v)
 	}
 	s.Append([]byte("a"))
 	time.Sleep(50 * time.Millisecond)
-	if v := metricValue(t, reg, "collector_spool_oldest_unflushed_seconds"); v < 0.05 {
+	if v := testkit.Metric(t, reg, "collector_spool_oldest_unflushed_seconds"); v < 0.05 {
 		t.Errorf("oldest %v, want >= 0.05", v)
 	}
 	_, end := readAll(t, s, s.Checkpoint())
 	s.Commit(end)
-	if v := metricValue(t, reg, "collector_spool_oldest_unflushed_seconds"); v != 0 {
+	if v := testkit.Metric(t, reg, "collector_spool_oldest_unflushed_seconds"); v != 0 {
 		t.Errorf("oldest after commit %v, want 0", v)
 	}
 }
@@ -362,7 +339,7 @@ func TestSyncInterval(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if n := metricValue(t, reg, "collector_spool_fsync_duration_seconds"); n != 0 {
+	if n := testkit.Metric(t, reg, "collector_spool_fsync_duration_seconds"); n != 0 {
 		t.Errorf("%v fsyncs for 100 appends with a one-hour interval, want 0", n)
 	}
 	got, end := readAll(t, s, s.Checkpoint())
@@ -373,7 +350,7 @@ func TestSyncInterval(t *testing.T) {
 	if err := s.MarkPending(end); err != nil {
 		t.Fatal(err)
 	}
-	if n := metricValue(t, reg, "collector_spool_fsync_duration_seconds"); n != 1 {
+	if n := testkit.Metric(t, reg, "collector_spool_fsync_duration_seconds"); n != 1 {
 		t.Errorf("%v fsyncs after MarkPending, want 1", n)
 	}
 	if err := s.Append([]byte("last")); err != nil {
@@ -414,16 +391,12 @@ func TestSyncIntervalTicks(t *testing.T) {
 	if err := s.Append([]byte("one")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for metricValue(t, reg, "collector_spool_fsync_duration_seconds") < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("no fsync 5s after an append with a 20ms interval")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, "an fsync after an append with a 20ms interval", func() bool {
+		return testkit.Metric(t, reg, "collector_spool_fsync_duration_seconds") >= 1
+	})
 	// Nothing new written: the ticks must not fsync again.
 	time.Sleep(100 * time.Millisecond)
-	if n := metricValue(t, reg, "collector_spool_fsync_duration_seconds"); n != 1 {
+	if n := testkit.Metric(t, reg, "collector_spool_fsync_duration_seconds"); n != 1 {
 		t.Errorf("%v fsyncs for one append over 5 ticks, want 1", n)
 	}
 }
@@ -452,7 +425,7 @@ func TestRotationAndSkipDamagedSealed(t *testing.T) {
 	if len(got) >= 100 || len(got) < 50 {
 		t.Errorf("read %d with a damaged sealed segment", len(got))
 	}
-	if c := metricValue(t, reg, "collector_spool_corrupt_records_total"); c != 1 {
+	if c := testkit.Metric(t, reg, "collector_spool_corrupt_records_total"); c != 1 {
 		t.Errorf("corrupt %v, want 1", c)
 	}
 }
