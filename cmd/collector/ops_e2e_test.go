@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // metricValue scrapes /metrics and returns the value of the sample written exactly as series
@@ -130,13 +132,9 @@ func TestMetricsCountKnownTraffic(t *testing.T) {
 		}
 	}
 	// The shipper flushes within -batch-age; the rows it wrote are counted.
-	deadline := time.Now().Add(10 * time.Second)
-	for p.metricValue(t, "collector_sink_rows_flushed_total") != 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("collector_sink_rows_flushed_total = %v, want 3", p.metricValue(t, "collector_sink_rows_flushed_total"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "collector_sink_rows_flushed_total = 3", func() bool {
+		return p.metricValue(t, "collector_sink_rows_flushed_total") == 3
+	})
 }
 
 // TestSIGHUPAppliesNewDomain edits the workspaces file and sends SIGHUP: the new domain is accepted
@@ -144,7 +142,7 @@ func TestMetricsCountKnownTraffic(t *testing.T) {
 func TestSIGHUPAppliesNewDomain(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "ws.yaml")
-	write := func(s string) { t.Helper(); replaceFile(t, cfg, s) }
+	write := func(s string) { t.Helper(); testkit.WriteFile(t, cfg, []byte(s)) }
 	base := "tiers:\n  free: { retention_days: 30 }\nworkspaces:\n  - id: ws_a\n    tier: free\n    domains: [a.example]\n"
 	write(base)
 	p := startCollector(t, nil, "-config", cfg, "-data-dir", filepath.Join(dir, "data"), "-trusted-proxies", "127.0.0.1/32")

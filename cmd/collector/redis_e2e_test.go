@@ -9,7 +9,6 @@ package main
 // waits for it rather than guessing a shorter time.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -453,32 +452,11 @@ func (p *proc) waitHealthy(t *testing.T, limit time.Duration) {
 // fails the test.
 func (p *proc) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + p.addr + "/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
+	v := p.metricValue(t, name)
+	if v == -1 {
+		t.Fatalf("metric %s not exposed on /metrics", name)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET /metrics: status %d", resp.StatusCode)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		v, ok := strings.CutPrefix(sc.Text(), name+" ")
-		if !ok {
-			continue
-		}
-		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil {
-			t.Fatalf("metric %s: bad value %q", name, v)
-		}
-		return f
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("reading /metrics: %v", err)
-	}
-	t.Fatalf("metric %s not exposed on /metrics", name)
-	return 0
+	return v
 }
 
 // waitSaltState polls collector_salt_state until it equals want or limit passes, and returns the

@@ -1,12 +1,13 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // TestTierChangeMovesStoredRows moves a workspace from a 30-day to a 395-day tier while the binary
@@ -16,7 +17,7 @@ func TestTierChangeMovesStoredRows(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "ws.yaml")
 	dataDir := filepath.Join(dir, "data")
-	write := func(s string) { t.Helper(); replaceFile(t, cfg, s) }
+	write := func(s string) { t.Helper(); testkit.WriteFile(t, cfg, []byte(s)) }
 	const tiers = "tiers:\n  free: { retention_days: 30 }\n  pro: { retention_days: 395 }\nworkspaces:\n"
 	const other = "  - id: ws_b\n    tier: free\n    domains: [b.example]\n"
 	write(tiers + "  - id: ws_a\n    tier: free\n    domains: [a.example]\n" + other)
@@ -82,17 +83,5 @@ func waitLog(t *testing.T, p *proc, msg string) {
 			t.Fatalf("no log %q after 20s\n%s", msg, p.logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// replaceFile puts content at path in one rename, as an operator's deploy tool would, so the
-// collector never reads a half-written file.
-func replaceFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path+".tmp", []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
-		t.Fatal(err)
 	}
 }
