@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/kyomi/collector/sink/row"
 )
 
 // Limits of one event body. Each is enforced with a 400 (413 for the body) whose message names
@@ -37,12 +39,12 @@ const (
 	keptScratchBytes = 64 << 10
 )
 
-// EngagementName is the event name of Plausible's engagement event, which carries sd and e.
-const EngagementName = "engagement"
-
-// NoScrollDepth is the scroll depth of an engagement event that sent no valid sd, as Plausible
-// stores it.
-const NoScrollDepth = 255
+// The name of Plausible's engagement event (it carries sd and e) and the scroll depth of one that
+// sent no valid sd, as Plausible stores it: the stored row's own values.
+const (
+	EngagementName = row.EngagementName
+	NoScrollDepth  = row.NoScrollDepth
+)
 
 // BeaconError is a malformed or over-limit event body. Field names the JSON field (its long name)
 // and Msg says what is wrong; neither ever contains input data.
