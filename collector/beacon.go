@@ -275,9 +275,13 @@ func (d *decoder) field(key string) error {
 		// Cut, not refused, past MaxReferrerBytes (see Decode); the body limit bounds it here.
 		return d.stringField(&b.Referrer, "referrer", MaxBodyBytes, true)
 	case "sd":
-		d.sd = d.intValue()
+		v, err := d.intValue("sd")
+		d.sd = v
+		return err
 	case "e":
-		d.e = d.intValue()
+		v, err := d.intValue("e")
+		d.e = v
+		return err
 	case "v":
 		b.TrackerVersion = 0
 		if c := d.peek(); c == '-' || c >= '0' && c <= '9' {
@@ -453,10 +457,10 @@ func (d *decoder) object(field, what string, member func(key string) error) erro
 	}
 }
 
-// intValue reads sd or e: a JSON integer, or a string holding an optionally signed decimal
-// integer and nothing else. Any other JSON value is skipped and gives ok false; invalid JSON is
-// caught by the caller's next read.
-func (d *decoder) intValue() intVal {
+// intValue reads sd or e (field): a JSON integer, or a string holding an optionally signed
+// decimal integer and nothing else. Any other JSON value is skipped and gives ok false; what is
+// not a JSON value at all is an error naming field.
+func (d *decoder) intValue(field string) (intVal, error) {
 	var text string
 	switch c := d.peek(); {
 	case c == '"':
@@ -464,18 +468,23 @@ func (d *decoder) intValue() intVal {
 		s, ok := d.str()
 		d.b.scratch = d.b.scratch[:mark]
 		if !ok {
-			return intVal{}
+			return intVal{}, d.b.fail(field, "invalid JSON string")
 		}
 		text = s
 	case c == '-' || c >= '0' && c <= '9':
 		s, ok := d.number()
-		if !ok || strings.ContainsAny(s, ".eE") {
-			return intVal{}
+		if !ok {
+			return intVal{}, d.b.fail(field, "invalid JSON: expected a number")
+		}
+		if strings.ContainsAny(s, ".eE") {
+			return intVal{}, nil
 		}
 		text = s
 	default:
-		d.skip(0)
-		return intVal{}
+		if !d.skip(0) {
+			return intVal{}, d.b.fail(field, "invalid JSON: expected a value")
+		}
+		return intVal{}, nil
 	}
 	var r intVal
 	if text != "" && (text[0] == '-' || text[0] == '+') {
@@ -483,12 +492,12 @@ func (d *decoder) intValue() intVal {
 		text = text[1:]
 	}
 	if text == "" {
-		return intVal{}
+		return intVal{}, nil
 	}
 	for i := 0; i < len(text); i++ {
 		c := text[i]
 		if c < '0' || c > '9' {
-			return intVal{}
+			return intVal{}, nil
 		}
 		if r.v <= 1<<32 {
 			r.v = r.v*10 + uint64(c-'0')
@@ -497,7 +506,7 @@ func (d *decoder) intValue() intVal {
 	r.v = min(r.v, 1<<32)
 	r.neg = r.neg && r.v != 0
 	r.ok = true
-	return r
+	return r, nil
 }
 
 // blank reports whether s is empty or white space only (Unicode White_Space), which Plausible
