@@ -96,7 +96,12 @@ type rowNeeds struct {
 	pathname   bool     // the page
 	attrs      []string // the visit attributes read (keys of visitAttrs)
 	events     bool     // a dimension or filter of the event (event:*, time:*)
+	origin     string   // the range's first instant, a DateTime64 literal ("" for none)
 }
+
+// maxCodes bounds the dictionary of a coded visit attribute (see rowsSQL): codes take the 19
+// low bits of an event's key. A range with more distinct values takes the tuple path.
+var maxCodes = 1<<19 - 1
 
 // rowsFunc returns the WITH clause that defines a report's rows and the name of the CTE that
 // holds them: one row per event (metricSQL applies) or, with perVisit, one per visit
@@ -196,9 +201,14 @@ func rowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
 	}
 	out = append(out, "fromUnixTimestamp64Milli(intDiv(k - bitAnd(k, 7), 8), 'UTC') AS ts", nameOut+" AS name", pathOut+" AS pathname",
 		"visitor_id", "session_no", "s_duration", "s_interactive")
+	// A single visit attribute read with no string of the event goes as a code in the key
+	// (see codedAggSQL) when the range holds at most maxCodes distinct values.
+	coded := len(n.attrs) == 1 && len(cols) == 0 && n.origin != ""
 	attrBase := len(cols) + 2
 	for i, a := range n.attrs {
-		cols = append(cols, visitAttrs[a])
+		if !coded {
+			cols = append(cols, visitAttrs[a])
+		}
 		join = append(join, fmt.Sprintf("A%d AS %s", i, a))
 		out = append(out, a)
 	}
@@ -214,7 +224,9 @@ func rowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
 		join = append(join, "SD AS scroll_depth", "ET AS engagement_time")
 		out = append(out, "scroll_depth", "engagement_time")
 	}
-	if packed {
+	if packed && coded {
+		arrays = append(arrays, "SD", "ET") // from codedAggSQL
+	} else if packed {
 		arrays = append(arrays, "arrayMap(g -> toUInt8(intDiv(g, 4294967296)), G) AS SD", "arrayMap(g -> toUInt32(bitAnd(g, 4294967295)), G) AS ET")
 	}
 	// Tuple element i+2 holds cols[i].
@@ -231,6 +243,15 @@ func rowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
 		}
 	}
 	for i := range n.attrs {
+		if coded {
+			// The visit's value: its first event's code (C) or, on the tuple path, string (S).
+			pick := "arrayFilter((x, f) -> f, %s, NW)"
+			if !perVisit {
+				pick = "arrayFill((x, f) -> f, %s, NW)"
+			}
+			arrays = append(arrays, fmt.Sprintf("arrayMap((c, s) -> if(c > 0, arrayElement(D, c), s), "+pick+", "+pick+") AS A%d", "C", "S", i))
+			continue
+		}
 		if perVisit {
 			// The visit's value: its first event's.
 			arrays = append(arrays, fmt.Sprintf("arrayFilter((x, f) -> f, r.%d, NW) AS A%d", attrBase+i, i))
@@ -275,7 +296,12 @@ func rowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
 		agg, keys = "arraySort(groupArray(("+key+", "+strings.Join(cols, ", ")+"))) AS r", "r.1 AS K"
 	}
 	var b strings.Builder
-	b.WriteString("WITH a AS (SELECT visitor_id, " + agg + " FROM events WHERE " + where + filter + " GROUP BY visitor_id), ")
+	if coded {
+		b.WriteString(codedAggSQL(where+filter, n, key))
+		keys = "K"
+	} else {
+		b.WriteString("WITH a AS (SELECT visitor_id, " + agg + " FROM events WHERE " + where + filter + " GROUP BY visitor_id), ")
+	}
 	b.WriteString("b AS (SELECT visitor_id, " + keys + ", " +
 		"arrayMap(k -> fromUnixTimestamp64Milli(intDiv(k - bitAnd(k, 7), 8), 'UTC'), K) AS T, " +
 		"arrayMap(k -> toUInt8(bitAnd(k, 4) = 0), K) AS NE, arrayMap(k -> toUInt8(bitAnd(k, 1)), K) AS I, " +
@@ -305,6 +331,40 @@ func rowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
 	join = append([]string{"K AS k", "SN AS session_no", "DUR AS s_duration", "SINT AS s_interactive", "KEEP AS keep"}, join...)
 	b.WriteString("e AS (SELECT " + strings.Join(out, ", ") + " FROM b ARRAY JOIN " + strings.Join(join, ", ") + " WHERE keep) ")
 	return b.String(), "e", false
+}
+
+// codedAggSQL is the per-visitor aggregation (the CTE a, after the dictionary D) of rowsSQL for a
+// report that reads one visit attribute and no other string of the event. D is the sorted
+// distinct values of the attribute in the range, one scan of one column; when there are at
+// most maxCodes, each event is one Int64, (its millisecond since the range's start (origin)
+// times 8 plus the flags of key) times 2^19 plus the code of its value (its position in D,
+// from 1), so the aggregation moves no string. The codes sort as the values do, so the keys
+// sort as the (key, value) tuples of the tuple path, ties included. With more values the tuple
+// path runs instead: both branches are in the statement, one reads no row (its WHERE is false
+// once D is known). Both give visitor_id, K (the keys of rowsSQL), C and S: the codes and the
+// strings of the values, one of them zeros or empty strings, and, for engagement metrics, SD
+// and ET. A range of at most five years and a day is under 2^38 ms, so a coded key is under 2^60.
+func codedAggSQL(where string, n rowNeeds, key string) string {
+	col := visitAttrs[n.attrs[0]]
+	lim := strconv.Itoa(maxCodes)
+	rel := strings.Replace(key, "toUnixTimestamp64Milli(ts)", "(toUnixTimestamp64Milli(ts) - toUnixTimestamp64Milli("+n.origin+"))", 1)
+	kc := "(" + rel + ") * 524288 + transform(" + col + ", D, arrayEnumerate(D), 0)"
+	decode := "arrayMap(x -> intDiv(x, 524288) + toUnixTimestamp64Milli(" + n.origin + ") * 8, R) AS K, " +
+		"arrayMap(x -> toUInt32(bitAnd(x, 524287)), R) AS C, arrayMap(x -> '', R) AS S"
+	agg, tupleAgg, tupleOut := "arraySort(groupArray("+kc+")) AS R", "arraySort(groupArray(("+key+", "+col+"))) AS r", "r.1 AS K, arrayMap(x -> toUInt32(0), K) AS C, r.2 AS S"
+	if n.engagement {
+		// Depth and time in a second Int64 array sorted by the keys, as rowsSQL's packed path.
+		agg = "groupArray(" + kc + ") AS R0, arraySort(R0) AS R, " +
+			"arraySort((x, k) -> k, groupArray(toInt64(scroll_depth) * 4294967296 + engagement_time), R0) AS G"
+		decode += ", arrayMap(g -> toUInt8(intDiv(g, 4294967296)), G) AS SD, arrayMap(g -> toUInt32(bitAnd(g, 4294967295)), G) AS ET"
+		tupleAgg = "arraySort(groupArray((" + key + ", " + col + ", scroll_depth, engagement_time))) AS r"
+		tupleOut += ", r.3 AS SD, r.4 AS ET"
+	}
+	return "WITH (SELECT arraySort(groupUniqArray(" + strconv.Itoa(maxCodes+1) + ")(" + col + ")) FROM events WHERE " + where + ") AS D, " +
+		"a AS (SELECT visitor_id, " + decode + " FROM (SELECT visitor_id, " + agg + " FROM events WHERE " + where +
+		" AND length(D) <= " + lim + " GROUP BY visitor_id) " +
+		"UNION ALL SELECT visitor_id, " + tupleOut + " FROM (SELECT visitor_id, " + tupleAgg + " FROM events WHERE " + where +
+		" AND length(D) > " + lim + " GROUP BY visitor_id)), "
 }
 
 // engagementRowsSQL is rowsSQL for a report by event that reads visits only to place its
@@ -386,7 +446,7 @@ func compileReport(p *ReportParams, now time.Time, rows rowsFunc) (string, error
 	where := fmt.Sprintf("ts >= toDateTime64(%s, 3, 'UTC') AND ts < toDateTime64(%s, 3, 'UTC')",
 		quoteString(from.Format("2006-01-02 15:04:05")), quoteString(to.Format("2006-01-02 15:04:05")))
 
-	var need rowNeeds
+	need := rowNeeds{origin: "toDateTime64(" + quoteString(from.Format("2006-01-02 15:04:05")) + ", 3, 'UTC')"}
 	for _, m := range p.Metrics {
 		need.engagement = need.engagement || engagementMetrics[m]
 		need.visits = need.visits || sessionMetrics[m] || engagementMetrics[m]
