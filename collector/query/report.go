@@ -144,10 +144,7 @@ var sessionMetrics = map[string]bool{"visits": true, "views_per_visit": true, "b
 //   - Otherwise the visits are derived in one aggregation per visitor: each
 //     event of the range becomes one Int64 key (its millisecond times 8 plus
 //     flags), with the columns the report reads besides in a tuple behind it
-//     when there are any, but a single visit attribute goes as a code in the
-//     key's low bits (codedAggSQL), and so do the engagements' pages of a page
-//     report (engagementRowsSQL), when the range holds at most maxCodes
-//     distinct values; the sorted array then goes through array functions
+//     when there are any; the sorted array then goes through array functions
 //     that mark each event that starts a visit (more than 30 minutes after
 //     the visitor's previous event), number the visits (running sum), carry a
 //     visit's first values forward (arrayFill) and its last values back
@@ -373,40 +370,16 @@ func codedAggSQL(where string, n rowNeeds, key string) string {
 // engagementRowsSQL is rowsSQL for a report by event that reads visits only to place its
 // engagements (pages or time with scroll_depth and time_on_page, no visit metric, dimension or
 // filter): the events come from a plain scan, and the per-visitor aggregation carries the page,
-// depth and time of the engagements only, an empty string for the other events (or, by page,
-// the page's code in the key and depth and time in a second Int64 array; see codedAggSQL).
+// depth and time of the engagements only, an empty string for the other events.
 func engagementRowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
 	key := "toUnixTimestamp64Milli(ts) * 8 + 4 * (" + isEngagement + ") + 2 * (name = 'pageview') + interactive"
 	pathCol, pathOut := "''", "''"
 	if n.pathname {
 		pathCol, pathOut = "if("+isEngagement+", pathname, '')", "P"
 	}
-	with = "WITH a AS (SELECT visitor_id, arraySort(groupArray((" + key + ", " + pathCol + ", scroll_depth, engagement_time))) AS r " +
+	return "WITH a AS (SELECT visitor_id, arraySort(groupArray((" + key + ", " + pathCol + ", scroll_depth, engagement_time))) AS r " +
 		"FROM events WHERE " + where + " GROUP BY visitor_id), " +
-		"b AS (SELECT visitor_id, r.1 AS K, r.2 AS P, r.3 AS SD, r.4 AS ET, "
-	join := "ARRAY JOIN T AS t, P, SN AS sn, SD AS sd, ET AS et, KEEP AS keep WHERE keep) "
-	if n.pathname && n.origin != "" {
-		// The engagements' pages as codes in the keys, as codedAggSQL does for a visit attribute:
-		// D holds the distinct pages of the range's engagements, the tuple branch answers when
-		// there are more than maxCodes. P is the page of each element ('' for the events).
-		lim := strconv.Itoa(maxCodes)
-		rel := strings.Replace(key, "toUnixTimestamp64Milli(ts)", "(toUnixTimestamp64Milli(ts) - toUnixTimestamp64Milli("+n.origin+"))", 1)
-		kc := "(" + rel + ") * 524288 + if(" + isEngagement + ", transform(pathname, D, arrayEnumerate(D), 0), 0)"
-		with = "WITH (SELECT arraySort(groupUniqArray(" + strconv.Itoa(maxCodes+1) + ")(pathname)) FROM events WHERE " + where + " AND " + isEngagement + ") AS D, " +
-			"a AS (SELECT visitor_id, arrayMap(x -> intDiv(x, 524288) + toUnixTimestamp64Milli(" + n.origin + ") * 8, R) AS K, " +
-			"arrayMap(x -> toUInt32(bitAnd(x, 524287)), R) AS C, arrayMap(x -> '', R) AS S, " +
-			"arrayMap(g -> toUInt8(intDiv(g, 4294967296)), G) AS SD, arrayMap(g -> toUInt32(bitAnd(g, 4294967295)), G) AS ET " +
-			"FROM (SELECT visitor_id, groupArray(" + kc + ") AS R0, arraySort(R0) AS R, " +
-			"arraySort((x, k) -> k, groupArray(toInt64(scroll_depth) * 4294967296 + engagement_time), R0) AS G " +
-			"FROM events WHERE " + where + " AND length(D) <= " + lim + " GROUP BY visitor_id) " +
-			"UNION ALL SELECT visitor_id, r.1 AS K, arrayMap(x -> toUInt32(0), K) AS C, r.2 AS S, r.3 AS SD, r.4 AS ET " +
-			"FROM (SELECT visitor_id, arraySort(groupArray((" + key + ", " + pathCol + ", scroll_depth, engagement_time))) AS r " +
-			"FROM events WHERE " + where + " AND length(D) > " + lim + " GROUP BY visitor_id)), " +
-			"b AS (SELECT visitor_id, K, C, S, SD, ET, "
-		pathOut = "if(c > 0, arrayElement(D, c), s)"
-		join = "ARRAY JOIN T AS t, C AS c, S AS s, SN AS sn, SD AS sd, ET AS et, KEEP AS keep WHERE keep) "
-	}
-	return with +
+		"b AS (SELECT visitor_id, r.1 AS K, r.2 AS P, r.3 AS SD, r.4 AS ET, " +
 		"arrayMap(k -> fromUnixTimestamp64Milli(intDiv(k - bitAnd(k, 7), 8), 'UTC'), K) AS T, " +
 		"arrayMap(k -> toUInt8(bitAnd(k, 4) = 0), K) AS NE, " +
 		"arrayFill((x, ne) -> ne, arrayMap((x, ne) -> if(ne = 1, x, toDateTime64(0, 3, 'UTC')), T, NE), NE) AS LNE, " +
@@ -415,7 +388,8 @@ func engagementRowsSQL(where string, n rowNeeds) (with, from string, perVisit bo
 		"arrayMap((ne, x, l, s) -> ne = 0 AND s > 0 AND dateDiff('second', l, x) <= 1800, NE, T, LNE, SN) AS KEEP FROM a), " +
 		"e AS (SELECT ts, name, pathname, visitor_id, toUInt64(0) AS session_no, toUInt8(0) AS scroll_depth, toUInt32(0) AS engagement_time " +
 		"FROM events WHERE " + where + " AND " + notEngagement + " " +
-		"UNION ALL SELECT t, 'engagement', " + pathOut + ", visitor_id, sn, sd, et FROM b " + join, "e", false
+		"UNION ALL SELECT t, 'engagement', " + pathOut + ", visitor_id, sn, sd, et FROM b " +
+		"ARRAY JOIN T AS t, P, SN AS sn, SD AS sd, ET AS et, KEEP AS keep WHERE keep) ", "e", false
 }
 
 // read notes that the report reads dimension d (validated).
