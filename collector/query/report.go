@@ -144,7 +144,9 @@ var sessionMetrics = map[string]bool{"visits": true, "views_per_visit": true, "b
 //   - Otherwise the visits are derived in one aggregation per visitor: each
 //     event of the range becomes one Int64 key (its millisecond times 8 plus
 //     flags), with the columns the report reads besides in a tuple behind it
-//     when there are any; the sorted array then goes through array functions
+//     when there are any, but a single visit attribute read with no other
+//     string goes as a code in the key's low bits (codedAggSQL) when the range
+//     holds at most maxCodes distinct values; the sorted array then goes through array functions
 //     that mark each event that starts a visit (more than 30 minutes after
 //     the visitor's previous event), number the visits (running sum), carry a
 //     visit's first values forward (arrayFill) and its last values back
