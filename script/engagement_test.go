@@ -13,6 +13,8 @@ import (
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/chromedp"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // engagementPage is a page 2000 px tall (with the 1280×800 viewport of trackerViewport, 800 px
@@ -168,8 +170,8 @@ func TestScriptEngagement(t *testing.T) {
 // engaged time, and that the report counts them as neither events nor page views.
 func TestScriptEngagementStored(t *testing.T) {
 	checkGoroutines(t)
-	keys := newQueryKeys(t)
-	coll := startCollectorProc(t, "-jwks", keys.jwks)
+	keys := testkit.NewConnectKey(t)
+	coll := startCollectorProc(t, "-jwks", keys.JWKS)
 	rp := &recordingProxy{}
 	collectorURL := rp.start(t, coll.addr)
 	h := newHarness(t, newBrowser(t, chromedp.UserAgent(e2eUA)), collectorURL)
@@ -189,7 +191,7 @@ func TestScriptEngagementStored(t *testing.T) {
 	h.run(chromedp.Navigate(h.url(otherHost, "/bye")))
 	rp.waitBeacons(h, 0, 4, "")
 
-	token := keys.token(t, "ws_acme")
+	token := keys.Token(t, "ws_acme", "jti-tracker", "wss://connect.example/agent/v1")
 	want := []string{
 		"pageview /e/a sd=0 e=0",
 		"engagement /e/a sd=100 e=4000",

@@ -2,11 +2,6 @@ package script
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -22,6 +17,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // plausibleTrackerVersion is the pinned official tracker, PLAUSIBLE_TRACKER_VERSION in the
@@ -183,8 +180,8 @@ func (r trackerRow) key() string {
 func TestPlausibleTracker(t *testing.T) {
 	checkGoroutines(t)
 	tracker := plausibleTracker(t)
-	keys := newQueryKeys(t)
-	coll := startCollectorProc(t, "-jwks", keys.jwks)
+	keys := testkit.NewConnectKey(t)
+	coll := startCollectorProc(t, "-jwks", keys.JWKS)
 	rp := &recordingProxy{}
 	collectorURL := rp.start(t, coll.addr)
 	endpoint := collectorURL + "/api/event"
@@ -288,7 +285,7 @@ func TestPlausibleTracker(t *testing.T) {
 	expect(trackerRow{OS: v2, Name: "engagement", Pathname: "/t/landing", ScrollDepth: 40, EngagementTime: 2000})
 	expect(trackerRow{OS: v2, Name: "engagement", Pathname: "/t/landing", ScrollDepth: 40, EngagementTime: 4000})
 
-	token := keys.token(t, "ws_acme")
+	token := keys.Token(t, "ws_acme", "jti-tracker", "wss://connect.example/agent/v1")
 	// The shipper flushes every 200 ms; wait until every accepted beacon is a row.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -406,57 +403,6 @@ func TestPlausibleTracker(t *testing.T) {
 	}
 	t.Logf("report by event:page [pageviews scroll_depth time_on_page]: %v", pages)
 	coll.stop()
-}
-
-// queryKeys is an ES256 key pair whose public half is in a JWKS file for -jwks, so the test
-// can sign query tokens the collector trusts.
-type queryKeys struct {
-	priv *ecdsa.PrivateKey
-	jwks string
-}
-
-func newQueryKeys(t *testing.T) *queryKeys {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := k.PublicKey.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b64 := base64.RawURLEncoding
-	set, err := json.Marshal(map[string]any{"keys": []map[string]string{{
-		"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
-		"x": b64.EncodeToString(raw[1:33]), "y": b64.EncodeToString(raw[33:]),
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "jwks.json")
-	if err := os.WriteFile(path, set, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &queryKeys{priv: k, jwks: path}
-}
-
-// token signs a query token for workspace wid with Kyomi Connect's claims.
-func (k *queryKeys) token(t *testing.T, wid string) string {
-	t.Helper()
-	b64 := base64.RawURLEncoding
-	hdr, _ := json.Marshal(map[string]any{"alg": "ES256", "kid": "k1", "typ": "JWT"})
-	claims, _ := json.Marshal(map[string]any{"jti": "jti-tracker", "dsid": "ds-1", "wid": wid, "db": "analytics",
-		"url": "wss://connect.example/agent/v1", "iss": "kyomi", "iat": time.Now().Unix() - 10})
-	input := b64.EncodeToString(hdr) + "." + b64.EncodeToString(claims)
-	d := sha256.Sum256([]byte(input))
-	r, s, err := ecdsa.Sign(rand.Reader, k.priv, d[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	return input + "." + b64.EncodeToString(sig)
 }
 
 // queryResult is the result of one query-path request: column names and raw rows.

@@ -3,12 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -21,54 +15,27 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // connectKeys is an ES256 signing key published in a JWKS file, as Kyomi Connect publishes its own.
 type connectKeys struct {
-	priv *ecdsa.PrivateKey
+	*testkit.ConnectKey
 	jwks string // path of the JWKS file
 }
 
 func newConnectKeys(t *testing.T) *connectKeys {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := k.PublicKey.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b64 := base64.RawURLEncoding
-	set, _ := json.Marshal(map[string]any{"keys": []map[string]string{{
-		"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
-		"x": b64.EncodeToString(raw[1:33]), "y": b64.EncodeToString(raw[33:]),
-	}}})
-	path := filepath.Join(t.TempDir(), "jwks.json")
-	if err := os.WriteFile(path, set, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &connectKeys{priv: k, jwks: path}
+	k := testkit.NewConnectKey(t)
+	return &connectKeys{ConnectKey: k, jwks: k.JWKS}
 }
 
 // tokenFile signs a Connect token for workspace wid whose url claim is u, writes it to a file with
 // a trailing newline (as `echo` would) and returns the token and the file.
 func (k *connectKeys) tokenFile(t *testing.T, wid, u string) (token, path string) {
 	t.Helper()
-	b64 := base64.RawURLEncoding
-	hdr, _ := json.Marshal(map[string]any{"alg": "ES256", "kid": "k1", "typ": "JWT"})
-	cl, _ := json.Marshal(map[string]any{"jti": "jti-e2e", "dsid": "ds-1", "wid": wid, "db": "analytics",
-		"url": u, "iss": "kyomi", "iat": time.Now().Unix() - 10})
-	input := b64.EncodeToString(hdr) + "." + b64.EncodeToString(cl)
-	d := sha256.Sum256([]byte(input))
-	r, s, err := ecdsa.Sign(rand.Reader, k.priv, d[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	token = input + "." + b64.EncodeToString(sig)
+	token = k.Token(t, wid, "jti-e2e", u)
 	path = filepath.Join(t.TempDir(), "connect.jwt")
 	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
