@@ -70,7 +70,7 @@ const usage = `usage:
   collector config check [flags]        validate the configuration without starting
   collector erase-workspace [flags] ID  delete every row of one workspace
   collector token issue -wid WS [-ttl D] [flags]  print a query token signed by the data directory's key
-  collector token revoke [flags] JTI    revoke a token by its id (jti)
+  collector token revoke [flags] [--] JTI  revoke a token by its id (jti; "--" before one that begins with '-')
 Run "collector serve -h" for the flags; each also reads COLLECTOR_<NAME> from the environment.`
 
 // loadConfig parses and validates flags for a subcommand, printing every problem on stderr.

@@ -71,7 +71,7 @@ func tokenRevokeCmd(ctx context.Context, args []string, env func(string) string,
 		return code
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: collector token revoke [flags] JTI")
+		fmt.Fprintln(stderr, "usage: collector token revoke [flags] [--] JTI (\"--\" before an id that begins with '-')")
 		return 2
 	}
 	jti := fs.Arg(0)

@@ -231,6 +231,7 @@ func TestTokenUsage(t *testing.T) {
 		{"issue with a negative ttl", []string{"issue", "-wid", "ws_acme", "-ttl", "-1h", "-data-dir", dir}, 2, "-ttl: must not be negative"},
 		{"revoke without an id", []string{"revoke", "-data-dir", dir}, 2, "usage: collector token revoke"},
 		{"revoke a bad id", []string{"revoke", "-data-dir", dir, "a b"}, 2, "printable"},
+		{"revoke an id that begins with '-' without --", []string{"revoke", "-data-dir", dir, "-abc"}, 2, "flag provided but not defined: -abc"},
 		{"revoke with -jwks and no list", []string{"revoke", "-data-dir", dir, "-jwks", "https://example.invalid/jwks", "j1"}, 2, "give -revoked-jti or -redis"},
 	}
 	for _, tc := range tests {
@@ -258,6 +259,19 @@ func TestTokenRevokeRedis(t *testing.T) {
 		t.Fatalf("SISMEMBER revoked_jti jti-shared: %v %v", ok, err)
 	}
 	if data, err := os.ReadFile(filepath.Join(dataDir, "query", "revoked-jti")); err != nil || string(data) != "jti-shared\n" {
+		t.Fatalf("data directory's list: %q %v", data, err)
+	}
+}
+
+// TestTokenRevokeDashID: an id from elsewhere (Kyomi Connect's are base64url) may begin with '-';
+// after "--" it is an id, not a flag.
+func TestTokenRevokeDashID(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	out, errOut, code := tokenCLI(t, "revoke", "-data-dir", dataDir, "--", "-rRmYvVNr-g7")
+	if code != 0 || !strings.Contains(out, "revoked -rRmYvVNr-g7") {
+		t.Fatalf("exit %d, %q %q", code, out, errOut)
+	}
+	if data, err := os.ReadFile(filepath.Join(dataDir, "query", "revoked-jti")); err != nil || string(data) != "-rRmYvVNr-g7\n" {
 		t.Fatalf("data directory's list: %q %v", data, err)
 	}
 }

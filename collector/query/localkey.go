@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -176,8 +177,8 @@ const (
 )
 
 // Issue signs a token with Connect's claims (jti, dsid, wid, db, url, iss, iat, and exp when a
-// TTL is given) and returns it with its claims. jti is 128 random bits, so it can be revoked on
-// its own. The token is a credential: the caller prints it to its user and nowhere else.
+// TTL is given) and returns it with its claims. jti is 128 random bits in hex, so it can be
+// revoked on its own and never begins with '-', which a command line would read as a flag. The token is a credential: the caller prints it to its user and nowhere else.
 func (k *LocalKey) Issue(r TokenRequest) (string, *Claims, error) {
 	if !validWID(r.WID) {
 		return "", nil, errors.New("cannot issue a token: the workspace id must be 1-64 letters, digits, '_', '-' or '.'")
@@ -194,7 +195,7 @@ func (k *LocalKey) Issue(r TokenRequest) (string, *Claims, error) {
 		return "", nil, fmt.Errorf("cannot issue a token: %w", err)
 	}
 	iat := NumericDate(now.Unix())
-	c := &Claims{JTI: b64.EncodeToString(id[:]), DSID: LocalDSID, WID: r.WID, DB: LocalDB, URL: r.URL, Iss: LocalIssuer, Iat: &iat}
+	c := &Claims{JTI: hex.EncodeToString(id[:]), DSID: LocalDSID, WID: r.WID, DB: LocalDB, URL: r.URL, Iss: LocalIssuer, Iat: &iat}
 	if r.TTL > 0 {
 		exp := NumericDate(now.Add(r.TTL).Unix())
 		c.Exp = &exp

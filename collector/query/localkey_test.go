@@ -143,6 +143,17 @@ func TestLocalKeyIssue(t *testing.T) {
 	if c2.JTI == c.JTI {
 		t.Error("two tokens share a jti")
 	}
+	// A jti is an argument of `collector token revoke`: one that began with '-' would be read as
+	// a flag. 256 issues make a leading '-' of a base64url id (1 in 64) all but certain.
+	for i := 0; i < 256; i++ {
+		_, ci, err := k.Issue(TokenRequest{WID: "ws_acme", Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ci.JTI) != 32 || strings.Trim(ci.JTI, "0123456789abcdef") != "" {
+			t.Fatalf("jti %q: want 32 lower-case hex digits", ci.JTI)
+		}
+	}
 
 	// With a TTL: valid before exp, expired after.
 	token, c, err = k.Issue(TokenRequest{WID: "ws_acme", TTL: time.Hour, Now: now})
