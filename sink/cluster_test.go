@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kyomi/collector/sink/engine"
 	"github.com/kyomi/collector/sink/engine/enginetest"
 	"github.com/kyomi/collector/sink/row/rowtest"
 )
@@ -44,30 +43,13 @@ func TestDistributedCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two servers")
 	}
-	ports, err := engine.FreePorts("127.0.0.1", 4)
+	c, err := enginetest.StartCluster("kyomi_test", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var remote strings.Builder
-	remote.WriteString("<remote_servers><kyomi_test>")
-	for i := range 2 {
-		fmt.Fprintf(&remote, "<shard><replica><host>127.0.0.1</host><port>%d</port><user>kyomi</user><password>test-password</password></replica></shard>", ports[2*i])
-	}
-	remote.WriteString("</kyomi_test></remote_servers>")
+	t.Cleanup(c.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	shards := make([]*Server, 2)
-	for i := range 2 {
-		srv, err := enginetest.Start(enginetest.Options{Local: true, TCPPort: ports[2*i], HTTPPort: ports[2*i+1], ExtraConfig: remote.String()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(srv.Close)
-		if shards[i], err = OpenServer(srv.DSN("default")); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { shards[i].Close() })
-	}
 	single, err := MigrationSQL(SchemaConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -75,19 +57,24 @@ func TestDistributedCluster(t *testing.T) {
 	var create string
 	for _, q := range single {
 		if strings.HasPrefix(q, "CREATE TABLE IF NOT EXISTS "+Database+".events\n") {
-			create = strings.Replace(q, Database+".events\n", Database+".events_local\n", 1)
+			create = q
 		}
 	}
 	if create == "" {
 		t.Fatal("no CREATE TABLE of the events table in MigrationSQL")
 	}
-	for _, s := range shards {
-		for _, q := range []string{
-			"CREATE DATABASE IF NOT EXISTS " + Database,
-			create,
-			"CREATE TABLE " + Database + ".events AS " + Database + ".events_local ENGINE = Distributed('kyomi_test', '" + Database + "', 'events_local', cityHash64(workspace_id))",
-		} {
-			if err := s.Exec(ctx, q); err != nil {
+	layout, err := c.OperatorSchema(Database, create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards := make([]*Server, len(c.Shards))
+	for i, srv := range c.Shards {
+		if shards[i], err = OpenServer(srv.DSN("default")); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { shards[i].Close() })
+		for _, q := range layout {
+			if err := shards[i].Exec(ctx, q); err != nil {
 				t.Fatal(err)
 			}
 		}

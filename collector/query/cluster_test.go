@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/sink"
-	"github.com/kyomi/collector/sink/engine"
 	"github.com/kyomi/collector/sink/engine/enginetest"
 	"github.com/kyomi/collector/sink/row"
 )
@@ -21,16 +20,11 @@ func TestIsolationThroughDistributed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two servers")
 	}
-	ports, err := engine.FreePorts("127.0.0.1", 4)
+	c, err := enginetest.StartCluster("kyomi_q", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var remote strings.Builder
-	remote.WriteString("<remote_servers><kyomi_q>")
-	for i := range 2 {
-		fmt.Fprintf(&remote, "<shard><replica><host>127.0.0.1</host><port>%d</port><user>kyomi</user><password>test-password</password></replica></shard>", ports[2*i])
-	}
-	remote.WriteString("</kyomi_q></remote_servers>")
+	t.Cleanup(c.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	stmts, err := sink.MigrationSQL(sink.SchemaConfig{})
@@ -40,25 +34,21 @@ func TestIsolationThroughDistributed(t *testing.T) {
 	var create string
 	for _, q := range stmts {
 		if strings.HasPrefix(q, "CREATE TABLE IF NOT EXISTS analytics.events\n") {
-			create = strings.Replace(q, "analytics.events\n", "analytics.events_local\n", 1)
+			create = q
 		}
 	}
+	layout, err := c.OperatorSchema("analytics", create)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var stores []*sink.Server
-	for i := range 2 {
-		srv, err := enginetest.Start(enginetest.Options{Local: true, TCPPort: ports[2*i], HTTPPort: ports[2*i+1], ExtraConfig: remote.String()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(srv.Close)
+	for _, srv := range c.Shards {
 		s, err := sink.OpenServer(srv.DSN("default"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Close() })
-		for _, q := range []string{
-			"CREATE DATABASE IF NOT EXISTS analytics", create,
-			"CREATE TABLE analytics.events AS analytics.events_local ENGINE = Distributed('kyomi_q', 'analytics', 'events_local', cityHash64(workspace_id))",
-		} {
+		for _, q := range layout {
 			if err := s.Exec(ctx, q); err != nil {
 				t.Fatal(err)
 			}

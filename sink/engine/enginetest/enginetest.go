@@ -9,11 +9,13 @@ package enginetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/kyomi/collector/sink/engine"
@@ -21,6 +23,12 @@ import (
 
 // launcherEnv marks a test binary started as the engine's launcher.
 const launcherEnv = "KYOMI_ENGINETEST_LAUNCHER"
+
+// testUser and testPassword log in to every engine Start starts.
+const (
+	testUser     = "kyomi"
+	testPassword = "test-password"
+)
 
 // RunLauncher runs the engine and exits when this process was started as a launcher by Start;
 // otherwise it returns at once. Call it first in TestMain.
@@ -82,7 +90,7 @@ func Start(o Options) (*Server, error) {
 		DataPath:       filepath.Join(dir, "clickhouse"),
 		TCPPort:        o.TCPPort,
 		HTTPPort:       o.HTTPPort,
-		Credentials:    engine.Credentials{User: "kyomi", Password: "test-password"},
+		Credentials:    engine.Credentials{User: testUser, Password: testPassword},
 		Command:        []string{os.Args[0]},
 		Env:            []string{launcherEnv + "=1"},
 		ExtraConfig:    o.ExtraConfig,
@@ -123,5 +131,71 @@ func (s *Server) Close() {
 		} else {
 			fmt.Fprintln(os.Stderr, "enginetest: kept", s.dir)
 		}
+	}
+}
+
+// Cluster is a cluster of local servers started by StartCluster: each server is one shard of
+// one replica, and every server's remote_servers names them all under Name.
+type Cluster struct {
+	// Name is the cluster's name in remote_servers.
+	Name string
+	// Shards are the servers, in the order of their shards.
+	Shards []*Server
+}
+
+// StartCluster starts n local servers that form the cluster name, on free loopback ports. It
+// ignores CLICKHOUSE_ADDR: an external server cannot be named in the remote_servers of servers
+// started here. Stop them with Close.
+func StartCluster(name string, n int) (*Cluster, error) {
+	if n < 1 {
+		return nil, errors.New("cannot start a cluster of no server")
+	}
+	// The configuration names every shard's native port, so the ports are chosen before the
+	// servers start.
+	ports, err := engine.FreePorts("127.0.0.1", 2*n)
+	if err != nil {
+		return nil, fmt.Errorf("cannot choose the ports of cluster %s: %w", name, err)
+	}
+	var remote strings.Builder
+	fmt.Fprintf(&remote, "<remote_servers><%s>", name)
+	for i := range n {
+		fmt.Fprintf(&remote, "<shard><replica><host>127.0.0.1</host><port>%d</port><user>%s</user><password>%s</password></replica></shard>",
+			ports[2*i], testUser, testPassword)
+	}
+	fmt.Fprintf(&remote, "</%s></remote_servers>", name)
+	c := &Cluster{Name: name}
+	for i := range n {
+		s, err := Start(Options{Local: true, TCPPort: ports[2*i], HTTPPort: ports[2*i+1], ExtraConfig: remote.String()})
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("cannot start shard %d of cluster %s: %w", i+1, name, err)
+		}
+		c.Shards = append(c.Shards, s)
+	}
+	return c, nil
+}
+
+// OperatorSchema returns the statements that lay out, on one shard, the schema an operator makes
+// by hand for this cluster where ReplicatedMergeTree cannot run: the database db, a MergeTree
+// table db.events_local made by eventsDDL (the CREATE TABLE IF NOT EXISTS of db.events that the
+// single-server migrations run, renamed), and a Distributed db.events over every shard's
+// events_local, sharded by cityHash64(workspace_id). Run them on every shard.
+func (c *Cluster) OperatorSchema(db, eventsDDL string) ([]string, error) {
+	head := "CREATE TABLE IF NOT EXISTS " + db + ".events\n"
+	if !strings.HasPrefix(eventsDDL, head) {
+		return nil, fmt.Errorf("cannot lay out the cluster schema: the events DDL does not start with %q", head)
+	}
+	return []string{
+		"CREATE DATABASE IF NOT EXISTS " + db,
+		strings.Replace(eventsDDL, db+".events\n", db+".events_local\n", 1),
+		"CREATE TABLE IF NOT EXISTS " + db + ".events AS " + db + ".events_local ENGINE = Distributed('" + c.Name + "', '" +
+			db + "', 'events_local', cityHash64(workspace_id))",
+	}, nil
+}
+
+// Close stops every server of the cluster.
+func (c *Cluster) Close() {
+	for _, s := range c.Shards {
+		s.Close()
 	}
 }
