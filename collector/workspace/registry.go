@@ -40,6 +40,7 @@ type Registry struct {
 	reloadsKO prometheus.Counter
 	lastOK    prometheus.Gauge
 	count     prometheus.Gauge
+	checks    prometheus.Counter
 
 	stop chan struct{}
 	done chan struct{}
@@ -79,11 +80,15 @@ func Open(path string, opts Options) (*Registry, error) {
 			Name: "collector_config_workspaces",
 			Help: "Workspaces in the configuration in force.",
 		}),
+		checks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "collector_config_checks_total",
+			Help: "Checks of the workspaces file for a change, by polling or an explicit reload; it rises while the watcher is alive.",
+		}),
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{reloads, r.lastOK, r.count} {
+		for _, c := range []prometheus.Collector{reloads, r.lastOK, r.count, r.checks} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("cannot register workspace registry metrics: %w", err)
 			}
@@ -133,10 +138,12 @@ func (r *Registry) OnChange(fn func(old, new *Snapshot)) {
 func (r *Registry) Reload() error { return r.reload(true) }
 
 // reload reloads the file. explicit reloads (SIGHUP) always count and log; polling counts and logs
-// only when the content changed since the last attempt.
+// only when the content changed since the last attempt. Every call counts one check, once its
+// outcome is counted and logged.
 func (r *Registry) reload(explicit bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer r.checks.Inc()
 	data, err := readFile(r.path)
 	if err != nil {
 		if explicit {

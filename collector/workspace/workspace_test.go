@@ -200,7 +200,10 @@ func TestRegistryReload(t *testing.T) {
 	// A bad file keeps the previous configuration, counts one failure and logs once.
 	testkit.WriteFile(t, path, []byte("tiers: {}\nworkspaces: []\n"))
 	testkit.Eventually(t, 5*time.Second, "failure", func() bool { return reloads("failure") == 1 })
-	time.Sleep(50 * time.Millisecond) // several more polls of the same bad content
+	checked := testkit.Metric(t, reg, "collector_config_checks_total")
+	testkit.Eventually(t, 5*time.Second, "three more polls of the same bad content", func() bool {
+		return testkit.Metric(t, reg, "collector_config_checks_total") >= checked+3
+	})
 	if reloads("failure") != 1 {
 		t.Fatalf("a bad file was counted %v times", reloads("failure"))
 	}
