@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -88,6 +87,7 @@ type harness struct {
 	logs    *syncBuffer
 	srv     *Server
 	workCfg string
+	closed  sync.Map // client address (the server's remote address) → struct{}, once the server closed that connection
 
 	errorsExpected bool // the test provokes error-level logs (spool or salt failures)
 }
@@ -117,9 +117,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if o.workspaces != "" {
 		wsFile = o.workspaces
 	}
-	if err := os.WriteFile(h.workCfg, []byte(wsFile), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testkit.WriteFile(t, h.workCfg, []byte(wsFile))
 	registry, err := workspace.Open(h.workCfg, workspace.Options{Logger: log, Registerer: h.reg, PollInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +187,11 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	hs.ReadTimeout = 5 * time.Second
 	// Idle workers exit after this; the default (10 s) would outlive the leak check.
 	hs.MaxIdleWorkerDuration = 20 * time.Millisecond
+	hs.ConnState = func(c net.Conn, st fasthttp.ConnState) {
+		if st == fasthttp.StateClosed {
+			h.closed.Store(c.RemoteAddr().String(), struct{}{})
+		}
+	}
 	stop := serving.Start(hs, ln)
 	t.Cleanup(func() {
 		http.DefaultClient.CloseIdleConnections()
@@ -291,6 +294,17 @@ func (h *harness) events() []row.Event {
 		}
 		out = append(out, ev)
 	}
+}
+
+// waitClosed waits until the server has closed the connection whose client end is c: it is done
+// with it, answers and counts included.
+func (h *harness) waitClosed(c net.Conn) {
+	h.t.Helper()
+	client := c.LocalAddr().String()
+	testkit.Eventually(h.t, 5*time.Second, "the server to close the connection from "+client, func() bool {
+		_, ok := h.closed.Load(client)
+		return ok
+	})
 }
 
 // metric returns the value of the series name with the given label name/value pairs, 0 when it

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -111,14 +110,25 @@ func TestRequestsTheServerCannotRead(t *testing.T) {
 	if code, _, _ := h.do(request{body: pv(`"p":{}`), ip: "203.0.113.9"}); code != 202 {
 		t.Fatalf("after the refused requests: status %d, want 202", code)
 	}
-	// A client that connects and closes without a request is not counted.
-	c, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
+	// A client that connects and closes without a whole request is not counted, on no path.
+	for _, sent := range []string{"", "POST /api/event HTTP/1.1\r\nHost: x\r\nContent-Le"} {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte(sent)); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		h.waitClosed(c)
 	}
-	c.Close()
-	time.Sleep(100 * time.Millisecond)
 	if got := h.metric("collector_http_requests_total", "handler", handlerOther, "code", "400"); got != 1 {
 		t.Errorf("requests{other,400} = %v, want 1 (the garbage request line only)", got)
+	}
+	if got := h.metric("collector_http_requests_total", "handler", handlerEvent, "code", "400"); got != 0 {
+		t.Errorf("requests{event,400} = %v, want 0", got)
+	}
+	if got := h.metric("collector_events_received_total"); got != 3 {
+		t.Errorf("received = %v, want 3 (the two refused events and the accepted one)", got)
 	}
 }
