@@ -5,7 +5,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -118,12 +120,7 @@ func TestAppendDoesNotWaitForCheckpoint(t *testing.T) {
 	}
 	committed := make(chan error, 1)
 	go func() { committed <- s.Commit(end) }() // blocks opening the FIFO
-	// Wait until Commit holds the checkpoint lock.
-	for s.ckMu.TryLock() {
-		s.ckMu.Unlock()
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // and has reached the open
+	testkit.Eventually(t, 10*time.Second, "Commit to block opening the checkpoint FIFO", openingCheckpoint)
 
 	appended := make(chan error, 1)
 	go func() {
@@ -168,4 +165,25 @@ func TestAppendDoesNotWaitForCheckpoint(t *testing.T) {
 	if err := s.Commit(end); err != nil {
 		t.Fatalf("Commit after the FIFO was removed: %v", err)
 	}
+}
+
+// openingCheckpoint reports whether a goroutine is in the open system call of writeCheckpoint, as
+// the writer of a FIFO waits there for a reader: the checkpoint write is in progress, with the
+// checkpoint lock held and before any fsync.
+func openingCheckpoint() bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, " [syscall") && strings.Contains(g, "os.OpenFile(") && strings.Contains(g, ".(*Spool).writeCheckpoint(") {
+			return true
+		}
+	}
+	return false
 }

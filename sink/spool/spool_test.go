@@ -299,11 +299,16 @@ func TestOldestUnflushed(t *testing.T) {
 	if v := testkit.Metric(t, reg, "collector_spool_oldest_unflushed_seconds"); v != 0 {
 		t.Errorf("empty spool oldest %v", v)
 	}
+	before := time.Now()
 	s.Append([]byte("a"))
-	time.Sleep(50 * time.Millisecond)
-	if v := testkit.Metric(t, reg, "collector_spool_oldest_unflushed_seconds"); v < 0.05 {
-		t.Errorf("oldest %v, want >= 0.05", v)
-	}
+	// The age grows with the record's: it passes 50ms, and never the time since before the append.
+	testkit.Eventually(t, 5*time.Second, "the oldest record's age to pass 50ms", func() bool {
+		v := testkit.Metric(t, reg, "collector_spool_oldest_unflushed_seconds")
+		if limit := time.Since(before).Seconds(); v > limit {
+			t.Fatalf("oldest %v, more than the %v since the append", v, limit)
+		}
+		return v >= 0.05
+	})
 	_, end := readAll(t, s, s.Checkpoint())
 	s.Commit(end)
 	if v := testkit.Metric(t, reg, "collector_spool_oldest_unflushed_seconds"); v != 0 {
@@ -332,13 +337,10 @@ func TestSyncInterval(t *testing.T) {
 		}
 	}
 	seg := filepath.Join(dir, segName(s.OpenEnd().Segment))
-	deadline := time.Now().Add(5 * time.Second)
-	for b, _ := readHead(seg, 16<<10); !bytes.Contains(b, []byte("record-099")); b, _ = readHead(seg, 16<<10) {
-		if time.Now().After(deadline) {
-			t.Fatal("the records are not in the segment file 5s after their append")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, "the records in the segment file", func() bool {
+		b, _ := readHead(seg, 16<<10)
+		return bytes.Contains(b, []byte("record-099"))
+	})
 	if n := testkit.Metric(t, reg, "collector_spool_fsync_duration_seconds"); n != 0 {
 		t.Errorf("%v fsyncs for 100 appends with a one-hour interval, want 0", n)
 	}
@@ -384,20 +386,27 @@ func readHead(path string, n int) ([]byte, error) {
 }
 
 // TestSyncIntervalTicks checks that written records are fsynced within the
-// interval when nothing else syncs them.
+// interval when nothing else syncs them, and only then.
 func TestSyncIntervalTicks(t *testing.T) {
 	leakcheck.Register(t)
 	s, reg := openSpool(t, Config{Dir: t.TempDir(), SyncInterval: 20 * time.Millisecond})
-	if err := s.Append([]byte("one")); err != nil {
-		t.Fatal(err)
-	}
-	testkit.Eventually(t, 5*time.Second, "an fsync after an append with a 20ms interval", func() bool {
-		return testkit.Metric(t, reg, "collector_spool_fsync_duration_seconds") >= 1
-	})
-	// Nothing new written: the ticks must not fsync again.
-	time.Sleep(100 * time.Millisecond)
-	if n := testkit.Metric(t, reg, "collector_spool_fsync_duration_seconds"); n != 1 {
-		t.Errorf("%v fsyncs for one append over 5 ticks, want 1", n)
+	fsyncs := func() float64 { return testkit.Metric(t, reg, "collector_spool_fsync_duration_seconds") }
+	for i, rec := range []string{"one", "two"} {
+		if err := s.Append([]byte(rec)); err != nil {
+			t.Fatal(err)
+		}
+		testkit.Eventually(t, 5*time.Second, "an fsync after an append with a 20ms interval", func() bool {
+			return fsyncs() >= float64(i+1)
+		})
+		// Nothing new written: a tick, which is a call of Sync, must not fsync again.
+		for range 5 {
+			if err := s.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := fsyncs(); n != float64(i+1) {
+			t.Errorf("%v fsyncs for %d appends, each synced, and 5 more syncs, want %d", n, i+1, i+1)
+		}
 	}
 }
 
