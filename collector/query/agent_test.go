@@ -30,7 +30,7 @@ type syncBuffer = syncbuf.Buffer
 // that is re-read on every check, and the key that signs its tokens.
 type agentEnv struct {
 	h       *Handler
-	key     testKey
+	key     *testkit.Key
 	reg     *prometheus.Registry
 	revoked string // path of the revocation file
 	logs    *syncBuffer
@@ -39,9 +39,9 @@ type agentEnv struct {
 func newAgentEnv(t *testing.T, store Store) *agentEnv {
 	t.Helper()
 	dir := t.TempDir()
-	key := newTestKey(t, "k1")
+	key := testkit.NewKey(t, "k1")
 	jwks := filepath.Join(dir, "jwks.json")
-	testkit.WriteFile(t, jwks, jwksJSON(t, key))
+	testkit.WriteFile(t, jwks, testkit.JWKS(t, key))
 	revoked := filepath.Join(dir, "revoked")
 	testkit.WriteFile(t, revoked, []byte("\n"))
 	logs := &syncBuffer{}
@@ -62,7 +62,7 @@ func newAgentEnv(t *testing.T, store Store) *agentEnv {
 // token signs a Connect token for workspace wid whose url claim is u.
 func (e *agentEnv) token(t *testing.T, wid, u string) string {
 	t.Helper()
-	return sign(t, e.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims(wid, map[string]any{"url": u}))
+	return e.key.Sign(t, e.key.Header(), testkit.ConnectClaims(wid, map[string]any{"url": u}))
 }
 
 // static is a token source that always yields token.
@@ -91,13 +91,9 @@ func runFileAgent(t *testing.T, e *agentEnv, token string, cfg AgentConfig) (str
 // waitLog waits until the agent's logs hold msg at least n times.
 func waitLog(t *testing.T, e *agentEnv, msg string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(e.logs.String(), msg) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("logs hold %q fewer than %d times:\n%s", msg, n, e.logs.String())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, fmt.Sprintf("%d log lines %q", n, msg), func() bool {
+		return strings.Count(e.logs.String(), msg) >= n
+	})
 }
 
 // agent makes an Agent with fast test timings; cfg.Token must be set.
@@ -375,7 +371,7 @@ func TestAgentRotatedToken(t *testing.T) {
 	e := newAgentEnv(t, testStore)
 	b := startBackend(t)
 	tokenA := e.token(t, "ws_a", b.url)
-	tokenB := sign(t, e.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_b", map[string]any{"url": b.url, "jti": "jti-b"}))
+	tokenB := e.key.Sign(t, e.key.Header(), testkit.ConnectClaims("ws_b", map[string]any{"url": b.url, "jti": "jti-b"}))
 	b.want.Store(&tokenA)
 	file, cancel, done := runFileAgent(t, e, tokenA, AgentConfig{PingInterval: 200 * time.Millisecond})
 
@@ -385,12 +381,26 @@ func TestAgentRotatedToken(t *testing.T) {
 	}
 	testkit.WriteFile(t, file, []byte(tokenB+"\n"))
 	b.want.Store(&tokenB)
-	// One ping (and its token check) while the backend does not read: the
-	// open connection keeps token A.
-	time.Sleep(250 * time.Millisecond)
-	if r := ask(t, c, `{"id":"a2","op":"ping"}`); r.Type != "result" || !strings.Contains(resultJSON(r), `"workspace":"ws_a"`) {
-		t.Fatalf("ping on the open connection after rotation: %+v", r)
+	// The open connection keeps token A: through a ping of the agent (sent after its token check)
+	// and the requests around it. A ping read after the answer to a request sent after the
+	// rotation was itself sent after the rotation: the frames of a connection arrive in order.
+	var pings atomic.Int32
+	c.SetPingHandler(func(data string) error {
+		pings.Add(1)
+		return c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	askA := func(id string) {
+		t.Helper()
+		if r := ask(t, c, `{"id":"`+id+`","op":"ping"}`); r.Type != "result" || !strings.Contains(resultJSON(r), `"workspace":"ws_a"`) {
+			t.Fatalf("ping %s on the open connection after rotation: %+v", id, r)
+		}
 	}
+	askA("a2")
+	pings.Store(0)
+	testkit.Eventually(t, 10*time.Second, "a ping of the agent after the rotation", func() bool {
+		askA("a3")
+		return pings.Load() > 0
+	})
 	c.Close()
 
 	c = b.accept(t)
@@ -433,10 +443,10 @@ func TestAgentBadTokenFile(t *testing.T) {
 		{"missing file", func(*agentEnv, *backend) string { return "" }, "cannot get the connect token"},
 		{"garbage", func(*agentEnv, *backend) string { return "GARBAGE-QSECRET-not.a.token" }, "connect agent token refused"},
 		{"expired", func(e *agentEnv, b *backend) string {
-			return sign(t, e.key, es, claims("ws_a", map[string]any{"url": b.url, "exp": time.Now().Add(-time.Hour).Unix()}))
+			return e.key.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"url": b.url, "exp": time.Now().Add(-time.Hour).Unix()}))
 		}, "connect agent token refused"},
 		{"bad signature", func(_ *agentEnv, b *backend) string {
-			return sign(t, newTestKey(t, "k1"), es, claims("ws_a", map[string]any{"url": b.url}))
+			return testkit.NewKey(t, "k1").Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"url": b.url}))
 		}, "connect agent token refused"},
 		{"https url", func(e *agentEnv, b *backend) string {
 			return e.token(t, "ws_a", strings.Replace(b.url, "ws://", "https://", 1))
@@ -465,7 +475,7 @@ func TestAgentBadTokenFile(t *testing.T) {
 				t.Fatalf("backend saw %d dials, want 1 (none with the bad file)", n)
 			}
 
-			fresh := sign(t, e.key, es, claims("ws_a", map[string]any{"url": b.url, "jti": "jti-2"}))
+			fresh := e.key.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"url": b.url, "jti": "jti-2"}))
 			b.want.Store(&fresh)
 			testkit.WriteFile(t, file, []byte(fresh+"\n"))
 			c = b.accept(t)
@@ -519,7 +529,7 @@ func TestAgentRevokedHangsUp(t *testing.T) {
 		t.Fatalf("collector_connect_agent_connected = %v after the hang-up", g)
 	}
 
-	fresh := sign(t, e.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_a", map[string]any{"url": b.url, "jti": "jti-2"}))
+	fresh := e.key.Sign(t, e.key.Header(), testkit.ConnectClaims("ws_a", map[string]any{"url": b.url, "jti": "jti-2"}))
 	b.want.Store(&fresh)
 	testkit.WriteFile(t, file, []byte(fresh+"\n"))
 	c = b.accept(t)
@@ -565,13 +575,13 @@ func TestAgentRefusesToken(t *testing.T) {
 	e := newAgentEnv(t, testStore)
 	b := startBackend(t)
 	hostPort := b.srv.Listener.Addr().String()
-	other := newTestKey(t, "k1") // same kid, key not in the JWKS
+	other := testkit.NewKey(t, "k1") // same kid, key not in the JWKS
 	testkit.WriteFile(t, e.revoked, []byte("jti-gone\n"))
 	es := map[string]any{"alg": "ES256", "kid": "k1"}
 	// Validly signed claims that repeat a member: the agent verifies with the same strict decoder.
 	urlJSON, _ := json.Marshal(b.url)
 	dup := func(members string) string {
-		return signRaw(t, e.key, `{"alg":"ES256","kid":"k1"}`, `{"dsid":"ds-1","db":"analytics","url":`+string(urlJSON)+`,`+members+`}`)
+		return e.key.SignRaw(t, `{"alg":"ES256","kid":"k1"}`, `{"dsid":"ds-1","db":"analytics","url":`+string(urlJSON)+`,`+members+`}`)
 	}
 	tests := []struct {
 		name   string
@@ -587,9 +597,9 @@ func TestAgentRefusesToken(t *testing.T) {
 		{"no url", e.token(t, "ws_a", ""), true},
 		{"no host", e.token(t, "ws_a", "ws:///agent?secret=QSECRET"), true},
 		{"user info", e.token(t, "ws_a", "ws://u:QSECRET@"+hostPort+"/agent"), true},
-		{"revoked", sign(t, e.key, es, claims("ws_a", map[string]any{"url": b.url, "jti": "jti-gone"})), false},
-		{"expired", sign(t, e.key, es, claims("ws_a", map[string]any{"url": b.url, "exp": time.Now().Add(-time.Hour).Unix()})), false},
-		{"bad signature", sign(t, other, es, claims("ws_a", map[string]any{"url": b.url})), false},
+		{"revoked", e.key.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"url": b.url, "jti": "jti-gone"})), false},
+		{"expired", e.key.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"url": b.url, "exp": time.Now().Add(-time.Hour).Unix()})), false},
+		{"bad signature", other.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"url": b.url})), false},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -610,10 +620,9 @@ func TestAgentRefusesToken(t *testing.T) {
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := run(ctx, a)
-			deadline := time.Now().Add(10 * time.Second)
-			for strings.Count(logs.String(), "connect agent token refused") < 3 && time.Now().Before(deadline) {
-				time.Sleep(time.Millisecond)
-			}
+			testkit.Eventually(t, 10*time.Second, "three refusals logged", func() bool {
+				return strings.Count(logs.String(), "connect agent token refused") >= 3
+			})
 			cancel()
 			if err := waitRun(t, done); err != nil {
 				t.Fatalf("Run: %v", err)
@@ -641,10 +650,7 @@ func TestAgentRetriesRefusedUpgrade(t *testing.T) {
 	token := e.token(t, "ws_a", b.url)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := run(ctx, e.agent(t, AgentConfig{Token: static(token), BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond}))
-	deadline := time.Now().Add(20 * time.Second)
-	for b.dials.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 20*time.Second, "three dials", func() bool { return b.dials.Load() >= 3 })
 	cancel()
 	if err := waitRun(t, done); err != nil {
 		t.Fatalf("Run: %v", err)

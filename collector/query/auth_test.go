@@ -2,10 +2,7 @@ package query
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -23,106 +20,33 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// testKey is a signing key with its kid.
-type testKey struct {
-	kid  string
-	priv *ecdsa.PrivateKey
-}
-
-func newTestKey(t testing.TB, kid string) testKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testKey{kid: kid, priv: k}
-}
-
-func jwksJSON(t testing.TB, keys ...testKey) []byte {
-	t.Helper()
-	var set struct {
-		Keys []map[string]string `json:"keys"`
-	}
-	for _, k := range keys {
-		raw, err := k.priv.PublicKey.Bytes()
-		if err != nil {
-			t.Fatal(err)
-		}
-		set.Keys = append(set.Keys, map[string]string{
-			"kty": "EC", "crv": "P-256", "kid": k.kid, "alg": "ES256", "use": "sig",
-			"x": b64.EncodeToString(raw[1:33]), "y": b64.EncodeToString(raw[33:]),
-		})
-	}
-	out, err := json.Marshal(set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// sign makes a compact JWS with header h and claims c, signed ES256 by k.
-func sign(t testing.TB, k testKey, h, c map[string]any) string {
-	t.Helper()
-	hb, _ := json.Marshal(h)
-	cb, _ := json.Marshal(c)
-	return signRaw(t, k, string(hb), string(cb))
-}
-
-// signRaw makes a compact JWS from the header and claims JSON texts as
-// given (so they can repeat a member), signed ES256 by k.
-func signRaw(t testing.TB, k testKey, header, claims string) string {
-	t.Helper()
-	input := b64.EncodeToString([]byte(header)) + "." + b64.EncodeToString([]byte(claims))
-	d := sha256.Sum256([]byte(input))
-	r, s, err := ecdsa.Sign(rand.Reader, k.priv, d[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	return input + "." + b64.EncodeToString(sig)
-}
-
-func claims(wid string, extra map[string]any) map[string]any {
-	c := map[string]any{"jti": "jti-1", "dsid": "ds-1", "wid": wid, "db": "analytics", "url": "https://c.example", "iss": "kyomi", "iat": time.Now().Unix() - 10}
-	for k, v := range extra {
-		if v == nil {
-			delete(c, k)
-		} else {
-			c[k] = v
-		}
-	}
-	return c
-}
-
 func TestTokenBattery(t *testing.T) {
 	dir := t.TempDir()
-	good := newTestKey(t, "k1")
-	other := newTestKey(t, "k2") // not published
+	good := testkit.NewKey(t, "k1")
+	other := testkit.NewKey(t, "k2") // not published
 	jwks := filepath.Join(dir, "jwks.json")
-	testkit.WriteFile(t, jwks, jwksJSON(t, good))
+	testkit.WriteFile(t, jwks, testkit.JWKS(t, good))
 	revoked := filepath.Join(dir, "revoked")
 	testkit.WriteFile(t, revoked, []byte("# revoked tokens\njti-revoked\n"))
 	v := &Verifier{Keys: &JWKS{Location: jwks}, Revoker: &FileRevoker{Path: revoked}, Skew: 60 * time.Second}
 	es := map[string]any{"alg": "ES256", "typ": "JWT", "kid": "k1"}
-	valid := sign(t, good, es, claims("ws_a", nil))
+	valid := good.Sign(t, es, testkit.ConnectClaims("ws_a", nil))
 
 	// HS256 with the public key bytes as the HMAC secret (key confusion).
-	pub, _ := good.priv.PublicKey.Bytes()
+	pub, _ := good.Public().Bytes()
 	hb, _ := json.Marshal(map[string]any{"alg": "HS256", "kid": "k1"})
-	cb, _ := json.Marshal(claims("ws_a", nil))
+	cb, _ := json.Marshal(testkit.ConnectClaims("ws_a", nil))
 	in := b64.EncodeToString(hb) + "." + b64.EncodeToString(cb)
 	mac := hmac.New(sha256.New, pub)
 	mac.Write([]byte(in))
 	hs256 := in + "." + b64.EncodeToString(mac.Sum(nil))
 	none, _ := json.Marshal(map[string]any{"alg": "none", "kid": "k1"})
 	algNone := b64.EncodeToString(none) + "." + b64.EncodeToString(cb) + "."
-	forged := forgeClaims(valid, claims("ws_b", nil))
+	forged := forgeClaims(valid, testkit.ConnectClaims("ws_b", nil))
 	// Claims and headers written by hand, validly signed, to repeat a member or vary its case.
 	iat := strconv.FormatInt(time.Now().Unix()-10, 10)
 	raw := func(header, members string) string {
-		return signRaw(t, good, header, `{"dsid":"ds-1","db":"analytics","iss":"kyomi","iat":`+iat+`,`+members+`}`)
+		return good.SignRaw(t, header, `{"dsid":"ds-1","db":"analytics","iss":"kyomi","iat":`+iat+`,`+members+`}`)
 	}
 	esRaw := `{"alg":"ES256","typ":"JWT","kid":"k1"}`
 
@@ -130,33 +54,33 @@ func TestTokenBattery(t *testing.T) {
 		name, token, code, wid string
 	}{
 		{"valid", valid, "", "ws_a"},
-		{"valid no exp", sign(t, good, es, claims("ws_a", map[string]any{"exp": nil})), "", "ws_a"},
-		{"valid future exp", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(time.Hour).Unix()})), "", "ws_a"},
-		{"expired", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})), "token_expired", ""},
-		{"expired 30 s ago, within skew", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(-30 * time.Second).Unix()})), "token_expired", ""},
-		{"exp in 60 s", sign(t, good, es, claims("ws_a", map[string]any{"exp": time.Now().Add(60 * time.Second).Unix()})), "", "ws_a"},
-		{"nbf 30 s ahead, within skew", sign(t, good, es, claims("ws_a", map[string]any{"nbf": time.Now().Add(30 * time.Second).Unix()})), "", "ws_a"},
-		{"iat 30 s ahead, within skew", sign(t, good, es, claims("ws_a", map[string]any{"iat": time.Now().Add(30 * time.Second).Unix()})), "", "ws_a"},
-		{"fractional exp in future", sign(t, good, es, claims("ws_a", map[string]any{"exp": float64(time.Now().Unix()) + 3600.5})), "", "ws_a"},
-		{"fractional exp in past", sign(t, good, es, claims("ws_a", map[string]any{"exp": float64(time.Now().Unix()) - 1.5})), "token_expired", ""},
-		{"fractional nbf and iat", sign(t, good, es, claims("ws_a", map[string]any{"nbf": float64(time.Now().Unix()) - 0.5, "iat": float64(time.Now().Unix()) - 10.25})), "", "ws_a"},
-		{"fractional nbf in future", sign(t, good, es, claims("ws_a", map[string]any{"nbf": float64(time.Now().Add(time.Hour).Unix()) + 0.5})), "unauthenticated", ""},
-		{"string exp", sign(t, good, es, claims("ws_a", map[string]any{"exp": strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)})), "unauthenticated", ""},
-		{"nbf in future", sign(t, good, es, claims("ws_a", map[string]any{"nbf": time.Now().Add(time.Hour).Unix()})), "unauthenticated", ""},
-		{"iat in future", sign(t, good, es, claims("ws_a", map[string]any{"iat": time.Now().Add(time.Hour).Unix()})), "unauthenticated", ""},
+		{"valid no exp", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"exp": nil})), "", "ws_a"},
+		{"valid future exp", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"exp": time.Now().Add(time.Hour).Unix()})), "", "ws_a"},
+		{"expired", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})), "token_expired", ""},
+		{"expired 30 s ago, within skew", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"exp": time.Now().Add(-30 * time.Second).Unix()})), "token_expired", ""},
+		{"exp in 60 s", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"exp": time.Now().Add(60 * time.Second).Unix()})), "", "ws_a"},
+		{"nbf 30 s ahead, within skew", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"nbf": time.Now().Add(30 * time.Second).Unix()})), "", "ws_a"},
+		{"iat 30 s ahead, within skew", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"iat": time.Now().Add(30 * time.Second).Unix()})), "", "ws_a"},
+		{"fractional exp in future", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"exp": float64(time.Now().Unix()) + 3600.5})), "", "ws_a"},
+		{"fractional exp in past", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"exp": float64(time.Now().Unix()) - 1.5})), "token_expired", ""},
+		{"fractional nbf and iat", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"nbf": float64(time.Now().Unix()) - 0.5, "iat": float64(time.Now().Unix()) - 10.25})), "", "ws_a"},
+		{"fractional nbf in future", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"nbf": float64(time.Now().Add(time.Hour).Unix()) + 0.5})), "unauthenticated", ""},
+		{"string exp", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"exp": strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)})), "unauthenticated", ""},
+		{"nbf in future", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"nbf": time.Now().Add(time.Hour).Unix()})), "unauthenticated", ""},
+		{"iat in future", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"iat": time.Now().Add(time.Hour).Unix()})), "unauthenticated", ""},
 		{"forged claims", forged, "unauthenticated", ""},
-		{"signed by unpublished key", sign(t, other, es, claims("ws_a", nil)), "unauthenticated", ""},
-		{"unknown kid", sign(t, other, map[string]any{"alg": "ES256", "kid": "k9"}, claims("ws_a", nil)), "unauthenticated", ""},
+		{"signed by unpublished key", other.Sign(t, es, testkit.ConnectClaims("ws_a", nil)), "unauthenticated", ""},
+		{"unknown kid", other.Sign(t, map[string]any{"alg": "ES256", "kid": "k9"}, testkit.ConnectClaims("ws_a", nil)), "unauthenticated", ""},
 		{"alg none", algNone, "unauthenticated", ""},
 		{"alg none no signature", strings.TrimSuffix(algNone, "."), "unauthenticated", ""},
 		{"HS256 with public key", hs256, "unauthenticated", ""},
-		{"RS256 header", sign(t, good, map[string]any{"alg": "RS256", "kid": "k1"}, claims("ws_a", nil)), "unauthenticated", ""},
-		{"ES384 header", sign(t, good, map[string]any{"alg": "ES384", "kid": "k1"}, claims("ws_a", nil)), "unauthenticated", ""},
-		{"missing wid", sign(t, good, es, claims("", nil)), "unauthenticated", ""},
-		{"wid with quote", sign(t, good, es, claims("ws_a' OR 1", nil)), "unauthenticated", ""},
-		{"revoked jti", sign(t, good, es, claims("ws_a", map[string]any{"jti": "jti-revoked"})), "token_revoked", ""},
-		{"missing jti with revocation", sign(t, good, es, claims("ws_a", map[string]any{"jti": nil})), "unauthenticated", ""},
-		{"crit header", sign(t, good, map[string]any{"alg": "ES256", "kid": "k1", "crit": []string{"x"}}, claims("ws_a", nil)), "unauthenticated", ""},
+		{"RS256 header", good.Sign(t, map[string]any{"alg": "RS256", "kid": "k1"}, testkit.ConnectClaims("ws_a", nil)), "unauthenticated", ""},
+		{"ES384 header", good.Sign(t, map[string]any{"alg": "ES384", "kid": "k1"}, testkit.ConnectClaims("ws_a", nil)), "unauthenticated", ""},
+		{"missing wid", good.Sign(t, es, testkit.ConnectClaims("", nil)), "unauthenticated", ""},
+		{"wid with quote", good.Sign(t, es, testkit.ConnectClaims("ws_a' OR 1", nil)), "unauthenticated", ""},
+		{"revoked jti", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"jti": "jti-revoked"})), "token_revoked", ""},
+		{"missing jti with revocation", good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"jti": nil})), "unauthenticated", ""},
+		{"crit header", good.Sign(t, map[string]any{"alg": "ES256", "kid": "k1", "crit": []string{"x"}}, testkit.ConnectClaims("ws_a", nil)), "unauthenticated", ""},
 		{"raw claims, control", raw(esRaw, `"jti":"jti-1","wid":"ws_a"`), "", "ws_a"},
 		{"duplicate wid", raw(esRaw, `"jti":"jti-1","wid":"ws_a","wid":"ws_b"`), "unauthenticated", ""},
 		{"duplicate wid, same value", raw(esRaw, `"jti":"jti-1","wid":"ws_a","wid":"ws_a"`), "unauthenticated", ""},
@@ -174,8 +98,8 @@ func TestTokenBattery(t *testing.T) {
 		{"duplicate exp", raw(esRaw, `"jti":"jti-1","wid":"ws_a","exp":1,"exp":9999999999`), "unauthenticated", ""},
 		{"duplicate in a nested claim", raw(esRaw, `"jti":"jti-1","wid":"ws_a","ext":[{"a":1,"a":2}]`), "unauthenticated", ""},
 		{"same name in sibling objects", raw(esRaw, `"jti":"jti-1","wid":"ws_a","x":{"wid":"ws_b"},"y":{"wid":"ws_c"}`), "", "ws_a"},
-		{"claims followed by more JSON", signRaw(t, good, esRaw, `{"jti":"jti-1","wid":"ws_a"}{"wid":"ws_b"}`), "unauthenticated", ""},
-		{"claims not an object", signRaw(t, good, esRaw, `["wid","ws_a"]`), "unauthenticated", ""},
+		{"claims followed by more JSON", good.SignRaw(t, esRaw, `{"jti":"jti-1","wid":"ws_a"}{"wid":"ws_b"}`), "unauthenticated", ""},
+		{"claims not an object", good.SignRaw(t, esRaw, `["wid","ws_a"]`), "unauthenticated", ""},
 		{"duplicate alg in header", raw(`{"alg":"ES256","alg":"ES256","kid":"k1"}`, `"jti":"jti-1","wid":"ws_a"`), "unauthenticated", ""},
 		{"duplicate kid in header", raw(`{"alg":"ES256","kid":"k9","kid":"k1"}`, `"jti":"jti-1","wid":"ws_a"`), "unauthenticated", ""},
 		{"duplicate kid in header, same value", raw(`{"alg":"ES256","kid":"k1","kid":"k1"}`, `"jti":"jti-1","wid":"ws_a"`), "unauthenticated", ""},
@@ -215,7 +139,7 @@ func TestTokenBattery(t *testing.T) {
 	t.Run("non-number dates named", func(t *testing.T) {
 		for _, claim := range []string{"exp", "nbf", "iat"} {
 			for _, val := range []any{"1790000000", true, []int{1}, map[string]int{"s": 1}} {
-				_, err := v.Verify(context.Background(), sign(t, good, es, claims("ws_a", map[string]any{claim: val})))
+				_, err := v.Verify(context.Background(), good.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{claim: val})))
 				var ae *AuthError
 				if !errors.As(err, &ae) || ae.Code != "unauthenticated" || !strings.Contains(ae.Reason, "claim "+claim+" is not a NumericDate") {
 					t.Errorf("%s = %v: got %v, want unauthenticated naming the claim", claim, val, err)
@@ -241,30 +165,30 @@ func TestTokenBattery(t *testing.T) {
 // key of the JWKS verifies it; a kid that is present but unknown is still refused, even when a
 // published key signed the token.
 func TestTokenWithoutKid(t *testing.T) {
-	k1, k2 := newTestKey(t, "k1"), newTestKey(t, "k2")
-	anon1, anon2 := newTestKey(t, ""), newTestKey(t, "") // published without a kid
-	unpublished := newTestKey(t, "k1")
+	k1, k2 := testkit.NewKey(t, "k1"), testkit.NewKey(t, "k2")
+	anon1, anon2 := testkit.NewKey(t, ""), testkit.NewKey(t, "") // published without a kid
+	unpublished := testkit.NewKey(t, "k1")
 	noKid := map[string]any{"alg": "ES256", "typ": "JWT"}
 	emptyKid := map[string]any{"alg": "ES256", "kid": ""}
 	tests := []struct {
 		name  string
-		keys  []testKey // the JWKS
+		keys  []*testkit.Key // the JWKS
 		token string
 		code  string // "" accepted
 	}{
-		{"one key, no kid", []testKey{k1}, sign(t, k1, noKid, claims("ws_a", nil)), ""},
-		{"one key, empty kid", []testKey{k1}, sign(t, k1, emptyKid, claims("ws_a", nil)), ""},
-		{"two keys, second signed", []testKey{k1, k2}, sign(t, k2, noKid, claims("ws_a", nil)), ""},
-		{"two keys without kids, first signed", []testKey{anon1, anon2}, sign(t, anon1, noKid, claims("ws_a", nil)), ""},
-		{"two keys, none signed", []testKey{k1, k2}, sign(t, unpublished, noKid, claims("ws_a", nil)), "unauthenticated"},
-		{"no kid, claims forged", []testKey{k1, k2}, forgeClaims(sign(t, k2, noKid, claims("ws_a", nil)), claims("ws_b", nil)), "unauthenticated"},
-		{"unknown kid, published key signed", []testKey{k1, k2}, sign(t, k2, map[string]any{"alg": "ES256", "kid": "k9"}, claims("ws_a", nil)), "unauthenticated"},
-		{"no kid, expired", []testKey{k1}, sign(t, k1, noKid, claims("ws_a", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})), "token_expired"},
+		{"one key, no kid", []*testkit.Key{k1}, k1.Sign(t, noKid, testkit.ConnectClaims("ws_a", nil)), ""},
+		{"one key, empty kid", []*testkit.Key{k1}, k1.Sign(t, emptyKid, testkit.ConnectClaims("ws_a", nil)), ""},
+		{"two keys, second signed", []*testkit.Key{k1, k2}, k2.Sign(t, noKid, testkit.ConnectClaims("ws_a", nil)), ""},
+		{"two keys without kids, first signed", []*testkit.Key{anon1, anon2}, anon1.Sign(t, noKid, testkit.ConnectClaims("ws_a", nil)), ""},
+		{"two keys, none signed", []*testkit.Key{k1, k2}, unpublished.Sign(t, noKid, testkit.ConnectClaims("ws_a", nil)), "unauthenticated"},
+		{"no kid, claims forged", []*testkit.Key{k1, k2}, forgeClaims(k2.Sign(t, noKid, testkit.ConnectClaims("ws_a", nil)), testkit.ConnectClaims("ws_b", nil)), "unauthenticated"},
+		{"unknown kid, published key signed", []*testkit.Key{k1, k2}, k2.Sign(t, map[string]any{"alg": "ES256", "kid": "k9"}, testkit.ConnectClaims("ws_a", nil)), "unauthenticated"},
+		{"no kid, expired", []*testkit.Key{k1}, k1.Sign(t, noKid, testkit.ConnectClaims("ws_a", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})), "token_expired"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "jwks.json")
-			testkit.WriteFile(t, path, jwksJSON(t, tt.keys...))
+			testkit.WriteFile(t, path, testkit.JWKS(t, tt.keys...))
 			v := &Verifier{Keys: &JWKS{Location: path}}
 			c, err := v.Verify(context.Background(), tt.token)
 			if tt.code == "" {
@@ -295,11 +219,11 @@ func forgeClaims(token string, c map[string]any) string {
 }
 
 func TestJWKSURLRefreshRateLimited(t *testing.T) {
-	k1 := newTestKey(t, "k1")
-	k2 := newTestKey(t, "k2")
+	k1 := testkit.NewKey(t, "k1")
+	k2 := testkit.NewKey(t, "k2")
 	var fetches atomic.Int32
 	var publish atomic.Value
-	publish.Store(jwksJSON(t, k1))
+	publish.Store(testkit.JWKS(t, k1))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fetches.Add(1)
 		w.Write(publish.Load().([]byte))
@@ -309,13 +233,13 @@ func TestJWKSURLRefreshRateLimited(t *testing.T) {
 	v := &Verifier{Keys: j}
 	ctx := context.Background()
 	es := func(kid string) map[string]any { return map[string]any{"alg": "ES256", "kid": kid} }
-	if _, err := v.Verify(ctx, sign(t, k1, es("k1"), claims("ws_a", nil))); err != nil {
+	if _, err := v.Verify(ctx, k1.Sign(t, es("k1"), testkit.ConnectClaims("ws_a", nil))); err != nil {
 		t.Fatal(err)
 	}
 	// An attacker sending many unknown kids, or tokens without a kid that no key verifies, causes
 	// at most one fetch per MinRefresh.
 	noKid := map[string]any{"alg": "ES256"}
-	unknownKid, unverifiable := sign(t, k2, es("nope"), claims("ws_a", nil)), sign(t, k2, noKid, claims("ws_a", nil))
+	unknownKid, unverifiable := k2.Sign(t, es("nope"), testkit.ConnectClaims("ws_a", nil)), k2.Sign(t, noKid, testkit.ConnectClaims("ws_a", nil))
 	for i := 0; i < 50; i++ {
 		v.Verify(ctx, unknownKid)
 		v.Verify(ctx, unverifiable)
@@ -324,17 +248,25 @@ func TestJWKSURLRefreshRateLimited(t *testing.T) {
 		t.Fatalf("%d JWKS fetches for 50 unknown kids and 50 unverifiable tokens without a kid, want <= 2", n)
 	}
 	// A rotated key is picked up after MinRefresh.
-	publish.Store(jwksJSON(t, k1, k2))
-	time.Sleep(250 * time.Millisecond)
-	if _, err := v.Verify(ctx, sign(t, k2, es("k2"), claims("ws_a", nil))); err != nil {
-		t.Fatalf("rotated key not picked up: %v", err)
+	publish.Store(testkit.JWKS(t, k1, k2))
+	rotated := k2.Sign(t, es("k2"), testkit.ConnectClaims("ws_a", nil))
+	testkit.Eventually(t, 10*time.Second, "the rotated key to be picked up", func() bool {
+		_, err := v.Verify(ctx, rotated)
+		return err == nil
+	})
+	if n := fetches.Load(); n > 3 {
+		t.Fatalf("%d JWKS fetches once the rotated key was picked up, want <= 3", n)
 	}
 	// So is one that signs tokens without a kid.
-	k3 := newTestKey(t, "k3")
-	publish.Store(jwksJSON(t, k1, k2, k3))
-	time.Sleep(250 * time.Millisecond)
-	if _, err := v.Verify(ctx, sign(t, k3, noKid, claims("ws_a", nil))); err != nil {
-		t.Fatalf("rotated key not picked up for a token without a kid: %v", err)
+	k3 := testkit.NewKey(t, "k3")
+	publish.Store(testkit.JWKS(t, k1, k2, k3))
+	withoutKid := k3.Sign(t, noKid, testkit.ConnectClaims("ws_a", nil))
+	testkit.Eventually(t, 10*time.Second, "the rotated key to be picked up for a token without a kid", func() bool {
+		_, err := v.Verify(ctx, withoutKid)
+		return err == nil
+	})
+	if n := fetches.Load(); n > 4 {
+		t.Fatalf("%d JWKS fetches once the second rotated key was picked up, want <= 4", n)
 	}
 }
 
@@ -347,9 +279,9 @@ func TestRedisRevoker(t *testing.T) {
 	if err := client.SAdd(ctx, "revoked_jti", "jti-bad").Err(); err != nil {
 		t.Fatal(err)
 	}
-	k := newTestKey(t, "k1")
+	k := testkit.NewKey(t, "k1")
 	path := filepath.Join(t.TempDir(), "jwks.json")
-	testkit.WriteFile(t, path, jwksJSON(t, k))
+	testkit.WriteFile(t, path, testkit.JWKS(t, k))
 	v := &Verifier{Keys: &JWKS{Location: path}, Revoker: &RedisRevoker{Client: client}}
 	es := map[string]any{"alg": "ES256", "kid": "k1"}
 	tests := []struct {
@@ -360,7 +292,7 @@ func TestRedisRevoker(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := v.Verify(ctx, sign(t, k, es, claims("ws_a", map[string]any{"jti": tt.jti})))
+			_, err := v.Verify(ctx, k.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"jti": tt.jti})))
 			var ae *AuthError
 			switch {
 			case tt.code == "" && err != nil:
@@ -372,7 +304,7 @@ func TestRedisRevoker(t *testing.T) {
 	}
 	// Redis down: fail closed with an error that is not an AuthError.
 	stop()
-	_, err := v.Verify(ctx, sign(t, k, es, claims("ws_a", map[string]any{"jti": "jti-ok"})))
+	_, err := v.Verify(ctx, k.Sign(t, es, testkit.ConnectClaims("ws_a", map[string]any{"jti": "jti-ok"})))
 	var ae *AuthError
 	if err == nil || errors.As(err, &ae) {
 		t.Fatalf("redis down: got %v, want an internal error", err)

@@ -58,15 +58,15 @@ type testServer struct {
 	addr  string
 	h     *Handler
 	reg   *prometheus.Registry
-	key   testKey
+	key   *testkit.Key
 	token string
 }
 
 func startServer(t *testing.T, store Store, cfg Config) *testServer {
 	t.Helper()
-	key := newTestKey(t, "k1")
+	key := testkit.NewKey(t, "k1")
 	path := filepath.Join(t.TempDir(), "jwks.json")
-	testkit.WriteFile(t, path, jwksJSON(t, key))
+	testkit.WriteFile(t, path, testkit.JWKS(t, key))
 	reg := prometheus.NewRegistry()
 	h, err := NewHandler(cfg, Deps{
 		Store: store, Verifier: &Verifier{Keys: &JWKS{Location: path}},
@@ -95,7 +95,7 @@ func startServer(t *testing.T, store Store, cfg Config) *testServer {
 		_ = stop()
 	})
 	return &testServer{addr: ln.Addr().String(), h: h, reg: reg, key: key,
-		token: sign(t, key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_a", nil))}
+		token: key.Sign(t, key.Header(), testkit.ConnectClaims("ws_a", nil))}
 }
 
 func (s *testServer) post(t *testing.T, token, body string) (int, Response) {
@@ -119,7 +119,7 @@ func (s *testServer) post(t *testing.T, token, body string) (int, Response) {
 
 func TestHTTP(t *testing.T) {
 	s := startServer(t, testStore, Config{})
-	other := sign(t, s.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_b", nil))
+	other := s.key.Sign(t, s.key.Header(), testkit.ConnectClaims("ws_b", nil))
 	tests := []struct {
 		name, token, body string
 		status            int
@@ -251,7 +251,7 @@ func TestWebSocketConcurrent(t *testing.T) {
 
 func TestWebSocketAuth(t *testing.T) {
 	s := startServer(t, testStore, Config{AuthTimeout: time.Second})
-	expired := sign(t, s.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_a", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()}))
+	expired := s.key.Sign(t, s.key.Header(), testkit.ConnectClaims("ws_a", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()}))
 	tests := []struct {
 		name  string
 		first string // first message; the token is sent in it

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // postRaw sends one request message and returns the status and the exact
@@ -201,8 +203,8 @@ func TestResultBytesBounded(t *testing.T) {
 func TestConcurrentQueriesBounded(t *testing.T) {
 	store := &slowStore{Store: testStore, delay: 300 * time.Millisecond}
 	s := startServer(t, store, Config{MaxQueries: 3, MaxQueriesPerToken: 2})
-	other := sign(t, s.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_a", map[string]any{"jti": "other-token"}))
-	third := sign(t, s.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_a", map[string]any{"jti": "third-token"}))
+	other := s.key.Sign(t, s.key.Header(), testkit.ConnectClaims("ws_a", map[string]any{"jti": "other-token"}))
+	third := s.key.Sign(t, s.key.Header(), testkit.ConnectClaims("ws_a", map[string]any{"jti": "third-token"}))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	codes := map[string]int{}
@@ -241,27 +243,20 @@ func TestTooBusyPerToken(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.post(t, s.token, executeMsg("SELECT 1")) }()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, fmt.Sprintf("%d statements of the token in the slots", 1+maxWaitingPerToken), func() bool {
 		s.h.slots.mu.Lock()
+		defer s.h.slots.mu.Unlock()
 		n := 0
 		for _, ts := range s.h.slots.perToken {
 			n += ts.users
 		}
-		s.h.slots.mu.Unlock()
-		if n == 1+maxWaitingPerToken {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d statements arrived", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return n == 1+maxWaitingPerToken
+	})
 	_, r := s.post(t, s.token, executeMsg("SELECT 1"))
 	if r.Error == nil || r.Error.Code != CodeTooBusy {
 		t.Fatalf("want too_busy, got %+v", r)
 	}
-	other := sign(t, s.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_a", map[string]any{"jti": "another"}))
+	other := s.key.Sign(t, s.key.Header(), testkit.ConnectClaims("ws_a", map[string]any{"jti": "another"}))
 	_, r = s.post(t, other, executeMsg("SELECT 1"))
 	if r.Error != nil {
 		t.Fatalf("another token was refused: %+v", r.Error)

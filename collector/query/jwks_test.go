@@ -7,13 +7,15 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // TestJWKSKnownKidDoesNotWaitForRefresh: while one caller's unknown kid makes the JWKS source
 // slow to answer, a caller with a cached kid gets its key at once.
 func TestJWKSKnownKidDoesNotWaitForRefresh(t *testing.T) {
-	k := newTestKey(t, "k1")
-	body := jwksJSON(t, k)
+	k := testkit.NewKey(t, "k1")
+	body := testkit.JWKS(t, k)
 	release := make(chan struct{})
 	var reads atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -32,9 +34,7 @@ func TestJWKSKnownKidDoesNotWaitForRefresh(t *testing.T) {
 	}
 	refreshing := make(chan error, 1)
 	go func() { _, err := j.Key(ctx, "unknown", true); refreshing <- err }()
-	for reads.Load() < 2 {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "the refresh to read the JWKS", func() bool { return reads.Load() >= 2 })
 	got := make(chan error, 1)
 	go func() { _, err := j.Key(ctx, "k1", false); got <- err }()
 	select {

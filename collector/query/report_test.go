@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/query/*.golden from the current output (check them by hand)")
@@ -72,7 +74,7 @@ func TestReportEngagementGolden(t *testing.T) {
 		{"engagement_source_google", `{"metrics":["visitors","scroll_depth","time_on_page"],"filters":[["is","visit:source",["Google"]]],` + jan + `}`},
 	}
 	s := startServer(t, testStore, Config{})
-	runGolden(t, s, sign(t, s.key, map[string]any{"alg": "ES256", "kid": "k1"}, claims("ws_e", nil)), tests)
+	runGolden(t, s, s.key.Sign(t, s.key.Header(), testkit.ConnectClaims("ws_e", nil)), tests)
 }
 
 func runGolden(t *testing.T, s *testServer, token string, tests []struct{ name, params string }) {

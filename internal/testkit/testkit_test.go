@@ -1,8 +1,14 @@
 package testkit
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"encoding/json"
+	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,5 +75,48 @@ func TestWriteFile(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 1 {
 		t.Errorf("%d files in the directory, want only the fixture", len(left))
+	}
+}
+
+// TestKeySign checks that a token of Key.Sign verifies with the key its JWKS publishes, and that
+// a token of another key does not.
+func TestKeySign(t *testing.T) {
+	k, other := NewKey(t, "k1"), NewKey(t, "k1")
+	var set struct {
+		Keys []struct{ Kid, X, Y string }
+	}
+	if err := json.Unmarshal(JWKS(t, k), &set); err != nil || len(set.Keys) != 1 || set.Keys[0].Kid != "k1" {
+		t.Fatalf("JWKS %+v, %v", set, err)
+	}
+	x, _ := b64.DecodeString(set.Keys[0].X)
+	y, _ := b64.DecodeString(set.Keys[0].Y)
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifies := func(token string) bool {
+		parts := strings.Split(token, ".")
+		sig, err := b64.DecodeString(parts[2])
+		if len(parts) != 3 || err != nil || len(sig) != 64 {
+			t.Fatalf("token %q is not a compact JWS", token)
+		}
+		d := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+		return ecdsa.Verify(pub, d[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
+	}
+	token := k.Sign(t, k.Header(), ConnectClaims("ws_a", map[string]any{"iss": nil}))
+	if !verifies(token) {
+		t.Error("a token of the key does not verify with its JWKS")
+	}
+	if verifies(other.Sign(t, k.Header(), ConnectClaims("ws_a", nil))) {
+		t.Error("a token of another key verifies")
+	}
+	claims, _ := b64.DecodeString(strings.Split(token, ".")[1])
+	var c map[string]any
+	if err := json.Unmarshal(claims, &c); err != nil || c["wid"] != "ws_a" || c["jti"] != "jti-1" || c["iss"] != nil {
+		t.Errorf("claims %s, %v", claims, err)
+	}
+	raw := k.SignRaw(t, `{"alg":"ES256"}`, `{"wid":"a","wid":"b"}`)
+	if p, _ := b64.DecodeString(strings.Split(raw, ".")[1]); string(p) != `{"wid":"a","wid":"b"}` || !verifies(raw) {
+		t.Errorf("SignRaw changed the claims text to %s or does not verify", p)
 	}
 }
