@@ -18,12 +18,14 @@ import (
 	"github.com/kyomi/collector/internal/startline"
 	"github.com/kyomi/collector/internal/syncbuf"
 	"github.com/kyomi/collector/internal/testring"
+	"github.com/kyomi/collector/sink/engine/enginetest"
 )
 
 // binPath is the collector binary built once for the end-to-end tests in this package.
 var binPath string
 
 func TestMain(m *testing.M) {
+	enginetest.RunLauncher() // the 2-shard tests' servers are this binary, started again
 	dir, err := os.MkdirTemp("", "collector-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

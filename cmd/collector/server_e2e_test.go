@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kyomi/collector/internal/testkit"
+	"github.com/kyomi/collector/sink"
 	"github.com/kyomi/collector/sink/engine"
+	"github.com/kyomi/collector/sink/engine/enginetest"
 )
 
 // startServer starts a ClickHouse server (the built binary's engine subcommand) on the given
@@ -249,5 +252,125 @@ func TestPinnedEnginePorts(t *testing.T) {
 	}
 	if err := p.stop(syscall.SIGTERM, time.Minute); err != nil {
 		t.Fatalf("SIGTERM: %v\n%s", err, p.logs.String())
+	}
+}
+
+// TestBinaryThroughDistributed: the built binary on a 2-shard cluster whose schema an operator
+// made (a MergeTree events_local on each shard and a Distributed events over them, as
+// ReplicatedMergeTree cannot run here). With -clickhouse-cluster and -clickhouse-verify-schema it
+// starts without migrating, its events land on both shards by cityHash64(workspace_id), a SIGTERM
+// ships every acknowledged one, and a token of one workspace reads that workspace's rows, and no
+// other's, through the Distributed table.
+func TestBinaryThroughDistributed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two servers and the built binary")
+	}
+	c, err := enginetest.StartCluster("kyomi_e2e", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	stmts, err := sink.MigrationSQL(sink.SchemaConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var create string
+	for _, q := range stmts {
+		if strings.HasPrefix(q, "CREATE TABLE IF NOT EXISTS "+sink.Database+".events\n") {
+			create = q
+		}
+	}
+	layout, err := c.OperatorSchema(sink.Database, create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards := make([]*sink.Server, len(c.Shards))
+	for i, srv := range c.Shards {
+		if shards[i], err = sink.OpenServer(srv.DSN("default")); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { shards[i].Close() })
+		for _, q := range layout {
+			if err := shards[i].Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// Eight workspaces: cityHash64 puts some on each shard (checked below).
+	const workspaces, per = 8, 5
+	dir := t.TempDir()
+	var cfg strings.Builder
+	cfg.WriteString("tiers:\n  free: { retention_days: 30 }\nworkspaces:\n")
+	for w := range workspaces {
+		fmt.Fprintf(&cfg, "  - { id: ws_e2e_%d, tier: free, domains: [w%d.example] }\n", w, w)
+	}
+	cfgPath := filepath.Join(dir, "workspaces.yaml")
+	testkit.WriteFile(t, cfgPath, []byte(cfg.String()))
+	dataDir := filepath.Join(dir, "data")
+	p := startCollector(t, nil, "-config", cfgPath, "-data-dir", dataDir, "-trusted-proxies", "127.0.0.1/32",
+		"-batch-age", "200ms", "-clickhouse", c.Shards[0].DSN(sink.Database),
+		"-clickhouse-cluster", c.Name, "-clickhouse-verify-schema")
+	for w := range workspaces {
+		for i := range per {
+			b := beacon{body: fmt.Sprintf(`{"n":"pageview","u":"https://w%d.example/p-%d","d":"w%d.example"}`, w, i, w),
+				ip: fmt.Sprintf("198.51.100.%d", 10*w+i), ua: chromeUA}
+			if code, _, body := p.send(t, b); code != 202 {
+				t.Fatalf("event %d of ws_e2e_%d: %d %q", i, w, code, body)
+			}
+		}
+	}
+
+	// The query path reads through the Distributed table, scoped to the token's workspace.
+	token, _, code := tokenCLI(t, "issue", "-wid", "ws_e2e_0", "-data-dir", dataDir)
+	if code != 0 {
+		t.Fatalf("token issue: exit %d", code)
+	}
+	token = strings.TrimSpace(token)
+	read := `{"id":"r","op":"execute_query","params":{"sql":"SELECT count(), uniqExact(workspace_id), any(workspace_id) FROM events"}}`
+	testkit.Eventually(t, 30*time.Second, "ws_e2e_0's events readable through the Distributed table", func() bool {
+		status, a := postQuery(t, p.addr, token, read)
+		if status != 200 || a.Type != "result" {
+			t.Fatalf("query: %d %+v", status, a)
+		}
+		return len(a.Result.Rows) == 1 && fmt.Sprint(a.Result.Rows[0][0]) == fmt.Sprint(per)
+	})
+	status, a := postQuery(t, p.addr, token, read)
+	if status != 200 || len(a.Result.Rows) != 1 || fmt.Sprint(a.Result.Rows[0][1]) != "1" || a.Result.Rows[0][2] != "ws_e2e_0" {
+		t.Fatalf("a ws_e2e_0 token read %d %+v, want its own %d rows only", status, a, per)
+	}
+	if err := p.stop(syscall.SIGTERM, time.Minute); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, p.logs.String())
+	}
+
+	total := 0
+	for i, s := range shards {
+		res, err := s.Select(ctx, fmt.Sprintf("SELECT count(), countIf(cityHash64(workspace_id) %% 2 != %d) FROM %s.events_local", i, sink.Database), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, wrong := fmt.Sprint(res.Rows[0][0]), fmt.Sprint(res.Rows[0][1])
+		if n == "0" || wrong != "0" {
+			t.Fatalf("shard %d holds %s rows, %s of them of the other shard's workspaces", i+1, n, wrong)
+		}
+		k, _ := strconv.Atoi(n)
+		total += k
+	}
+	if total != workspaces*per {
+		t.Fatalf("the shards hold %d rows, want every acknowledged event once: %d", total, workspaces*per)
+	}
+	res, err := shards[1].Select(ctx, "SELECT workspace_id, count() FROM "+sink.Database+".events GROUP BY workspace_id ORDER BY workspace_id", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != workspaces {
+		t.Fatalf("through the Distributed table: %v, want %d workspaces", res.Rows, workspaces)
+	}
+	for _, r := range res.Rows {
+		if fmt.Sprint(r[1]) != fmt.Sprint(per) {
+			t.Fatalf("through the Distributed table: %v, want %d rows of each workspace", res.Rows, per)
+		}
 	}
 }
