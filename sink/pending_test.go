@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/sink/engine"
 	"github.com/kyomi/collector/sink/engine/enginetest"
 	"github.com/kyomi/collector/sink/row/rowtest"
@@ -42,13 +43,7 @@ func TestPendingWaitsForServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	deadline := time.Now().Add(time.Minute)
-	for !p.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("store not ready a minute after the server started")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Eventually(t, time.Minute, "the store to be ready after the server started", p.Ready)
 	if err := p.Insert(context.Background(), rows, "pending-1"); err != nil {
 		t.Fatal(err)
 	}

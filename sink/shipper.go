@@ -117,6 +117,7 @@ func (c ShipperConfig) withDefaults() ShipperConfig {
 type shipperMetrics struct {
 	batches, rows, errs, replayed, decodeErrs prometheus.Counter
 	duration, batchRows, visible              prometheus.Histogram
+	waiting                                   prometheus.Gauge
 }
 
 func newShipperMetrics() *shipperMetrics {
@@ -141,11 +142,14 @@ func newShipperMetrics() *shipperMetrics {
 			Name:    "collector_sink_event_visible_seconds",
 			Help:    "Per stored event, time from its spool append (before its 202, and before the fsync that precedes it with -spool-sync-interval 0) to the return of the INSERT that made it queryable: an upper bound of the 202-to-queryable delay.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 5, 7.5, 10, 30, 60}}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "collector_sink_waiting_rows",
+			Help: "Rows read into the open batch that wait for it to fill (max rows), to age (max age) or for shutdown; set when the shipper waits for more, 0 once the batch is due."}),
 	}
 }
 
 func (m *shipperMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.batches, m.rows, m.errs, m.replayed, m.decodeErrs, m.duration, m.batchRows, m.visible}
+	return []prometheus.Collector{m.batches, m.rows, m.errs, m.replayed, m.decodeErrs, m.duration, m.batchRows, m.visible, m.waiting}
 }
 
 // Shipper moves records from a spool into a store in batches: it flushes
@@ -306,6 +310,7 @@ func (s *Shipper) run() {
 			due = false
 		}
 		if due || (len(rows) == 0 && start.Less(end)) {
+			s.m.waiting.Set(0)
 			if err := s.flush(rows, start, end, atForced); err != nil {
 				s.err = err
 				return
@@ -332,6 +337,7 @@ func (s *Shipper) run() {
 		if !eof {
 			continue
 		}
+		s.m.waiting.Set(float64(len(rows)))
 		wait, notify := time.Hour, s.sp.Notify()
 		if len(rows) > 0 {
 			// A batch is open: read what arrives every batchPoll, in bulk,
