@@ -4,51 +4,56 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/engine/enginetest"
 	"github.com/kyomi/collector/sink/row"
 )
 
-// engine is the embedded ClickHouse engine that tests storing rows share: one engine per process.
-// It is opened by the first test that needs it and closed by TestMain.
+// engine is the ClickHouse server that tests storing rows share, with the real schema
+// (sink.Migrate): one per test binary, started by TestMain (enginetest: from the engine library,
+// or the one CLICKHOUSE_ADDR names) before any test, so that the goroutines of its supervisor
+// are not taken for a test's leak.
 var engine struct {
-	once  sync.Once
-	store *sink.Embedded
-	dir   string
-	err   error
+	srv   *enginetest.Server
+	store *sink.Server
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if engine.store != nil {
-		_ = engine.store.Close()
-		_ = os.RemoveAll(engine.dir)
-	}
-	os.Exit(code)
+	enginetest.RunLauncher()
+	os.Exit(runTests(m))
 }
 
-// testEngine returns the shared embedded engine with the real schema (sink.Migrate).
-func testEngine(t *testing.T) *sink.Embedded {
-	t.Helper()
-	engine.once.Do(func() {
-		engine.dir, engine.err = os.MkdirTemp("", "collector-engine-")
-		if engine.err != nil {
-			return
-		}
-		engine.store, engine.err = sink.OpenEmbedded(filepath.Join(engine.dir, "db"))
-		if engine.err != nil {
-			return
-		}
-		engine.err = sink.Migrate(context.Background(), engine.store, sink.SchemaConfig{})
-	})
-	if engine.err != nil {
-		t.Fatalf("cannot open the embedded engine: %v", engine.err)
+func runTests(m *testing.M) int {
+	srv, err := enginetest.Start(enginetest.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
+	defer srv.Close()
+	store, err := sink.OpenServer(srv.DSN("default"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer store.Close()
+	if err := sink.Migrate(context.Background(), store, sink.SchemaConfig{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	engine.srv, engine.store = srv, store
+	return m.Run()
+}
+
+// testEngine returns the shared server's store. Its idle HTTP connections are closed when t
+// ends, before a leak check registered earlier runs.
+func testEngine(t *testing.T) *sink.Server {
+	t.Helper()
+	t.Cleanup(engine.store.CloseIdleConnections)
 	return engine.store
 }
 
@@ -69,11 +74,16 @@ var storedColumns = [][2]string{
 	{"toString(interactive)", "interactive"}, {"toString(ts)", "ts"},
 }
 
+// runID makes the batch tokens of this test binary its own: the server (CLICKHOUSE_ADDR's) may
+// still hold the rows and the deduplication log of an earlier run.
+var runID = strconv.FormatInt(time.Now().UnixNano(), 36)
+
 // storeEvents inserts events into the engine as one batch named token (the sink's own Insert,
 // the path the shipper takes) and returns the rows read back from the engine, in time order.
 func storeEvents(t *testing.T, events []row.Event, token string) []storedRow {
 	t.Helper()
 	store := testEngine(t)
+	token += "-" + runID
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if len(events) > 0 {

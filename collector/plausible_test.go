@@ -13,7 +13,7 @@ import (
 // The port of Plausible's Events API controller tests
 // (test/plausible_web/controllers/api/external_controller_test.exs in plausible/analytics) to
 // the real handler and the real engine: every request goes through the collector's HTTP server,
-// every accepted event through the spool and the sink's Insert into the embedded ClickHouse, and
+// every accepted event through the spool and the sink's Insert into a ClickHouse server, and
 // every assertion reads the stored row back from the engine.
 //
 // Plausible's sites become domains of one workspace (site.example, site2.example, and the page

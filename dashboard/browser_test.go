@@ -26,9 +26,10 @@ import (
 	"github.com/kyomi/collector/collector/query"
 	"github.com/kyomi/collector/internal/serving"
 	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/engine/enginetest"
 )
 
-// rig is the dashboard and a real query path over the embedded engine holding a fixed dataset,
+// rig is the dashboard and a real query path over a ClickHouse server holding a fixed dataset,
 // behind one HTTP server, as the collector mounts them.
 type rig struct {
 	addr       string
@@ -103,16 +104,33 @@ func dataset(now time.Time) string {
 	return b.String()
 }
 
+// TestMain lets the test binary serve as the launcher of the engine newRig starts.
+func TestMain(m *testing.M) {
+	enginetest.RunLauncher()
+	os.Exit(m.Run())
+}
+
+// newRig starts a ClickHouse server (enginetest: from the engine library, or the one
+// CLICKHOUSE_ADDR names, whose analytics.events it empties first) with the dataset, the query
+// path over it and the dashboard.
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	dir := t.TempDir()
-	store, err := sink.OpenEmbedded(filepath.Join(dir, "db"))
+	ch, err := enginetest.Start(enginetest.Options{})
 	if err != nil {
-		t.Fatalf("cannot open the embedded engine: %v", err)
+		t.Fatal(err)
+	}
+	t.Cleanup(ch.Close)
+	store, err := sink.OpenServer(ch.DSN("default"))
+	if err != nil {
+		t.Fatalf("cannot open the ClickHouse server: %v", err)
 	}
 	t.Cleanup(func() { store.Close() })
 	ctx := context.Background()
 	if err := sink.Migrate(ctx, store, sink.SchemaConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Exec(ctx, "TRUNCATE TABLE analytics.events"); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.Exec(ctx, "INSERT INTO analytics.events FORMAT JSONEachRow\n"+dataset(time.Now().UTC())); err != nil {
@@ -410,7 +428,7 @@ func saveShot(t *testing.T, ctx context.Context, name string) {
 // page without a token.
 func TestDashboardInChromium(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts Chromium and the embedded engine")
+		t.Skip("starts Chromium and a ClickHouse server")
 	}
 	r := newRig(t)
 	ctx := newBrowser(t)

@@ -23,7 +23,7 @@ func TestOnClusterMigrationsParse(t *testing.T) {
 	}
 	stmts = append(stmts, mergePolicy(c))
 	for _, q := range stmts {
-		res, err := testServer.Select(context.Background(), "SELECT formatQuery("+QuoteString(q)+")", nil)
+		res, err := testStore.Select(context.Background(), "SELECT formatQuery("+QuoteString(q)+")", nil)
 		if err != nil {
 			t.Fatalf("%s\n: %v", q, err)
 		}

@@ -11,8 +11,8 @@ import (
 
 // column maps one column of analytics.events to its ClickHouse type and to
 // the Event field it holds. The table below is the only place that knows
-// the mapping: the DDL, the embedded store's Native encoder and
-// the server batch all read it, so they cannot disagree.
+// the mapping: the DDL and the Native encoder of the server store's
+// inserts both read it, so they cannot disagree.
 type column struct {
 	name string
 	typ  string // ClickHouse type
@@ -45,7 +45,8 @@ const (
 // browsers, device classes): dictionary-encoded, they group fast in reports and cost little. Open-
 // ended ones (workspace ids, hosts, campaigns, cities, versions) are plain String since schema
 // version 2: every merge rebuilds a LowCardinality column's dictionaries, and with nineteen such
-// columns merges took a fifth of the embedded collector's CPU (BENCHMARKS.md, "Stop 20").
+// columns merges took a fifth of the collector's CPU with the in-process engine it had then
+// (BENCHMARKS.md, "Stop 20").
 const (
 	lc  = "LowCardinality(String)"
 	str = "String"
@@ -85,8 +86,8 @@ var columns = []column{
 	{name: "revenue_amount", typ: "Float64", kind: kindFloat64, f64: func(e *row.Event) float64 { return e.RevenueAmount }},
 	strCol("revenue_currency", lc, func(e *row.Event) string { return e.RevenueCurrency }),
 	{name: "props", typ: "Map(LowCardinality(String), String)", kind: kindProps},
-	// The token of the insert that stored the row: it lets a replay after a crash of the embedded
-	// engine find out which of its batches are stored (Embedded.ReplayInsert). Hidden from the
+	// The token of the insert that stored the row: it lets a replay after a crash of the engine
+	// or the collector find out which of its batches are stored (Server.ReplayInsert). Hidden from the
 	// query path. One value per insert, so it compresses to next to nothing.
 	strCol("batch_token", str, func(e *row.Event) string { return e.BatchToken }),
 	// Schema version 3: engagement and the tracker version, last so that a table created now and
@@ -185,7 +186,7 @@ func (c *column) nativeType() string {
 }
 
 // appendNative appends rows[order[0]], rows[order[1]], ... as one ClickHouse Native block
-// (columnar), in the order of columns: the batch file of the embedded store's INSERT. It
+// (columnar), in the order of columns: the body of the server store's INSERT. It
 // allocates nothing beyond growing dst.
 func appendNative(dst []byte, rows []row.Event, order []int32) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(columns)))

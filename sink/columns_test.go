@@ -25,17 +25,15 @@ func TestQuoteString(t *testing.T) {
 
 // TestQuoteStringRoundTrip runs hostile literals through the engine.
 func TestQuoteStringRoundTrip(t *testing.T) {
-	onStores(t, func(t *testing.T) {
-		for _, s := range []string{"x' OR 1=1 --", `\'`, "a\x00b", "ünï\n"} {
-			res, err := testStore.Select(t.Context(), "SELECT "+QuoteString(s), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := res.Rows[0][0]; got != s {
-				t.Fatalf("got %q, want %q", got, s)
-			}
+	for _, s := range []string{"x' OR 1=1 --", `\'`, "a\x00b", "ünï\n"} {
+		res, err := testStore.Select(t.Context(), "SELECT "+QuoteString(s), nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
+		if got := res.Rows[0][0]; got != s {
+			t.Fatalf("got %q, want %q", got, s)
+		}
+	}
 }
 
 func TestRowValuesMatchColumns(t *testing.T) {

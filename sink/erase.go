@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 )
@@ -131,11 +130,11 @@ func countWorkspace(ctx context.Context, s Store, tg target, id string) (uint64,
 
 // part is an active part of the table before the mutation: one the
 // mutation replaces.
-type part struct{ name, path string }
+type part struct{ name string }
 
 // partsHolding lists the active parts of the table before the mutation.
 func partsHolding(ctx context.Context, s Store, tg target) ([]part, error) {
-	res, err := s.Select(ctx, "SELECT name, path FROM system.parts WHERE database = '"+Database+"' AND table = "+
+	res, err := s.Select(ctx, "SELECT name FROM system.parts WHERE database = '"+Database+"' AND table = "+
 		QuoteString(tg.name)+" AND active", nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list parts: %w", err)
@@ -143,18 +142,16 @@ func partsHolding(ctx context.Context, s Store, tg target) ([]part, error) {
 	out := make([]part, 0, len(res.Rows))
 	for _, row := range res.Rows {
 		n, _ := row[0].(string)
-		p, _ := row[1].(string)
-		out = append(out, part{name: n, path: p})
+		out = append(out, part{name: n})
 	}
 	return out, nil
 }
 
 // stillOnDisk counts the parts among before that are replaced but not yet
-// removed: listed as inactive by system.parts, or, with the embedded engine
-// (whose files are local), no longer listed while their directory is still
-// there. ClickHouse drops a part from system.parts when it starts deleting
-// its files, not when it is done; a ClickHouse server's files cannot be
-// checked from here, so there the last moments of a deletion go unseen.
+// removed: listed as inactive by system.parts. ClickHouse drops a part from
+// system.parts when it starts deleting its files, not when it is done; a
+// server's files cannot be checked from here, so the last moments of a
+// deletion go unseen.
 func stillOnDisk(ctx context.Context, s Store, tg target, before []part) (int, error) {
 	if len(before) == 0 {
 		return 0, nil
@@ -174,17 +171,10 @@ func stillOnDisk(ctx context.Context, s Store, tg target, before []part) (int, e
 		a, _ := asUint64(row[1])
 		active[n] = a == 1
 	}
-	_, local := s.(*Embedded)
 	pending := 0
 	for _, p := range before {
-		a, listed := active[p.name]
-		switch {
-		case listed && !a:
+		if a, listed := active[p.name]; listed && !a {
 			pending++
-		case !listed && local && p.path != "":
-			if _, err := os.Stat(p.path); err == nil {
-				pending++
-			}
 		}
 	}
 	return pending, nil

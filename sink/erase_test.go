@@ -13,41 +13,39 @@ import (
 )
 
 func TestEraseWorkspace(t *testing.T) {
-	onStores(t, func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		ts := time.Now().UTC().Add(-time.Hour)
-		erase, keep := fresh("ws_erase_me"), fresh("ws_erase_keep")
-		for _, ws := range []string{erase, keep} {
-			if err := testStore.Insert(ctx, rowtest.Events(ws, 50, ts, 30), "erase-"+ws); err != nil {
-				t.Fatal(err)
-			}
-		}
-		rep, err := EraseWorkspaceWith(ctx, testStore, erase, EraseOptions{Poll: 50 * time.Millisecond})
-		if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ts := time.Now().UTC().Add(-time.Hour)
+	erase, keep := fresh("ws_erase_me"), fresh("ws_erase_keep")
+	for _, ws := range []string{erase, keep} {
+		if err := testStore.Insert(ctx, rowtest.Events(ws, 50, ts, 30), "erase-"+ws); err != nil {
 			t.Fatal(err)
 		}
-		if rep.RowsBefore != 50 || rep.RowsAfter != 0 || !rep.Rewritten || rep.MutationID == "" {
-			t.Fatalf("report: %+v", rep)
-		}
-		if !strings.Contains(rep.String(), erase) {
-			t.Fatalf("report text: %s", rep)
-		}
-		if n := countRows(t, erase); n != 0 {
-			t.Fatalf("%d rows left", n)
-		}
-		if n := countRows(t, keep); n != 50 {
-			t.Fatalf("other workspace has %d rows, want 50", n)
-		}
-		// The rewritten parts hold no trace of the erased workspace.
-		res, err := testStore.Select(ctx, "SELECT count() FROM analytics.events WHERE workspace_id = "+QuoteString(erase)+" SETTINGS apply_mutations_on_fly = 0", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n, _ := asUint64(res.Rows[0][0]); n != 0 {
-			t.Fatalf("%d rows still in parts", n)
-		}
-	})
+	}
+	rep, err := EraseWorkspaceWith(ctx, testStore, erase, EraseOptions{Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.RowsBefore != 50 || rep.RowsAfter != 0 || !rep.Rewritten || rep.MutationID == "" {
+		t.Fatalf("report: %+v", rep)
+	}
+	if !strings.Contains(rep.String(), erase) {
+		t.Fatalf("report text: %s", rep)
+	}
+	if n := countRows(t, erase); n != 0 {
+		t.Fatalf("%d rows left", n)
+	}
+	if n := countRows(t, keep); n != 50 {
+		t.Fatalf("other workspace has %d rows, want 50", n)
+	}
+	// The rewritten parts hold no trace of the erased workspace.
+	res, err := testStore.Select(ctx, "SELECT count() FROM analytics.events WHERE workspace_id = "+QuoteString(erase)+" SETTINGS apply_mutations_on_fly = 0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := asUint64(res.Rows[0][0]); n != 0 {
+		t.Fatalf("%d rows still in parts", n)
+	}
 }
 
 func TestEraseWorkspaceEmptyID(t *testing.T) {
@@ -70,42 +68,40 @@ func TestEraseWorkspaceEmptyID(t *testing.T) {
 // 195000ms", longer than this test waits. SYSTEM START CLEANUP wakes it
 // at once, and from then on it runs every second.
 func TestEraseWorkspacePhysicallyComplete(t *testing.T) {
-	onStores(t, func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := testStore.Exec(ctx, "ALTER TABLE analytics.events MODIFY SETTING old_parts_lifetime = 1, cleanup_delay_period = 1, max_cleanup_delay_period = 1, cleanup_delay_period_random_add = 0"); err != nil {
-			t.Fatal(err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := testStore.Exec(ctx, "ALTER TABLE analytics.events MODIFY SETTING old_parts_lifetime = 1, cleanup_delay_period = 1, max_cleanup_delay_period = 1, cleanup_delay_period_random_add = 0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := testStore.Exec(context.Background(), "ALTER TABLE analytics.events RESET SETTING old_parts_lifetime, cleanup_delay_period, max_cleanup_delay_period, cleanup_delay_period_random_add"); err != nil {
+			t.Error(err)
 		}
-		t.Cleanup(func() {
-			if err := testStore.Exec(context.Background(), "ALTER TABLE analytics.events RESET SETTING old_parts_lifetime, cleanup_delay_period, max_cleanup_delay_period, cleanup_delay_period_random_add"); err != nil {
-				t.Error(err)
-			}
-		})
-		if err := testStore.Exec(ctx, "SYSTEM START CLEANUP analytics.events"); err != nil {
-			t.Fatal(err)
-		}
-		ws := fresh("ws_erase_disk")
-		if err := testStore.Insert(ctx, rowtest.Events(ws, 20, time.Now().UTC(), 30), "erase-"+ws); err != nil {
-			t.Fatal(err)
-		}
-		dirs := partDirsHolding(t, ws)
-		rep, err := EraseWorkspaceWith(ctx, testStore, ws, EraseOptions{Poll: 100 * time.Millisecond, WaitRemoval: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !rep.Complete || rep.OldPartsPending != 0 || rep.RowsBefore != 20 {
-			t.Fatalf("report: %+v", rep)
-		}
-		if !strings.Contains(rep.String(), "physically complete") {
-			t.Fatalf("report text: %s", rep)
-		}
-		for _, d := range dirs {
-			if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("part directory %s that held the workspace is still on disk (stat: %v)", d, err)
-			}
-		}
-		t.Logf("%s", rep)
 	})
+	if err := testStore.Exec(ctx, "SYSTEM START CLEANUP analytics.events"); err != nil {
+		t.Fatal(err)
+	}
+	ws := fresh("ws_erase_disk")
+	if err := testStore.Insert(ctx, rowtest.Events(ws, 20, time.Now().UTC(), 30), "erase-"+ws); err != nil {
+		t.Fatal(err)
+	}
+	dirs := partDirsHolding(t, ws)
+	rep, err := EraseWorkspaceWith(ctx, testStore, ws, EraseOptions{Poll: 100 * time.Millisecond, WaitRemoval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Complete || rep.OldPartsPending != 0 || rep.RowsBefore != 20 {
+		t.Fatalf("report: %+v", rep)
+	}
+	if !strings.Contains(rep.String(), "physically complete") {
+		t.Fatalf("report text: %s", rep)
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("part directory %s that held the workspace is still on disk (stat: %v)", d, err)
+		}
+	}
+	t.Logf("%s", rep)
 }
 
 // partDirsHolding returns the directories on disk of the active parts that

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kyomi/collector/sink/engine/enginetest"
 	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/row/rowtest"
 )
@@ -21,13 +22,20 @@ import (
 // killBatchRows is the size of every batch the inserter child writes.
 const killBatchRows = 20
 
-// killInserter is the child of TestReplayAfterSIGKILLStoresOnce. Like the Shipper, it records a
+// killInserter is the child of TestReplayAfterSIGKILLStoresOnce. It starts a managed engine on
+// dir (a child process of its own, which the kernel kills when this process dies, as the
+// collector's engine) and writes to it through the server store. Like the Shipper, it records a
 // batch as pending (fsynced) before inserting it with a token that names it, and records it done
 // after; at start it first replays a batch left pending by a killed predecessor with
 // ReplayInsert and the same token.
 // With mode "count" it stops after that replay and prints "batch rows" lines.
 func killInserter(dir, mode string, t0 time.Time) error {
-	st, err := OpenEmbedded(filepath.Join(dir, "clickhouse"))
+	srv, err := enginetest.Start(enginetest.Options{Local: true, Dir: dir})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	st, err := OpenServer(srv.DSN("default"))
 	if err != nil {
 		return err
 	}
@@ -94,11 +102,13 @@ func killInserter(dir, mode string, t0 time.Time) error {
 	}
 }
 
-// TestReplayAfterSIGKILLStoresOnce kills a process that inserts token-named batches into the
-// embedded engine at random moments, 20 times, and restarts it on the same directory; each
-// restart replays the batch that was pending at the kill. Every batch must be stored exactly
-// once. (With a plain Insert of the same token the engine's deduplication log alone decides, and
-// this test caught it losing a batch: the token survived the kill, the part did not.)
+// TestReplayAfterSIGKILLStoresOnce kills a process that inserts token-named batches into its
+// managed engine at random moments, 20 times (the engine, its child, dies with it, in the middle
+// of an insert or not), and restarts it on the same directory; each restart starts the engine
+// again on the same data and replays the batch that was pending at the kill. Every batch must be
+// stored exactly once. (With a plain Insert of the same token the engine's deduplication log
+// alone decides, and this test caught it losing a batch on the in-process engine: the token
+// survived the kill, the part did not.)
 func TestReplayAfterSIGKILLStoresOnce(t *testing.T) {
 	dir := t.TempDir()
 	t0 := strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10)
@@ -129,6 +139,18 @@ func TestReplayAfterSIGKILLStoresOnce(t *testing.T) {
 		if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
 			t.Fatalf("round %d: inserter ended with %v before the kill:\n%s", round, err, out.String())
 		}
+		// The engine dies with its parent (the kernel kills it), in the middle of an insert or
+		// not; the next round's engine is not the one that survived.
+		b, err := os.ReadFile(filepath.Join(dir, "engine", "engine.pid"))
+		if err != nil {
+			t.Fatalf("round %d: no engine pid: %v", round, err)
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		for deadline := time.Now().Add(10 * time.Second); pid > 0 && alive(pid); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the engine (pid %d) outlived its killed parent", round, pid)
+			}
+		}
 	}
 	out, err := run("count").CombinedOutput()
 	if err != nil {
@@ -155,4 +177,15 @@ func TestReplayAfterSIGKILLStoresOnce(t *testing.T) {
 		}
 	}
 	t.Logf("%d batches over 20 SIGKILLs, %d not stored exactly once", next, bad)
+}
+
+// alive reports whether process pid runs: it exists and is not a zombie (dead, not yet reaped).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }

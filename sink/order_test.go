@@ -26,36 +26,34 @@ func alreadySorted(t *testing.T) uint64 {
 // midnight UTC, visitors, times) and checks that the engine found the block already sorted,
 // and that every row is stored once.
 func TestInsertInKeyOrder(t *testing.T) {
-	onStores(t, func(t *testing.T) {
-		ctx := context.Background()
-		midnight := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
-		var rows []row.Event
-		for _, ws := range []string{"ws_order_B", "ws_order_a", "ws_order_Ä", "ws_order_b"} {
-			for _, ts := range []time.Time{midnight.Add(-time.Millisecond), midnight, midnight.Add(-25 * time.Hour), midnight.Add(90 * time.Minute)} {
-				for v := range 5 {
-					e := rowtest.Events(ws, 1, ts, keepDays)[0]
-					e.VisitorID = uint64(5-v) * 0x9E3779B97F4A7C15 // large and small, out of order
-					rows = append(rows, e, e)                      // equal keys too
-				}
+	ctx := context.Background()
+	midnight := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
+	var rows []row.Event
+	for _, ws := range []string{"ws_order_B", "ws_order_a", "ws_order_Ä", "ws_order_b"} {
+		for _, ts := range []time.Time{midnight.Add(-time.Millisecond), midnight, midnight.Add(-25 * time.Hour), midnight.Add(90 * time.Minute)} {
+			for v := range 5 {
+				e := rowtest.Events(ws, 1, ts, keepDays)[0]
+				e.VisitorID = uint64(5-v) * 0x9E3779B97F4A7C15 // large and small, out of order
+				rows = append(rows, e, e)                      // equal keys too
 			}
 		}
-		r := rand.New(rand.NewPCG(7, 8))
-		r.Shuffle(len(rows), func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })
-		t.Cleanup(func() {
-			_ = testStore.Exec(ctx, "ALTER TABLE analytics.events DELETE WHERE startsWith(workspace_id, 'ws_order_') SETTINGS mutations_sync = 2")
-		})
-
-		before := alreadySorted(t)
-		if err := testStore.Insert(ctx, rows, fmt.Sprintf("order-%d", time.Now().UnixNano())); err != nil {
-			t.Fatal(err)
-		}
-		if got := alreadySorted(t) - before; got != 1 {
-			t.Fatalf("the engine found %d inserted blocks already sorted, want 1: the batch was not in the table's key order", got)
-		}
-		if n := queryUint64(t, "SELECT count() FROM analytics.events WHERE startsWith(workspace_id, 'ws_order_')"); n != uint64(len(rows)) {
-			t.Fatalf("%d rows stored, want %d", n, len(rows))
-		}
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	r.Shuffle(len(rows), func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })
+	t.Cleanup(func() {
+		_ = testStore.Exec(ctx, "ALTER TABLE analytics.events DELETE WHERE startsWith(workspace_id, 'ws_order_') SETTINGS mutations_sync = 2")
 	})
+
+	before := alreadySorted(t)
+	if err := testStore.Insert(ctx, rows, fmt.Sprintf("order-%d", time.Now().UnixNano())); err != nil {
+		t.Fatal(err)
+	}
+	if got := alreadySorted(t) - before; got != 1 {
+		t.Fatalf("the engine found %d inserted blocks already sorted, want 1: the batch was not in the table's key order", got)
+	}
+	if n := queryUint64(t, "SELECT count() FROM analytics.events WHERE startsWith(workspace_id, 'ws_order_')"); n != uint64(len(rows)) {
+		t.Fatalf("%d rows stored, want %d", n, len(rows))
+	}
 }
 
 // TestRowOrderKeepsBatchOrderOfTies: rows with equal keys come out in their batch order, and a

@@ -12,9 +12,9 @@ import (
 // replayInsert stores the batch rows named token exactly once, whether or not an earlier
 // process stored it before it was killed, with insert(ctx, rows, dedupToken, batchToken).
 //
-// A deduplication log cannot answer that alone: the embedded engine's lived in the process that
-// crashed, a server's lives in a server that may have been killed in the middle of the insert too,
-// and a SIGKILL in the middle of an insert can leave the token recorded without its part (the
+// A deduplication log cannot answer that alone: the managed engine dies with the collector, a
+// server may have been killed in the middle of the insert too, and a SIGKILL in the middle of an
+// insert can leave the token recorded without its part (the
 // replay would then be dropped: data loss) or the part without its token (a duplicate), both seen
 // in TestReplayAfterSIGKILLStoresOnce. So the rows carry their batch's token in the batch_token
 // column, and a replay counts what is stored under it per partition (each partition of an insert
@@ -56,4 +56,24 @@ func replayInsert(ctx context.Context, s Store, insert func(ctx context.Context,
 	}
 	// A fresh token: the crashed process may have recorded the batch's own token without its rows.
 	return insert(ctx, missing, token+".r"+strconv.FormatInt(time.Now().UnixNano(), 36), token)
+}
+
+// yearMonth is toYYYYMM(ts), the partition of a row.
+func yearMonth(t time.Time) uint64 {
+	t = t.UTC()
+	return uint64(t.Year())*100 + uint64(t.Month())
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

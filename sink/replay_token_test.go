@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/row/rowtest"
@@ -54,7 +53,7 @@ func (l *tokenLog) calls() (inserts, replays []string) {
 // and dies before committing it. The restarted Shipper must replay that batch under the token of
 // the original insert, or ReplayInsert cannot find its rows and stores them a second time.
 func TestReplayAfterSegmentEndKeepsToken(t *testing.T) {
-	leakcheck.Register(t)
+	leakCheck(t)
 	dir := t.TempDir()
 	appendEvent := func(sp *spool.Spool, marker string) {
 		t.Helper()

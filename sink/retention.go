@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/kyomi/collector/sink/chdb"
 )
 
 // target is where row mutations run: the table that stores the rows and,
@@ -249,7 +247,7 @@ func mutationState(ctx context.Context, s Store, tg target, ids []string) ([]Mut
 			return nil, err
 		}
 		reason, _ := row[3].(string)
-		st.FailReason = chdb.Scrub(reason, nil)
+		st.FailReason = scrub(reason, nil)
 		out = append(out, st)
 	}
 	return out, nil

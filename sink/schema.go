@@ -18,7 +18,7 @@ type SchemaConfig struct {
 	// Cluster, when set, runs every statement ON CLUSTER Cluster and lays
 	// the events out as ReplicatedMergeTree local tables (events_local) on
 	// every shard behind a Distributed table (events). Empty means one
-	// server or the embedded engine: a plain MergeTree table events.
+	// server (the managed engine too): a plain MergeTree table events.
 	Cluster string
 	// DedupWindow is how many recent insert blocks a MergeTree table
 	// remembers for insert_deduplication_token; 0 means 1000, enough for
@@ -277,25 +277,23 @@ func Migrate(ctx context.Context, s Store, c SchemaConfig) error {
 
 // mergePolicy makes the engine merge parts less eagerly: with merge_selector_base 20
 // (ClickHouse's default is 5) a merge waits for more parts of a similar size, so each row is
-// rewritten fewer times. Merges were the embedded engine's largest cost: 40 flushes of 10,000
+// rewritten fewer times. Merges were the in-process engine's largest cost: 40 flushes of 10,000
 // rows cost 11.7 to 15.7 µs of CPU per row with the default and 7.1 to 8.0 with 20, leaving 7
-// active parts instead of 1 or 2 (BenchmarkEmbeddedSustainedInsert, BENCHMARKS.md). A server
-// pays the same (about 2.5 µs per row more without it, issue 23), so it applies to every store;
-// in cluster mode to the shards' tables. Applied at every start, so it follows this constant.
+// active parts instead of 1 or 2 (BenchmarkSustainedInsert, then named
+// BenchmarkEmbeddedSustainedInsert, BENCHMARKS.md). A server pays the same (about 2.5 µs per
+// row more without it, issue 23), so it applies to every server; in cluster mode to the shards'
+// tables. Applied at every start, so it follows this constant.
 func mergePolicy(c SchemaConfig) string {
 	return "ALTER TABLE " + c.dataTable() + c.onCluster() + " MODIFY SETTING merge_selector_base = 20"
 }
-
-// embeddedMergePolicy is mergePolicy of a single server or the embedded engine.
-var embeddedMergePolicy = mergePolicy(SchemaConfig{})
 
 // quoteIdent returns name as a back-quoted ClickHouse identifier.
 func quoteIdent(name string) string {
 	return "`" + strings.ReplaceAll(strings.ReplaceAll(name, `\`, `\\`), "`", "\\`") + "`"
 }
 
-// asUint64 converts a value of a Result row (json.Number from the embedded
-// store, native integers from the server store) to uint64.
+// asUint64 converts a value of a Result row (a string for 64-bit integers,
+// json.Number for the others, or a native integer) to uint64.
 func asUint64(v any) (uint64, error) {
 	switch x := v.(type) {
 	case uint64:

@@ -19,7 +19,6 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
-	"github.com/kyomi/collector/sink/chdb"
 	"github.com/kyomi/collector/sink/row"
 )
 
@@ -54,11 +53,11 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	return o
 }
 
-// Server is the Store on a ClickHouse server or cluster, over its HTTP interface: an insert is
-// one Native block, the columnar format the embedded store also inserts (about half the CPU per
-// row of clickhouse-go's row-by-row batch, BENCHMARKS.md); a read answers in JSONCompact, so its
-// values have the same JSON types as the embedded store's, or in any format the server writes
-// (ArrowStream for the query path). The native protocol serves only to learn the HTTP port when
+// Server is the Store on a ClickHouse server or cluster, the managed local engine included, over
+// its HTTP interface: an insert is one Native block, the cheapest columnar path measured (about
+// half the CPU per row of clickhouse-go's row-by-row batch, BENCHMARKS.md); a read answers in
+// JSONCompact (64-bit integers as strings, other numbers as json.Number), or in any format the
+// server writes (ArrowStream for the query path). The native protocol serves only to learn the HTTP port when
 // the DSN does not give it: a native connection cut in the middle of a request aborts a
 // clickhouse-local server (TestConnectionResets in package engine), an HTTP one does not. Safe
 // for concurrent use.
@@ -227,11 +226,14 @@ func (s *Server) insert(ctx context.Context, rows []row.Event, dedupToken, batch
 	if dedupToken != "" {
 		params.Set("insert_deduplication_token", dedupToken)
 	} else {
-		params.Set("deduplicate_insert", "disable") // as in the embedded store (insertStatement)
+		// Without a token ClickHouse would still drop a block identical to a recent one; two
+		// equal batches are two batches (insert_deduplicate = 0 no longer does it in 26).
+		params.Set("deduplicate_insert", "disable")
 	}
-	// One insert thread: a flush is a few MB, too small for parallel work to pay (as in the
-	// embedded store). A Distributed table writes through to the shards before answering, so
-	// an acknowledged batch is stored, and a replay's check sees it.
+	// One insert thread: a flush is a few MB, too small for parallel work to pay on a busy
+	// machine, where extra threads only add CPU; flushes are serial, so one thread loses
+	// nothing. A Distributed table writes through to the shards before answering, so an
+	// acknowledged batch is stored, and a replay's check sees it.
 	params.Set("max_insert_threads", "1")
 	params.Set("distributed_foreground_insert", "1")
 	if s.opts.AsyncInsert {
@@ -318,13 +320,13 @@ func (s *Server) postTo(ctx context.Context, u string, body []byte, sql string, 
 		if code == 0 && msg == "" {
 			msg = resp.Status
 		}
-		return nil, &serverError{code: int32(code), msg: chdb.Scrub(msg, []byte(sql))}
+		return nil, &serverError{code: int32(code), msg: scrub(msg, []byte(sql))}
 	}
 	return out, nil
 }
 
-// Select runs sql over the HTTP interface and decodes its JSONCompact answer, as the embedded
-// store does: the same value types (64-bit integers as strings, json.Number for the others).
+// Select runs sql over the HTTP interface and decodes its JSONCompact answer: 64-bit integers as
+// strings, json.Number for the other numbers.
 // wait_end_of_query makes the server answer only once the query has ended, so an error is
 // never cut into a half-sent result.
 func (s *Server) Select(ctx context.Context, sql string, settings map[string]string) (*Result, error) {
@@ -383,6 +385,12 @@ func (s *Server) Close() error {
 
 var _ Store = (*Server)(nil)
 
+// insertBuf is what one flush works in: the batch's sorting-key order and its Native block.
+type insertBuf struct {
+	data  []byte
+	order rowOrder
+}
+
 // serverError is a server error with its message scrubbed of SQL text and
 // quoted values.
 type serverError struct {
@@ -391,7 +399,7 @@ type serverError struct {
 }
 
 // Error gives the message as the server wrote it ("Code: 158. DB::Exception: ..."), so callers
-// read codes from either store's errors the same way.
+// read the code from the text the same way whichever path raised it.
 func (e *serverError) Error() string {
 	if strings.HasPrefix(e.msg, "Code: ") {
 		return "ClickHouse: " + e.msg
@@ -404,7 +412,7 @@ func (e *serverError) Error() string {
 func scrubServerErr(err error, sql string) error {
 	var ex *clickhouse.Exception
 	if errors.As(err, &ex) {
-		return &serverError{code: ex.Code, msg: chdb.Scrub(ex.Message, []byte(sql))}
+		return &serverError{code: ex.Code, msg: scrub(ex.Message, []byte(sql))}
 	}
 	return err
 }

@@ -111,33 +111,31 @@ func (f *flakyStore) Insert(ctx context.Context, rows []row.Event, tok string) e
 }
 
 func TestRetriedBatchStoredOnce(t *testing.T) {
-	onStores(t, func(t *testing.T) {
-		ctx := context.Background()
-		fast := ServerOptions{Attempts: 5, Backoff: time.Millisecond}
-		tests := []struct {
-			name      string
-			ws        string
-			dropFirst map[int]bool
-			dropAfter map[int]bool
-		}{
-			{"failing flush then success", "ws_retry_a", map[int]bool{1: true}, nil},
-			{"dropped after the server stored it", "ws_retry_b", nil, map[int]bool{1: true, 2: true}},
-			{"both", "ws_retry_c", map[int]bool{2: true}, map[int]bool{1: true}},
-		}
-		for _, tc := range tests {
-			t.Run(tc.name, func(t *testing.T) {
-				f := &flakyStore{Store: testStore, dropFirst: tc.dropFirst, dropAfter: tc.dropAfter}
-				rows := rowtest.Events(tc.ws, 40, time.Now().UTC(), 30)
-				err := retryConn(ctx, fast, func() error { return f.Insert(ctx, rows, "retry-"+tc.ws) })
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got := countRows(t, tc.ws); got != 40 {
-					t.Fatalf("got %d rows after %d attempts, want 40 (none lost, none doubled)", got, f.calls)
-				}
-			})
-		}
-	})
+	ctx := context.Background()
+	fast := ServerOptions{Attempts: 5, Backoff: time.Millisecond}
+	tests := []struct {
+		name      string
+		ws        string
+		dropFirst map[int]bool
+		dropAfter map[int]bool
+	}{
+		{"failing flush then success", "ws_retry_a", map[int]bool{1: true}, nil},
+		{"dropped after the server stored it", "ws_retry_b", nil, map[int]bool{1: true, 2: true}},
+		{"both", "ws_retry_c", map[int]bool{2: true}, map[int]bool{1: true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &flakyStore{Store: testStore, dropFirst: tc.dropFirst, dropAfter: tc.dropAfter}
+			rows := rowtest.Events(tc.ws, 40, time.Now().UTC(), 30)
+			err := retryConn(ctx, fast, func() error { return f.Insert(ctx, rows, "retry-"+tc.ws) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := countRows(t, tc.ws); got != 40 {
+				t.Fatalf("got %d rows after %d attempts, want 40 (none lost, none doubled)", got, f.calls)
+			}
+		})
+	}
 }
 
 func TestOpenServerBadDSNHidesPassword(t *testing.T) {
@@ -154,7 +152,7 @@ func TestOpenServerBadDSNHidesPassword(t *testing.T) {
 // package started: migrations (again), deduplicated inserts, raw output, a tier change and an
 // erasure.
 func TestServerSuite(t *testing.T) {
-	s := testServer
+	s := testStore
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := Migrate(ctx, s, SchemaConfig{}); err != nil {
@@ -211,19 +209,17 @@ func TestOpenServerCreatesDatabase(t *testing.T) {
 }
 
 // TestServerErrorsTyped: an engine error keeps its ClickHouse code in the text the query path
-// reads ("Code: N."), as the embedded store's does, and no quoted value of the statement.
+// reads ("Code: N."), and no quoted value of the statement.
 func TestServerErrorsTyped(t *testing.T) {
-	onStores(t, func(t *testing.T) {
-		_, err := testStore.Select(context.Background(), "SELECT number FROM system.numbers LIMIT 100",
-			map[string]string{"max_result_rows": "10", "result_overflow_mode": "throw"})
-		if err == nil || !strings.Contains(err.Error(), "Code: 396.") {
-			t.Fatalf("got %v, want code 396", err)
-		}
-		_, err = testStore.Select(context.Background(), "SELECT toUInt8('secret-value-42')", nil)
-		if err == nil || !strings.Contains(err.Error(), "Code: 6.") || strings.Contains(err.Error(), "secret-value-42") {
-			t.Fatalf("got %v, want code 6 without the quoted value", err)
-		}
-	})
+	_, err := testStore.Select(context.Background(), "SELECT number FROM system.numbers LIMIT 100",
+		map[string]string{"max_result_rows": "10", "result_overflow_mode": "throw"})
+	if err == nil || !strings.Contains(err.Error(), "Code: 396.") {
+		t.Fatalf("got %v, want code 396", err)
+	}
+	_, err = testStore.Select(context.Background(), "SELECT toUInt8('secret-value-42')", nil)
+	if err == nil || !strings.Contains(err.Error(), "Code: 6.") || strings.Contains(err.Error(), "secret-value-42") {
+		t.Fatalf("got %v, want code 6 without the quoted value", err)
+	}
 }
 
 // TestOpenServerLearnsHTTPPort: a DSN without http_port (the native port only, as operators

@@ -48,7 +48,7 @@ func Drain(ctx context.Context, sp *spool.Spool, ins Inserter, cfg ShipperConfig
 }
 
 // ReplayInserter is an Inserter whose deduplication may not survive a crash of the process that
-// inserted, as with the embedded engine, which dies with the collector. The Shipper stores a
+// inserted (the managed engine dies with the collector) or of the server. The Shipper stores a
 // batch left pending by an earlier process with ReplayInsert, which must store each of its rows
 // exactly once whether or not that process stored some or all of them.
 type ReplayInserter interface {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/row/rowtest"
@@ -171,7 +170,7 @@ func TestShipperFlushTriggers(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			leakcheck.Register(t)
+			leakCheck(t)
 			sp := openTestSpool(t, t.TempDir())
 			d := &dedupStore{}
 			s, reg := startShipper(t, sp, d, tc.cfg)
@@ -201,7 +200,7 @@ func TestShipperFlushTriggers(t *testing.T) {
 }
 
 func TestShipperRetriesFailedInserts(t *testing.T) {
-	leakcheck.Register(t)
+	leakCheck(t)
 	sp := openTestSpool(t, t.TempDir())
 	d := &dedupStore{failNext: 3}
 	s, reg := startShipper(t, sp, d, ShipperConfig{MaxRows: 20, MaxAge: 10 * time.Millisecond})
@@ -222,7 +221,7 @@ func TestShipperRetriesFailedInserts(t *testing.T) {
 // the checkpoint, restarts with a different MaxRows, and checks that the
 // replay reuses the token so every event is stored exactly once.
 func TestShipperCrashBetweenInsertAndCommit(t *testing.T) {
-	leakcheck.Register(t)
+	leakCheck(t)
 	dir := t.TempDir()
 	sp, err := spool.Open(spool.Config{Dir: dir})
 	if err != nil {
@@ -302,11 +301,11 @@ func TestDedupTokenDeterministic(t *testing.T) {
 	}
 }
 
-// TestShipperOutageEmbedded runs spool -> shipper -> the real embedded
-// ClickHouse through an outage longer than several flush intervals, then a
+// TestShipperOutage runs spool -> shipper -> the package's real ClickHouse
+// server through an outage longer than several flush intervals, then a
 // crash between insert and commit, and counts rows with SELECT.
-func TestShipperOutageEmbedded(t *testing.T) {
-	leakcheck.Register(t)
+func TestShipperOutage(t *testing.T) {
+	leakCheck(t)
 	// Unique per run: the store is shared by every test and -count runs.
 	ws := fmt.Sprintf("ws_shipper_outage_%d", time.Now().UnixNano())
 	dir := t.TempDir()
@@ -361,7 +360,7 @@ func TestShipperOutageEmbedded(t *testing.T) {
 // is written, so it ships within MaxAge without waiting for the interval,
 // and the spool is fsynced before each batch is marked pending.
 func TestShipperIntervalSpool(t *testing.T) {
-	leakcheck.Register(t)
+	leakCheck(t)
 	spReg := prometheus.NewRegistry()
 	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), SyncInterval: time.Hour, Registerer: spReg})
 	if err != nil {
@@ -387,7 +386,7 @@ func TestShipperIntervalSpool(t *testing.T) {
 // ring (copied into the segment only every 50 ms), are shipped by Close, not left for the next
 // start.
 func TestShipperCloseShipsRingRecords(t *testing.T) {
-	leakcheck.Register(t)
+	leakCheck(t)
 	for round := range 5 {
 		sp, err := spool.Open(spool.Config{Dir: t.TempDir(), SyncInterval: time.Hour, RingDir: t.TempDir()})
 		if err != nil {
@@ -403,23 +402,21 @@ func TestShipperCloseShipsRingRecords(t *testing.T) {
 	}
 }
 
-// TestDrain ships a spool's events into each store with Drain, as
+// TestDrain ships a spool's events into the store with Drain, as
 // erase-workspace does, and finds every one stored exactly once; a second
 // drain of the same spool ships nothing.
 func TestDrain(t *testing.T) {
-	onStores(t, func(t *testing.T) {
-		ws := "ws_drain_" + strings.ReplaceAll(t.Name(), "/", "_")
-		sp := openTestSpool(t, t.TempDir())
-		appendMarked(t, sp, ws, 0, 25)
-		n, err := Drain(context.Background(), sp, testStore, ShipperConfig{MaxRows: 10, MaxAge: time.Second})
-		if err != nil || n != 25 {
-			t.Fatalf("drained %d records, err %v; want 25", n, err)
-		}
-		if got := queryUint64(t, "SELECT uniqExact(props['marker']) * 1000 + count() FROM analytics.events WHERE workspace_id = "+QuoteString(ws)); got != 25*1000+25 {
-			t.Fatalf("stored %d (distinct markers * 1000 + rows), want 25025", got)
-		}
-		if n, err := Drain(context.Background(), sp, testStore, ShipperConfig{MaxRows: 10, MaxAge: time.Second}); err != nil || n != 0 {
-			t.Fatalf("second drain found %d records, err %v; want 0", n, err)
-		}
-	})
+	ws := "ws_drain_" + strings.ReplaceAll(t.Name(), "/", "_")
+	sp := openTestSpool(t, t.TempDir())
+	appendMarked(t, sp, ws, 0, 25)
+	n, err := Drain(context.Background(), sp, testStore, ShipperConfig{MaxRows: 10, MaxAge: time.Second})
+	if err != nil || n != 25 {
+		t.Fatalf("drained %d records, err %v; want 25", n, err)
+	}
+	if got := queryUint64(t, "SELECT uniqExact(props['marker']) * 1000 + count() FROM analytics.events WHERE workspace_id = "+QuoteString(ws)); got != 25*1000+25 {
+		t.Fatalf("stored %d (distinct markers * 1000 + rows), want 25025", got)
+	}
+	if n, err := Drain(context.Background(), sp, testStore, ShipperConfig{MaxRows: 10, MaxAge: time.Second}); err != nil || n != 0 {
+		t.Fatalf("second drain found %d records, err %v; want 0", n, err)
+	}
 }

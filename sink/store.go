@@ -1,25 +1,27 @@
 // Package sink stores accepted events in ClickHouse: the column mapping of
 // the row type (package sink/row) and its Native block encoder, the schema
 // and its migrations, the batcher that moves events from the durable spool
-// into the store, and the two stores (the embedded chDB engine and a
-// ClickHouse server through clickhouse-go/v2).
+// into the store, and the store on a ClickHouse server or cluster (the
+// managed local engine of package sink/engine is one such server).
 package sink
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"sort"
 	"strings"
 
-	"github.com/kyomi/collector/sink/chdb"
 	"github.com/kyomi/collector/sink/row"
 )
 
 // Store is a ClickHouse database the collector writes events to and reads
-// from: the embedded engine (OpenEmbedded) or a server (OpenServer). Both
-// implementations are safe for concurrent use.
+// from. Server (OpenServer) implements it, for a remote server or cluster and
+// for the managed local engine alike. Implementations are safe for concurrent
+// use.
 type Store interface {
 	// Insert stores rows in analytics.events with one INSERT. dedupToken
 	// identifies the batch: a retry with the same token and the same rows
@@ -52,8 +54,8 @@ type Column struct {
 	Type string `json:"type"`
 }
 
-// Result is the answer to Select. Values in Rows are JSON-ready, the same
-// from both stores (decoded from JSONCompact): strings (64-bit integers
+// Result is the answer to Select. Values in Rows are JSON-ready (decoded
+// from JSONCompact): strings (64-bit integers
 // too), bools, json.Number, nil for NULL, and slices and maps for
 // composite types.
 type Result struct {
@@ -65,7 +67,7 @@ type Result struct {
 
 // ErrResultTooLarge is returned by Select and Raw when the answer is larger
 // than the store's result limit (SetMaxResultBytes); nothing of it is kept.
-var ErrResultTooLarge = chdb.ErrResultTooLarge
+var ErrResultTooLarge = errors.New("query result larger than the limit")
 
 // ErrUnsupportedFormat is returned by Raw for a format the store cannot
 // produce.
@@ -121,4 +123,37 @@ func checkDedupToken(tok string) error {
 // be appended.
 func trimStatement(sql string) string {
 	return strings.TrimRight(sql, " \t\r\n;")
+}
+
+// errNoRows is returned by helpers that expect one row.
+var errNoRows = errors.New("query returned no rows")
+
+// jsonCompact is the shape of ClickHouse's JSONCompact output.
+type jsonCompact struct {
+	Meta       []Column `json:"meta"`
+	Data       [][]any  `json:"data"`
+	Statistics struct {
+		RowsRead  uint64 `json:"rows_read"`
+		BytesRead uint64 `json:"bytes_read"`
+	} `json:"statistics"`
+}
+
+// decodeJSONCompact decodes a JSONCompact answer into a Result, numbers as json.Number.
+func decodeJSONCompact(out []byte) (*Result, error) {
+	res := &Result{}
+	if len(bytes.TrimSpace(out)) == 0 { // statements without a result set
+		return res, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	dec.UseNumber()
+	var jc jsonCompact
+	if err := dec.Decode(&jc); err != nil {
+		return nil, fmt.Errorf("cannot decode query result: %w", err)
+	}
+	res.Columns, res.Rows = jc.Meta, jc.Data
+	if res.Rows == nil {
+		res.Rows = [][]any{}
+	}
+	res.RowsRead, res.BytesRead = jc.Statistics.RowsRead, jc.Statistics.BytesRead
+	return res, nil
 }

@@ -4,43 +4,25 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/sink/engine/enginetest"
 )
 
-// testEmbedded is the one embedded store every test of package sink shares: the engine allows
-// one connection per process. testServer is a ClickHouse server started for the package (or the
-// one CLICKHOUSE_ADDR names). testStore is the store the running test uses: testEmbedded, or
-// each of the two in turn inside onStores. Tests use distinct workspace ids so they do not see
+// testStore is the store every test of package sink uses: a ClickHouse server started for the
+// package (or the one CLICKHOUSE_ADDR names). Tests use distinct workspace ids so they do not see
 // each other's rows.
 var (
-	testEmbedded *Embedded
-	testServer   *Server
-	testStore    Store
-	// testEngine is the started server (nil for CLICKHOUSE_ADDR), for its process's CPU.
+	testStore *Server
+	// testEngine is the started server (nil Engine for CLICKHOUSE_ADDR), for its process's CPU.
 	testEngine *enginetest.Server
-	// testServerDSN is the DSN of testServer.
+	// testServerDSN is the DSN of testStore.
 	testServerDSN string
 )
-
-// onStores runs fn as two subtests, "embedded" and "server", with testStore set to each store.
-// Tests of package sink do not run in parallel, so the switch is safe.
-func onStores(t *testing.T, fn func(t *testing.T)) {
-	t.Helper()
-	defer func() { testStore = testEmbedded }()
-	for _, s := range []struct {
-		name  string
-		store Store
-	}{{"embedded", testEmbedded}, {"server", testServer}} {
-		testStore = s.store
-		t.Run(s.name, fn)
-	}
-}
 
 func TestMain(m *testing.M) {
 	enginetest.RunLauncher()
@@ -56,19 +38,6 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "sink-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	testEmbedded, err = OpenEmbedded(filepath.Join(dir, "clickhouse"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer testEmbedded.Close()
-	testStore = testEmbedded
 	srv, err := enginetest.Start(enginetest.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -77,19 +46,17 @@ func runTests(m *testing.M) int {
 	defer srv.Close()
 	testEngine = srv
 	testServerDSN = srv.DSN("default")
-	testServer, err = OpenServer(testServerDSN)
+	testStore, err = OpenServer(testServerDSN)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer testServer.Close()
+	defer testStore.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for _, s := range []Store{testEmbedded, testServer} {
-		if err := Migrate(ctx, s, SchemaConfig{}); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
+	if err := Migrate(ctx, testStore, SchemaConfig{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	return m.Run()
 }
@@ -132,4 +99,12 @@ const keepDays = 3650
 func serverDSN(t *testing.T) string {
 	t.Helper()
 	return testServerDSN
+}
+
+// leakCheck is leakcheck.Register, after which the store's idle HTTP connections to ClickHouse
+// (kept for the next request, not goroutines of the test) are closed.
+func leakCheck(t *testing.T) {
+	t.Helper()
+	leakcheck.Register(t)
+	t.Cleanup(testStore.CloseIdleConnections)
 }

@@ -19,7 +19,7 @@ func BenchmarkPrepare(b *testing.B) {
 }
 
 // BenchmarkExecute measures a whole execute_query answer (guard + run +
-// decode) on the embedded engine.
+// decode) on the package's ClickHouse server.
 func BenchmarkExecute(b *testing.B) {
 	h := &Handler{store: testStore, guard: &Guard{Store: testStore}}
 	ctx := context.Background()

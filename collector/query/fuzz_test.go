@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// FuzzGuard feeds SQL texts through the guard and the embedded engine: a
+// FuzzGuard feeds SQL texts through the guard and a real engine: a
 // text is refused, fails, or runs and returns nothing outside ws_a's rows.
 // Seeds are in testdata/fuzz/FuzzGuard; found crashers are kept there.
 func FuzzGuard(f *testing.F) {

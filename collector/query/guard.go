@@ -12,8 +12,8 @@ import (
 )
 
 // Store is the part of sink.Store the query path uses: Select for the
-// guard's parser calls and JSON results, Raw for ArrowStream results (the
-// embedded store; a store without it answers sink.ErrUnsupportedFormat).
+// guard's parser calls and JSON results, Raw for ArrowStream results (a
+// store that cannot produce it answers sink.ErrUnsupportedFormat).
 // Settings are never passed in the map: the query path writes them into
 // the statement's outermost SETTINGS clause itself.
 type Store interface {
@@ -497,8 +497,9 @@ func engineMessage(err error) string {
 	return s
 }
 
-// engineCode returns the ClickHouse error code number in err, or 0. The
-// embedded engine says "Code: N." and the server store "ClickHouse error N:".
+// engineCode returns the ClickHouse error code number in err, or 0: the
+// "Code: N." ClickHouse writes, which the server store passes on, or
+// "ClickHouse error N:".
 func engineCode(err error) int {
 	s := err.Error()
 	for _, mark := range []string{"Code: ", "ClickHouse error "} {

@@ -3,11 +3,8 @@ package query
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,16 +13,10 @@ import (
 	"github.com/kyomi/collector/sink/engine/enginetest"
 )
 
-// testStore is the store with the real schema (sink.Migrate), shared by the whole package.
-// Every test of the package (escape battery, reports, transports) runs twice: against the
-// embedded engine (one connection per process), then, in a second run of the test binary that
-// TestMain starts, against a ClickHouse server (enginetest: one started for the run, or the one
-// CLICKHOUSE_ADDR names; its analytics.events is emptied first, so point it at a disposable
-// server). Both stores must give the same answers.
-var testStore sink.Store
-
-// storeEnv selects the store of a run: "server" in the second run.
-const storeEnv = "QUERY_TEST_STORE"
+// testStore is the store with the real schema (sink.Migrate), shared by the whole package: a
+// ClickHouse server, started by TestMain (enginetest), or the one CLICKHOUSE_ADDR names; its
+// analytics.events is emptied first, so point it at a disposable server.
+var testStore *sink.Server
 
 // testSchema adds things a query must never reach.
 var testSchema = []string{
@@ -65,74 +56,42 @@ const goldenRows = `{"workspace_id":"ws_a","retention_days":3650,"domain":"a.exa
 
 func TestMain(m *testing.M) {
 	enginetest.RunLauncher()
-	dir, err := os.MkdirTemp("", "query-test-")
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	srv, err := enginetest.Start(enginetest.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
-	server := os.Getenv(storeEnv) == "server"
-	var srv *enginetest.Server
-	if server {
-		srv, err = enginetest.Start(enginetest.Options{})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		fmt.Println("query tests run against a ClickHouse server at", srv.Native)
-		testStore, err = sink.OpenServer(srv.DSN("default"))
-	} else {
-		testStore, err = sink.OpenEmbedded(filepath.Join(dir, "db"))
-	}
+	defer srv.Close()
+	testStore, err = sink.OpenServer(srv.DSN("default"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cannot open ClickHouse:", err)
-		os.Exit(1)
+		return 1
 	}
+	defer testStore.Close()
 	ctx := context.Background()
 	if err := sink.Migrate(ctx, testStore, sink.SchemaConfig{}); err != nil {
 		fmt.Fprintln(os.Stderr, "cannot migrate:", err)
-		os.Exit(1)
+		return 1
 	}
 	if err := testStore.Exec(ctx, "TRUNCATE TABLE analytics.events"); err != nil {
 		fmt.Fprintln(os.Stderr, "cannot empty analytics.events:", err)
-		os.Exit(1)
+		return 1
 	}
 	for _, q := range testSchema {
 		if err := testStore.Exec(ctx, q); err != nil {
 			fmt.Fprintln(os.Stderr, "cannot prepare schema:", err)
-			os.Exit(1)
+			return 1
 		}
 	}
 	if err := testStore.Exec(ctx, "INSERT INTO analytics.events FORMAT JSONEachRow\n"+goldenRows); err != nil {
 		fmt.Fprintln(os.Stderr, "cannot insert dataset:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = testStore.Close()
-	if srv != nil {
-		srv.Close()
-	}
-	_ = os.RemoveAll(dir)
-	if !server && code == 0 {
-		code = runOnServer()
-	}
-	os.Exit(code)
-}
-
-// runOnServer runs this test binary again, with the same flags, against a ClickHouse server, and
-// returns its exit code.
-func runOnServer() int {
-	cmd := exec.Command(os.Args[0], os.Args[1:]...)
-	cmd.Env = append(os.Environ(), storeEnv+"=server")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode()
-		}
-		fmt.Fprintln(os.Stderr, "cannot run the tests against a server:", err)
 		return 1
 	}
-	return 0
+	return m.Run()
 }
 
 // leakCheck is leakcheck.Register, after which the server store's idle HTTP connections to
@@ -140,11 +99,7 @@ func runOnServer() int {
 func leakCheck(t *testing.T) {
 	t.Helper()
 	leakcheck.Register(t)
-	t.Cleanup(func() {
-		if s, ok := testStore.(interface{ CloseIdleConnections() }); ok {
-			s.CloseIdleConnections()
-		}
-	})
+	t.Cleanup(testStore.CloseIdleConnections)
 }
 
 // runSQL runs a prepared statement and renders its result as JSON.

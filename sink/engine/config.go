@@ -1,9 +1,10 @@
 // Package engine runs ClickHouse servers from the chDB library: clickhouse-local with its native
 // and HTTP listeners open, one engine per process.
 //
-// The launcher side (Main) is what a child process runs: it hands its arguments to the
-// library's command-line entry, which opens the listeners and then blocks until the process is
-// killed. The supervisor side (Start) writes the engine's configuration and users, starts that
+// The launcher side (Main) is what a child process runs: it loads the library (libchdb.so, with
+// purego at run time, so the binary needs no cgo and only the child loads it) and hands its
+// arguments to the library's command-line entry, which opens the listeners and then blocks until
+// the process is killed. The supervisor side (Start) writes the engine's configuration and users, starts that
 // child, waits until it answers, restarts it when it dies and stops it on Stop. The collector runs
 // the launcher as its own hidden subcommand (`collector engine`); tests run it through
 // package enginetest.

@@ -305,3 +305,38 @@ func TestConnectionResets(t *testing.T) {
 func basic(user, pass string) string {
 	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
 }
+
+// TestGoKeepsSignalHandlers: the launcher keeps the engine's own signal handlers off, so the Go
+// runtime still handles the faults it needs in the engine's process. A SIGABRT to a running
+// engine is answered by Go's handler (its "SIGABRT: abort" report and goroutine dump in the
+// engine's log), not by ClickHouse's fatal-signal handler ("Received signal").
+func TestGoKeepsSignalHandlers(t *testing.T) {
+	dir := t.TempDir()
+	s, err := enginetest.Start(enginetest.Options{Local: true, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if code, body := httpQuery(t, s.HTTP, s.User, s.Password, "SELECT 1"); code != 200 || body != "1" {
+		t.Fatalf("engine does not answer: %d %q", code, body)
+	}
+	if err := syscall.Kill(s.Engine.PID(), syscall.SIGABRT); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "engine", "engine.log")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(logPath)
+		log := string(b)
+		if strings.Contains(log, "Received signal") {
+			t.Fatalf("the engine's own handler took SIGABRT:\n%s", log)
+		}
+		if strings.Contains(log, "SIGABRT: abort") && strings.Contains(log, "goroutine ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no Go report of SIGABRT in the engine's log:\n%s", log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

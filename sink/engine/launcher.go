@@ -6,8 +6,6 @@ import (
 	"io"
 	"os"
 	"strconv"
-
-	"github.com/kyomi/collector/sink/chdb"
 )
 
 // ListenQuery is what the launcher asks the engine to run: open the native and HTTP listeners,
@@ -40,7 +38,7 @@ func Main(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "engine: parent process gone, not starting")
 		return 1
 	}
-	err := chdb.RunCmdline([]string{
+	err := runCmdline([]string{
 		"--path=" + *path,
 		"--config-file=" + *config,
 		"--listen_host=" + *host,

@@ -16,8 +16,8 @@ import (
 
 // Layout of a collector data directory's managed engine: the engine's files in
 // <data-dir>/engine (credentials, addresses, config.xml, users.xml, engine.log, engine.pid), its
-// data in <data-dir>/clickhouse (where the in-process engine kept it before, so existing data
-// stays).
+// data in <data-dir>/clickhouse (where the collector's former in-process engine kept it, so data
+// of that time stays).
 const (
 	managedDir      = "engine"
 	managedData     = "clickhouse"

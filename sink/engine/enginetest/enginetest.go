@@ -46,7 +46,7 @@ type Server struct {
 	User, Password string
 	// Engine is the supervised engine, nil for an external server.
 	Engine *engine.Engine
-	dir    string
+	dir    string // removed by Close; empty when Options.Dir keeps it
 }
 
 // Options tunes Start.
@@ -61,6 +61,10 @@ type Options struct {
 	// MaxRestartWait bounds the supervisor's wait before a restart (engine.Config); 0 keeps
 	// the default.
 	MaxRestartWait time.Duration
+	// Dir holds the engine's files (Dir/engine) and data (Dir/clickhouse), which Close keeps, so
+	// that a later Start on the same Dir, in this process or another, finds the data again;
+	// empty: a fresh temporary directory, removed by Close.
+	Dir string
 }
 
 // Start starts a server. With CLICKHOUSE_ADDR set (host:port of a native listener; the user and
@@ -79,9 +83,12 @@ func Start(o Options) (*Server, error) {
 		}
 		return s, nil
 	}
-	dir, err := os.MkdirTemp("", "enginetest-")
-	if err != nil {
-		return nil, err
+	dir, temp := o.Dir, o.Dir == ""
+	if temp {
+		var err error
+		if dir, err = os.MkdirTemp("", "enginetest-"); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -97,11 +104,17 @@ func Start(o Options) (*Server, error) {
 		MaxRestartWait: o.MaxRestartWait,
 	})
 	if err != nil {
-		os.RemoveAll(dir)
+		if temp {
+			os.RemoveAll(dir)
+		}
 		return nil, fmt.Errorf("cannot start a ClickHouse server for the tests: %w", err)
 	}
 	c := e.Credentials()
-	return &Server{Native: e.NativeAddr(), HTTP: e.HTTPAddr(), User: c.User, Password: c.Password, Engine: e, dir: dir}, nil
+	s := &Server{Native: e.NativeAddr(), HTTP: e.HTTPAddr(), User: c.User, Password: c.Password, Engine: e}
+	if temp {
+		s.dir = dir
+	}
+	return s, nil
 }
 
 // DSN is the clickhouse:// DSN of the server for database db, with the HTTP port when known.
@@ -121,11 +134,15 @@ func (s *Server) DSN(db string) string {
 	return u.String()
 }
 
-// Close stops a started engine and removes its directory (kept, with the engine's log, when
-// ENGINETEST_KEEP is set); for an external server it does nothing.
+// Close stops a started engine and removes its temporary directory (kept, with the engine's log,
+// when ENGINETEST_KEEP is set; never removed with Options.Dir); for an external server it does
+// nothing.
 func (s *Server) Close() {
 	if s.Engine != nil {
 		s.Engine.Stop()
+		if s.dir == "" {
+			return
+		}
 		if os.Getenv("ENGINETEST_KEEP") == "" {
 			os.RemoveAll(s.dir)
 		} else {

@@ -1,6 +1,6 @@
 //go:build linux
 
-package chdb
+package engine
 
 import (
 	"syscall"

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package chdb
+package engine
 
 // kernelSigaction is a placeholder: libchdb.so is built for Linux only.
 type kernelSigaction struct{}

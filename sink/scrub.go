@@ -1,14 +1,14 @@
-package chdb
+package sink
 
 import (
 	"bytes"
 	"strings"
 )
 
-// Scrub removes from an engine error message what may carry data: quoted
+// scrub removes from an engine error message what may carry data: quoted
 // literals that are not plain identifiers, the statement excerpt that
 // syntax errors quote, and any line of the statement itself.
-func Scrub(msg string, sql []byte) string {
+func scrub(msg string, sql []byte) string {
 	// Syntax errors quote the statement after "): " up to ". Expected".
 	if i := strings.Index(msg, "failed at position"); i >= 0 {
 		if j := strings.Index(msg[i:], "): "); j >= 0 {
