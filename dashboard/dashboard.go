@@ -14,8 +14,6 @@
 package dashboard
 
 import (
-	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -26,7 +24,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/andybalholm/brotli"
+	"github.com/kyomi/collector/internal/precompress"
 	"github.com/valyala/fasthttp"
 )
 
@@ -98,24 +96,17 @@ func load(fsys fs.FS) (map[string]*file, error) {
 }
 
 func newFile(ctype string, raw []byte) (*file, error) {
-	var gz, br bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-	if _, err := zw.Write(raw); err != nil {
+	gz, err := precompress.Gzip(raw)
+	if err != nil {
 		return nil, err
 	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	bw := brotli.NewWriterLevel(&br, brotli.BestCompression)
-	if _, err := bw.Write(raw); err != nil {
-		return nil, err
-	}
-	if err := bw.Close(); err != nil {
+	br, err := precompress.Brotli(raw)
+	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(raw)
 	tag := hex.EncodeToString(sum[:12])
-	return &file{ctype: ctype, identity: raw, gz: gz.Bytes(), br: br.Bytes(),
+	return &file{ctype: ctype, identity: raw, gz: gz, br: br,
 		etag: [3]string{`"` + tag + `"`, `"` + tag + `-gz"`, `"` + tag + `-br"`}}, nil
 }
 

@@ -17,7 +17,6 @@ package script
 
 import (
 	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -30,9 +29,9 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/andybalholm/brotli"
 	"github.com/valyala/fasthttp"
 
+	"github.com/kyomi/collector/internal/precompress"
 	"github.com/kyomi/collector/script/internal/segments"
 )
 
@@ -145,13 +144,13 @@ func load(fsys fs.FS) (*catalog, error) {
 
 // newAsset compresses raw once with gzip and brotli at their best levels.
 func newAsset(name string, raw []byte) (*asset, error) {
-	gz, err := gzipBest(raw)
+	gz, err := precompress.Gzip(raw)
 	if err != nil {
-		return nil, fmt.Errorf("cannot gzip: %w", err)
+		return nil, err
 	}
-	br, err := brotliBest(raw)
+	br, err := precompress.Brotli(raw)
 	if err != nil {
-		return nil, fmt.Errorf("cannot brotli-compress: %w", err)
+		return nil, err
 	}
 	sum := sha256.Sum256(raw)
 	tag := hex.EncodeToString(sum[:12])
@@ -218,33 +217,6 @@ func splitKey(key string) (base string, on []string) {
 		}
 	}
 	return base, on
-}
-
-func gzipBest(raw []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	w, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := w.Write(raw); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-func brotliBest(raw []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	w := brotli.NewWriterLevel(&buf, brotli.BestCompression)
-	if _, err := w.Write(raw); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }
 
 // variantKey turns a base name such as "script.outbound-links.hash" into a key that does not
