@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/ebitengine/purego"
@@ -49,7 +50,7 @@ var (
 	loadOnce sync.Once
 	lib      *library
 	errLoad  error
-	running  sync.Mutex
+	running  atomic.Bool // set by the first runCmdline, never cleared
 )
 
 // loadLibrary loads libchdb.so from DefaultLibPath once per process; later calls return the
@@ -115,7 +116,7 @@ func runCmdline(args []string) error {
 	if err := loadLibrary(); err != nil {
 		return err
 	}
-	if !running.TryLock() {
+	if !running.CompareAndSwap(false, true) {
 		return errRunning
 	}
 	// The engine installs handlers for SIGSEGV, SIGBUS, SIGABRT... that would take those
