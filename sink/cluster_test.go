@@ -54,16 +54,7 @@ func TestDistributedCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var create string
-	for _, q := range single {
-		if strings.HasPrefix(q, "CREATE TABLE IF NOT EXISTS "+Database+".events\n") {
-			create = q
-		}
-	}
-	if create == "" {
-		t.Fatal("no CREATE TABLE of the events table in MigrationSQL")
-	}
-	layout, err := c.OperatorSchema(Database, create)
+	layout, err := c.OperatorSchema(Database, single)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -276,13 +276,7 @@ func TestBinaryThroughDistributed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var create string
-	for _, q := range stmts {
-		if strings.HasPrefix(q, "CREATE TABLE IF NOT EXISTS "+sink.Database+".events\n") {
-			create = q
-		}
-	}
-	layout, err := c.OperatorSchema(sink.Database, create)
+	layout, err := c.OperatorSchema(sink.Database, stmts)
 	if err != nil {
 		t.Fatal(err)
 	}

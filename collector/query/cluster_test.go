@@ -31,13 +31,7 @@ func TestIsolationThroughDistributed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var create string
-	for _, q := range stmts {
-		if strings.HasPrefix(q, "CREATE TABLE IF NOT EXISTS analytics.events\n") {
-			create = q
-		}
-	}
-	layout, err := c.OperatorSchema("analytics", create)
+	layout, err := c.OperatorSchema("analytics", stmts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -194,13 +194,19 @@ func StartCluster(name string, n int) (*Cluster, error) {
 
 // OperatorSchema returns the statements that lay out, on one shard, the schema an operator makes
 // by hand for this cluster where ReplicatedMergeTree cannot run: the database db, a MergeTree
-// table db.events_local made by eventsDDL (the CREATE TABLE IF NOT EXISTS of db.events that the
-// single-server migrations run, renamed), and a Distributed db.events over every shard's
-// events_local, sharded by cityHash64(workspace_id). Run them on every shard.
-func (c *Cluster) OperatorSchema(db, eventsDDL string) ([]string, error) {
+// table db.events_local made by the CREATE TABLE IF NOT EXISTS of db.events among migrations
+// (the single-server migrations, sink.MigrationSQL, renamed), and a Distributed db.events over
+// every shard's events_local, sharded by cityHash64(workspace_id). Run them on every shard.
+func (c *Cluster) OperatorSchema(db string, migrations []string) ([]string, error) {
 	head := "CREATE TABLE IF NOT EXISTS " + db + ".events\n"
-	if !strings.HasPrefix(eventsDDL, head) {
-		return nil, fmt.Errorf("cannot lay out the cluster schema: the events DDL does not start with %q", head)
+	var eventsDDL string
+	for _, q := range migrations {
+		if strings.HasPrefix(q, head) {
+			eventsDDL = q
+		}
+	}
+	if eventsDDL == "" {
+		return nil, fmt.Errorf("cannot lay out the cluster schema: no statement of the migrations starts with %q", head)
 	}
 	return []string{
 		"CREATE DATABASE IF NOT EXISTS " + db,
