@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/sink/engine/enginetest"
 	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/row/rowtest"
@@ -146,7 +147,7 @@ func TestReplayAfterSIGKILLStoresOnce(t *testing.T) {
 			t.Fatalf("round %d: no engine pid: %v", round, err)
 		}
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		for deadline := time.Now().Add(10 * time.Second); pid > 0 && alive(pid); time.Sleep(10 * time.Millisecond) {
+		for deadline := time.Now().Add(10 * time.Second); pid > 0 && testkit.ProcessAlive(pid); time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("round %d: the engine (pid %d) outlived its killed parent", round, pid)
 			}
@@ -177,15 +178,4 @@ func TestReplayAfterSIGKILLStoresOnce(t *testing.T) {
 		}
 	}
 	t.Logf("%d batches over 20 SIGKILLs, %d not stored exactly once", next, bad)
-}
-
-// alive reports whether process pid runs: it exists and is not a zombie (dead, not yet reaped).
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }

@@ -116,7 +116,7 @@ func TestEngineDiesWithCollector(t *testing.T) {
 	}
 	_ = p.stop(syscall.SIGKILL, 30*time.Second)
 	deadline := time.Now().Add(10 * time.Second)
-	for processRunning(pid) {
+	for testkit.ProcessAlive(pid) {
 		if time.Now().After(deadline) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			t.Fatalf("engine %d outlived its collector by 10 s", pid)
@@ -130,17 +130,6 @@ func TestEngineDiesWithCollector(t *testing.T) {
 	if got := sql(t, dataDir, "SELECT count() FROM analytics.events WHERE pathname = '/orphan'"); len(got) != 1 || got[0] != "1" {
 		t.Fatalf("after the restart: %v, want 1 row", got)
 	}
-}
-
-// processRunning reports whether pid runs and is not a zombie.
-func processRunning(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
 // TestParityManagedAndServer sends the same events to a collector on the managed engine and to

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -118,5 +119,23 @@ func TestKeySign(t *testing.T) {
 	raw := k.SignRaw(t, `{"alg":"ES256"}`, `{"wid":"a","wid":"b"}`)
 	if p, _ := b64.DecodeString(strings.Split(raw, ".")[1]); string(p) != `{"wid":"a","wid":"b"}` || !verifies(raw) {
 		t.Errorf("SignRaw changed the claims text to %s or does not verify", p)
+	}
+}
+
+// TestProcessAlive: this process runs; a child that exited but is not yet reaped (a zombie) does
+// not, nor does one reaped.
+func TestProcessAlive(t *testing.T) {
+	if !ProcessAlive(os.Getpid()) {
+		t.Fatal("this process is not alive")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	Eventually(t, 10*time.Second, "the child to exit (a zombie)", func() bool { return !ProcessAlive(pid) })
+	_ = cmd.Wait()
+	if ProcessAlive(pid) {
+		t.Fatal("a reaped child is alive")
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/sink/engine"
 	"github.com/kyomi/collector/sink/engine/enginetest"
 )
@@ -225,7 +225,7 @@ func TestNoOrphan(t *testing.T) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		deadline := time.Now().Add(10 * time.Second)
-		for processAlive(pid) {
+		for testkit.ProcessAlive(pid) {
 			if time.Now().After(deadline) {
 				syscall.Kill(pid, syscall.SIGKILL)
 				t.Fatalf("round %d: engine %d outlived its supervisor", round, pid)
@@ -239,17 +239,6 @@ func TestNoOrphan(t *testing.T) {
 			t.Fatalf("round %d: %s still answers %q (engine was %d)", round, addr, b, pid)
 		}
 	}
-}
-
-// processAlive reports whether pid runs (a zombie does not count).
-func processAlive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
 // TestConnectionResets measures how often a client connection cut with a TCP reset in the
