@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func TestMetric(t *testing.T) {
@@ -137,5 +140,34 @@ func TestProcessAlive(t *testing.T) {
 	_ = cmd.Wait()
 	if ProcessAlive(pid) {
 		t.Fatal("a reaped child is alive")
+	}
+}
+
+// TestScraped reads the metrics of a registry through its text exposition over HTTP, as a test
+// reads those of a process it started.
+func TestScraped(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t_requests_total", Help: "h"}, []string{"code"})
+	lat := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "t_seconds", Help: "h"})
+	reg.MustRegister(reqs, lat)
+	reqs.WithLabelValues("202").Add(4)
+	lat.Observe(1)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	g := Scraped(srv.URL)
+	if got := Metric(t, g, "t_requests_total", "code", "202"); got != 4 {
+		t.Errorf("counter %v, want 4", got)
+	}
+	if got := Metric(t, g, "t_seconds"); got != 1 {
+		t.Errorf("histogram count %v, want 1", got)
+	}
+	reqs.WithLabelValues("202").Inc()
+	if got := MetricOrZero(t, g, "t_requests_total", "code", "202"); got != 5 {
+		t.Errorf("counter after a second scrape %v, want 5", got)
+	}
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	if _, err := Scraped(gone.URL).Gather(); err == nil {
+		t.Error("a scrape of a closed server succeeded")
 	}
 }
