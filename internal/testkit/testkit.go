@@ -13,21 +13,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// pollEvery is how often Eventually checks its condition: short enough that a test waits little
-// after the condition turns true, long enough not to spin.
-const pollEvery = 5 * time.Millisecond
+// Eventually checks cond at once and then after waits that double from firstPoll up to maxPoll:
+// a condition that turns true soon is seen soon, and a long wait costs little, even when cond
+// scrapes another process's metrics.
+const (
+	firstPoll = time.Millisecond
+	maxPoll   = 100 * time.Millisecond
+)
 
 // Eventually calls cond until it returns true and fails the test, naming what it waited for,
 // when within passes first. Use it to wait for a positive signal (a counter moving, a file
-// appearing) instead of sleeping.
+// appearing) instead of sleeping. cond may fail the test itself (t.Fatal) when it sees that the
+// signal can no longer come.
 func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	for !cond() {
+	for wait := firstPoll; !cond(); wait = min(2*wait, maxPoll) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", within, what)
 		}
-		time.Sleep(pollEvery)
+		time.Sleep(wait)
 	}
 }
 
