@@ -12,6 +12,8 @@ import (
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // TestDashboardE2E is the quick tour in a browser: page views sent to the built binary, a token
@@ -55,17 +57,10 @@ func TestDashboardE2E(t *testing.T) {
 	if code != 0 {
 		t.Fatal("token issue failed")
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Eventually(t, 30*time.Second, "the 3 page views visible", func() bool {
 		_, a := postQuery(t, p.addr, token, `{"id":"c","op":"execute_query","params":{"sql":"SELECT count() FROM events"}}`)
-		if len(a.Result.Rows) == 1 && fmt.Sprint(a.Result.Rows[0][0]) == "3" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the page views never became visible: %+v", a)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return len(a.Result.Rows) == 1 && fmt.Sprint(a.Result.Rows[0][0]) == "3"
+	})
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath("/usr/bin/chromium"), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
@@ -99,16 +94,13 @@ window.addEventListener('error', e => window.__problems.push('error ' + e.messag
   return out;
 })()`
 	var got shown
-	deadline = time.Now().Add(60 * time.Second)
-	for got.Loaded == "" && got.Error == "" {
-		if time.Now().After(deadline) {
-			t.Fatal("the dashboard did not render")
-		}
-		time.Sleep(100 * time.Millisecond)
+	testkit.Eventually(t, 60*time.Second, "the dashboard to render", func() bool {
+		var err error
 		if got, err = chromedp.Run(ctx, chromedp.Evaluate[shown](read)); err != nil {
 			t.Fatal(err)
 		}
-	}
+		return got.Loaded != "" || got.Error != ""
+	})
 	if got.Error != "" || len(got.Problems) > 0 {
 		t.Fatalf("the dashboard shows %q, reports %v", got.Error, got.Problems)
 	}

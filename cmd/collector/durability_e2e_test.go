@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // TestKillNineLosesNothing drives load through the real binary and SIGKILLs it at random moments,
@@ -47,7 +49,7 @@ func testKillNineLosesNothing(t *testing.T, extra []string) {
 			time.Sleep(time.Duration(100+rand.IntN(600)) * time.Millisecond)
 			_ = p.stop(syscall.SIGKILL, 30*time.Second)
 		} else {
-			time.Sleep(300 * time.Millisecond)
+			waitAcked(t, &mu, acked, 20)
 			close(stop)
 			wg.Wait()
 			if err := p.stop(syscall.SIGTERM, 120*time.Second); err != nil {
@@ -60,6 +62,19 @@ func testKillNineLosesNothing(t *testing.T, extra []string) {
 	}
 	stored := checkStoredOnce(t, dataDir, acked)
 	t.Logf("acknowledged %d events over %d SIGKILLs; stored %d distinct markers", len(acked), kills, stored)
+}
+
+// waitAcked waits until n more events of the load were acknowledged: the run the test is about to
+// stop has taken load.
+func waitAcked(t *testing.T, mu *sync.Mutex, acked map[string]bool, n int) {
+	t.Helper()
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
+	from := count()
+	testkit.Eventually(t, 30*time.Second, fmt.Sprintf("%d more events acknowledged", n), func() bool { return count() >= from+n })
 }
 
 // checkStoredOnce fails t unless every marker in acked is stored exactly once, and returns how
@@ -188,19 +203,16 @@ func TestKillEngineLosesNothing(t *testing.T) {
 					continue
 				}
 				// Wait until the collector has started the engine again and it answers.
-				deadline := time.Now().Add(time.Minute)
-				for p.metricValue(t, "collector_engine_restarts_total") < float64(k+1) || p.metricValue(t, "collector_engine_up") != 1 {
-					if time.Now().After(deadline) {
-						t.Fatalf("engine not restarted\n%s", p.logs.String())
-					}
-					time.Sleep(50 * time.Millisecond)
-				}
+				testkit.Eventually(t, time.Minute, fmt.Sprintf("engine restart %d", k+1), func() bool {
+					return testkit.MetricOrZero(t, p.metrics(), "collector_engine_restarts_total") >= float64(k+1) &&
+						testkit.MetricOrZero(t, p.metrics(), "collector_engine_up") == 1
+				})
 			}
-			time.Sleep(500 * time.Millisecond)
+			waitAcked(t, &mu, acked, 20)
 			close(stop)
 			wg.Wait()
 			if !both {
-				if n := p.metricValue(t, "collector_engine_restarts_total"); n < kills {
+				if n := testkit.Metric(t, p.metrics(), "collector_engine_restarts_total"); n < kills {
 					t.Errorf("collector_engine_restarts_total %v after %d kills", n, kills)
 				}
 			}

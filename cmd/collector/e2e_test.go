@@ -17,6 +17,7 @@ import (
 
 	"github.com/kyomi/collector/internal/startline"
 	"github.com/kyomi/collector/internal/syncbuf"
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/internal/testring"
 	"github.com/kyomi/collector/sink/engine/enginetest"
 )
@@ -94,6 +95,9 @@ func startCollectorNoWait(t *testing.T, env []string, args ...string) *proc {
 			_ = cmd.Process.Kill()
 			<-p.exited
 		}
+		if t.Failed() {
+			t.Logf("collector log:\n%s", logs.String())
+		}
 	})
 	p.addr = p.listenAddr(60 * time.Second)
 	return p
@@ -119,25 +123,28 @@ func (p *proc) listenAddr(limit time.Duration) string {
 	}
 }
 
+// waitReady waits until /readyz answers 200; the test fails at once if the process exits.
 func (p *proc) waitReady(limit time.Duration) {
 	p.t.Helper()
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
+	p.waitAnswer(p.t, "/readyz", limit)
+}
+
+// waitAnswer waits until path answers 200 on p; the test fails at once if the process exits.
+func (p *proc) waitAnswer(t *testing.T, path string, limit time.Duration) {
+	t.Helper()
+	testkit.Eventually(t, limit, path+" to answer 200", func() bool {
 		select {
 		case err := <-p.done:
-			p.t.Fatalf("collector exited before it was ready: %v\n%s", err, p.logs.String())
+			t.Fatalf("collector exited before %s answered 200: %v\n%s", path, err, p.logs.String())
 		default:
 		}
-		resp, err := http.Get("http://" + p.addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+		resp, err := http.Get("http://" + p.addr + path)
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	p.t.Fatalf("collector not ready after %s\n%s", limit, p.logs.String())
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 }
 
 // stop sends sig and waits for the process to exit, returning its exit error.

@@ -21,31 +21,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kyomi/collector/internal/testkit"
 )
 
-// metricValue scrapes /metrics and returns the value of the sample written exactly as series
-// (name with its labels in the exposition's order), or -1 when there is no such sample.
-func (p *proc) metricValue(t *testing.T, series string) float64 {
+// metrics reads the process's /metrics at each Gather, for testkit.Metric and MetricOrZero.
+func (p *proc) metrics() prometheus.Gatherer { return testkit.Scraped("http://" + p.addr + "/metrics") }
+
+// series is one sample of /metrics an e2e test expects: the metric name, its label name/value
+// pairs and its value.
+type series struct {
+	name   string
+	labels []string
+	want   float64
+}
+
+// checkMetrics reports each sample of want whose value on p's /metrics differs (a series that
+// never moved counts as 0).
+func checkMetrics(t *testing.T, p *proc, want []series) {
 	t.Helper()
-	resp, err := http.Get("http://" + p.addr + "/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<22)
-	for sc.Scan() {
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			var v float64
-			if _, err := fmt.Sscan(rest, &v); err != nil {
-				t.Fatalf("bad sample %q", line)
-			}
-			return v
+	for _, s := range want {
+		if got := testkit.MetricOrZero(t, p.metrics(), s.name, s.labels...); got != s.want {
+			t.Errorf("%s%q = %v, want %v", s.name, s.labels, got, s.want)
 		}
 	}
-	return -1
 }
 
 // TestMetricNames scrapes /metrics of the binary with the query path on: our metric families start
@@ -113,27 +113,22 @@ func TestMetricsCountKnownTraffic(t *testing.T) {
 	p.send(t, beacon{body: `{"n":`, ip: "203.0.113.53", ua: chromeUA})
 	p.send(t, beacon{body: `{"n":"pageview","u":"https://acme.example/","d":"acme.example","r":"https://semalt.com/"}`, ip: "203.0.113.54", ua: chromeUA})
 
-	want := map[string]float64{
-		`collector_events_received_total`:                           8,
-		`collector_events_accepted_total`:                           3,
-		`collector_events_dropped_total{reason="bot_ua"}`:           2,
-		`collector_events_dropped_total{reason="spam_referrer"}`:    1,
-		`collector_events_rejected_total{reason="forbidden"}`:       1,
-		`collector_events_rejected_total{reason="bad_request"}`:     1,
-		`collector_http_requests_total{code="202",handler="event"}`: 6,
-		`collector_http_requests_total{code="403",handler="event"}`: 1,
-		`collector_http_requests_total{code="400",handler="event"}`: 1,
-		`collector_event_duration_seconds_count`:                    8,
-		`collector_spool_records_appended_total`:                    3,
-	}
-	for series, v := range want {
-		if got := p.metricValue(t, series); got != v {
-			t.Errorf("%s = %v, want %v", series, got, v)
-		}
-	}
+	checkMetrics(t, p, []series{
+		{"collector_events_received_total", nil, 8},
+		{"collector_events_accepted_total", nil, 3},
+		{"collector_events_dropped_total", []string{"reason", "bot_ua"}, 2},
+		{"collector_events_dropped_total", []string{"reason", "spam_referrer"}, 1},
+		{"collector_events_rejected_total", []string{"reason", "forbidden"}, 1},
+		{"collector_events_rejected_total", []string{"reason", "bad_request"}, 1},
+		{"collector_http_requests_total", []string{"code", "202", "handler", "event"}, 6},
+		{"collector_http_requests_total", []string{"code", "403", "handler", "event"}, 1},
+		{"collector_http_requests_total", []string{"code", "400", "handler", "event"}, 1},
+		{"collector_event_duration_seconds", nil, 8}, // the histogram's count
+		{"collector_spool_records_appended_total", nil, 3},
+	})
 	// The shipper flushes within -batch-age; the rows it wrote are counted.
 	testkit.Eventually(t, 10*time.Second, "collector_sink_rows_flushed_total = 3", func() bool {
-		return p.metricValue(t, "collector_sink_rows_flushed_total") == 3
+		return testkit.MetricOrZero(t, p.metrics(), "collector_sink_rows_flushed_total") == 3
 	})
 }
 
@@ -156,28 +151,24 @@ func TestSIGHUPAppliesNewDomain(t *testing.T) {
 
 	write("workspaces: [ this is not yaml")
 	_ = p.cmd.Process.Signal(syscall.SIGHUP)
-	time.Sleep(500 * time.Millisecond)
+	testkit.Eventually(t, 10*time.Second, "the broken file to be rejected", func() bool {
+		return testkit.MetricOrZero(t, p.metrics(), "collector_config_reloads_total", "result", "failure") >= 1
+	})
 	if code, _, _ := p.send(t, ev); code != 202 {
 		t.Fatalf("after a broken file: %d, want the previous configuration (202)", code)
 	}
-	if !strings.Contains(p.logs.String(), "reload") {
+	if !strings.Contains(p.logs.String(), "workspaces file rejected") {
 		t.Fatalf("the failed reload was not logged:\n%s", p.logs.String())
 	}
 }
 
+// waitStatus sends b until it is answered want.
 func waitStatus(t *testing.T, p *proc, b beacon, want int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, fmt.Sprintf("an answer %d", want), func() bool {
 		code, _, _ := p.send(t, b)
-		if code == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status %d, want %d\n%s", code, want, p.logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return code == want
+	})
 }
 
 // TestFloodFromOneClientIsLimited floods from one address: it gets 429s while another client
@@ -198,7 +189,7 @@ func TestFloodFromOneClientIsLimited(t *testing.T) {
 	if code, _, _ := p.send(t, beacon{body: ev, ip: "198.51.100.67", ua: chromeUA}); code != 202 {
 		t.Fatalf("another client got %d during the flood, want 202", code)
 	}
-	if got := p.metricValue(t, `collector_events_rejected_total{reason="rate_limited"}`); got != float64(limited) {
+	if got := testkit.MetricOrZero(t, p.metrics(), "collector_events_rejected_total", "reason", "rate_limited"); got != float64(limited) {
 		t.Fatalf("rate_limited counter %v, want %d", got, limited)
 	}
 }
@@ -280,18 +271,12 @@ func TestTLS(t *testing.T) {
 		return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", p.addr,
 			&tls.Config{InsecureSkipVerify: true, MinVersion: min, MaxVersion: max})
 	}
-	deadline := time.Now().Add(60 * time.Second)
 	var conn *tls.Conn
-	var err error
-	for {
-		if conn, err = dial(tls.VersionTLS13, tls.VersionTLS13); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no TLS 1.3 handshake: %v\n%s", err, p.logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Eventually(t, 60*time.Second, "a TLS 1.3 handshake", func() bool {
+		var err error
+		conn, err = dial(tls.VersionTLS13, tls.VersionTLS13)
+		return err == nil
+	})
 	st := conn.ConnectionState()
 	conn.Close()
 	if st.Version != tls.VersionTLS13 || st.PeerCertificates[0].SerialNumber.Cmp(first) != 0 {
@@ -313,21 +298,14 @@ func TestTLS(t *testing.T) {
 
 	second := writeCert(t, certFile, keyFile)
 	_ = p.cmd.Process.Signal(syscall.SIGHUP)
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, "the replaced certificate after SIGHUP", func() bool {
 		c, err := dial(tls.VersionTLS13, tls.VersionTLS13)
-		if err == nil {
-			got := c.ConnectionState().PeerCertificates[0].SerialNumber
-			c.Close()
-			if got.Cmp(second) == 0 {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the replaced certificate was not picked up after SIGHUP")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.Cmp(second) == 0
+	})
 }
 
 // TestConnectionLimitSheds holds -max-conns keep-alive connections open: the next connection is
@@ -336,9 +314,12 @@ func TestTLS(t *testing.T) {
 func TestConnectionLimitSheds(t *testing.T) {
 	_, args := e2eEnv(t)
 	p := startCollector(t, nil, append(args, "-max-conns", "3")...)
-	// /readyz polling may leave a keep-alive connection of the default client open: close it.
+	// /readyz polling may leave a keep-alive connection of the default client open: close it, and
+	// wait until the server has let it go (a scrape closes its own before it returns).
 	http.DefaultClient.CloseIdleConnections()
-	time.Sleep(100 * time.Millisecond)
+	testkit.Eventually(t, 10*time.Second, "no connection open but the scrape's own", func() bool {
+		return testkit.Metric(t, p.metrics(), "collector_http_open_connections") == 1
+	})
 	req := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 	var held []net.Conn
 	for range 3 {
@@ -363,20 +344,31 @@ func TestConnectionLimitSheds(t *testing.T) {
 	if status := readStatus(t, c); status != 503 {
 		t.Fatalf("connection over the limit: status %d, want 503", status)
 	}
+	hangUp(t, c)
 	for _, h := range held[1:] {
-		h.Close()
+		hangUp(t, h)
 	}
-	time.Sleep(200 * time.Millisecond)
 	if _, err := held[0].Write([]byte(req)); err != nil {
 		t.Fatal(err)
 	}
 	if status := readStatus(t, held[0]); status != 200 {
 		t.Fatalf("held connection after the overload: status %d", status)
 	}
-	held[0].Close()
-	time.Sleep(200 * time.Millisecond)
-	if v := p.metricValue(t, "collector_http_rejected_connections_total"); v != 1 {
+	hangUp(t, held[0])
+	// No connection is left, so the scrape is not shed and counted itself.
+	if v := testkit.Metric(t, p.metrics(), "collector_http_rejected_connections_total"); v != 1 {
 		t.Fatalf("collector_http_rejected_connections_total = %v, want 1", v)
+	}
+}
+
+// hangUp closes the writing half of c and reads until the server has closed the connection too:
+// the server then no longer counts it.
+func hangUp(t *testing.T, c net.Conn) {
+	t.Helper()
+	_ = c.(*net.TCPConn).CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(c); isTimeout(err) {
+		t.Fatal("the server kept the connection open after the client closed its side")
 	}
 }
 

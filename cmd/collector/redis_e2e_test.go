@@ -25,6 +25,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/salt"
 	"github.com/kyomi/collector/salt/redistest"
 )
@@ -111,9 +112,7 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 	// Rate limiting off: the test demands a 202 for every event, and the load sends faster than
 	// the per-client default allows.
 	p := startCollector(t, nil, append(args, "-redis", "redis://"+redisAddr, "-rate-client", "0")...)
-	if st := p.waitSaltState(t, saltOK, 10*time.Second); st != saltOK {
-		t.Fatalf("collector_salt_state %v at start, want %d", st, saltOK)
-	}
+	p.waitSaltState(t, saltOK, 10*time.Second)
 
 	const probeUA = chromeUA + " RedisOutageMarker/3"
 	probeIP := "198.51.100.23"
@@ -137,29 +136,22 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 	l := startLoad(p, loadIPs, probeUA)
 	ready := watchReady(p)
 
-	time.Sleep(time.Second)
+	l.waitFlowing(t, ready, "before the outage")
 	stopRedis()
 	down := time.Now()
-	if st := p.waitSaltState(t, saltDegraded, saltDetectLimit); st != saltDegraded {
-		t.Fatalf("collector_salt_state %v %s after redis-server stopped, want %d\n%s", st, saltDetectLimit, saltDegraded, p.logs.String())
-	}
+	p.waitSaltState(t, saltDegraded, saltDetectLimit)
 	t.Logf("collector noticed the outage after %s", time.Since(down).Round(time.Millisecond))
-	if n := p.metric(t, "collector_salt_redis_errors_total"); n < 1 {
+	if n := testkit.Metric(t, p.metrics(), "collector_salt_redis_errors_total"); n < 1 {
 		t.Fatalf("collector_salt_redis_errors_total %v while Redis is down, want ≥ 1", n)
 	}
-	time.Sleep(2 * time.Second) // load keeps flowing while degraded
+	l.waitFlowing(t, ready, "while degraded")
 	probe("during")
-	if n := l.acked.Load(); n < 100 {
-		t.Fatalf("only %d events acknowledged so far: the load did not run", n)
-	}
 
 	redistest.StartAt(t, redisAddr)
 	up := time.Now()
-	if st := p.waitSaltState(t, saltOK, 30*time.Second); st != saltOK {
-		t.Fatalf("collector_salt_state %v 30s after redis-server restarted, want %d\n%s", st, saltOK, p.logs.String())
-	}
+	p.waitSaltState(t, saltOK, 30*time.Second)
 	t.Logf("collector recovered %s after Redis restarted", time.Since(up).Round(time.Millisecond))
-	time.Sleep(time.Second)
+	l.waitFlowing(t, ready, "after the recovery")
 	probe("after")
 
 	l.stop()
@@ -230,18 +222,22 @@ func TestRedisDownAtStart(t *testing.T) {
 
 	refused := beacon{ip: "203.0.113.41", ua: chromeUA,
 		body: `{"n":"pageview","u":"https://acme.example/refused","d":"acme.example","p":{"marker":"refused"}}`}
-	// Several checks a few retry intervals apart: the node must stay unready, not just start so.
+	// Several checks, each after another failed attempt to reach Redis: the node must stay unready,
+	// not just start so.
 	for i := range 3 {
+		errs := testkit.MetricOrZero(t, p.metrics(), "collector_salt_redis_errors_total")
+		testkit.Eventually(t, 30*time.Second, "another failed attempt to reach Redis", func() bool {
+			return testkit.MetricOrZero(t, p.metrics(), "collector_salt_redis_errors_total") > errs
+		})
 		if code := p.get(t, "/readyz"); code != 503 {
 			t.Fatalf("check %d: /readyz %d while Redis was never reachable, want 503", i, code)
 		}
 		if code, _, body := p.send(t, refused); code != 503 {
 			t.Fatalf("check %d: event answered %d (%s) while no salt is agreed, want 503", i, code, body)
 		}
-		if st := p.metric(t, "collector_salt_state"); st != saltUnavailable {
+		if st := testkit.Metric(t, p.metrics(), "collector_salt_state"); st != saltUnavailable {
 			t.Fatalf("check %d: collector_salt_state %v, want %d", i, st, saltUnavailable)
 		}
-		time.Sleep(1500 * time.Millisecond)
 	}
 
 	redistest.StartAt(t, sock)
@@ -250,9 +246,7 @@ func TestRedisDownAtStart(t *testing.T) {
 		body: `{"n":"pageview","u":"https://acme.example/accepted","d":"acme.example","p":{"marker":"accepted"}}`}); code != 202 || hdr.Get("X-Collector-Dropped") != "" {
 		t.Fatalf("event after Redis started: status %d, dropped %q, body %s", code, hdr.Get("X-Collector-Dropped"), body)
 	}
-	if st := p.waitSaltState(t, saltOK, 10*time.Second); st != saltOK {
-		t.Fatalf("collector_salt_state %v after Redis started, want %d", st, saltOK)
-	}
+	p.waitSaltState(t, saltOK, 10*time.Second)
 	assertRedisSalt(t, &redis.Options{Network: "unix", Addr: sock})
 	if err := p.stop(syscall.SIGTERM, 60*time.Second); err != nil {
 		t.Fatalf("collector exited with %v after SIGTERM\n%s", err, p.logs.String())
@@ -430,47 +424,26 @@ func (p *proc) get(t *testing.T, path string) int {
 // waitHealthy waits until /healthz answers 200: the process serves, ready or not.
 func (p *proc) waitHealthy(t *testing.T, limit time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-p.done:
-			t.Fatalf("collector exited before it served: %v\n%s", err, p.logs.String())
-		default:
-		}
-		if resp, err := http.Get("http://" + p.addr + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("collector not serving /healthz after %s\n%s", limit, p.logs.String())
+	p.waitAnswer(t, "/healthz", limit)
 }
 
-// metric scrapes /metrics and returns the value of the unlabelled sample name. A missing metric
-// fails the test.
-func (p *proc) metric(t *testing.T, name string) float64 {
+// waitSaltState waits until collector_salt_state is want.
+func (p *proc) waitSaltState(t *testing.T, want float64, limit time.Duration) {
 	t.Helper()
-	v := p.metricValue(t, name)
-	if v == -1 {
-		t.Fatalf("metric %s not exposed on /metrics", name)
-	}
-	return v
+	testkit.Eventually(t, limit, fmt.Sprintf("collector_salt_state %v", want), func() bool {
+		return testkit.Metric(t, p.metrics(), "collector_salt_state") == want
+	})
 }
 
-// waitSaltState polls collector_salt_state until it equals want or limit passes, and returns the
-// last value seen.
-func (p *proc) waitSaltState(t *testing.T, want float64, limit time.Duration) float64 {
+// waitFlowing waits until 100 more events of the load were acknowledged and /readyz was checked 5
+// more times: the load runs in the phase the test is in, so that its answers (all counted) cover
+// it.
+func (l *load) waitFlowing(t *testing.T, ready *readyWatch, phase string) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		st := p.metric(t, "collector_salt_state")
-		if st == want || time.Now().After(deadline) {
-			return st
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	acked, polls := l.acked.Load(), ready.polls.Load()
+	testkit.Eventually(t, 30*time.Second, "100 events acknowledged and 5 readiness checks "+phase, func() bool {
+		return l.acked.Load() >= acked+100 && ready.polls.Load() >= polls+5
+	})
 }
 
 // visitorIDs returns the visitor id of every stored event by its props marker (`collector sql` on

@@ -75,17 +75,13 @@ func TestOversizedAndMalformedRequests(t *testing.T) {
 		}
 	})
 
-	for series, want := range map[string]float64{
-		`collector_events_rejected_total{reason="too_large"}`:            1,
-		`collector_http_requests_total{code="413",handler="event"}`:      1,
-		`collector_http_requests_total{code="413",handler="/api/query"}`: 1,
-		`collector_query_errors_total{code="too_large"}`:                 1,
-		`collector_http_requests_total{code="400",handler="other"}`:      1,
-	} {
-		if got := p.metricValue(t, series); got != want {
-			t.Errorf("%s = %v, want %v", series, got, want)
-		}
-	}
+	checkMetrics(t, p, []series{
+		{"collector_events_rejected_total", []string{"reason", "too_large"}, 1},
+		{"collector_http_requests_total", []string{"code", "413", "handler", "event"}, 1},
+		{"collector_http_requests_total", []string{"code", "413", "handler", "/api/query"}, 1},
+		{"collector_query_errors_total", []string{"code", "too_large"}, 1},
+		{"collector_http_requests_total", []string{"code", "400", "handler", "other"}, 1},
+	})
 	if code, _, _ := p.send(t, beacon{body: `{"n":"pageview","u":"https://acme.example/","d":"acme.example"}`, ip: "203.0.113.9", ua: chromeUA}); code != 202 {
 		t.Fatalf("after the refused requests: status %d, want 202", code)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -31,7 +32,7 @@ func TestTierChangeMovesStoredRows(t *testing.T) {
 		}
 	}
 	waitMetric(t, p, "collector_sink_rows_flushed_total", 3)
-	if v := p.metricValue(t, "collector_retention_mutations_issued_total"); v != 0 {
+	if v := testkit.MetricOrZero(t, p.metrics(), "collector_retention_mutations_issued_total"); v != 0 {
 		t.Fatalf("%v mutations issued before any tier change", v)
 	}
 
@@ -43,11 +44,15 @@ func TestTierChangeMovesStoredRows(t *testing.T) {
 	// A reload with the same tiers (only a domain added) finds nothing to change.
 	write(tiers + "  - id: ws_a\n    tier: pro\n    domains: [a.example, c.example]\n" + other)
 	_ = p.cmd.Process.Signal(syscall.SIGHUP)
-	time.Sleep(1500 * time.Millisecond)
-	if v := p.metricValue(t, "collector_retention_mutations_issued_total"); v != 1 {
+	// The reload is in force once it is logged (each distinct content once, by SIGHUP or polling);
+	// the keeper decided on it before that reload returned.
+	testkit.Eventually(t, 20*time.Second, "the second reload in force", func() bool {
+		return strings.Count(p.logs.String(), "workspaces file reloaded") >= 2
+	})
+	if v := testkit.Metric(t, p.metrics(), "collector_retention_mutations_issued_total"); v != 1 {
 		t.Fatalf("%v retention mutations after a reload that changed no tier, want 1", v)
 	}
-	if v := p.metricValue(t, "collector_retention_errors_total"); v != 0 {
+	if v := testkit.MetricOrZero(t, p.metrics(), "collector_retention_errors_total"); v != 0 {
 		t.Fatalf("%v retention errors\n%s", v, p.logs.String())
 	}
 	if err := p.stop(syscall.SIGTERM, 60*time.Second); err != nil {
@@ -60,28 +65,18 @@ func TestTierChangeMovesStoredRows(t *testing.T) {
 	}
 }
 
-func waitMetric(t *testing.T, p *proc, series string, want float64) {
+// waitMetric waits until the unlabelled counter name of p reaches want.
+func waitMetric(t *testing.T, p *proc, name string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		v := p.metricValue(t, series)
-		if v >= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %v after 20s, want %v\n%s", series, v, want, p.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Eventually(t, 20*time.Second, fmt.Sprintf("%s >= %v", name, want), func() bool {
+		return testkit.MetricOrZero(t, p.metrics(), name) >= want
+	})
 }
 
+// waitLog waits until p has logged msg.
 func waitLog(t *testing.T, p *proc, msg string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(p.logs.String(), msg) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no log %q after 20s\n%s", msg, p.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Eventually(t, 20*time.Second, fmt.Sprintf("the log %q", msg), func() bool {
+		return strings.Contains(p.logs.String(), msg)
+	})
 }

@@ -57,17 +57,10 @@ func TestServerModeStartsWhileDown(t *testing.T) {
 		}
 	}
 	startServer(t, ports[0], ports[1])
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testkit.Eventually(t, time.Minute, "the 5 events shipped once the server is up", func() bool {
 		out, err := exec.Command(binPath, "sql", "-clickhouse", dsn, "SELECT count() FROM analytics.events WHERE startsWith(pathname, '/down-')").CombinedOutput()
-		if err == nil && strings.TrimSpace(string(out)) == "5" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("events not shipped a minute after the server came up: %s %v\n%s", out, err, p.logs.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err == nil && strings.TrimSpace(string(out)) == "5"
+	})
 	if err := p.stop(syscall.SIGTERM, time.Minute); err != nil {
 		t.Fatalf("SIGTERM: %v\n%s", err, p.logs.String())
 	}
@@ -115,14 +108,14 @@ func TestEngineDiesWithCollector(t *testing.T) {
 		t.Fatal("no engine pid recorded")
 	}
 	_ = p.stop(syscall.SIGKILL, 30*time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for testkit.ProcessAlive(pid) {
-		if time.Now().After(deadline) {
+	t.Cleanup(func() {
+		if testkit.ProcessAlive(pid) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("engine %d outlived its collector by 10 s", pid)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	})
+	testkit.Eventually(t, 10*time.Second, fmt.Sprintf("engine %d to exit with its collector", pid), func() bool {
+		return !testkit.ProcessAlive(pid)
+	})
 	p2 := startCollector(t, nil, args...)
 	if err := p2.stop(syscall.SIGTERM, time.Minute); err != nil {
 		t.Fatal(err)
@@ -214,17 +207,10 @@ func TestPinnedEnginePorts(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, strings.TrimSpace(string(b))
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Eventually(t, 30*time.Second, "the row readable on the pinned HTTP port", func() bool {
 		code, body := ask(user, pass)
-		if code == 200 && body == "1" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the row is not readable on the pinned HTTP port: %d %q", code, body)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return code == 200 && body == "1"
+	})
 	if code, _ := ask("default", ""); code == 200 {
 		t.Fatal("the passwordless default user can read the engine")
 	}

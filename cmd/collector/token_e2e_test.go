@@ -19,6 +19,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/salt/redistest"
 )
 
@@ -141,20 +142,13 @@ func TestLocalToken(t *testing.T) {
 		t.Fatalf("event: %d", code)
 	}
 	count := `{"id":"c","op":"execute_query","params":{"sql":"SELECT count() FROM events"}}`
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Eventually(t, 30*time.Second, "the page view visible to the issued token", func() bool {
 		status, a := postQuery(t, p.addr, token, count)
 		if status != 200 || a.Type != "result" {
 			t.Fatalf("query with the issued token: %d %+v", status, a)
 		}
-		if len(a.Result.Rows) == 1 && fmt.Sprint(a.Result.Rows[0][0]) == "1" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the page view never became visible: %+v", a)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return len(a.Result.Rows) == 1 && fmt.Sprint(a.Result.Rows[0][0]) == "1"
+	})
 	status, a := postQuery(t, p.addr, ttlToken, `{"id":"r","op":"report","params":{"metrics":["visitors","pageviews"],"dimensions":["event:page"],"date_range":"day"}}`)
 	if status != 200 || a.Type != "result" || len(a.Result.Rows) != 1 || a.Result.Rows[0][0] != "/pricing" {
 		t.Fatalf("report with the -ttl token: %d %+v", status, a)
@@ -184,17 +178,10 @@ func TestLocalToken(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "revoked "+jti) {
 		t.Fatalf("token revoke: exit %d, %q %q", code, out, errOut)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, "the revoked token refused", func() bool {
 		status, a := postQuery(t, p.addr, token, count)
-		if status == 401 && a.Error.Code == "token_revoked" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("revoked token still answered: %d %+v", status, a)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return status == 401 && a.Error.Code == "token_revoked"
+	})
 	if status, a := postQuery(t, p.addr, ttlToken, count); status != 200 || a.Type != "result" {
 		t.Fatalf("the other token after one revocation: %d %+v", status, a)
 	}
