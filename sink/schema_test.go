@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/row/rowtest"
 )
@@ -199,14 +200,9 @@ func TestMigrateFromVersion1(t *testing.T) {
 		}
 	}
 	// Read the rows back once the conversion has rewritten the parts.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if queryUint64(t, "SELECT count() FROM system.mutations WHERE database = 'analytics' AND table = 'events' AND NOT is_done") == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the column conversion did not finish within 30 s")
-		}
-	}
+	testkit.Eventually(t, 30*time.Second, "the column conversion to finish", func() bool {
+		return queryUint64(t, "SELECT count() FROM system.mutations WHERE database = 'analytics' AND table = 'events' AND NOT is_done") == 0
+	})
 	res, err := testStore.Select(ctx, "SELECT workspace_id, domain, name, hostname, utm_source, utm_medium, utm_campaign, region, city, browser_version, os_version, browser, country_code FROM analytics.events WHERE workspace_id = '"+ws+"' ORDER BY ts", nil)
 	if err != nil {
 		t.Fatal(err)

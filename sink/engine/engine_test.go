@@ -103,13 +103,9 @@ func TestDefaultUserRefused(t *testing.T) {
 // waitRestarted waits until the engine runs again after its restart number n.
 func waitRestarted(t *testing.T, e *engine.Engine, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !(e.Up() && e.Restarts() >= n) {
-		if time.Now().After(deadline) {
-			t.Fatalf("engine not back: up %v restarts %d, want %d", e.Up(), e.Restarts(), n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 2*time.Minute, fmt.Sprintf("the engine up after restart %d", n), func() bool {
+		return e.Up() && e.Restarts() >= n
+	})
 }
 
 // TestNativeDefaultLoginAbortsEngine pins down a weakness of clickhouse-local as a server: a
@@ -224,14 +220,14 @@ func TestNoOrphan(t *testing.T) {
 		}
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		deadline := time.Now().Add(10 * time.Second)
-		for testkit.ProcessAlive(pid) {
-			if time.Now().After(deadline) {
+		t.Cleanup(func() {
+			if testkit.ProcessAlive(pid) {
 				syscall.Kill(pid, syscall.SIGKILL)
-				t.Fatalf("round %d: engine %d outlived its supervisor", round, pid)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		})
+		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("round %d: engine %d to exit with its supervisor", round, pid), func() bool {
+			return !testkit.ProcessAlive(pid)
+		})
 		resp, err := http.Get("http://" + addr + "/ping")
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
