@@ -4,6 +4,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"math/big"
 	"net/http"
@@ -169,5 +171,24 @@ func TestScraped(t *testing.T) {
 	gone.Close()
 	if _, err := Scraped(gone.URL).Gather(); err == nil {
 		t.Error("a scrape of a closed server succeeded")
+	}
+}
+
+// TestWriteCert checks that the written pair loads as a TLS key pair and that a pool holding the
+// certificate verifies it for 127.0.0.1.
+func TestWriteCert(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	cert := WriteCert(t, certFile, keyFile)
+	if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: "127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	if other := WriteCert(t, certFile, keyFile); other.SerialNumber.Cmp(cert.SerialNumber) == 0 {
+		t.Error("two certificates with one serial number")
 	}
 }
