@@ -147,11 +147,9 @@ func TestReplayAfterSIGKILLStoresOnce(t *testing.T) {
 			t.Fatalf("round %d: no engine pid: %v", round, err)
 		}
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		for deadline := time.Now().Add(10 * time.Second); pid > 0 && testkit.ProcessAlive(pid); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: the engine (pid %d) outlived its killed parent", round, pid)
-			}
-		}
+		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("round %d: the engine (pid %d) to die with its killed parent", round, pid), func() bool {
+			return pid <= 0 || !testkit.ProcessAlive(pid)
+		})
 	}
 	out, err := run("count").CombinedOutput()
 	if err != nil {

@@ -309,19 +309,18 @@ func TestGoKeepsSignalHandlers(t *testing.T) {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(dir, "engine", "engine.log")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("engine log:\n%s", b)
+		}
+	})
+	testkit.Eventually(t, 30*time.Second, "Go's report of SIGABRT in the engine's log", func() bool {
 		b, _ := os.ReadFile(logPath)
 		log := string(b)
 		if strings.Contains(log, "Received signal") {
 			t.Fatalf("the engine's own handler took SIGABRT:\n%s", log)
 		}
-		if strings.Contains(log, "SIGABRT: abort") && strings.Contains(log, "goroutine ") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no Go report of SIGABRT in the engine's log:\n%s", log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return strings.Contains(log, "SIGABRT: abort") && strings.Contains(log, "goroutine ")
+	})
 }
