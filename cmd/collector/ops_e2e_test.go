@@ -2,19 +2,11 @@ package main
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -232,38 +224,11 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
-// writeCert writes a fresh self-signed ECDSA certificate for 127.0.0.1 and returns its serial.
-func writeCert(t *testing.T, certFile, keyFile string) *big.Int {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: "collector test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return serial
-}
-
 // TestTLS serves HTTPS: TLS 1.3 works, TLS 1.1 is refused, and SIGHUP picks up a new certificate.
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	first := writeCert(t, certFile, keyFile)
+	first := testkit.WriteCert(t, certFile, keyFile).SerialNumber
 	_, args := e2eEnv(t)
 	p := startCollectorNoWait(t, nil, append(args, "-tls-cert", certFile, "-tls-key", keyFile)...)
 
@@ -296,7 +261,7 @@ func TestTLS(t *testing.T) {
 		t.Fatal("no HSTS header over TLS")
 	}
 
-	second := writeCert(t, certFile, keyFile)
+	second := testkit.WriteCert(t, certFile, keyFile).SerialNumber
 	_ = p.cmd.Process.Signal(syscall.SIGHUP)
 	testkit.Eventually(t, 10*time.Second, "the replaced certificate after SIGHUP", func() bool {
 		c, err := dial(tls.VersionTLS13, tls.VersionTLS13)
