@@ -103,10 +103,10 @@ type rowNeeds struct {
 // low bits of an event's key. A range with more distinct values takes the tuple path.
 var maxCodes = 1<<19 - 1
 
-// rowsFunc returns the WITH clause that defines a report's rows and the name of the CTE that
-// holds them: one row per event (metricSQL applies) or, with perVisit, one per visit
-// (visitMetricSQL applies).
-type rowsFunc func(where string, n rowNeeds) (with, from string, perVisit bool)
+// rowsFunc returns the WITH clause that defines a report's rows, the name of the CTE that
+// holds them and the metric expressions over those rows: one row per event (metricSQL), one per
+// visit (visitMetricSQL) or one per visitor (visitorMetricSQL).
+type rowsFunc func(where string, n rowNeeds) (with, from string, metrics map[string]string)
 
 // visitMetricSQL maps metric names to aggregate expressions over one row per visit, for reports
 // that read no event dimension: the same figures as metricSQL over the visit's events, without
@@ -123,6 +123,21 @@ var visitMetricSQL = map[string]string{
 	"visit_duration":  "toUInt64(round(ifNotFinite(avg(s_duration), 0)))",
 	"scroll_depth":    "toUInt8(round(ifNotFinite(arrayAvg((maxMapIf([visitor_id], [toUInt16(sd_max)], sd_max >= 0)).2), 0)))",
 	"time_on_page":    "toUInt64(round(ifNotFinite(sum(eng_time) / 1000 / countIf(eng_n > 0), 0)))",
+}
+
+// visitorMetricSQL maps metric names to aggregate expressions over one row per visitor, for
+// reports that read no event dimension, no visit attribute and no engagement (visitorRowsSQL):
+// the same figures as visitMetricSQL over the visitor's visits. A visitor row has nv (its
+// visits), pv and ev (its page views and events), nb (its visits with at most one interactive
+// event) and dur (the sum of its visits' durations, in seconds).
+var visitorMetricSQL = map[string]string{
+	"visitors":        "toUInt64(count())",
+	"visits":          "toUInt64(sum(nv))",
+	"pageviews":       "toUInt64(sum(pv))",
+	"events":          "toUInt64(sum(ev))",
+	"views_per_visit": "round(sum(pv) / greatest(sum(nv), 1), 2)",
+	"bounce_rate":     "toUInt64(round(100 * sum(nb) / greatest(sum(nv), 1)))",
+	"visit_duration":  "toUInt64(round(ifNotFinite(sum(dur) / sum(nv), 0)))",
 }
 
 // visitAttrs maps the visit columns of the per-event rows to the event
@@ -174,11 +189,14 @@ var sessionMetrics = map[string]bool{"visits": true, "views_per_visit": true, "b
 // BenchmarkReportMonth measures both. Only comparisons with literals and
 // functions that cannot fail on a value appear: the statement runs under
 // wrapTrusted.
-func rowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
+func rowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]string) {
 	if !n.visits && !n.engagement {
-		return "WITH e AS (SELECT ts, name, pathname, visitor_id FROM events WHERE " + where + " AND " + notEngagement + ") ", "e", false
+		return "WITH e AS (SELECT ts, name, pathname, visitor_id FROM events WHERE " + where + " AND " + notEngagement + ") ", "e", metricSQL
 	}
-	perVisit = !n.events
+	perVisit := !n.events
+	if perVisit && !n.engagement && len(n.attrs) == 0 && n.origin != "" {
+		return visitorRowsSQL(where, n)
+	}
 	if n.events && n.engagement && !n.sessions && len(n.attrs) == 0 {
 		return engagementRowsSQL(where, n)
 	}
@@ -263,14 +281,11 @@ func rowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
 		}
 	}
 	if perVisit {
-		// One element per visit: ranges (first element, length) over the visitor's elements
-		// reach from a visit's first event to the next visit's (arrayReduceInRanges; the
-		// ranges are valid by construction, whatever the values).
-		arrays = append(arrays, "arrayFilter((i, f) -> f, arrayEnumerate(K), NW) AS SP",
-			"arrayMap((s, nx) -> (toUInt64(s), toUInt64(nx - s)), SP, arrayPopFront(arrayPushBack(SP, length(K) + 1))) AS RG",
-			"arrayFilter((x, f) -> f, DUR, NW) AS VDUR", "arrayFilter((x, f) -> f, SINT, NW) AS VSINT",
-			"arrayReduceInRanges('sum', RG, arrayMap(k -> toUInt64(bitAnd(k, 2) = 2), K)) AS VPV",
-			"arrayReduceInRanges('sum', RG, arrayMap(ne -> toUInt64(ne), NE)) AS VEV")
+		// One element per visit: its duration and interactive events, read at its first
+		// event, and sums over its elements (visitSums).
+		arrays = append(arrays, "arrayFilter((x, f) -> f, DUR, NW) AS VDUR", "arrayFilter((x, f) -> f, SINT, NW) AS VSINT",
+			visitSums("arrayMap(k -> toInt64(bitAnd(k, 2) = 2), K)", "VPV"),
+			visitSums("arrayMap(ne -> toInt64(ne), NE)", "VEV"))
 		join = []string{"VDUR AS s_duration", "VSINT AS s_interactive", "VPV AS pv", "VEV AS ev"}
 		out = []string{"visitor_id", "s_duration", "s_interactive", "pv", "ev"}
 		for i, a := range n.attrs {
@@ -278,9 +293,13 @@ func rowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
 			out = append(out, a)
 		}
 		if n.engagement {
-			arrays = append(arrays,
-				"arrayReduceInRanges('sum', RG, arrayMap((ne, kp, et) -> if(ne = 0 AND kp, toUInt64(et), 0), NE, KEEP, ET)) AS VET",
-				"arrayReduceInRanges('sum', RG, arrayMap((ne, kp) -> toUInt64(ne = 0 AND kp), NE, KEEP)) AS VEN",
+			// RG: ranges (first element, length) over the visitor's elements from a visit's
+			// first event to the next visit's (arrayReduceInRanges; valid by construction,
+			// whatever the values).
+			arrays = append(arrays, "arrayFilter((i, f) -> f, arrayEnumerate(K), NW) AS SP",
+				"arrayMap((s, nx) -> (toUInt64(s), toUInt64(nx - s)), SP, arrayPopFront(arrayPushBack(SP, length(K) + 1))) AS RG",
+				visitSums("arrayMap((ne, kp, et) -> if(ne = 0 AND kp, toInt64(et), 0), NE, KEEP, ET)", "VET"),
+				visitSums("arrayMap((ne, kp) -> toInt64(ne = 0 AND kp), NE, KEEP)", "VEN"),
 				"arrayReduceInRanges('max', RG, arrayMap((ne, kp, sd) -> if(ne = 0 AND kp AND sd <= 100, toInt16(sd), -1), NE, KEEP, SD)) AS VSD")
 			join = append(join, "VET AS eng_time", "VEN AS eng_n", "VSD AS sd_max")
 			out = append(out, "eng_time", "eng_n", "sd_max")
@@ -304,21 +323,23 @@ func rowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
 	} else {
 		b.WriteString("WITH a AS (SELECT visitor_id, " + agg + " FROM events WHERE " + where + filter + " GROUP BY visitor_id), ")
 	}
+	// T: each element's second (Unix time), as Int64: the differences of seconds are what
+	// dateDiff('second', ...) gives, without a DateTime64 per element.
 	b.WriteString("b AS (SELECT visitor_id, " + keys + ", " +
-		"arrayMap(k -> fromUnixTimestamp64Milli(intDiv(k - bitAnd(k, 7), 8), 'UTC'), K) AS T, " +
+		"arrayMap(k -> intDiv(k, 8000), K) AS T, " +
 		"arrayMap(k -> toUInt8(bitAnd(k, 4) = 0), K) AS NE, arrayMap(k -> toUInt8(bitAnd(k, 1)), K) AS I, " +
 		// LNE: the time of the last event (not engagement) at or before each element; PNE: before it.
-		"arrayFill((x, ne) -> ne, arrayMap((x, ne) -> if(ne = 1, x, toDateTime64(0, 3, 'UTC')), T, NE), NE) AS LNE, " +
-		"arrayPushFront(arrayPopBack(LNE), toDateTime64(0, 3, 'UTC')) AS PNE, " +
+		"arrayFill((x, ne) -> ne, arrayMap((x, ne) -> if(ne = 1, x, 0), T, NE), NE) AS LNE, " +
+		"arrayPushFront(arrayPopBack(LNE), 0) AS PNE, " +
 		// NW: the event starts a visit; SN: the visit's number (an engagement's: its last event's).
-		"arrayMap((ne, x, p) -> toUInt8(ne = 1 AND dateDiff('second', p, x) > 1800), NE, T, PNE) AS NW, " +
+		"arrayMap((ne, x, p) -> toUInt8(ne = 1 AND x - p > 1800), NE, T, PNE) AS NW, " +
 		"arrayCumSum(NW) AS SN, " +
-		"arrayMap((ne, x, l, s) -> ne = 1 OR (s > 0 AND dateDiff('second', l, x) <= 1800), NE, T, LNE, SN) AS KEEP, " +
+		"arrayMap((ne, x, l, s) -> ne = 1 OR (s > 0 AND x - l <= 1800), NE, T, LNE, SN) AS KEEP, " +
 		// LAST: the event ends its visit (the next event starts one, or there is none).
 		"arrayPushBack(arrayPopFront(arrayReverseFill((x, ne) -> ne, arrayMap((ne, w) -> if(ne = 1, w, 1), NE, NW), NE)), 1) AS NX, " +
 		"arrayMap((ne, nx) -> toUInt8(ne = 1 AND nx = 1), NE, NX) AS LAST, " +
 		// A visit's last values reach its elements back from its last event, then forward to its trailing engagements.
-		"arrayMap((e, s) -> dateDiff('second', s, e), arrayFill((x, ne) -> ne, arrayReverseFill((x, f) -> f, T, LAST), NE), arrayFill((x, f) -> f, T, NW)) AS DUR, " +
+		"arrayMap((e, s) -> e - s, arrayFill((x, ne) -> ne, arrayReverseFill((x, f) -> f, T, LAST), NE), arrayFill((x, f) -> f, T, NW)) AS DUR, " +
 		"arrayCumSum(arrayMap((ne, i) -> toUInt8(ne = 1 AND i = 1), NE, I)) AS CI, " +
 		"arrayMap((e, s) -> e - s, arrayFill((x, ne) -> ne, arrayReverseFill((x, f) -> f, CI, LAST), NE), " +
 		"arrayFill((x, f) -> f, arrayMap((c, ne, i) -> c - toUInt8(ne = 1 AND i = 1), CI, NE, I), NW)) AS SINT")
@@ -328,11 +349,40 @@ func rowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
 	b.WriteString(" FROM a), ")
 	if perVisit {
 		b.WriteString("e AS (SELECT " + strings.Join(out, ", ") + " FROM b ARRAY JOIN " + strings.Join(join, ", ") + ") ")
-		return b.String(), "e", true
+		return b.String(), "e", visitMetricSQL
 	}
 	join = append([]string{"K AS k", "SN AS session_no", "DUR AS s_duration", "SINT AS s_interactive", "KEEP AS keep"}, join...)
 	b.WriteString("e AS (SELECT " + strings.Join(out, ", ") + " FROM b ARRAY JOIN " + strings.Join(join, ", ") + " WHERE keep) ")
-	return b.String(), "e", false
+	return b.String(), "e", metricSQL
+}
+
+// visitSums is the array alias of the sums of x (an Int64 array over the visitor's elements)
+// per visit, from a visit's first event (NW) to the next visit's: running sums read before each
+// visit's first event, then their differences. Elements before the first visit (engagements
+// that belong to none) count in no visit.
+func visitSums(x, alias string) string {
+	return "arrayPopFront(arrayDifference(arrayPushBack(arrayFilter((c, f) -> f, arrayMap((c, v) -> c - v, arrayCumSum(" + x + "), " + x + "), NW), arraySum(" + x + ")))) AS " + alias
+}
+
+// visitorRowsSQL is rowsSQL for a report of visits with no event dimension, no visit attribute
+// and no engagement (the top line, visits, bounce_rate alone): one row per visitor. Only the
+// second of an event and whether it is interactive decide these figures (the 30-minute rule
+// compares seconds, and events of the same second are in the same visit whatever their
+// order), so each event is one UInt32, its second since the range's start times 2 plus its
+// interactive flag (a range of five years and a day is under 2^28 s). Sorted, the differences
+// of seconds (D) cut the visits: a visit starts at the first event and wherever D exceeds 1800;
+// a visitor's visits' durations add up to the sum of the differences that do not; the
+// interactive events of each visit are differences of a running sum read at each visit's first
+// event.
+func visitorRowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]string) {
+	key := "toUInt32(toUnixTimestamp(ts) - toUnixTimestamp(" + n.origin + ")) * 2 + interactive"
+	return "WITH a AS (SELECT arraySort(groupArray(" + key + ")) AS K, countIf(name = 'pageview') AS pv, count() AS ev " +
+		"FROM events WHERE " + where + " AND " + notEngagement + " GROUP BY visitor_id), " +
+		"b AS (SELECT pv, ev, arrayMap(k -> toInt64(intDiv(k, 2)), K) AS S, arrayPopFront(arrayDifference(S)) AS D, " +
+		"arrayPushFront(arrayMap(d -> toUInt8(d > 1800), D), 1) AS NW, arrayMap(k -> toInt64(bitAnd(k, 1)), K) AS I, " +
+		visitSums("I", "VI") + ", " +
+		"length(VI) AS nv, arrayCount(x -> x <= 1, VI) AS nb, arraySum(d -> if(d <= 1800, d, 0), D) AS dur FROM a), " +
+		"e AS (SELECT nv, pv, ev, nb, dur FROM b) ", "e", visitorMetricSQL
 }
 
 // codedAggSQL is the per-visitor aggregation (the CTE a, after the dictionary D) of rowsSQL for a
@@ -373,7 +423,7 @@ func codedAggSQL(where string, n rowNeeds, key string) string {
 // engagements (pages or time with scroll_depth and time_on_page, no visit metric, dimension or
 // filter): the events come from a plain scan, and the per-visitor aggregation carries the page,
 // depth and time of the engagements only, an empty string for the other events.
-func engagementRowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
+func engagementRowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]string) {
 	key := "toUnixTimestamp64Milli(ts) * 8 + 4 * (" + isEngagement + ") + 2 * (name = 'pageview') + interactive"
 	pathCol, pathOut := "''", "''"
 	if n.pathname {
@@ -391,7 +441,7 @@ func engagementRowsSQL(where string, n rowNeeds) (with, from string, perVisit bo
 		"e AS (SELECT ts, name, pathname, visitor_id, toUInt64(0) AS session_no, toUInt8(0) AS scroll_depth, toUInt32(0) AS engagement_time " +
 		"FROM events WHERE " + where + " AND " + notEngagement + " " +
 		"UNION ALL SELECT t, 'engagement', " + pathOut + ", visitor_id, sn, sd, et FROM b " +
-		"ARRAY JOIN T AS t, P, SN AS sn, SD AS sd, ET AS et, KEEP AS keep WHERE keep) ", "e", false
+		"ARRAY JOIN T AS t, P, SN AS sn, SD AS sd, ET AS et, KEEP AS keep WHERE keep) ", "e", metricSQL
 }
 
 // read notes that the report reads dimension d (validated).
@@ -513,13 +563,9 @@ func compileReport(p *ReportParams, now time.Time, rows rowsFunc) (string, error
 		order = append(order, g+" ASC")
 	}
 
-	with, source, perVisit := rows(where, need)
+	with, source, metrics := rows(where, need)
 	for _, m := range p.Metrics {
-		expr := metricSQL[m]
-		if perVisit {
-			expr = visitMetricSQL[m]
-		}
-		sel = append(sel, expr+" AS `"+m+"`")
+		sel = append(sel, metrics[m]+" AS `"+m+"`")
 	}
 	var b strings.Builder
 	b.WriteString(with)

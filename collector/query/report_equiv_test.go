@@ -37,12 +37,12 @@ const legacyEngagementSQL = `, e4 AS (` +
 	`WHERE dateDiff('second', s.ts, g.ts) <= 1800) `
 
 // legacyRowsSQL is rowsSQL in the former design: every report derives every visit column.
-func legacyRowsSQL(where string, n rowNeeds) (with, from string, perVisit bool) {
+func legacyRowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]string) {
 	with = fmt.Sprintf(legacySessionsSQL, where)
 	if n.engagement {
-		return with + fmt.Sprintf(legacyEngagementSQL, where), "e4", false
+		return with + fmt.Sprintf(legacyEngagementSQL, where), "e4", metricSQL
 	}
-	return with, "e3", false
+	return with, "e3", metricSQL
 }
 
 // equivRows generates the dataset of TestReportDesignsAgree into workspace ws_eq: 400
