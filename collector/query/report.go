@@ -56,8 +56,19 @@ var metricSQL = map[string]string{
 	"views_per_visit": "round(countIf(name = 'pageview') / greatest(uniqExactIf(visitor_id, session_no, " + notEngagement + "), 1), 2)",
 	"bounce_rate":     "toUInt64(round(100 * uniqExactIf(visitor_id, session_no, s_interactive <= 1 AND " + notEngagement + ") / greatest(uniqExactIf(visitor_id, session_no, " + notEngagement + "), 1)))",
 	"visit_duration":  "toUInt64(round(ifNotFinite(arrayAvg(arrayMap(x -> x.3, groupUniqArrayIf((visitor_id, session_no, s_duration), " + notEngagement + "))), 0)))",
-	"scroll_depth":    "toUInt8(round(ifNotFinite(arrayAvg((maxMapIf([visitor_id], [toUInt16(scroll_depth)], " + isEngagement + " AND scroll_depth <= 100)).2), 0)))",
+	"scroll_depth":    deepestScrollSQL("scroll_depth", isEngagement+" AND scroll_depth <= 100"),
 	"time_on_page":    "toUInt64(round(ifNotFinite(sumIf(engagement_time, " + isEngagement + ") / 1000 / uniqExactIf(visitor_id, session_no, " + isEngagement + "), 0)))",
+}
+
+// deepestScrollSQL is the scroll_depth metric over rows whose depth is sd (0 to 100 where cond
+// holds): the average, over the visitors of the result row, of the deepest scroll of each.
+// The row's (visitor, 255 - depth) pairs, sorted, put each visitor's deepest first; the first
+// pair of each visitor counts. A sorted array is several times cheaper than maxMap, which keeps
+// an ordered map per result row.
+func deepestScrollSQL(sd, cond string) string {
+	a := "arraySort(groupArrayIf((visitor_id, 255 - toInt16(" + sd + ")), " + cond + "))"
+	return "toUInt8(round(ifNotFinite(arrayAvg(arrayFilter((s, v, p) -> v != p, arrayMap(x -> 255 - x, (" + a + ").2), (" + a + ").1, " +
+		"arrayPopBack(arrayPushFront((" + a + ").1, (" + a + ").1[1] + 1)))), 0)))"
 }
 
 const (
@@ -121,7 +132,7 @@ var visitMetricSQL = map[string]string{
 	"views_per_visit": "round(sum(pv) / greatest(count(), 1), 2)",
 	"bounce_rate":     "toUInt64(round(100 * countIf(s_interactive <= 1) / greatest(count(), 1)))",
 	"visit_duration":  "toUInt64(round(ifNotFinite(avg(s_duration), 0)))",
-	"scroll_depth":    "toUInt8(round(ifNotFinite(arrayAvg((maxMapIf([visitor_id], [toUInt16(sd_max)], sd_max >= 0)).2), 0)))",
+	"scroll_depth":    deepestScrollSQL("sd_max", "sd_max >= 0"),
 	"time_on_page":    "toUInt64(round(ifNotFinite(sum(eng_time) / 1000 / countIf(eng_n > 0), 0)))",
 }
 
@@ -421,27 +432,32 @@ func codedAggSQL(where string, n rowNeeds, key string) string {
 
 // engagementRowsSQL is rowsSQL for a report by event that reads visits only to place its
 // engagements (pages or time with scroll_depth and time_on_page, no visit metric, dimension or
-// filter): the events come from a plain scan, and the per-visitor aggregation carries the page,
-// depth and time of the engagements only, an empty string for the other events.
+// filter): the events come from a plain scan, and the per-visitor aggregation carries the keys
+// of the other events (EK, one Int64 each) and the engagements apart, with their page, depth
+// and time (g, sorted by key). The keys merged and sorted place each engagement as rowsSQL
+// does; engagements of equal keys are placed alike, so which of them takes which payload does
+// not matter.
 func engagementRowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]string) {
 	key := "toUnixTimestamp64Milli(ts) * 8 + 4 * (" + isEngagement + ") + 2 * (name = 'pageview') + interactive"
 	pathCol, pathOut := "''", "''"
 	if n.pathname {
-		pathCol, pathOut = "if("+isEngagement+", pathname, '')", "P"
+		pathCol, pathOut = "pathname", "p"
 	}
-	return "WITH a AS (SELECT visitor_id, arraySort(groupArray((" + key + ", " + pathCol + ", scroll_depth, engagement_time))) AS r " +
+	return "WITH a AS (SELECT visitor_id, groupArrayIf(" + key + ", " + notEngagement + ") AS EK, " +
+		"arraySort(groupArrayIf((" + key + ", " + pathCol + ", scroll_depth, engagement_time), " + isEngagement + ")) AS g " +
 		"FROM events WHERE " + where + " GROUP BY visitor_id), " +
-		"b AS (SELECT visitor_id, r.1 AS K, r.2 AS P, r.3 AS SD, r.4 AS ET, " +
-		"arrayMap(k -> fromUnixTimestamp64Milli(intDiv(k - bitAnd(k, 7), 8), 'UTC'), K) AS T, " +
+		"b AS (SELECT visitor_id, g, arraySort(arrayConcat(EK, g.1)) AS K, " +
+		"arrayMap(k -> intDiv(k, 8000), K) AS T, " +
 		"arrayMap(k -> toUInt8(bitAnd(k, 4) = 0), K) AS NE, " +
-		"arrayFill((x, ne) -> ne, arrayMap((x, ne) -> if(ne = 1, x, toDateTime64(0, 3, 'UTC')), T, NE), NE) AS LNE, " +
-		"arrayPushFront(arrayPopBack(LNE), toDateTime64(0, 3, 'UTC')) AS PNE, " +
-		"arrayCumSum(arrayMap((ne, x, p) -> toUInt8(ne = 1 AND dateDiff('second', p, x) > 1800), NE, T, PNE)) AS SN, " +
-		"arrayMap((ne, x, l, s) -> ne = 0 AND s > 0 AND dateDiff('second', l, x) <= 1800, NE, T, LNE, SN) AS KEEP FROM a), " +
+		"arrayFill((x, ne) -> ne, arrayMap((x, ne) -> if(ne = 1, x, 0), T, NE), NE) AS LNE, " +
+		"arrayPushFront(arrayPopBack(LNE), 0) AS PNE, " +
+		"arrayCumSum(arrayMap((ne, x, p) -> toUInt8(ne = 1 AND x - p > 1800), NE, T, PNE)) AS SN, " +
+		"arrayFilter((kp, ne) -> ne = 0, arrayMap((ne, x, l, s) -> s > 0 AND x - l <= 1800, NE, T, LNE, SN), NE) AS GKEEP, " +
+		"arrayFilter((s, ne) -> ne = 0, SN, NE) AS GSN FROM a WHERE notEmpty(g)), " +
 		"e AS (SELECT ts, name, pathname, visitor_id, toUInt64(0) AS session_no, toUInt8(0) AS scroll_depth, toUInt32(0) AS engagement_time " +
 		"FROM events WHERE " + where + " AND " + notEngagement + " " +
-		"UNION ALL SELECT t, 'engagement', " + pathOut + ", visitor_id, sn, sd, et FROM b " +
-		"ARRAY JOIN T AS t, P, SN AS sn, SD AS sd, ET AS et, KEEP AS keep WHERE keep) ", "e", metricSQL
+		"UNION ALL SELECT fromUnixTimestamp64Milli(intDiv(gk - bitAnd(gk, 7), 8), 'UTC'), 'engagement', " + pathOut + ", visitor_id, sn, sd, et FROM b " +
+		"ARRAY JOIN g.1 AS gk, g.2 AS p, g.3 AS sd, g.4 AS et, GSN AS sn, GKEEP AS keep WHERE keep) ", "e", metricSQL
 }
 
 // read notes that the report reads dimension d (validated).
