@@ -108,6 +108,7 @@ type rowNeeds struct {
 	attrs      []string // the visit attributes read (keys of visitAttrs)
 	events     bool     // a dimension or filter of the event (event:*, time:*)
 	origin     string   // the range's first instant, a DateTime64 literal ("" for none)
+	metrics    map[string]bool
 }
 
 // maxCodes bounds the dictionary of a coded visit attribute (see rowsSQL): codes take the 19
@@ -121,9 +122,10 @@ type rowsFunc func(where string, n rowNeeds) (with, from string, metrics map[str
 
 // visitMetricSQL maps metric names to aggregate expressions over one row per visit, for reports
 // that read no event dimension: the same figures as metricSQL over the visit's events, without
-// a distinct count of visits. A visit row has visitor_id, the v_* attributes, s_duration,
-// s_interactive, pv and ev (its page views and events) and, with engagement, eng_time and eng_n
-// (the engaged time and number of its engagements) and sd_max (its deepest scroll, -1 for none).
+// a distinct count of visits. A visit row has visitor_id, the v_* attributes and, as far as the
+// report's metrics read them, s_duration, s_interactive, pv and ev (its page views and events)
+// and, with engagement, eng_time and eng_n (the engaged time and number of its engagements) and
+// sd_max (its deepest scroll, -1 for none).
 var visitMetricSQL = map[string]string{
 	"visitors":        "toUInt64(uniqExact(visitor_id))",
 	"visits":          "toUInt64(count())",
@@ -137,10 +139,12 @@ var visitMetricSQL = map[string]string{
 }
 
 // visitorMetricSQL maps metric names to aggregate expressions over one row per visitor, for
-// reports that read no event dimension, no visit attribute and no engagement (visitorRowsSQL):
-// the same figures as visitMetricSQL over the visitor's visits. A visitor row has nv (its
-// visits), pv and ev (its page views and events), nb (its visits with at most one interactive
-// event) and dur (the sum of its visits' durations, in seconds).
+// reports that read no event dimension and no visit attribute (visitorRowsSQL): the same
+// figures as visitMetricSQL over the visitor's visits. A visitor row has nv (its visits), pv
+// and ev (its page views and events), nb (its visits with at most one interactive event), dur
+// (the sum of its visits' durations, in seconds) and, with engagement, et (the engaged time of
+// its engagements that belong to a visit), nve (its visits with such engagements) and sdm (their
+// deepest scroll, -1 for none).
 var visitorMetricSQL = map[string]string{
 	"visitors":        "toUInt64(count())",
 	"visits":          "toUInt64(sum(nv))",
@@ -149,6 +153,8 @@ var visitorMetricSQL = map[string]string{
 	"views_per_visit": "round(sum(pv) / greatest(sum(nv), 1), 2)",
 	"bounce_rate":     "toUInt64(round(100 * sum(nb) / greatest(sum(nv), 1)))",
 	"visit_duration":  "toUInt64(round(ifNotFinite(sum(dur) / sum(nv), 0)))",
+	"scroll_depth":    "toUInt8(round(ifNotFinite(avgIf(sdm, sdm >= 0), 0)))",
+	"time_on_page":    "toUInt64(round(ifNotFinite(sum(et) / 1000 / sum(nve), 0)))",
 }
 
 // visitAttrs maps the visit columns of the per-event rows to the event
@@ -205,7 +211,7 @@ func rowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]st
 		return "WITH e AS (SELECT ts, name, pathname, visitor_id FROM events WHERE " + where + " AND " + notEngagement + ") ", "e", metricSQL
 	}
 	perVisit := !n.events
-	if perVisit && !n.engagement && len(n.attrs) == 0 && n.origin != "" {
+	if perVisit && len(n.attrs) == 0 && n.origin != "" {
 		return visitorRowsSQL(where, n)
 	}
 	if n.events && n.engagement && !n.sessions && len(n.attrs) == 0 {
@@ -294,11 +300,26 @@ func rowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]st
 	if perVisit {
 		// One element per visit: its duration and interactive events, read at its first
 		// event, and sums over its elements (visitSums).
-		arrays = append(arrays, "arrayFilter((x, f) -> f, DUR, NW) AS VDUR", "arrayFilter((x, f) -> f, SINT, NW) AS VSINT",
-			visitSums("arrayMap(k -> toInt64(bitAnd(k, 2) = 2), K)", "VPV"),
-			visitSums("arrayMap(ne -> toInt64(ne), NE)", "VEV"))
-		join = []string{"VDUR AS s_duration", "VSINT AS s_interactive", "VPV AS pv", "VEV AS ev"}
-		out = []string{"visitor_id", "s_duration", "s_interactive", "pv", "ev"}
+		// Only the columns the report's metrics read (visitMetricSQL) are joined, so the others
+		// are not computed.
+		join, out = nil, []string{"visitor_id"}
+		m := n.metrics
+		if m["visit_duration"] || len(n.attrs) == 0 && !n.engagement {
+			arrays = append(arrays, "arrayFilter((x, f) -> f, DUR, NW) AS VDUR")
+			join, out = append(join, "VDUR AS s_duration"), append(out, "s_duration")
+		}
+		if m["bounce_rate"] {
+			arrays = append(arrays, "arrayFilter((x, f) -> f, SINT, NW) AS VSINT")
+			join, out = append(join, "VSINT AS s_interactive"), append(out, "s_interactive")
+		}
+		if m["pageviews"] || m["views_per_visit"] {
+			arrays = append(arrays, visitSums("arrayMap(k -> toInt64(bitAnd(k, 2) = 2), K)", "VPV"))
+			join, out = append(join, "VPV AS pv"), append(out, "pv")
+		}
+		if m["events"] {
+			arrays = append(arrays, visitSums("arrayMap(ne -> toInt64(ne), NE)", "VEV"))
+			join, out = append(join, "VEV AS ev"), append(out, "ev")
+		}
 		for i, a := range n.attrs {
 			join = append(join, fmt.Sprintf("A%d AS %s", i, a))
 			out = append(out, a)
@@ -375,25 +396,46 @@ func visitSums(x, alias string) string {
 	return "arrayPopFront(arrayDifference(arrayPushBack(arrayFilter((c, f) -> f, arrayMap((c, v) -> c - v, arrayCumSum(" + x + "), " + x + "), NW), arraySum(" + x + ")))) AS " + alias
 }
 
-// visitorRowsSQL is rowsSQL for a report of visits with no event dimension, no visit attribute
-// and no engagement (the top line, visits, bounce_rate alone): one row per visitor. Only the
-// second of an event and whether it is interactive decide these figures (the 30-minute rule
-// compares seconds, and events of the same second are in the same visit whatever their
-// order), so each event is one UInt32, its second since the range's start times 2 plus its
-// interactive flag (a range of five years and a day is under 2^28 s). Sorted, the differences
-// of seconds (D) cut the visits: a visit starts at the first event and wherever D exceeds 1800;
-// a visitor's visits' durations add up to the sum of the differences that do not; the
-// interactive events of each visit are differences of a running sum read at each visit's first
-// event.
+// visitorRowsSQL is rowsSQL for a report of visits with no event dimension and no visit
+// attribute (the top line; visits, bounce_rate alone): one row per visitor, no ARRAY JOIN and no
+// distinct count. Without engagement, only the second of an event and whether it is
+// interactive decide these figures (the 30-minute rule compares seconds, and events of the same
+// second are in the same visit whatever their order), so each event is one UInt32, its second
+// since the range's start times 2 plus its interactive flag (a range of five years and a day is
+// under 2^28 s). Sorted, the differences of seconds (D) cut the visits: a visit starts at the
+// first event and wherever D exceeds 1800; a visitor's visits' durations add up to the sum of
+// the differences that do not; the interactive events of each visit are differences of a
+// running sum read at each visit's first event (visitSums). With engagement, the keys are
+// rowsSQL's (milliseconds since the range's start times 8 plus the flags), so an engagement
+// follows the events at or before it, and its depth and time ride in a second array sorted
+// alike; the events alone then go through the same differences.
 func visitorRowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]string) {
-	key := "toUInt32(toUnixTimestamp(ts) - toUnixTimestamp(" + n.origin + ")) * 2 + interactive"
-	return "WITH a AS (SELECT arraySort(groupArray(" + key + ")) AS K, countIf(name = 'pageview') AS pv, count() AS ev " +
-		"FROM events WHERE " + where + " AND " + notEngagement + " GROUP BY visitor_id), " +
-		"b AS (SELECT pv, ev, arrayMap(k -> toInt64(intDiv(k, 2)), K) AS S, arrayPopFront(arrayDifference(S)) AS D, " +
-		"arrayPushFront(arrayMap(d -> toUInt8(d > 1800), D), 1) AS NW, arrayMap(k -> toInt64(bitAnd(k, 1)), K) AS I, " +
-		visitSums("I", "VI") + ", " +
-		"length(VI) AS nv, arrayCount(x -> x <= 1, VI) AS nb, arraySum(d -> if(d <= 1800, d, 0), D) AS dur FROM a), " +
-		"e AS (SELECT nv, pv, ev, nb, dur FROM b) ", "e", visitorMetricSQL
+	visits := "arrayPopFront(arrayDifference(S)) AS D, arrayPushFront(arrayMap(d -> toUInt8(d > 1800), D), 1) AS NW, " +
+		visitSums("I", "VI") + ", length(VI) AS nv, arrayCount(x -> x <= 1, VI) AS nb, arraySum(d -> if(d <= 1800, d, 0), D) AS dur"
+	if !n.engagement {
+		key := "toUInt32(toUnixTimestamp(ts) - toUnixTimestamp(" + n.origin + ")) * 2 + interactive"
+		return "WITH a AS (SELECT arraySort(groupArray(" + key + ")) AS K, countIf(name = 'pageview') AS pv, count() AS ev " +
+			"FROM events WHERE " + where + " AND " + notEngagement + " GROUP BY visitor_id), " +
+			"b AS (SELECT pv, ev, arrayMap(k -> toInt64(intDiv(k, 2)), K) AS S, arrayMap(k -> toInt64(bitAnd(k, 1)), K) AS I, " + visits + " FROM a), " +
+			"e AS (SELECT nv, pv, ev, nb, dur FROM b) ", "e", visitorMetricSQL
+	}
+	key := "(toUnixTimestamp64Milli(ts) - toUnixTimestamp64Milli(" + n.origin + ")) * 8 + 4 * (" + isEngagement + ") + 2 * (name = 'pageview') + interactive"
+	// T: the seconds since the range's start; LNE: the second of the last event (not
+	// engagement) at or before each element, far before the range for none; SN: the visit's
+	// number; KEEP: the engagement belongs to its last event's visit.
+	return "WITH a AS (SELECT groupArray(" + key + ") AS K0, arraySort(K0) AS K, " +
+		"arraySort((x, k) -> k, groupArray(toInt64(scroll_depth) * 4294967296 + engagement_time), K0) AS G, " +
+		"countIf(name = 'pageview') AS pv, countIf(" + notEngagement + ") AS ev FROM events WHERE " + where + " GROUP BY visitor_id), " +
+		"b AS (SELECT pv, ev, G, arrayMap(k -> intDiv(k, 8000), K) AS T, arrayMap(k -> toUInt8(bitAnd(k, 4) = 0), K) AS NE, " +
+		"arrayFill((x, ne) -> ne, arrayMap((x, ne) -> if(ne = 1, x, -1000000), T, NE), NE) AS LNE, " +
+		"arrayCumSum(arrayMap((ne, x, p) -> toUInt8(ne = 1 AND x - p > 1800), NE, T, arrayPushFront(arrayPopBack(LNE), -1000000))) AS SN, " +
+		"arrayMap((ne, x, l, s) -> ne = 0 AND s > 0 AND x - l <= 1800, NE, T, LNE, SN) AS KEEP, " +
+		"arrayFilter((x, ne) -> ne = 1, T, NE) AS S, arrayFilter((k, ne) -> ne = 1, arrayMap(k -> toInt64(bitAnd(k, 1)), K), NE) AS I, " + visits + ", " +
+		"arraySum((g, kp) -> if(kp, bitAnd(g, 4294967295), 0), G, KEEP) AS et, " +
+		"length(arrayDistinct(arrayFilter((s, kp) -> kp, SN, KEEP))) AS nve, " +
+		"arrayMax(arrayMap((g, kp) -> if(kp AND intDiv(g, 4294967296) <= 100, toInt16(intDiv(g, 4294967296)), -1), G, KEEP)) AS sdm " +
+		"FROM a WHERE ev > 0), " +
+		"e AS (SELECT nv, pv, ev, nb, dur, et, nve, sdm FROM b) ", "e", visitorMetricSQL
 }
 
 // codedAggSQL is the per-visitor aggregation (the CTE a, after the dictionary D) of rowsSQL for a
@@ -514,8 +556,9 @@ func compileReport(p *ReportParams, now time.Time, rows rowsFunc) (string, error
 	where := fmt.Sprintf("ts >= toDateTime64(%s, 3, 'UTC') AND ts < toDateTime64(%s, 3, 'UTC')",
 		quoteString(from.Format("2006-01-02 15:04:05")), quoteString(to.Format("2006-01-02 15:04:05")))
 
-	need := rowNeeds{origin: "toDateTime64(" + quoteString(from.Format("2006-01-02 15:04:05")) + ", 3, 'UTC')"}
+	need := rowNeeds{origin: "toDateTime64(" + quoteString(from.Format("2006-01-02 15:04:05")) + ", 3, 'UTC')", metrics: map[string]bool{}}
 	for _, m := range p.Metrics {
+		need.metrics[m] = true
 		need.engagement = need.engagement || engagementMetrics[m]
 		need.visits = need.visits || sessionMetrics[m] || engagementMetrics[m]
 		need.sessions = need.sessions || sessionMetrics[m]
