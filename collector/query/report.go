@@ -109,6 +109,7 @@ type rowNeeds struct {
 	events     bool     // a dimension or filter of the event (event:*, time:*)
 	origin     string   // the range's first instant, a DateTime64 literal ("" for none)
 	metrics    map[string]bool
+	distinct   bool // the only metric is visitors, and every visit attribute read is a dimension
 }
 
 // maxCodes bounds the dictionary of a coded visit attribute (see rowsSQL): codes take the 19
@@ -156,6 +157,10 @@ var visitorMetricSQL = map[string]string{
 	"scroll_depth":    "toUInt8(round(ifNotFinite(avgIf(sdm, sdm >= 0), 0)))",
 	"time_on_page":    "toUInt64(round(ifNotFinite(sum(et) / 1000 / sum(nve), 0)))",
 }
+
+// distinctVisitorMetricSQL is visitMetricSQL for the rows of a report of visitors alone by
+// visit attributes that are all dimensions: one row per visitor and distinct value.
+var distinctVisitorMetricSQL = map[string]string{"visitors": "toUInt64(count())"}
 
 // visitAttrs maps the visit columns of the per-event rows to the event
 // columns they take from the visit's first event.
@@ -350,7 +355,7 @@ func rowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]st
 	}
 	var b strings.Builder
 	if coded {
-		b.WriteString(codedAggSQL(where+filter, n, key))
+		b.WriteString(codedAggSQL(where, filter, n, key))
 		keys = "K"
 	} else {
 		b.WriteString("WITH a AS (SELECT visitor_id, " + agg + " FROM events WHERE " + where + filter + " GROUP BY visitor_id), ")
@@ -379,6 +384,19 @@ func rowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]st
 		b.WriteString(", " + a)
 	}
 	b.WriteString(" FROM a), ")
+	if perVisit && n.distinct && len(n.attrs) > 0 && !n.engagement {
+		// Visitors alone, by visit attributes that are all dimensions: each visitor's distinct
+		// values of the dimensions (the attributes as the dimensions show them, so two values
+		// shown alike count once), one row each, so a visitor is counted once per row of the
+		// result without a distinct count.
+		var shown, zout []string
+		for i, a := range n.attrs {
+			shown = append(shown, fmt.Sprintf("arrayMap(%s -> %s, A%d)", a, dimensionSQL["visit:"+strings.TrimPrefix(a, "v_")], i))
+			zout = append(zout, fmt.Sprintf("z.%d AS %s", i+1, a))
+		}
+		b.WriteString("e AS (SELECT " + strings.Join(zout, ", ") + " FROM b ARRAY JOIN arrayDistinct(arrayZip(" + strings.Join(shown, ", ") + ")) AS z) ")
+		return b.String(), "e", distinctVisitorMetricSQL
+	}
 	if perVisit {
 		b.WriteString("e AS (SELECT " + strings.Join(out, ", ") + " FROM b ARRAY JOIN " + strings.Join(join, ", ") + ") ")
 		return b.String(), "e", visitMetricSQL
@@ -440,7 +458,9 @@ func visitorRowsSQL(where string, n rowNeeds) (with, from string, metrics map[st
 
 // codedAggSQL is the per-visitor aggregation (the CTE a, after the dictionary D) of rowsSQL for a
 // report that reads one visit attribute and no other string of the event. D is the sorted
-// distinct values of the attribute in the range, one scan of one column; when there are at
+// distinct values of the attribute in the range, one scan of one column (engagements included,
+// whose values no visit takes: a superset codes the same order, and the scan need not read the
+// event's name); when there are at
 // most maxCodes, each event is one Int64, (its millisecond since the range's start (origin)
 // times 8 plus the flags of key) times 2^19 plus the code of its value (its position in D,
 // from 1), so the aggregation moves no string. The codes sort as the values do, so the keys
@@ -449,7 +469,7 @@ func visitorRowsSQL(where string, n rowNeeds) (with, from string, metrics map[st
 // once D is known). Both give visitor_id, K (the keys of rowsSQL), C and S: the codes and the
 // strings of the values, one of them zeros or empty strings, and, for engagement metrics, SD
 // and ET. A range of at most five years and a day is under 2^38 ms, so a coded key is under 2^60.
-func codedAggSQL(where string, n rowNeeds, key string) string {
+func codedAggSQL(where, filter string, n rowNeeds, key string) string {
 	col := visitAttrs[n.attrs[0]]
 	lim := strconv.Itoa(maxCodes)
 	rel := strings.Replace(key, "toUnixTimestamp64Milli(ts)", "(toUnixTimestamp64Milli(ts) - toUnixTimestamp64Milli("+n.origin+"))", 1)
@@ -466,40 +486,40 @@ func codedAggSQL(where string, n rowNeeds, key string) string {
 		tupleOut += ", r.3 AS SD, r.4 AS ET"
 	}
 	return "WITH (SELECT arraySort(groupUniqArray(" + strconv.Itoa(maxCodes+1) + ")(" + col + ")) FROM events WHERE " + where + ") AS D, " +
-		"a AS (SELECT visitor_id, " + decode + " FROM (SELECT visitor_id, " + agg + " FROM events WHERE " + where +
+		"a AS (SELECT visitor_id, " + decode + " FROM (SELECT visitor_id, " + agg + " FROM events WHERE " + where + filter +
 		" AND length(D) <= " + lim + " GROUP BY visitor_id) " +
-		"UNION ALL SELECT visitor_id, " + tupleOut + " FROM (SELECT visitor_id, " + tupleAgg + " FROM events WHERE " + where +
+		"UNION ALL SELECT visitor_id, " + tupleOut + " FROM (SELECT visitor_id, " + tupleAgg + " FROM events WHERE " + where + filter +
 		" AND length(D) > " + lim + " GROUP BY visitor_id)), "
 }
 
 // engagementRowsSQL is rowsSQL for a report by event that reads visits only to place its
 // engagements (pages or time with scroll_depth and time_on_page, no visit metric, dimension or
-// filter): the events come from a plain scan, and the per-visitor aggregation carries the keys
-// of the other events (EK, one Int64 each) and the engagements apart, with their page, depth
-// and time (g, sorted by key). The keys merged and sorted place each engagement as rowsSQL
-// does; engagements of equal keys are placed alike, so which of them takes which payload does
-// not matter.
+// filter): the events come from a plain scan, and the per-visitor aggregation carries one Int64
+// key per event (rowsSQL's), no string. It places each engagement as rowsSQL does and gives the
+// keys and visit numbers of the engagements that belong to a visit (GS, distinct: engagements of
+// equal keys are placed alike); the engagements' rows join them on (visitor, key) for their page,
+// depth and time.
 func engagementRowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]string) {
 	key := "toUnixTimestamp64Milli(ts) * 8 + 4 * (" + isEngagement + ") + 2 * (name = 'pageview') + interactive"
-	pathCol, pathOut := "''", "''"
+	pathOut := "''"
 	if n.pathname {
-		pathCol, pathOut = "pathname", "p"
+		pathOut = "g.pathname"
 	}
-	return "WITH a AS (SELECT visitor_id, groupArrayIf(" + key + ", " + notEngagement + ") AS EK, " +
-		"arraySort(groupArrayIf((" + key + ", " + pathCol + ", scroll_depth, engagement_time), " + isEngagement + ")) AS g " +
+	return "WITH a AS (SELECT visitor_id, arraySort(groupArray(" + key + ")) AS K, countIf(" + isEngagement + ") AS ng " +
 		"FROM events WHERE " + where + " GROUP BY visitor_id), " +
-		"b AS (SELECT visitor_id, g, arraySort(arrayConcat(EK, g.1)) AS K, " +
+		"b AS (SELECT visitor_id, " +
 		"arrayMap(k -> intDiv(k, 8000), K) AS T, " +
 		"arrayMap(k -> toUInt8(bitAnd(k, 4) = 0), K) AS NE, " +
 		"arrayFill((x, ne) -> ne, arrayMap((x, ne) -> if(ne = 1, x, 0), T, NE), NE) AS LNE, " +
 		"arrayPushFront(arrayPopBack(LNE), 0) AS PNE, " +
 		"arrayCumSum(arrayMap((ne, x, p) -> toUInt8(ne = 1 AND x - p > 1800), NE, T, PNE)) AS SN, " +
-		"arrayFilter((kp, ne) -> ne = 0, arrayMap((ne, x, l, s) -> s > 0 AND x - l <= 1800, NE, T, LNE, SN), NE) AS GKEEP, " +
-		"arrayFilter((s, ne) -> ne = 0, SN, NE) AS GSN FROM a WHERE notEmpty(g)), " +
+		"arrayDistinct(arrayFilter((z, ne, x, l, s) -> ne = 0 AND s > 0 AND x - l <= 1800, arrayZip(K, SN), NE, T, LNE, SN)) AS GS " +
+		"FROM a WHERE ng > 0), " +
 		"e AS (SELECT ts, name, pathname, visitor_id, toUInt64(0) AS session_no, toUInt8(0) AS scroll_depth, toUInt32(0) AS engagement_time " +
 		"FROM events WHERE " + where + " AND " + notEngagement + " " +
-		"UNION ALL SELECT fromUnixTimestamp64Milli(intDiv(gk - bitAnd(gk, 7), 8), 'UTC'), 'engagement', " + pathOut + ", visitor_id, sn, sd, et FROM b " +
-		"ARRAY JOIN g.1 AS gk, g.2 AS p, g.3 AS sd, g.4 AS et, GSN AS sn, GKEEP AS keep WHERE keep) ", "e", metricSQL
+		"UNION ALL SELECT g.ts, 'engagement', " + pathOut + ", g.visitor_id, k.sn, g.scroll_depth, g.engagement_time " +
+		"FROM (SELECT ts, pathname, visitor_id, scroll_depth, engagement_time, " + key + " AS gk FROM events WHERE " + where + " AND " + isEngagement + ") AS g " +
+		"INNER JOIN (SELECT visitor_id, gs.1 AS gk, gs.2 AS sn FROM b ARRAY JOIN GS AS gs) AS k ON g.visitor_id = k.visitor_id AND g.gk = k.gk) ", "e", metricSQL
 }
 
 // read notes that the report reads dimension d (validated).
@@ -601,6 +621,10 @@ func compileReport(p *ReportParams, now time.Time, rows rowsFunc) (string, error
 	}
 	for _, d := range p.Dimensions {
 		need.read(d)
+	}
+	need.distinct = len(p.Metrics) == 1 && p.Metrics[0] == "visitors"
+	for _, a := range need.attrs {
+		need.distinct = need.distinct && known["visit:"+strings.TrimPrefix(a, "v_")]
 	}
 	var order []string
 	for _, o := range p.OrderBy {
