@@ -159,6 +159,10 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	clientRate, err := ratelimit.New(ratelimit.Config{Rate: o.clientRate, MaxKeys: 1024}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.srv, err = NewServer(Config{
 		Logger:     log,
 		Registerer: h.reg,
@@ -170,7 +174,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		Bots:       filter,
 		Salts:      salts,
 		Spool:      h.faults,
-		ClientRate: ratelimit.New(ratelimit.Config{Rate: o.clientRate, Burst: int(o.clientRate) + 1, MaxKeys: 1024}, nil),
+		ClientRate: clientRate,
 		Routes:     o.routes,
 		Refused:    o.refused,
 		Ready:      o.ready,

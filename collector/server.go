@@ -117,49 +117,47 @@ type Server struct {
 	logThrottle atomic.Int64 // unix seconds of the last logged spool error
 }
 
+// Validate reports every missing or inconsistent part of c.
+func (c Config) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name    string
+		missing bool
+	}{
+		{"Registry", c.Registry == nil}, {"Resolver", c.Resolver == nil}, {"UA", c.UA == nil},
+		{"Bots", c.Bots == nil}, {"Salts", c.Salts == nil}, {"Spool", c.Spool == nil},
+	} {
+		if f.missing {
+			errs = append(errs, fmt.Errorf("collector.Config.%s is required", f.name))
+		}
+	}
+	for path := range c.Routes {
+		if isOwnPath(path) {
+			errs = append(errs, fmt.Errorf("collector.Config.Routes: %s is served by the collector itself", path))
+		}
+	}
+	for path := range c.Refused {
+		if _, ok := c.Routes[path]; !ok {
+			errs = append(errs, fmt.Errorf("collector.Config.Refused: %s is not a route", path))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // NewServer checks cfg and returns a Server. It registers the server's metrics on cfg.Registerer.
 func NewServer(cfg Config) (*Server, error) {
-	var errs []error
-	if cfg.Registry == nil {
-		errs = append(errs, errors.New("collector: Registry is required"))
-	}
-	if cfg.Resolver == nil {
-		errs = append(errs, errors.New("collector: Resolver is required"))
-	}
-	if cfg.UA == nil {
-		errs = append(errs, errors.New("collector: UA parser is required"))
-	}
-	if cfg.Bots == nil {
-		errs = append(errs, errors.New("collector: bot filter is required"))
-	}
-	if cfg.Salts == nil {
-		errs = append(errs, errors.New("collector: salt source is required"))
-	}
-	if cfg.Spool == nil {
-		errs = append(errs, errors.New("collector: spool is required"))
-	}
-	for path := range cfg.Routes {
-		if isOwnPath(path) {
-			errs = append(errs, fmt.Errorf("collector: route %s is served by the collector itself", path))
-		}
-	}
-	for path := range cfg.Refused {
-		if _, ok := cfg.Routes[path]; !ok {
-			errs = append(errs, fmt.Errorf("collector: refused-request answer for %s, which is not a route", path))
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.ClientRate == nil {
-		s.cfg.ClientRate = ratelimit.New(ratelimit.Config{}, nil)
+		s.cfg.ClientRate = new(ratelimit.Limiter) // limits nothing
 	}
 	if cfg.WSRate == nil {
-		s.cfg.WSRate = ratelimit.New(ratelimit.Config{}, nil)
+		s.cfg.WSRate = new(ratelimit.Limiter)
 	}
 	m, err := newMetrics(cfg.Registerer, routeNames(cfg.Routes))
 	if err != nil {

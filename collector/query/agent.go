@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// AgentConfig configures an Agent. The zero value of a duration means its
-// default.
+// AgentConfig configures an Agent. A zero duration takes its value from
+// DefaultAgentConfig. NewAgent refuses an AgentConfig that Validate refuses.
 type AgentConfig struct {
 	// Token returns the Kyomi Connect token; required. The agent calls it
 	// before every dial, the first and each reconnect, so a source that
@@ -31,19 +31,16 @@ type AgentConfig struct {
 	// A lost or failed connection is retried after a wait that starts at
 	// BackoffBase and doubles up to BackoffMax, each wait jittered down by
 	// up to half so that many collectors cut off together do not return
-	// together. 1s..60s: a restarted backend sees its agents within a
-	// second, a long outage costs one dial a minute per collector.
-	BackoffBase time.Duration // 0 means 1s
-	BackoffMax  time.Duration // 0 means 60s
+	// together.
+	BackoffBase, BackoffMax time.Duration
 	// StableAfter is how long a connection must stay up for the next wait
-	// to start again from BackoffBase; 0 means 30s.
+	// to start again from BackoffBase.
 	StableAfter time.Duration
 	// PingInterval is the period of the WebSocket pings the agent sends;
 	// a connection that answers nothing for two intervals is dropped and
-	// redialed (NAT gateways forget idle flows silently). The token is
-	// verified again at each ping too. 0 means 30s.
+	// redialed. The token is verified again at each ping too.
 	PingInterval time.Duration
-	// HandshakeTimeout bounds dialing, TLS and the upgrade; 0 means 10s.
+	// HandshakeTimeout bounds dialing, TLS and the upgrade.
 	HandshakeTimeout time.Duration
 	// TLS is the client TLS configuration for wss:// URLs; nil means the
 	// system roots.
@@ -53,6 +50,61 @@ type AgentConfig struct {
 	Logger *slog.Logger
 	// Registerer receives the agent's metrics; required.
 	Registerer prometheus.Registerer
+}
+
+// DefaultAgentConfig holds the durations agent mode runs with.
+var DefaultAgentConfig = AgentConfig{
+	// 1s..60s: a restarted backend sees its agents within a second, a long
+	// outage costs one dial a minute per collector.
+	BackoffBase: time.Second,
+	BackoffMax:  60 * time.Second,
+	// 30s: a connection that survives the backend's start-up and a first
+	// ping round is healthy; one that keeps dropping sooner keeps backing
+	// off.
+	StableAfter: 30 * time.Second,
+	// 30s: NAT gateways forget idle flows silently, commonly after a few
+	// minutes; two missed pings (a minute) drop a dead connection.
+	PingInterval: 30 * time.Second,
+	// 10s: dial, TLS and upgrade take well under a second to a live
+	// backend; a stuck one is retried with backoff.
+	HandshakeTimeout: 10 * time.Second,
+}
+
+// Validate reports every missing or invalid field of c.
+func (c AgentConfig) Validate() error {
+	var errs []error
+	if c.Token == nil {
+		errs = append(errs, errors.New("query.AgentConfig.Token is required"))
+	}
+	if c.Registerer == nil {
+		errs = append(errs, errors.New("query.AgentConfig.Registerer is required"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"BackoffBase", c.BackoffBase}, {"BackoffMax", c.BackoffMax}, {"StableAfter", c.StableAfter}, {"PingInterval", c.PingInterval}, {"HandshakeTimeout", c.HandshakeTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("query.AgentConfig.%s must be >= 0 (0 takes the default), got %s", d.name, d.v))
+		}
+	}
+	if d := c.withDefaults(); d.BackoffMax < d.BackoffBase {
+		errs = append(errs, fmt.Errorf("query.AgentConfig.BackoffMax %s must not be below BackoffBase %s", d.BackoffMax, d.BackoffBase))
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults fills every zero duration from DefaultAgentConfig.
+func (c AgentConfig) withDefaults() AgentConfig {
+	d := DefaultAgentConfig
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&c.BackoffBase, &d.BackoffBase}, {&c.BackoffMax, &d.BackoffMax}, {&c.StableAfter, &d.StableAfter},
+		{&c.PingInterval, &d.PingInterval}, {&c.HandshakeTimeout, &d.HandshakeTimeout},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	return c
 }
 
 // ErrBadConnectURL is returned, wrapped, when a token's url claim is not a
@@ -90,37 +142,10 @@ type Agent struct {
 // that serves requests with h. It neither verifies the token nor dials:
 // see Check and Run.
 func (h *Handler) NewAgent(cfg AgentConfig) (*Agent, error) {
-	var errs []error
-	if cfg.Token == nil {
-		errs = append(errs, errors.New("connect agent needs a token source"))
-	}
-	if cfg.Registerer == nil {
-		errs = append(errs, errors.New("connect agent needs a registerer"))
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"backoff base", cfg.BackoffBase}, {"backoff max", cfg.BackoffMax}, {"stable after", cfg.StableAfter}, {"ping interval", cfg.PingInterval}, {"handshake timeout", cfg.HandshakeTimeout}} {
-		if d.v < 0 {
-			errs = append(errs, fmt.Errorf("connect agent %s must be >= 0, got %s", d.name, d.v))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	setDefault := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	setDefault(&cfg.BackoffBase, time.Second)
-	setDefault(&cfg.BackoffMax, 60*time.Second)
-	setDefault(&cfg.StableAfter, 30*time.Second)
-	setDefault(&cfg.PingInterval, 30*time.Second)
-	setDefault(&cfg.HandshakeTimeout, 10*time.Second)
-	if cfg.BackoffMax < cfg.BackoffBase {
-		return nil, fmt.Errorf("connect agent backoff max %s is below its base %s", cfg.BackoffMax, cfg.BackoffBase)
-	}
+	cfg = cfg.withDefaults()
 	a := &Agent{
 		h: h, cfg: cfg, log: cfg.Logger,
 		dialer: &websocket.Dialer{

@@ -90,7 +90,9 @@ type Guard struct {
 	Limits Limits
 }
 
-// Limits are the ClickHouse limits every query path statement runs with.
+// Limits are the ClickHouse limits every query path statement runs with. A
+// zero field takes its DefaultLimits value: a partial Limits keeps the other
+// bounds, never 0, which ClickHouse reads as unlimited.
 type Limits struct {
 	MaxRows          int   // rows returned at most; params.max_rows may lower it
 	MaxResultBytes   int64 // max_result_bytes
@@ -99,14 +101,43 @@ type Limits struct {
 	MaxRowsToRead    int64 // max_rows_to_read
 }
 
-// DefaultLimits suit an interactive dashboard or agent: 10k rows, 64 MiB of
-// result, 1 GiB of memory, 30 s, 200M rows scanned.
+// DefaultLimits suit an interactive dashboard or agent.
 var DefaultLimits = Limits{
-	MaxRows:          10000,
-	MaxResultBytes:   64 << 20,
-	MaxMemory:        1 << 30,
+	// 10k rows: more than a table or chart shows; an agent that wants more
+	// aggregates in SQL.
+	MaxRows: 10000,
+	// 64 MiB: the stores stop reading an answer past it and the query path
+	// counts the JSON it encodes (ClickHouse's own max_result_bytes let a
+	// 200 MB answer through, README); up to MaxQueries answers share the
+	// process that takes events.
+	MaxResultBytes: 64 << 20,
+	// 1 GiB: every dashboard report over a month of 9M events stays under
+	// 512 MiB (BenchmarkReportMonth, README), with room for a few
+	// statements at once beside the inserts.
+	MaxMemory: 1 << 30,
+	// 30s: the slowest dashboard report of that month takes about 5 s on a
+	// shared 2-core machine; past 30 s an interactive caller has given up.
 	MaxExecutionSecs: 30,
-	MaxRowsToRead:    200_000_000,
+	// 200M rows: over 20 times that month; a caller's own SQL reads all of
+	// its workspace's rows (README), and this bounds that scan.
+	MaxRowsToRead: 200_000_000,
+}
+
+// Validate reports every negative limit; zero takes the default.
+func (l Limits) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxRows", int64(l.MaxRows)}, {"MaxResultBytes", l.MaxResultBytes}, {"MaxMemory", l.MaxMemory},
+		{"MaxExecutionSecs", int64(l.MaxExecutionSecs)}, {"MaxRowsToRead", l.MaxRowsToRead},
+	} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("query.Limits.%s must be >= 0 (0 takes the default), got %d", f.name, f.v))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Prepared is a checked query ready to run.
@@ -174,6 +205,9 @@ func (g *Guard) limits() Limits {
 	return g.Limits.withDefaults()
 }
 
+// withDefaults fills every zero field from DefaultLimits. A negative one,
+// which Validate refuses, takes the default too: a Guard made without
+// NewHandler must never run a statement unbounded.
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits
 	if l.MaxRows <= 0 {

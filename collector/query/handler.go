@@ -52,44 +52,88 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Config configures the query path. The zero value of a field means its
-// default.
+// Config configures the query path. A zero field takes its value from
+// DefaultConfig, and a zero field of Limits from DefaultLimits, so a partial
+// Config keeps every other bound (0 would mean unlimited to ClickHouse).
+// NewHandler refuses a Config that Validate refuses.
 type Config struct {
-	Limits       Limits        // ClickHouse limits; each zero field takes its DefaultLimits value
-	MaxBodyBytes int           // largest request message; 0 means 1 MiB
-	MaxInFlight  int           // concurrent requests per WebSocket connection; 0 means 8
-	AuthTimeout  time.Duration // time a WebSocket has to send its auth message; 0 means 10s
+	Limits       Limits        // ClickHouse limits of every statement
+	MaxBodyBytes int           // largest request message
+	MaxInFlight  int           // concurrent requests per WebSocket connection
+	AuthTimeout  time.Duration // time a WebSocket has to send its auth message
 	// MaxQueries bounds the statements (execute_query, report,
 	// describe_table) running at once in the process; more are answered
-	// too_busy. 0 means 4: each may hold up to Limits.MaxResultBytes of
-	// answer and Limits.MaxMemory in the engine, and ingest shares the
-	// process and the engine.
+	// too_busy.
 	MaxQueries int
 	// MaxQueriesPerToken bounds the statements one token (its jti, or its
-	// workspace when it has none) runs at once, across all connections;
-	// 0 means 2, so one caller cannot take every slot of MaxQueries.
+	// workspace when it has none) runs at once, across all connections.
 	MaxQueriesPerToken int
 }
 
-// Validate reports every invalid field at once.
+// DefaultConfig is the query path the collector runs with.
+var DefaultConfig = Config{
+	Limits: DefaultLimits,
+	// 1 MiB: a request is one JSON message holding an SQL text or report
+	// parameters, a few KiB; the bound is what one message can make the
+	// collector buffer.
+	MaxBodyBytes: 1 << 20,
+	// 8: a dashboard sends its panels' requests together; the statements
+	// among them are still bounded by MaxQueries and MaxQueriesPerToken.
+	MaxInFlight: 8,
+	// 10s: a client sends its auth message right after the upgrade; a
+	// connection that sends nothing is closed before it holds a goroutine
+	// for long.
+	AuthTimeout: 10 * time.Second,
+	// 4: each statement may hold up to Limits.MaxResultBytes of answer and
+	// Limits.MaxMemory in the engine, and ingest shares the process and the
+	// engine.
+	MaxQueries: 4,
+	// 2: one caller cannot take every slot of MaxQueries.
+	MaxQueriesPerToken: 2,
+}
+
+// Validate reports every invalid field of c.
 func (c Config) Validate() error {
 	var errs []error
-	if c.MaxBodyBytes < 0 {
-		errs = append(errs, fmt.Errorf("query max body bytes must be >= 0, got %d", c.MaxBodyBytes))
+	for _, f := range []struct {
+		name string
+		neg  bool
+		v    any
+	}{
+		{"MaxBodyBytes", c.MaxBodyBytes < 0, c.MaxBodyBytes}, {"MaxInFlight", c.MaxInFlight < 0, c.MaxInFlight},
+		{"AuthTimeout", c.AuthTimeout < 0, c.AuthTimeout}, {"MaxQueries", c.MaxQueries < 0, c.MaxQueries},
+		{"MaxQueriesPerToken", c.MaxQueriesPerToken < 0, c.MaxQueriesPerToken},
+	} {
+		if f.neg {
+			errs = append(errs, fmt.Errorf("query.Config.%s must be >= 0 (0 takes the default), got %v", f.name, f.v))
+		}
 	}
-	if c.MaxInFlight < 0 {
-		errs = append(errs, fmt.Errorf("query max in-flight must be >= 0, got %d", c.MaxInFlight))
-	}
-	if c.Limits.MaxRows < 0 {
-		errs = append(errs, fmt.Errorf("query max rows must be >= 0, got %d", c.Limits.MaxRows))
-	}
-	if c.MaxQueries < 0 {
-		errs = append(errs, fmt.Errorf("query max concurrent queries must be >= 0, got %d", c.MaxQueries))
-	}
-	if c.MaxQueriesPerToken < 0 {
-		errs = append(errs, fmt.Errorf("query max concurrent queries per token must be >= 0, got %d", c.MaxQueriesPerToken))
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// withDefaults fills every zero field from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = d.MaxBodyBytes
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = d.MaxInFlight
+	}
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = d.AuthTimeout
+	}
+	if c.MaxQueries == 0 {
+		c.MaxQueries = d.MaxQueries
+	}
+	if c.MaxQueriesPerToken == 0 {
+		c.MaxQueriesPerToken = d.MaxQueriesPerToken
+	}
+	c.Limits = c.Limits.withDefaults()
+	return c
 }
 
 // Deps are the collaborators of a Handler.
@@ -201,22 +245,7 @@ func NewHandler(cfg Config, d Deps) (*Handler, error) {
 	if d.Store == nil || d.Verifier == nil || d.Logger == nil || d.Registerer == nil {
 		return nil, errors.New("cannot create query handler: store, verifier, logger and registerer are required")
 	}
-	if cfg.MaxBodyBytes == 0 {
-		cfg.MaxBodyBytes = 1 << 20
-	}
-	if cfg.MaxInFlight == 0 {
-		cfg.MaxInFlight = 8
-	}
-	if cfg.AuthTimeout == 0 {
-		cfg.AuthTimeout = 10 * time.Second
-	}
-	if cfg.MaxQueries == 0 {
-		cfg.MaxQueries = 4
-	}
-	if cfg.MaxQueriesPerToken == 0 {
-		cfg.MaxQueriesPerToken = 2
-	}
-	cfg.Limits = cfg.Limits.withDefaults()
+	cfg = cfg.withDefaults()
 	h := &Handler{
 		cfg: cfg, store: d.Store, ver: d.Verifier, log: d.Logger,
 		guard: &Guard{Store: d.Store, Limits: cfg.Limits},

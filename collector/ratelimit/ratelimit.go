@@ -12,6 +12,9 @@ package ratelimit
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
 	"net/netip"
 	"sync"
 	"time"
@@ -21,14 +24,56 @@ import (
 
 const shards = 64
 
-// Config sets a limiter's rate. Zero Rate disables the limiter: Allow always answers true.
+// Config sets a limiter's rate. A zero Rate disables the limiter: Allow always answers true. A
+// zero Burst takes one second's worth of Rate. New refuses a Config that Validate refuses.
 type Config struct {
-	Rate    float64 // events per second a key may send on average
-	Burst   int     // events a key may send at once after being idle; at least 1
-	MaxKeys int     // keys remembered at once, across all shards
+	Rate    float64 // events per second a key may send on average; 0 disables the limiter
+	Burst   int     // events a key may send at once after being idle; 0 means int(Rate)+1
+	MaxKeys int     // keys remembered at once, across all shards; at least 64 (one per shard) when Rate > 0
 }
 
-// Limiter is a keyed rate limiter, safe for concurrent use.
+// DefaultClientConfig is the limit of one client address (an IPv6 /64) that the collector runs
+// with (-rate-client).
+var DefaultClientConfig = Config{
+	// 50 events a second: a browser sends a page view and a few events per page, so a person never
+	// comes near it, while one address cannot flood a workspace.
+	Rate: 50,
+	// 0: one second's worth (51), so a page that fires its events together after an idle spell
+	// is not cut.
+	Burst: 0,
+	// 1M addresses: at about 36 bytes a key (measured with Go 1.26 maps) at most about 36 MiB;
+	// past it the busy keys are kept and new ones pass untracked and counted (package comment).
+	MaxKeys: 1 << 20,
+}
+
+// DefaultWorkspaceConfig is the limit of one workspace that the collector runs with
+// (-rate-workspace).
+var DefaultWorkspaceConfig = Config{
+	// Off: a workspace's volume is its owner's business; an operator who shares a collector
+	// between customers sets a ceiling.
+	Rate: 0,
+	// 0: one second's worth of Rate.
+	Burst: 0,
+	// 64K workspaces: far more than one collector serves, in at most about 2.3 MiB.
+	MaxKeys: 1 << 16,
+}
+
+// Validate reports every invalid field of c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
+		errs = append(errs, fmt.Errorf("ratelimit.Config.Rate must be a finite number >= 0, got %v", c.Rate))
+	}
+	if c.Burst < 0 {
+		errs = append(errs, fmt.Errorf("ratelimit.Config.Burst must be >= 0, got %d", c.Burst))
+	}
+	if c.MaxKeys < 0 || (c.Rate > 0 && c.MaxKeys < shards) {
+		errs = append(errs, fmt.Errorf("ratelimit.Config.MaxKeys must be at least %d (one per shard) when Rate is set, got %d", shards, c.MaxKeys))
+	}
+	return errors.Join(errs...)
+}
+
+// Limiter is a keyed rate limiter, safe for concurrent use. The zero Limiter limits nothing.
 type Limiter struct {
 	interval  int64 // nanoseconds between events at the steady rate
 	tolerance int64 // how far ahead of now a key's TAT may run: (Burst-1) * interval
@@ -44,20 +89,20 @@ type shard struct {
 	tat map[uint64]int64 // theoretical arrival time per key, unix nanoseconds
 }
 
-// New returns a limiter for cfg. onOverflow may be nil.
-func New(cfg Config, onOverflow func()) *Limiter {
+// New returns a limiter for cfg, or the errors of cfg.Validate. onOverflow may be nil.
+func New(cfg Config, onOverflow func()) (*Limiter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if onOverflow == nil {
 		onOverflow = func() {}
 	}
 	l := &Limiter{overflows: onOverflow}
-	if cfg.Rate <= 0 {
-		return l
+	if cfg.Rate == 0 {
+		return l, nil
 	}
-	if cfg.Burst < 1 {
-		cfg.Burst = 1
-	}
-	if cfg.MaxKeys < shards {
-		cfg.MaxKeys = shards
+	if cfg.Burst == 0 {
+		cfg.Burst = int(cfg.Rate) + 1
 	}
 	l.interval = int64(float64(time.Second) / cfg.Rate)
 	if l.interval < 1 {
@@ -71,7 +116,7 @@ func New(cfg Config, onOverflow func()) *Limiter {
 	for i := range l.shards {
 		l.shards[i].tat = make(map[uint64]int64)
 	}
-	return l
+	return l, nil
 }
 
 // Enabled reports whether the limiter limits anything.

@@ -1,7 +1,9 @@
 package ratelimit
 
 import (
+	"math"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,7 +24,7 @@ func (c *fakeClock) add(d time.Duration) {
 
 func TestBurstThenRate(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	l := New(Config{Rate: 10, Burst: 5, MaxKeys: 1000}, nil)
+	l := mustNew(t, Config{Rate: 10, Burst: 5, MaxKeys: 1000}, nil)
 	a := netip.MustParseAddr("198.51.100.1")
 	for i := 0; i < 5; i++ {
 		if !l.AllowAddr(a, clk.now()) {
@@ -46,7 +48,7 @@ func TestBurstThenRate(t *testing.T) {
 
 func TestIPv6GroupedBy64(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	l := New(Config{Rate: 1, Burst: 2, MaxKeys: 1000}, nil)
+	l := mustNew(t, Config{Rate: 1, Burst: 2, MaxKeys: 1000}, nil)
 	cases := []struct {
 		name string
 		addr string
@@ -66,14 +68,14 @@ func TestIPv6GroupedBy64(t *testing.T) {
 }
 
 func TestDisabledAndKeys(t *testing.T) {
-	off := New(Config{}, nil)
+	off := mustNew(t, Config{}, nil)
 	for i := 0; i < 1000; i++ {
 		if !off.AllowKey("ws", time.Now()) {
 			t.Fatal("a disabled limiter refused")
 		}
 	}
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	l := New(Config{Rate: 1, Burst: 1, MaxKeys: 64}, nil)
+	l := mustNew(t, Config{Rate: 1, Burst: 1, MaxKeys: 64}, nil)
 	if !l.AllowKey("ws_a", clk.now()) || l.AllowKey("ws_a", clk.now()) {
 		t.Fatal("workspace key not limited to a burst of 1")
 	}
@@ -85,7 +87,7 @@ func TestDisabledAndKeys(t *testing.T) {
 func TestMemoryBounded(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	overflows := 0
-	l := New(Config{Rate: 0.001, Burst: 1, MaxKeys: 640}, func() { overflows++ })
+	l := mustNew(t, Config{Rate: 0.001, Burst: 1, MaxKeys: 640}, func() { overflows++ })
 	for i := 0; i < 100_000; i++ {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		l.AllowAddr(a, clk.now())
@@ -110,7 +112,7 @@ func TestMemoryBounded(t *testing.T) {
 }
 
 func BenchmarkAllowAddr(b *testing.B) {
-	l := New(Config{Rate: 1e9, Burst: 1 << 20, MaxKeys: 1 << 16}, nil)
+	l := mustNew(b, Config{Rate: 1e9, Burst: 1 << 20, MaxKeys: 1 << 16}, nil)
 	a := netip.MustParseAddr("2001:db8::1")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -123,7 +125,7 @@ func BenchmarkAllowAddr(b *testing.B) {
 // BenchmarkAllowAddrCirculating cycles through 20,000 client addresses (cmd/loadgen's default
 // mix) in a limiter of the production size: each lookup touches a different key, as under load.
 func BenchmarkAllowAddrCirculating(b *testing.B) {
-	l := New(Config{Rate: 1e9, Burst: 1 << 20, MaxKeys: 1 << 20}, nil)
+	l := mustNew(b, Config{Rate: 1e9, Burst: 1 << 20, MaxKeys: 1 << 20}, nil)
 	addrs := make([]netip.Addr, 20000)
 	for i := range addrs {
 		addrs[i] = netip.AddrFrom4([4]byte{byte(i*2654435761>>24) | 1, byte(i >> 16), byte(i >> 8), byte(i)})
@@ -133,5 +135,61 @@ func BenchmarkAllowAddrCirculating(b *testing.B) {
 	for b.Loop() {
 		l.AllowAddr(addrs[i%len(addrs)], time.Now())
 		i++
+	}
+}
+
+func mustNew(tb testing.TB, cfg Config, onOverflow func()) *Limiter {
+	tb.Helper()
+	l, err := New(cfg, onOverflow)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return l
+}
+
+// TestConfigValidate checks that every bad field is named, all at once, and that the defaults the
+// collector runs with are valid.
+func TestConfigValidate(t *testing.T) {
+	for _, cfg := range []Config{DefaultClientConfig, DefaultWorkspaceConfig, {}} {
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%+v: %v", cfg, err)
+		}
+	}
+	cases := []struct {
+		name  string
+		cfg   Config
+		wants []string
+	}{
+		{"negative rate", Config{Rate: -1, MaxKeys: 64}, []string{"Rate must be a finite number >= 0, got -1"}},
+		{"infinite rate", Config{Rate: math.Inf(1), MaxKeys: 64}, []string{"Rate must be a finite number"}},
+		{"every field", Config{Rate: 1, Burst: -1, MaxKeys: 10}, []string{"ratelimit.Config.Burst must be >= 0, got -1", "ratelimit.Config.MaxKeys must be at least 64"}},
+		{"negative keys without a rate", Config{MaxKeys: -1}, []string{"MaxKeys must be at least 64"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.cfg, nil)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestZeroBurstIsOneSecond checks the zero-Burst default: one second's worth of Rate, plus one.
+func TestZeroBurstIsOneSecond(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l := mustNew(t, Config{Rate: 3, MaxKeys: 64}, nil)
+	for i := range 4 {
+		if !l.AllowKey("k", clk.now()) {
+			t.Fatalf("event %d of a burst of 4 refused", i+1)
+		}
+	}
+	if l.AllowKey("k", clk.now()) {
+		t.Fatal("fifth event of a burst of 4 allowed")
 	}
 }
