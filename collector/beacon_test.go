@@ -593,7 +593,7 @@ func openTestRegistry(b *testing.B, dir string) *workspace.Registry {
 	if err := writeTestFile(cfgPath, testWorkspaces); err != nil {
 		b.Fatal(err)
 	}
-	registry, err := workspace.Open(cfgPath, workspace.Options{PollInterval: -1})
+	registry, err := workspace.Open(cfgPath, workspace.RegistryConfig{PollInterval: -1})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -118,7 +118,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		wsFile = o.workspaces
 	}
 	testkit.WriteFile(t, h.workCfg, []byte(wsFile))
-	registry, err := workspace.Open(h.workCfg, workspace.Options{Logger: log, Registerer: h.reg, PollInterval: -1})
+	registry, err := workspace.Open(h.workCfg, workspace.RegistryConfig{Logger: log, Registerer: h.reg, PollInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

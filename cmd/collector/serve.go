@@ -74,7 +74,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		return fmt.Errorf("cannot create data directory: %w", err)
 	}
 
-	registry, err := workspace.Open(c.ConfigPath, workspace.Options{Logger: log, Registerer: reg})
+	registry, err := workspace.Open(c.ConfigPath, workspace.RegistryConfig{Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -204,6 +204,14 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		}, func() float64 { _, m := uaParser.CacheStats(); return float64(m) }),
 	)
 
+	clientRate, err := ratelimit.New(ratelimit.Config{Rate: c.RateClient, MaxKeys: ratelimit.DefaultClientConfig.MaxKeys}, overflows.Inc)
+	if err != nil {
+		return err
+	}
+	wsRate, err := ratelimit.New(ratelimit.Config{Rate: c.RateWorkspace, MaxKeys: ratelimit.DefaultWorkspaceConfig.MaxKeys}, overflows.Inc)
+	if err != nil {
+		return err
+	}
 	srv, err := collector.NewServer(collector.Config{
 		Logger:     log,
 		Registerer: reg,
@@ -215,8 +223,8 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		Bots:       filter,
 		Salts:      salts,
 		Spool:      sp,
-		ClientRate: ratelimit.New(ratelimit.Config{Rate: c.RateClient, Burst: int(c.RateClient) + 1, MaxKeys: 1 << 20}, overflows.Inc),
-		WSRate:     ratelimit.New(ratelimit.Config{Rate: c.RateWorkspace, Burst: int(c.RateWorkspace) + 1, MaxKeys: 1 << 16}, overflows.Inc),
+		ClientRate: clientRate,
+		WSRate:     wsRate,
 		Routes:     routes,
 		Refused:    refused,
 		Ready:      readyChecks,

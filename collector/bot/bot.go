@@ -54,8 +54,10 @@ type Request struct {
 	ClientIP       netip.Addr // from clientip.Resolver; only compared, never kept or logged
 }
 
-// Config configures a Filter. The zero value is usable: embedded crawler
-// and spam lists, no data-centre ranges, Accept-Language not required.
+// Config configures a Filter. The zero value is the default, and what the
+// collector runs with unless told otherwise: embedded crawler and spam
+// lists, no data-centre ranges, Accept-Language not required. NewFilter
+// refuses a Config that Validate refuses.
 type Config struct {
 	// DatacenterFile is an optional file of data-centre CIDR prefixes (or
 	// single addresses), one per line, "#" comments. Requests from these
@@ -75,22 +77,22 @@ type Config struct {
 	Strict bool
 }
 
-// Validate reports every problem of the configuration at once.
+// Validate reports every invalid field of c at once.
 func (c Config) Validate() error {
 	var errs []error
 	for _, d := range c.ExtraSpamDomains {
 		if d == "" || strings.ContainsAny(d, " /:@\t") {
-			errs = append(errs, fmt.Errorf("spam domain %q is not a host name", d))
+			errs = append(errs, fmt.Errorf("bot.Config.ExtraSpamDomains: %q is not a host name", d))
 		}
 	}
 	for _, m := range c.ExtraUAMarkers {
 		if strings.TrimSpace(m) == "" {
-			errs = append(errs, errors.New("user-agent marker is empty"))
+			errs = append(errs, errors.New("bot.Config.ExtraUAMarkers: a marker is empty"))
 		}
 	}
 	if c.DatacenterFile != "" {
 		if _, err := os.Stat(c.DatacenterFile); err != nil {
-			errs = append(errs, fmt.Errorf("cannot use data-centre list: %w", err))
+			errs = append(errs, fmt.Errorf("bot.Config.DatacenterFile: cannot use the data-centre list: %v", err))
 		}
 	}
 	return errors.Join(errs...)

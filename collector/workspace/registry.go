@@ -11,15 +11,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// DefaultPollInterval is how often the registry checks the file for changes. A second keeps an
-// edited file in force quickly while the check (stat, read and hash of a small file) costs nothing.
-const DefaultPollInterval = time.Second
-
-// Options configures a Registry. Every field is optional.
-type Options struct {
+// RegistryConfig configures a Registry. Every field is optional and every value is valid, so it
+// has no Validate: a zero PollInterval takes DefaultRegistryConfig's, a negative one disables
+// polling.
+type RegistryConfig struct {
 	Logger       *slog.Logger          // reload results; nil discards
 	Registerer   prometheus.Registerer // reload metrics; nil registers nothing
-	PollInterval time.Duration         // file change check; 0 = DefaultPollInterval, < 0 disables polling
+	PollInterval time.Duration         // how often the file is checked for changes; < 0 disables polling
+}
+
+// DefaultRegistryConfig is the registry the collector runs with.
+var DefaultRegistryConfig = RegistryConfig{
+	// A second keeps an edited file in force quickly while the check (stat, read and hash of a
+	// small file) costs nothing.
+	PollInterval: time.Second,
 }
 
 // Registry holds the workspaces file in force and reloads it on Reload (the caller wires SIGHUP)
@@ -49,7 +54,7 @@ type Registry struct {
 
 // Open loads the workspaces file at path (failing with every validation error when it is invalid)
 // and starts watching it. Close stops the watcher.
-func Open(path string, opts Options) (*Registry, error) {
+func Open(path string, cfg RegistryConfig) (*Registry, error) {
 	data, err := readFile(path)
 	if err != nil {
 		return nil, err
@@ -58,7 +63,7 @@ func Open(path string, opts Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid workspaces file %s: %w", path, err)
 	}
-	log := opts.Logger
+	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -87,9 +92,9 @@ func Open(path string, opts Options) (*Registry, error) {
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
 	}
-	if opts.Registerer != nil {
+	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{reloads, r.lastOK, r.count, r.checks} {
-			if err := opts.Registerer.Register(c); err != nil {
+			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("cannot register workspace registry metrics: %w", err)
 			}
 		}
@@ -98,9 +103,9 @@ func Open(path string, opts Options) (*Registry, error) {
 	r.count.Set(float64(s.Len()))
 	r.cur.Store(s)
 
-	interval := opts.PollInterval
+	interval := cfg.PollInterval
 	if interval == 0 {
-		interval = DefaultPollInterval
+		interval = DefaultRegistryConfig.PollInterval
 	}
 	if interval < 0 {
 		close(r.done)

@@ -168,7 +168,7 @@ func TestRegistryReload(t *testing.T) {
 	testkit.WriteFile(t, path, []byte(goodYAML))
 	reg := prometheus.NewRegistry()
 	var logMu syncbuf.Buffer
-	r, err := Open(path, Options{
+	r, err := Open(path, RegistryConfig{
 		Logger:       slog.New(slog.NewJSONHandler(&logMu, nil)),
 		Registerer:   reg,
 		PollInterval: 10 * time.Millisecond,
@@ -256,10 +256,10 @@ func TestRegistryReload(t *testing.T) {
 func TestOpenRejectsBadFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "w.yaml")
 	testkit.WriteFile(t, path, []byte("tiers:\n  free: {retention_days: 30}\nworkspaces:\n  - id: a\n    tier: gold\n    domains: [a.example]\n"))
-	if _, err := Open(path, Options{PollInterval: -1}); err == nil || !strings.Contains(err.Error(), `unknown tier "gold"`) {
+	if _, err := Open(path, RegistryConfig{PollInterval: -1}); err == nil || !strings.Contains(err.Error(), `unknown tier "gold"`) {
 		t.Fatalf("Open: %v", err)
 	}
-	if _, err := Open(filepath.Join(t.TempDir(), "missing.yaml"), Options{}); err == nil {
+	if _, err := Open(filepath.Join(t.TempDir(), "missing.yaml"), RegistryConfig{}); err == nil {
 		t.Fatal("Open of a missing file succeeded")
 	}
 	if _, err := LoadFile("../../testdata/workspaces.example.yaml"); err != nil {
@@ -298,7 +298,7 @@ func FuzzParseConfig(f *testing.F) {
 func TestConcurrentLookupAndReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "workspaces.yaml")
 	testkit.WriteFile(t, path, []byte(goodYAML))
-	r, err := Open(path, Options{PollInterval: -1})
+	r, err := Open(path, RegistryConfig{PollInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
