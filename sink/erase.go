@@ -41,13 +41,35 @@ func (r *EraseReport) String() string {
 		r.WorkspaceID, r.RowsBefore, r.RowsAfter, r.MutationID, state, r.Took.Round(time.Millisecond))
 }
 
-// EraseOptions tunes EraseWorkspaceWith.
-type EraseOptions struct {
-	// Poll is how often the state is read; 0 means one second.
+// EraseConfig tunes EraseWorkspaceWith. A zero Poll takes
+// DefaultEraseConfig's; EraseWorkspaceWith refuses an EraseConfig that
+// Validate refuses.
+type EraseConfig struct {
+	// Poll is how often the mutation's state is read.
 	Poll time.Duration
 	// WaitRemoval, when > 0, keeps waiting up to this long after the
-	// rewrite for ClickHouse to remove the replaced parts from disk.
+	// rewrite for ClickHouse to remove the replaced parts from disk; 0
+	// does not wait for that.
 	WaitRemoval time.Duration
+}
+
+// DefaultEraseConfig is how `collector erase` waits.
+var DefaultEraseConfig = EraseConfig{
+	// 1s: the answer comes at most a second after the mutation ends, for
+	// one small read of the mutation's state a second.
+	Poll: time.Second,
+}
+
+// Validate reports every invalid field of c.
+func (c EraseConfig) Validate() error {
+	var errs []error
+	if c.Poll < 0 {
+		errs = append(errs, fmt.Errorf("sink.EraseConfig.Poll must be >= 0 (0 takes the default), got %s", c.Poll))
+	}
+	if c.WaitRemoval < 0 {
+		errs = append(errs, fmt.Errorf("sink.EraseConfig.WaitRemoval must be >= 0, got %s", c.WaitRemoval))
+	}
+	return errors.Join(errs...)
 }
 
 // EraseWorkspace deletes every row of workspace id with an ALTER TABLE
@@ -56,16 +78,19 @@ type EraseOptions struct {
 // says whether replaced parts are still waiting for removal from disk; use
 // EraseWorkspaceWith to wait for that too.
 func EraseWorkspace(ctx context.Context, s Store, id string) (*EraseReport, error) {
-	return EraseWorkspaceWith(ctx, s, id, EraseOptions{})
+	return EraseWorkspaceWith(ctx, s, id, EraseConfig{})
 }
 
-// EraseWorkspaceWith is EraseWorkspace with options.
-func EraseWorkspaceWith(ctx context.Context, s Store, id string, o EraseOptions) (*EraseReport, error) {
+// EraseWorkspaceWith is EraseWorkspace with a configuration.
+func EraseWorkspaceWith(ctx context.Context, s Store, id string, o EraseConfig) (*EraseReport, error) {
 	if strings.TrimSpace(id) == "" {
 		return nil, errors.New("cannot erase a workspace: empty workspace id")
 	}
-	if o.Poll <= 0 {
-		o.Poll = time.Second
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Poll == 0 {
+		o.Poll = DefaultEraseConfig.Poll
 	}
 	start := time.Now()
 	tg, err := findTarget(ctx, s)

@@ -22,7 +22,7 @@ func TestEraseWorkspace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rep, err := EraseWorkspaceWith(ctx, testStore, erase, EraseOptions{Poll: 50 * time.Millisecond})
+	rep, err := EraseWorkspaceWith(ctx, testStore, erase, EraseConfig{Poll: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestEraseWorkspacePhysicallyComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	dirs := partDirsHolding(t, ws)
-	rep, err := EraseWorkspaceWith(ctx, testStore, ws, EraseOptions{Poll: 100 * time.Millisecond, WaitRemoval: time.Minute})
+	rep, err := EraseWorkspaceWith(ctx, testStore, ws, EraseConfig{Poll: 100 * time.Millisecond, WaitRemoval: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

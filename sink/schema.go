@@ -13,7 +13,9 @@ import (
 // nothing else.
 const Database = "analytics"
 
-// SchemaConfig selects how the schema is laid out.
+// SchemaConfig selects how the schema is laid out. A zero DedupWindow takes
+// DefaultSchemaConfig's; Migrate and VerifySchema refuse a SchemaConfig that
+// Validate refuses.
 type SchemaConfig struct {
 	// Cluster, when set, runs every statement ON CLUSTER Cluster and lays
 	// the events out as ReplicatedMergeTree local tables (events_local) on
@@ -21,29 +23,35 @@ type SchemaConfig struct {
 	// server (the managed engine too): a plain MergeTree table events.
 	Cluster string
 	// DedupWindow is how many recent insert blocks a MergeTree table
-	// remembers for insert_deduplication_token; 0 means 1000, enough for
-	// retries over about a quarter of an hour at one insert per second per
-	// node for a few nodes.
+	// remembers for insert_deduplication_token.
 	DedupWindow int
+}
+
+// DefaultSchemaConfig is the schema the collector runs with without
+// -clickhouse-cluster.
+var DefaultSchemaConfig = SchemaConfig{
+	// 1000 blocks: enough for retries over about a quarter of an hour at
+	// one insert per second per node for a few nodes.
+	DedupWindow: 1000,
 }
 
 var clusterName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,127}$`)
 
-// Validate reports every problem of the configuration.
+// Validate reports every invalid field of c.
 func (c SchemaConfig) Validate() error {
 	var errs []error
 	if c.Cluster != "" && !clusterName.MatchString(c.Cluster) {
-		errs = append(errs, fmt.Errorf("cluster name %q: letters, digits, '_', '.', '-' only", c.Cluster))
+		errs = append(errs, fmt.Errorf("sink.SchemaConfig.Cluster %q: letters, digits, '_', '.', '-' only", c.Cluster))
 	}
 	if c.DedupWindow < 0 {
-		errs = append(errs, fmt.Errorf("dedup window %d: must be >= 0", c.DedupWindow))
+		errs = append(errs, fmt.Errorf("sink.SchemaConfig.DedupWindow must be >= 0 (0 takes the default), got %d", c.DedupWindow))
 	}
 	return errors.Join(errs...)
 }
 
 func (c SchemaConfig) dedupWindow() int {
 	if c.DedupWindow == 0 {
-		return 1000
+		return DefaultSchemaConfig.DedupWindow
 	}
 	return c.DedupWindow
 }

@@ -22,8 +22,10 @@ import (
 	"github.com/kyomi/collector/sink/row"
 )
 
-// ServerOptions tunes the server store beyond what the DSN says.
-type ServerOptions struct {
+// ServerConfig tunes the server store beyond what the DSN says. A zero field
+// takes its value from DefaultServerConfig; OpenServer refuses a
+// ServerConfig that Validate refuses.
+type ServerConfig struct {
 	// AsyncInsert sends inserts with async_insert=1 and
 	// wait_for_async_insert=1: the server buffers small inserts of many
 	// nodes into one part and answers once the data is written.
@@ -33,24 +35,56 @@ type ServerOptions struct {
 	// server over the native protocol (getServerPort('http_port'), or 'https_port').
 	HTTPPort int
 	// Attempts is how many times an insert is tried when the connection
-	// fails (not when the server rejects it); 0 means 5.
+	// fails (not when the server rejects it).
 	Attempts int
 	// Backoff is the wait before the first retry, doubled each time up to
-	// MaxBackoff; 0 means 200ms and 5s.
+	// MaxBackoff.
 	Backoff, MaxBackoff time.Duration
 }
 
-func (o ServerOptions) withDefaults() ServerOptions {
-	if o.Attempts <= 0 {
-		o.Attempts = 5
+// DefaultServerConfig is the server store the collector runs with.
+var DefaultServerConfig = ServerConfig{
+	// 5 attempts over about 3 s (200ms, 400ms, 800ms, 1.6s): a failover or
+	// a restart behind a load balancer; past it the shipper's own backoff
+	// (ShipperConfig) takes over and the events wait in the spool.
+	Attempts:   5,
+	Backoff:    200 * time.Millisecond,
+	MaxBackoff: 5 * time.Second,
+}
+
+// Validate reports every invalid field of c.
+func (c ServerConfig) Validate() error {
+	var errs []error
+	if c.HTTPPort < 0 || c.HTTPPort > 65535 {
+		errs = append(errs, fmt.Errorf("sink.ServerConfig.HTTPPort must be between 0 and 65535, got %d", c.HTTPPort))
 	}
-	if o.Backoff <= 0 {
-		o.Backoff = 200 * time.Millisecond
+	if c.Attempts < 0 {
+		errs = append(errs, fmt.Errorf("sink.ServerConfig.Attempts must be >= 0 (0 takes the default), got %d", c.Attempts))
 	}
-	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 5 * time.Second
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"Backoff", c.Backoff}, {"MaxBackoff", c.MaxBackoff}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("sink.ServerConfig.%s must be >= 0 (0 takes the default), got %s", f.name, f.v))
+		}
 	}
-	return o
+	return errors.Join(errs...)
+}
+
+// withDefaults fills every zero field from DefaultServerConfig.
+func (c ServerConfig) withDefaults() ServerConfig {
+	d := DefaultServerConfig
+	if c.Attempts == 0 {
+		c.Attempts = d.Attempts
+	}
+	if c.Backoff == 0 {
+		c.Backoff = d.Backoff
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = d.MaxBackoff
+	}
+	return c
 }
 
 // Server is the Store on a ClickHouse server or cluster, the managed local engine included, over
@@ -62,7 +96,7 @@ func (o ServerOptions) withDefaults() ServerOptions {
 // clickhouse-local server (TestConnectionResets in package engine), an HTTP one does not. Safe
 // for concurrent use.
 type Server struct {
-	opts   ServerOptions
+	opts   ServerConfig
 	db     string
 	user   string
 	pass   string
@@ -80,11 +114,14 @@ func (s *Server) SetMaxResultBytes(n int64) { s.limit.Store(max(n, 0)) }
 // clickhouse://user:pass@host:9440/analytics?secure=true&http_port=8443&dial_timeout=5s.
 // The DSN names the servers (several for failover, tried in order), the user, the database
 // (created when it does not exist), TLS (secure=true, skip_verify) and the port of the HTTP
-// interface (http_port; see ServerOptions.HTTPPort). The server is checked with a query.
-func OpenServer(dsn string, opts ...ServerOptions) (*Server, error) {
-	var so ServerOptions
+// interface (http_port; see ServerConfig.HTTPPort). The server is checked with a query.
+func OpenServer(dsn string, opts ...ServerConfig) (*Server, error) {
+	var so ServerConfig
 	if len(opts) > 0 {
 		so = opts[0]
+	}
+	if err := so.Validate(); err != nil {
+		return nil, err
 	}
 	dsn, httpPort, err := cutDSNParam(dsn, "http_port")
 	if err != nil {
@@ -443,7 +480,7 @@ func isConnError(err error) bool {
 
 // retryConn runs op until it succeeds, fails with an error that is not a
 // connection failure, ctx ends, or o.Attempts are used up.
-func retryConn(ctx context.Context, o ServerOptions, op func() error) error {
+func retryConn(ctx context.Context, o ServerConfig, op func() error) error {
 	o = o.withDefaults()
 	wait := o.Backoff
 	var err error

@@ -44,7 +44,7 @@ func TestIsConnError(t *testing.T) {
 }
 
 func TestRetryConn(t *testing.T) {
-	fast := ServerOptions{Attempts: 4, Backoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+	fast := ServerConfig{Attempts: 4, Backoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
 	tests := []struct {
 		name      string
 		failures  []error // returned by successive attempts, then success
@@ -76,7 +76,7 @@ func TestRetryConn(t *testing.T) {
 func TestRetryConnStopsOnContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	calls := 0
-	err := retryConn(ctx, ServerOptions{Attempts: 100, Backoff: time.Hour}, func() error {
+	err := retryConn(ctx, ServerConfig{Attempts: 100, Backoff: time.Hour}, func() error {
 		calls++
 		cancel()
 		return io.EOF
@@ -112,7 +112,7 @@ func (f *flakyStore) Insert(ctx context.Context, rows []row.Event, tok string) e
 
 func TestRetriedBatchStoredOnce(t *testing.T) {
 	ctx := context.Background()
-	fast := ServerOptions{Attempts: 5, Backoff: time.Millisecond}
+	fast := ServerConfig{Attempts: 5, Backoff: time.Millisecond}
 	tests := []struct {
 		name      string
 		ws        string

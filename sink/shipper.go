@@ -56,57 +56,79 @@ type ReplayInserter interface {
 	ReplayInsert(ctx context.Context, rows []row.Event, token string) error
 }
 
-// ShipperConfig configures a Shipper. Zero fields select the defaults.
+// ShipperConfig configures a Shipper. A zero field takes its value from
+// DefaultShipperConfig; NewShipper refuses a ShipperConfig that Validate
+// refuses.
 type ShipperConfig struct {
 	// MaxRows flushes a batch when it holds this many rows; each flush is
-	// one INSERT. Default 10000, the insert size ClickHouse recommends.
+	// one INSERT.
 	MaxRows int
 	// MaxAge flushes a batch when its oldest record was appended this long
-	// ago. Default 1s: at most about one INSERT per second per node.
+	// ago.
 	MaxAge time.Duration
 	// MinBackoff and MaxBackoff bound the wait between retries of a failed
-	// insert; the wait doubles from MinBackoff up to MaxBackoff. Defaults
-	// 100ms and 10s.
+	// insert; the wait doubles from MinBackoff up to MaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
 	// Logger receives flush errors (one line per failed attempt while the
-	// backoff grows, so at most one per MaxBackoff in a long outage).
+	// backoff grows, so at most one per MaxBackoff in a long outage); nil
+	// discards them.
 	Logger *slog.Logger
 	// Registerer receives the collector_sink_* metrics; nil registers
 	// nothing.
 	Registerer prometheus.Registerer
 }
 
+// DefaultShipperConfig is the batching the collector runs with (-batch-rows,
+// -batch-age).
+var DefaultShipperConfig = ShipperConfig{
+	// ClickHouse prefers few large inserts: 10k rows is the insert size it
+	// recommends, each INSERT making one part to merge.
+	MaxRows: 10000,
+	// 1s: at most about one INSERT per second per node, and an event is
+	// queryable about a second after its 202.
+	MaxAge: time.Second,
+	// 100ms: a dropped connection or a restarting engine often answers
+	// again within a fraction of a second.
+	MinBackoff: 100 * time.Millisecond,
+	// 10s: a store back from an outage is used within 10 s, and a long
+	// outage logs one failed attempt per 10 s.
+	MaxBackoff: 10 * time.Second,
+}
+
 // Validate reports every invalid field of c.
 func (c ShipperConfig) Validate() error {
 	var errs []error
 	if c.MaxRows < 0 {
-		errs = append(errs, fmt.Errorf("batch max rows %d: must be >= 0", c.MaxRows))
+		errs = append(errs, fmt.Errorf("sink.ShipperConfig.MaxRows must be >= 0 (0 takes the default), got %d", c.MaxRows))
 	}
-	if c.MaxAge < 0 {
-		errs = append(errs, fmt.Errorf("batch max age %s: must be >= 0", c.MaxAge))
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"MaxAge", c.MaxAge}, {"MinBackoff", c.MinBackoff}, {"MaxBackoff", c.MaxBackoff}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("sink.ShipperConfig.%s must be >= 0 (0 takes the default), got %s", f.name, f.v))
+		}
 	}
-	if c.MinBackoff < 0 || c.MaxBackoff < 0 {
-		errs = append(errs, errors.New("flush retry backoff: must be >= 0"))
-	}
-	d := c.withDefaults()
-	if d.MaxBackoff < d.MinBackoff {
-		errs = append(errs, fmt.Errorf("flush retry max backoff %s: must be >= min backoff %s", d.MaxBackoff, d.MinBackoff))
+	if d := c.withDefaults(); d.MaxBackoff < d.MinBackoff {
+		errs = append(errs, fmt.Errorf("sink.ShipperConfig.MaxBackoff %s must not be below MinBackoff %s", d.MaxBackoff, d.MinBackoff))
 	}
 	return errors.Join(errs...)
 }
 
+// withDefaults fills every zero field from DefaultShipperConfig.
 func (c ShipperConfig) withDefaults() ShipperConfig {
+	d := DefaultShipperConfig
 	if c.MaxRows == 0 {
-		c.MaxRows = 10000
+		c.MaxRows = d.MaxRows
 	}
 	if c.MaxAge == 0 {
-		c.MaxAge = time.Second
+		c.MaxAge = d.MaxAge
 	}
 	if c.MinBackoff == 0 {
-		c.MinBackoff = 100 * time.Millisecond
+		c.MinBackoff = d.MinBackoff
 	}
 	if c.MaxBackoff == 0 {
-		c.MaxBackoff = 10 * time.Second
+		c.MaxBackoff = d.MaxBackoff
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -367,7 +367,7 @@ func openStore(ctx context.Context, c *config, log *slog.Logger, reg prometheus.
 		return store, e, nil
 	}
 	store := sink.OpenPending(func(ctx context.Context) (sink.Store, error) {
-		s, err := sink.OpenServer(c.ClickHouse, sink.ServerOptions{AsyncInsert: c.ClickHouseAsync})
+		s, err := sink.OpenServer(c.ClickHouse, sink.ServerConfig{AsyncInsert: c.ClickHouseAsync})
 		if err != nil {
 			return nil, err
 		}
