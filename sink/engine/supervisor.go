@@ -23,14 +23,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Config says how to run one engine.
+// Config says how to run one engine. Dir, DataPath, Command and Credentials are required; a zero
+// field of the others takes its value from DefaultConfig. Start refuses a Config that Validate
+// refuses.
 type Config struct {
 	// Dir holds the engine's files: config.xml, users.xml, engine.log (its stderr) and
 	// engine.pid. Created 0700.
 	Dir string
 	// DataPath is the ClickHouse data directory (--path). Created 0700.
 	DataPath string
-	// Host is the address the listeners bind; empty means 127.0.0.1.
+	// Host is the address the listeners bind.
 	Host string
 	// TCPPort and HTTPPort are the native and HTTP ports; 0 picks free ones (FreePorts).
 	TCPPort, HTTPPort int
@@ -45,13 +47,11 @@ type Config struct {
 	// ExtraConfig is XML inserted into the engine's <clickhouse> configuration element
 	// (remote_servers, for example).
 	ExtraConfig string
-	// StartTimeout bounds each start until the engine answers; 0 means 2 minutes (the
-	// library's load and the tables' attach take about a second on an idle machine).
+	// StartTimeout bounds each start until the engine answers.
 	StartTimeout time.Duration
 	// MinRestartWait and MaxRestartWait bound the wait before the engine is started again
 	// after it died: MinRestartWait after an engine that ran for 10 s or more, doubling up to
 	// MaxRestartWait while it keeps dying sooner (a port taken, a broken data directory).
-	// 0 means 250ms and 30s.
 	MinRestartWait, MaxRestartWait time.Duration
 	// Logger receives the supervisor's messages; nil discards them.
 	Logger *slog.Logger
@@ -129,28 +129,84 @@ func registerOnce(r prometheus.Registerer, cs ...prometheus.Collector) error {
 	return nil
 }
 
-func (c *Config) prepare() error {
-	if c.Dir == "" || c.DataPath == "" || len(c.Command) == 0 {
-		return errors.New("engine config: Dir, DataPath and Command are required")
+// DefaultConfig holds the defaults of the fields a caller may leave zero.
+var DefaultConfig = Config{
+	// Loopback only: the engine has one user whose password sits in the data directory, and
+	// nothing but the collector (and an operator's tools on the host) should reach it.
+	Host: "127.0.0.1",
+	// 2 minutes: the library's load and the tables' attach take about a second on an idle
+	// machine, far longer on a loaded one with many parts to attach.
+	StartTimeout: 2 * time.Minute,
+	// 250ms: an engine killed once is back almost at once; events wait in the spool meanwhile.
+	MinRestartWait: 250 * time.Millisecond,
+	// 30s: an engine that keeps dying (a port taken, a broken data directory) costs one start
+	// and one log line every 30 s, not a busy loop.
+	MaxRestartWait: 30 * time.Second,
+}
+
+// Validate reports every missing or invalid field of c.
+func (c Config) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name    string
+		missing bool
+	}{{"Dir", c.Dir == ""}, {"DataPath", c.DataPath == ""}, {"Command", len(c.Command) == 0}} {
+		if f.missing {
+			errs = append(errs, fmt.Errorf("engine.Config.%s is required", f.name))
+		}
 	}
 	if !validUser(c.Credentials.User) || c.Credentials.Password == "" {
-		return errors.New("engine config: credentials need a user (not default) and a password")
+		errs = append(errs, errors.New("engine.Config.Credentials need a user (letters, digits, '_', not default) and a password"))
 	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"TCPPort", c.TCPPort}, {"HTTPPort", c.HTTPPort}} {
+		if p.v < 0 || p.v > 65535 {
+			errs = append(errs, fmt.Errorf("engine.Config.%s must be between 0 and 65535, got %d", p.name, p.v))
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"StartTimeout", c.StartTimeout}, {"MinRestartWait", c.MinRestartWait}, {"MaxRestartWait", c.MaxRestartWait}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("engine.Config.%s must be >= 0 (0 takes the default), got %s", f.name, f.v))
+		}
+	}
+	if d := c.withDefaults(); d.MaxRestartWait < d.MinRestartWait {
+		errs = append(errs, fmt.Errorf("engine.Config.MaxRestartWait %s must not be below MinRestartWait %s", d.MaxRestartWait, d.MinRestartWait))
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults fills every zero field that has a default from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig
 	if c.Host == "" {
-		c.Host = "127.0.0.1"
+		c.Host = d.Host
 	}
-	if c.StartTimeout <= 0 {
-		c.StartTimeout = 2 * time.Minute
+	if c.StartTimeout == 0 {
+		c.StartTimeout = d.StartTimeout
+	}
+	if c.MinRestartWait == 0 {
+		c.MinRestartWait = d.MinRestartWait
+	}
+	if c.MaxRestartWait == 0 {
+		c.MaxRestartWait = d.MaxRestartWait
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.MinRestartWait <= 0 {
-		c.MinRestartWait = 250 * time.Millisecond
+	return c
+}
+
+// prepare validates c, fills its defaults and writes the engine's configuration files.
+func (c *Config) prepare() error {
+	if err := c.Validate(); err != nil {
+		return err
 	}
-	if c.MaxRestartWait <= 0 {
-		c.MaxRestartWait = 30 * time.Second
-	}
+	*c = c.withDefaults()
 	var err error
 	if c.Dir, err = filepath.Abs(c.Dir); err != nil {
 		return fmt.Errorf("cannot resolve the engine directory: %w", err)
