@@ -15,6 +15,9 @@ import (
 	"github.com/kyomi/collector/collector/clientip"
 	"github.com/kyomi/collector/collector/enrich"
 	"github.com/kyomi/collector/collector/query"
+	"github.com/kyomi/collector/collector/ratelimit"
+	"github.com/kyomi/collector/sink"
+	"github.com/kyomi/collector/sink/spool"
 )
 
 // config is everything the collector binary is told at start: flags, each of which can also be
@@ -93,22 +96,16 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.TLSMinVersion, "tls-min-version", "1.3", "lowest TLS version accepted: 1.3 or 1.2")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error; logs are JSON on stdout")
 
-	// 1 GiB of spool holds several million events (about 150 bytes each): hours of a sink outage at
-	// a busy site. Past it, new events get 503 rather than being dropped silently.
-	fs.Int64Var(&c.SpoolMaxBytes, "spool-max-bytes", 1<<30, "bytes the on-disk spool may hold before new events are refused with 503")
-	// 1s: a 202 follows the event's store into the spool's ring in shared memory, which a crash of the process
-	// cannot lose (DESIGN.md §5), at no wait; a crash of the machine loses at most the last second.
-	// 0 adds an fsync before every 202 (group commit) for machine-crash safety, at about a third of
-	// the throughput under load (BENCHMARKS.md, stop 18).
-	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", time.Second, ">0 = store every event in the spool's ring in shared memory (/dev/shm) before its acknowledgement and fsync at this interval and before each insert: a crash of the process loses nothing, a crash of the machine at most this window; 0 = write and fsync before every acknowledgement (group commit): a crash of the machine loses nothing either")
-	// Off by default: on a virtual disk with ~0.5ms fsyncs, spacing them cost more throughput than
-	// the CPU it saved (BENCHMARKS.md).
+	// The numbers of the spool, the batches, the UA cache and the rate limits are their packages'
+	// defaults (spool.DefaultConfig, sink.DefaultShipperConfig, enrich.DefaultUACacheSize,
+	// ratelimit.DefaultClientConfig and DefaultWorkspaceConfig), where comments say why.
+	fs.Int64Var(&c.SpoolMaxBytes, "spool-max-bytes", spool.DefaultConfig.MaxBytes, "bytes the on-disk spool may hold before new events are refused with 503")
+	fs.DurationVar(&c.SpoolSyncInterval, "spool-sync-interval", spool.DefaultConfig.SyncInterval, ">0 = store every event in the spool's ring in shared memory (/dev/shm) before its acknowledgement and fsync at this interval and before each insert: a crash of the process loses nothing, a crash of the machine at most this window; 0 = write and fsync before every acknowledgement (group commit): a crash of the machine loses nothing either")
 	// The ring must outlive a crash of the process: /dev/shm does on a host and in a Kubernetes pod
 	// (its emptyDir medium Memory too), not across a plain Docker container's restart.
 	fs.StringVar(&c.SpoolRingDir, "spool-ring-dir", "", "with -spool-sync-interval > 0: directory of the spool's 8 MiB ring, where each event is stored before its acknowledgement, as kyomi-spool-<spool id>/ring (a directory of mode 0700 and a file of mode 0600 of the collector's user: anything else there stops the start); it must survive a crash of the process and should be a memory file system (tmpfs); empty = /dev/shm when it is a tmpfs, else the spool directory")
-	// ClickHouse prefers few large inserts: 10k rows or one second, whichever comes first.
-	fs.IntVar(&c.BatchRows, "batch-rows", 10000, "flush to ClickHouse after this many rows; each flush is one INSERT")
-	fs.DurationVar(&c.BatchAge, "batch-age", time.Second, "flush to ClickHouse when the oldest pending event is this old")
+	fs.IntVar(&c.BatchRows, "batch-rows", sink.DefaultShipperConfig.MaxRows, "flush to ClickHouse after this many rows; each flush is one INSERT")
+	fs.DurationVar(&c.BatchAge, "batch-age", sink.DefaultShipperConfig.MaxAge, "flush to ClickHouse when the oldest pending event is this old")
 	fs.IntVar(&c.UACacheSize, "ua-cache-size", enrich.DefaultUACacheSize, "parsed user agents kept in memory (entries); real traffic has a long tail but a short head")
 
 	// Finite timeouts cut slow clients (slowloris); a beacon is under 8 KiB and arrives at once.
@@ -119,8 +116,8 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, "concurrent connections per peer address (0 = no limit; behind a load balancer every peer is the balancer)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, longest time to drain requests and flush the spool to ClickHouse")
 
-	fs.Float64Var(&c.RateClient, "rate-client", 50, "events per second one client (IP, IPv6 grouped by /64) may send before 429; 0 disables")
-	fs.Float64Var(&c.RateWorkspace, "rate-workspace", 0, "events per second one workspace may receive before 429; 0 disables")
+	fs.Float64Var(&c.RateClient, "rate-client", ratelimit.DefaultClientConfig.Rate, "events per second one client (IP, IPv6 grouped by /64) may send before 429; 0 disables")
+	fs.Float64Var(&c.RateWorkspace, "rate-workspace", ratelimit.DefaultWorkspaceConfig.Rate, "events per second one workspace may receive before 429; 0 disables")
 	fs.BoolVar(&c.BotStrict, "bot-strict", false, "also drop events without an Accept-Language header (real browsers send one)")
 	fs.StringVar(&c.Datacenters, "datacenter-ranges", "", "file of data-centre CIDRs, one per line; events from them are dropped as bots")
 	if name == "token issue" {

@@ -102,3 +102,48 @@ func TestBadConfigDoesNotStart(t *testing.T) {
 		t.Fatalf("message does not name the variable:\n%s", out)
 	}
 }
+
+// TestFlagDefaultsMatchREADME checks that the flag table of the README gives every flag's real
+// default: the numbers live in the packages' Default values (spool.DefaultConfig and the like),
+// and the table must follow them.
+func TestFlagDefaultsMatchREADME(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := newFlagSet("serve", &config{}, &bytes.Buffer{})
+	rows := 0
+	for _, line := range strings.Split(string(readme), "\n") {
+		if !strings.HasPrefix(line, "| `-") {
+			continue
+		}
+		cols := strings.Split(line, " | ")
+		if len(cols) < 3 {
+			continue
+		}
+		name := strings.Trim(strings.TrimPrefix(cols[0], "| "), "`-")
+		f := fs.Lookup(name)
+		if f == nil {
+			continue // a flag of another subcommand
+		}
+		rows++
+		want := ""
+		if d := cols[2]; d != "(empty)" {
+			if i, j := strings.Index(d, "`"), strings.LastIndex(d, "`"); i >= 0 && j > i {
+				want = d[i+1 : j]
+			}
+			want = strings.SplitN(want, "`", 2)[0]
+		}
+		if a, errA := time.ParseDuration(f.DefValue); errA == nil {
+			if b, errB := time.ParseDuration(want); errB == nil && a == b {
+				continue
+			}
+		}
+		if f.DefValue != want && !(f.DefValue == "false" && want == "") {
+			t.Errorf("-%s: README says %q, the flag's default is %q", name, cols[2], f.DefValue)
+		}
+	}
+	if rows < 20 {
+		t.Fatalf("only %d flag rows found in the README table", rows)
+	}
+}

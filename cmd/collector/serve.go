@@ -204,11 +204,13 @@ func serve(ctx context.Context, c *config, log *slog.Logger) error {
 		}, func() float64 { _, m := uaParser.CacheStats(); return float64(m) }),
 	)
 
-	clientRate, err := ratelimit.New(ratelimit.Config{Rate: c.RateClient, MaxKeys: ratelimit.DefaultClientConfig.MaxKeys}, overflows.Inc)
+	clientCfg, wsCfg := ratelimit.DefaultClientConfig, ratelimit.DefaultWorkspaceConfig
+	clientCfg.Rate, wsCfg.Rate = c.RateClient, c.RateWorkspace
+	clientRate, err := ratelimit.New(clientCfg, overflows.Inc)
 	if err != nil {
 		return err
 	}
-	wsRate, err := ratelimit.New(ratelimit.Config{Rate: c.RateWorkspace, MaxKeys: ratelimit.DefaultWorkspaceConfig.MaxKeys}, overflows.Inc)
+	wsRate, err := ratelimit.New(wsCfg, overflows.Inc)
 	if err != nil {
 		return err
 	}

@@ -93,23 +93,24 @@ func (p Position) String() string {
 	return strconv.FormatUint(p.Segment, 10) + "." + strconv.FormatInt(p.Offset, 10)
 }
 
-// Config configures a Spool. The zero value of every field but Dir selects
-// the default.
+// Config configures a Spool. Dir is required. A zero MaxBytes or
+// SegmentBytes takes its value from DefaultConfig, a zero RingDir its
+// default below; a zero SyncInterval is not a default but the group-commit
+// mode. Open refuses a Config that Validate refuses.
 type Config struct {
 	// Dir holds the segment files and the checkpoint; created if missing.
 	Dir string
 	// MaxBytes bounds the segment bytes on disk; past it Append returns
-	// ErrFull. Default 1 GiB: at ~250 bytes per event about 4M events, an
-	// outage of over an hour at 1000 events/s. Must be at least
-	// 2*SegmentBytes. The disk holds up to two segments more than the
-	// records: the unwritten (zero) tail of the live segment and the
-	// prepared next segment.
+	// ErrFull. Must be at least 2*SegmentBytes. The disk holds up to two
+	// segments more than the records: the unwritten (zero) tail of the
+	// live segment and the prepared next segment.
 	MaxBytes int64
 	// SegmentBytes is the size at which the writer starts a new segment.
-	// Consumed space is freed a whole segment at a time. Default 64 MiB, or
-	// MaxBytes/2 when that is smaller (MaxBytes must then be >= 8 MiB).
+	// Consumed space is freed a whole segment at a time. Zero takes
+	// DefaultConfig's, or MaxBytes/2 when that is smaller (MaxBytes must
+	// then be >= 8 MiB).
 	SegmentBytes int64
-	// SyncInterval 0 (default) makes Append return only after its record is
+	// SyncInterval 0 makes Append return only after its record is
 	// written and fsynced (group commit): nothing acknowledged is lost on a
 	// crash of the process or of the machine. A positive interval makes
 	// Append return once its record is stored in the staging ring (RingDir),
@@ -125,53 +126,74 @@ type Config struct {
 	// with exactly that mode (ring.go). It should be a memory file system
 	// (tmpfs), which keeps the ring's pages mapped and writable for good;
 	// elsewhere the ring works as well but writeback makes its pages fault
-	// again. Default: /dev/shm on Linux when it is a tmpfs, else Dir; Dir
+	// again. Empty: /dev/shm on Linux when it is a tmpfs, else Dir; Dir
 	// also when /dev/shm cannot take the ring (full, read-only; logged), but
 	// never after a refusal.
 	RingDir string
-	// Logger receives recovery and error messages; default discards.
+	// Logger receives recovery and error messages; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the spool metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+}
+
+// DefaultConfig is the spool the collector runs with (-spool-max-bytes,
+// -spool-sync-interval).
+var DefaultConfig = Config{
+	// 1 GiB: a spooled event takes a few hundred bytes at most, so several
+	// million events, hours of a sink outage at a busy site. Past it new
+	// events get 503 rather than being dropped silently.
+	MaxBytes: 1 << 30,
+	// 64 MiB: space comes back 64 MiB at a time, and 1 GiB is 16 files.
+	SegmentBytes: 64 << 20,
+	// 1s, the collector's mode: a 202 follows the event's store into the
+	// ring in shared memory, which a crash of the process cannot lose
+	// (DESIGN.md §5), at no wait; a crash of the machine loses at most the
+	// last second. Group commit (0, the zero value) adds an fsync before
+	// every 202 for machine-crash safety, at about a third of the
+	// throughput under load (BENCHMARKS.md, stop 18).
+	SyncInterval: time.Second,
 }
 
 // Validate reports every invalid field of c.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Dir == "" {
-		errs = append(errs, errors.New("spool dir: must be set"))
+		errs = append(errs, errors.New("spool.Config.Dir is required"))
 	}
 	if c.MaxBytes < 0 {
-		errs = append(errs, fmt.Errorf("spool max bytes %d: must be >= 0", c.MaxBytes))
+		errs = append(errs, fmt.Errorf("spool.Config.MaxBytes must be >= 0 (0 takes the default), got %d", c.MaxBytes))
 	}
 	if c.SegmentBytes < 0 {
-		errs = append(errs, fmt.Errorf("spool segment bytes %d: must be >= 0", c.SegmentBytes))
+		errs = append(errs, fmt.Errorf("spool.Config.SegmentBytes must be >= 0 (0 takes the default), got %d", c.SegmentBytes))
 	}
 	if c.SyncInterval < 0 {
-		errs = append(errs, fmt.Errorf("spool sync interval %s: must be >= 0", c.SyncInterval))
+		errs = append(errs, fmt.Errorf("spool.Config.SyncInterval must be >= 0, got %s", c.SyncInterval))
 	}
 	d := c.withDefaults()
 	if c.RingDir != "" && c.SyncInterval > 0 {
 		if st, err := os.Stat(c.RingDir); err != nil || !st.IsDir() {
-			errs = append(errs, fmt.Errorf("spool ring dir %s: must be an existing directory", c.RingDir))
+			errs = append(errs, fmt.Errorf("spool.Config.RingDir %s must be an existing directory", c.RingDir))
 		}
 	}
 	if d.SegmentBytes < 4*MaxRecordBytes {
-		errs = append(errs, fmt.Errorf("spool segment bytes %d: must be >= %d", d.SegmentBytes, 4*MaxRecordBytes))
+		errs = append(errs, fmt.Errorf("spool.Config.SegmentBytes must be >= %d, got %d", 4*MaxRecordBytes, d.SegmentBytes))
 	}
 	if d.MaxBytes < 2*d.SegmentBytes {
-		errs = append(errs, fmt.Errorf("spool max bytes %d: must be >= 2 * segment bytes (%d)", d.MaxBytes, d.SegmentBytes))
+		errs = append(errs, fmt.Errorf("spool.Config.MaxBytes must be >= 2 * SegmentBytes (%d), got %d", d.SegmentBytes, d.MaxBytes))
 	}
 	return errors.Join(errs...)
 }
 
+// withDefaults fills every zero field that has a default: MaxBytes and
+// SegmentBytes from DefaultConfig, RingDir from the platform. SyncInterval
+// is taken as it is.
 func (c Config) withDefaults() Config {
 	if c.MaxBytes == 0 {
-		c.MaxBytes = 1 << 30
+		c.MaxBytes = DefaultConfig.MaxBytes
 	}
 	if c.SegmentBytes == 0 {
-		// 64 MiB, or half of a smaller MaxBytes (never below the minimum).
-		c.SegmentBytes = max(min(64<<20, c.MaxBytes/2), 4*MaxRecordBytes)
+		// Half of a smaller MaxBytes (never below the minimum).
+		c.SegmentBytes = max(min(DefaultConfig.SegmentBytes, c.MaxBytes/2), 4*MaxRecordBytes)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
