@@ -210,7 +210,7 @@ func TestRingFallsBackToSpoolDir(t *testing.T) {
 	}
 
 	_, err := Open(Config{Dir: t.TempDir(), SyncInterval: time.Hour, RingDir: notDir})
-	if err == nil || !strings.Contains(err.Error(), "ring dir") {
+	if err == nil || !strings.Contains(err.Error(), "spool.Config.RingDir") {
 		t.Fatalf("open with a ring dir that is a file: %v, want a ring dir error", err)
 	}
 }
