@@ -686,7 +686,7 @@ func TestBackoff(t *testing.T) {
 func TestNewAgentConfig(t *testing.T) {
 	e := newAgentEnv(t, testStore)
 	_, err := e.h.NewAgent(AgentConfig{BackoffBase: -1, PingInterval: -1})
-	for _, want := range []string{"token source", "registerer", "backoff base", "ping interval"} {
+	for _, want := range []string{"AgentConfig.Token is required", "AgentConfig.Registerer is required", "AgentConfig.BackoffBase must be >= 0", "AgentConfig.PingInterval must be >= 0"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %q", err, want)
 		}
