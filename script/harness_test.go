@@ -9,11 +9,15 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/valyala/fasthttp"
+
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // The browser resolves these names to 127.0.0.1 (--host-resolver-rules), so pages have real,
@@ -155,6 +159,7 @@ type harness struct {
 	port      string // port of the pages server, shared by every site hostname
 	collector string // collector base URL, e.g. http://collector.example:PORT
 	rec       *recorder
+	sent      atomic.Int64 // beacons (POST /api/event to the collector) the tab has sent, as it reports them
 	mu        sync.Mutex
 	site      map[string]page
 }
@@ -176,6 +181,14 @@ func newHarness(t *testing.T, browser context.Context, collector string) *harnes
 	t.Cleanup(cancel)
 	if _, err := chromedp.Run(tab, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatalf("cannot open tab: %v", err)
+	}
+	beacons := h.collector + "/api/event"
+	if err := chromedp.Listen(tab, func(ev any) {
+		if e, ok := ev.(*network.EventRequestWillBeSent); ok && e.Request.Method == http.MethodPost && strings.HasPrefix(e.Request.URL, beacons) {
+			h.sent.Add(1)
+		}
+	}); err != nil {
+		t.Fatalf("cannot follow the tab's requests: %v", err)
 	}
 	h.tab = tab
 	return h
@@ -270,18 +283,10 @@ func (h *harness) tryEval(expr string, out any) error {
 // retried like a false one until the deadline.
 func (h *harness) waitJS(expr string) {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(h.t, 10*time.Second, expr, func() bool {
 		var ok bool
-		err := h.tryEval("!!("+expr+")", &ok)
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out waiting for %s (last evaluation: %v)", expr, err)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+		return h.tryEval("!!("+expr+")", &ok) == nil && ok
+	})
 }
 
 // eventsByName is events(n) keyed by event name; of beacons with the same name the last wins.
@@ -294,16 +299,29 @@ func (h *harness) eventsByName(n int) map[string]event {
 	return byName
 }
 
-// events waits until the recorder holds at least n beacons, then a quiet period to catch
-// extra ones, and returns every beacon decoded. It checks the transport on the way: each is
-// a POST with a text/plain body and no cookie, and no preflight ever arrived.
+// events waits until the recorder holds at least n beacons and every beacon the tab has sent (once
+// the page ran the tasks queued so far, such as event handlers), and returns every beacon decoded.
+// It checks the transport on the way: each is a POST with a text/plain body and no cookie, and no
+// preflight ever arrived.
 func (h *harness) events(n int) []event {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(h.rec.requests()) < n && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	beacons := func() int {
+		k := 0
+		for _, r := range h.rec.requests() {
+			if r.Method == http.MethodPost && r.Path == "/api/event" {
+				k++
+			}
+		}
+		return k
 	}
-	time.Sleep(400 * time.Millisecond)
+	testkit.Eventually(h.t, 10*time.Second, fmt.Sprintf("%d beacons", n), func() bool { return beacons() >= n })
+	// A beacon that a handler queued before now is sent by the time a task queued now runs, and the
+	// tab reports it before the answer to this evaluation (a page that cannot evaluate, say while it
+	// navigates, has queued nothing of ours).
+	_ = h.tryEval(`new Promise(r => setTimeout(() => r(true)))`, nil)
+	testkit.Eventually(h.t, 10*time.Second, "every beacon the tab sent to arrive", func() bool {
+		return int64(beacons()) >= h.sent.Load()
+	})
 	var out []event
 	for _, r := range h.rec.requests() {
 		if r.Method != http.MethodPost || r.Path != "/api/event" {

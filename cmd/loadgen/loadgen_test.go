@@ -21,8 +21,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kyomi/collector/internal/serving"
 	"github.com/valyala/fasthttp"
+
+	"github.com/kyomi/collector/internal/serving"
+	"github.com/kyomi/collector/internal/testkit"
 )
 
 // TestMain lets the test binary stand in for the loadgen executable when -baseline-server
@@ -251,13 +253,9 @@ func workerGoroutines() int {
 
 func checkNoLeak(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for workerGoroutines() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d loadgen goroutines still running after the run returned", workerGoroutines())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 3*time.Second, "the loadgen goroutines to end after the run returned", func() bool {
+		return workerGoroutines() == 0
+	})
 }
 
 func writeConfig(t *testing.T, domains int) (string, []string) {
