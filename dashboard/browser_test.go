@@ -25,6 +25,7 @@ import (
 
 	"github.com/kyomi/collector/collector/query"
 	"github.com/kyomi/collector/internal/serving"
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/sink"
 	"github.com/kyomi/collector/sink/engine/enginetest"
 )
@@ -281,23 +282,18 @@ func newBrowser(t *testing.T) context.Context {
 // waitLoaded waits until the page has rendered generation gen (or later) and the live view.
 func waitLoaded(t *testing.T, ctx context.Context, after string) rendered {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		got, err := chromedp.Run(ctx, chromedp.Evaluate[rendered](readDOM))
-		if err != nil {
+	var got rendered
+	testkit.Eventually(t, 60*time.Second, fmt.Sprintf("a rendering other than %q, with the live view", after), func() bool {
+		var err error
+		if got, err = chromedp.Run(ctx, chromedp.Evaluate[rendered](readDOM)); err != nil {
 			t.Fatal(err)
 		}
 		if got.Error != "" {
 			t.Fatalf("the page shows an error: %s", got.Error)
 		}
-		if got.Loaded != "" && got.Loaded != after && len(got.Live) > 0 {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the page did not render: %+v", got)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return got.Loaded != "" && got.Loaded != after && len(got.Live) > 0
+	})
+	return got
 }
 
 // plain undoes the page's number formatting: "1,234" -> "1234", "45%" -> "45", "2m 5s" -> "125".

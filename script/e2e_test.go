@@ -1,7 +1,6 @@
 package script
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -29,6 +28,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/kyomi/collector/internal/startline"
 	"github.com/kyomi/collector/internal/syncbuf"
+	"github.com/kyomi/collector/internal/testkit"
 	"github.com/kyomi/collector/internal/testring"
 )
 
@@ -134,8 +134,12 @@ func startCollectorProc(t *testing.T, args ...string) *collectorProc {
 			<-p.exited
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("collector log:\n%s", p.logs.String())
+		}
+	})
+	testkit.Eventually(t, 60*time.Second, "the collector to be ready", func() bool {
 		select {
 		case err := <-p.done:
 			t.Fatalf("collector exited before it was ready: %v\n%s", err, p.logs.String())
@@ -144,51 +148,46 @@ func startCollectorProc(t *testing.T, args ...string) *collectorProc {
 		if p.addr == "" {
 			p.addr = startline.Addr(p.logs.String())
 		}
-		if p.addr != "" {
-			if resp, err := p.client.Get("http://" + p.addr + "/readyz"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return p
-				}
-			}
+		if p.addr == "" {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("collector not ready after 60s\n%s", p.logs.String())
+		resp, err := p.client.Get("http://" + p.addr + "/readyz")
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return p
 }
 
 // eventRequests returns collector_http_requests_total{handler="event"} by status code, as the
 // collector itself counted them; codes never answered are left out.
 func (p *collectorProc) eventRequests() map[string]int {
 	p.t.Helper()
-	resp, err := p.client.Get("http://" + p.addr + "/metrics")
+	families, err := testkit.Scraped("http://" + p.addr + "/metrics").Gather()
 	if err != nil {
-		p.t.Fatalf("cannot read /metrics: %v", err)
+		p.t.Fatal(err)
 	}
-	defer resp.Body.Close()
 	counts := map[string]int{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<16), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "collector_http_requests_total{") || !strings.Contains(line, `handler="event"`) {
+	for _, mf := range families {
+		if mf.GetName() != "collector_http_requests_total" {
 			continue
 		}
-		labels, value, _ := strings.Cut(line[len("collector_http_requests_total{"):], "} ")
-		var n float64
-		if _, err := fmt.Sscan(value, &n); err != nil {
-			p.t.Fatalf("cannot parse metric line %q: %v", line, err)
-		}
-		for l := range strings.SplitSeq(labels, ",") {
-			if code, ok := strings.CutPrefix(l, `code="`); ok && n > 0 { // codes start at 0
-				counts[strings.TrimSuffix(code, `"`)] += int(n)
+		for _, m := range mf.GetMetric() {
+			var handler, code string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "handler":
+					handler = l.GetValue()
+				case "code":
+					code = l.GetValue()
+				}
+			}
+			if n := int(m.GetCounter().GetValue()); handler == "event" && n > 0 { // codes start at 0
+				counts[code] += n
 			}
 		}
-	}
-	if err := sc.Err(); err != nil {
-		p.t.Fatalf("cannot read /metrics: %v", err)
 	}
 	return counts
 }
@@ -313,16 +312,24 @@ func (rp *recordingProxy) beacons(from int) []exchange {
 }
 
 // waitBeacons waits until n beacons sent by h's pages have reached the collector after index
-// from of the proxy's log, then a quiet period to catch extra ones. Each must be a CORS simple
-// request (POST, text/plain, no cookie) from the page's origin, answered 202 with dropped as the
-// X-Collector-Dropped reason ("" when stored) and no cookie.
+// from of the proxy's log, and every beacon h's tab sent (once the page ran the tasks queued so
+// far) has. Each must be a CORS simple request (POST, text/plain, no cookie) from the page's
+// origin, answered 202 with dropped as the X-Collector-Dropped reason ("" when stored) and no
+// cookie.
 func (rp *recordingProxy) waitBeacons(h *harness, from, n int, dropped string) {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(rp.beacons(from)) < n && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(400 * time.Millisecond)
+	testkit.Eventually(h.t, 10*time.Second, fmt.Sprintf("%d beacons", n), func() bool { return len(rp.beacons(from)) >= n })
+	// As in harness.events; the proxy serves every harness of a test, each pages origin its own.
+	_ = h.tryEval(`new Promise(r => setTimeout(() => r(true)))`, nil)
+	testkit.Eventually(h.t, 10*time.Second, "every beacon the tab sent to reach the collector", func() bool {
+		k := 0
+		for _, ex := range rp.beacons(0) {
+			if ex.Method == http.MethodPost && ex.Origin == h.url("", "") {
+				k++
+			}
+		}
+		return int64(k) >= h.sent.Load()
+	})
 	got := rp.beacons(from)
 	if len(got) != n {
 		h.t.Fatalf("collector received %d beacons, want %d: %+v", len(got), n, got)

@@ -201,8 +201,7 @@ func TestScriptEngagementStored(t *testing.T) {
 		"engagement /e/b sd=100 e=3000",
 	}
 	var got []string
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testkit.Eventually(t, 20*time.Second, fmt.Sprintf("%d stored rows", len(want)), func() bool {
 		res := coll.ask(t, token, "execute_query", map[string]any{
 			"sql": "SELECT name, pathname, scroll_depth, engagement_time FROM events"})
 		got = got[:0]
@@ -212,11 +211,8 @@ func TestScriptEngagementStored(t *testing.T) {
 			res.decode(t, i, "pathname", &path)
 			got = append(got, fmt.Sprintf("%s %s sd=%g e=%g", name, path, res.num(t, i, "scroll_depth"), res.num(t, i, "engagement_time")))
 		}
-		if len(got) >= len(want) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return len(got) >= len(want)
+	})
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {

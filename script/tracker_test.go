@@ -287,16 +287,10 @@ func TestPlausibleTracker(t *testing.T) {
 
 	token := keys.Token(t, "ws_acme", "jti-tracker", "wss://connect.example/agent/v1")
 	// The shipper flushes every 200 ms; wait until every accepted beacon is a row.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testkit.Eventually(t, 20*time.Second, fmt.Sprintf("%d stored rows", len(want)), func() bool {
 		res := coll.ask(t, token, "execute_query", map[string]any{"sql": "SELECT count() AS n FROM events"})
-		if n := res.num(t, 0, "n"); int(n) == len(want) {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("%g rows stored after 20 s, want %d", n, len(want))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return int(res.num(t, 0, "n")) == len(want)
+	})
 	lastDay := time.Now().UTC()
 	if firstDay.Format(time.DateOnly) != lastDay.Format(time.DateOnly) {
 		t.Fatalf("the session crossed midnight UTC, where the daily salt changes every visitor id: run the test again")
