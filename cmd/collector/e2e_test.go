@@ -107,20 +107,19 @@ func startCollectorNoWait(t *testing.T, env []string, args ...string) *proc {
 // if the process exits first.
 func (p *proc) listenAddr(limit time.Duration) string {
 	p.t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		if addr := startline.Addr(p.logs.String()); addr != "" {
-			return addr
+	var addr string
+	testkit.Eventually(p.t, limit, "the collector's start line or its exit", func() bool {
+		if addr = startline.Addr(p.logs.String()); addr != "" {
+			return true
 		}
 		select {
 		case <-p.exited:
-			return ""
-		case <-time.After(10 * time.Millisecond):
+			return true
+		default:
+			return false
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("collector not listening after %s\n%s", limit, p.logs.String())
-		}
-	}
+	})
+	return addr
 }
 
 // waitReady waits until /readyz answers 200; the test fails at once if the process exits.
