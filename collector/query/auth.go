@@ -359,15 +359,25 @@ func (j *JWKS) load(ctx context.Context) (keySet, error) {
 // other types, curves or uses are ignored.
 func parseJWKS(data []byte) (keySet, error) {
 	var set struct {
-		Keys []struct {
-			Kty, Crv, Kid, X, Y, Use, Alg string
-		} `json:"keys"`
+		Keys []json.RawMessage `json:"keys"`
 	}
-	if err := json.Unmarshal(data, &set); err != nil {
+	if err := decodeExact(data, &set, false); err != nil {
 		return keySet{}, fmt.Errorf("cannot decode JWKS: %w", err)
 	}
 	out := keySet{byKid: make(map[string]*ecdsa.PublicKey)}
-	for _, k := range set.Keys {
+	for i, raw := range set.Keys {
+		var k struct {
+			Kty string `json:"kty"`
+			Crv string `json:"crv"`
+			Kid string `json:"kid"`
+			X   string `json:"x"`
+			Y   string `json:"y"`
+			Use string `json:"use"`
+			Alg string `json:"alg"`
+		}
+		if err := decodeExact(raw, &k, false); err != nil {
+			return keySet{}, fmt.Errorf("cannot decode JWKS key %d: %w", i+1, err)
+		}
 		if k.Kty != "EC" || k.Crv != "P-256" || (k.Alg != "" && k.Alg != "ES256") || (k.Use != "" && k.Use != "sig") {
 			continue
 		}

@@ -360,24 +360,18 @@ func decodeParams(raw json.RawMessage, v any) error {
 	if len(raw) == 0 {
 		raw = json.RawMessage("{}")
 	}
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return perr(CodeInvalidRequest, "invalid params: %s", jsonProblem(err))
+	if err := decodeExact(raw, v, true); err != nil {
+		return perr(CodeInvalidRequest, "invalid params: %s", err)
 	}
 	return nil
 }
 
-// jsonProblem describes a decoding error without echoing input values.
-func jsonProblem(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return "field " + te.Field + " has the wrong type"
-	}
-	if strings.HasPrefix(err.Error(), "json: unknown field") {
-		return err.Error()
-	}
-	return "malformed JSON"
+// decodeRequest decodes one request message by exact member names (id, op, params); other
+// members are ignored.
+func decodeRequest(msg []byte) (Request, error) {
+	var req Request
+	err := decodeExact(msg, &req, false)
+	return req, err
 }
 
 func (h *Handler) dispatch(ctx context.Context, c *Claims, req *Request) (any, error) {
@@ -549,8 +543,8 @@ func (h *Handler) HTTP(rc *fasthttp.RequestCtx) {
 		h.writeHTTP(rc, fasthttp.StatusRequestEntityTooLarge, &Response{Type: "error", Error: &ErrorBody{CodeTooLarge, "request too large"}})
 		return
 	}
-	var req Request
-	if err := json.Unmarshal(body, &req); err != nil {
+	req, err := decodeRequest(body)
+	if err != nil {
 		h.count("unknown", CodeInvalidRequest)
 		h.writeHTTP(rc, fasthttp.StatusBadRequest, &Response{Type: "error", Error: &ErrorBody{CodeInvalidRequest, "malformed message"}})
 		return

@@ -141,6 +141,12 @@ func TestHTTP(t *testing.T) {
 		{"no token", "", `{"id":"13","op":"ping"}`, 401, "unauthenticated", ""},
 		{"bad token", "x.y.z", `{"id":"14","op":"ping"}`, 401, "unauthenticated", ""},
 		{"malformed", s.token, `{`, 400, "invalid_request", ""},
+		// Member names are matched exactly and never twice: encoding/json alone would read
+		// "OP" as op and keep the last of two ops.
+		{"op in capitals", s.token, `{"id":"17","OP":"execute_query","params":{"sql":"SELECT 1"}}`, 200, "unknown_op", ""},
+		{"op twice", s.token, `{"id":"18","op":"ping","op":"execute_query","params":{"sql":"SELECT 1"}}`, 400, "invalid_request", ""},
+		{"param in capitals", s.token, `{"id":"19","op":"execute_query","params":{"SQL":"SELECT 1"}}`, 200, "invalid_request", `unknown field \"SQL\"`},
+		{"param twice", s.token, `{"id":"20","op":"execute_query","params":{"sql":"SELECT 1","sql":"SELECT 2"}}`, 400, "invalid_request", ""},
 		{"sink bookkeeping hidden", s.token, `{"id":"16","op":"execute_query","params":{"sql":"SELECT batch_token FROM events"}}`, 200, "query_failed", "batch_token"},
 		{"report", s.token, `{"id":"15","op":"report","params":{"metrics":["visitors"],"date_range":["2026-01-01","2026-01-31"]}}`, 200, "", `"rows":[["3"]]`},
 	}
@@ -260,6 +266,8 @@ func TestWebSocketAuth(t *testing.T) {
 		{"auth message", `{"id":"a","op":"auth","params":{"token":"` + s.token + `"}}`, ""},
 		{"expired token", `{"id":"a","op":"auth","params":{"token":"` + expired + `"}}`, "token_expired"},
 		{"no auth first", `{"id":"a","op":"ping"}`, "unauthenticated"},
+		{"op in capitals", `{"id":"a","OP":"auth","params":{"token":"` + s.token + `"}}`, "unauthenticated"},
+		{"token in capitals", `{"id":"a","op":"auth","params":{"TOKEN":"` + s.token + `"}}`, "unauthenticated"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

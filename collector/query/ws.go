@@ -117,8 +117,8 @@ func (h *Handler) serveConn(ctx context.Context, conn *websocket.Conn, token str
 			_ = w.send(&Response{Type: "error", Error: &ErrorBody{CodeInvalidRequest, "text frames only"}})
 			continue
 		}
-		var req Request
-		if err := json.Unmarshal(msg, &req); err != nil {
+		req, err := decodeRequest(msg)
+		if err != nil {
 			h.count("unknown", CodeInvalidRequest)
 			_ = w.send(&Response{Type: "error", Error: &ErrorBody{CodeInvalidRequest, "malformed message"}})
 			continue
@@ -153,11 +153,11 @@ func (h *Handler) authFirst(ctx context.Context, conn *websocket.Conn, w *wsConn
 	if err != nil {
 		return "", false
 	}
-	var req Request
 	var p struct {
 		Token string `json:"token"`
 	}
-	if json.Unmarshal(msg, &req) != nil || req.Op != "auth" || json.Unmarshal(req.Params, &p) != nil {
+	req, err := decodeRequest(msg)
+	if err != nil || req.Op != "auth" || decodeExact(req.Params, &p, false) != nil {
 		h.count("auth", CodeUnauthenticated)
 		_ = w.send(&Response{ID: req.ID, Type: "error", Error: &ErrorBody{CodeUnauthenticated, "first message must be auth"}})
 		return "", false
