@@ -9,13 +9,15 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/kyomi/collector/internal/leakcheck"
 )
 
 // TestBrowser drives headless Chromium against pages that embed the served script and a
 // recording collector on another origin. One browser serves every case; each case gets its own
 // browser context (fresh cookies and storage), pages server and collector.
 func TestBrowser(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	browser := newBrowser(t)
 
 	t.Run("page view with referrer and UTM", func(t *testing.T) {
@@ -265,7 +267,7 @@ plausible('Legacy', {props: {from: 'plausible'}});`})
 // TestBrowserExtensions drives the variants of Plausible's other extensions (cut from templates
 // by the server) in Chromium, one case per behaviour.
 func TestBrowserExtensions(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	browser := newBrowser(t)
 
 	t.Run("manual: no automatic page view, plausible('pageview') works", func(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/startline"
 	"github.com/kyomi/collector/internal/syncbuf"
 	"github.com/kyomi/collector/internal/testkit"
@@ -409,7 +410,7 @@ func (r storedRow) key() string {
 // stored. One collector, one browser; each case has its own paths, pages server and browser
 // context.
 func TestEndToEnd(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	coll := startCollectorProc(t)
 	rp := &recordingProxy{}
 	collectorURL := rp.start(t, coll.addr)

@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/chromedp"
 
+	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/testkit"
 )
 
@@ -93,7 +94,7 @@ func sortEngagement(evs []engagementEvent) {
 // page sends it too; no engagement without a page view sent (an excluded path); the default
 // script sends none.
 func TestScriptEngagement(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	br := newBrowser(t)
 
 	t.Run("visibility, SPA navigation and leaving", func(t *testing.T) {
@@ -169,7 +170,7 @@ func TestScriptEngagement(t *testing.T) {
 // checks that its engagement beacons are stored as engagement rows with their scroll depth and
 // engaged time, and that the report counts them as neither events nor page views.
 func TestScriptEngagementStored(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	keys := testkit.NewConnectKey(t)
 	coll := startCollectorProc(t, "-jwks", keys.JWKS)
 	rp := &recordingProxy{}

@@ -5,12 +5,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/serving"
 	"github.com/valyala/fasthttp"
 )
@@ -34,35 +34,6 @@ func serve(t testing.TB, handler fasthttp.RequestHandler) string {
 	return "http://" + ln.Addr().String()
 }
 
-// checkGoroutines fails the test if, once it ends, more goroutines run than before it started.
-// fasthttp's process-wide Date header updater is started once and never stops; it is not ours.
-func checkGoroutines(t testing.TB) {
-	t.Helper()
-	before := countGoroutines()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for countGoroutines() > before && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if n := countGoroutines(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
-
-func countGoroutines() int {
-	buf := make([]byte, 1<<20)
-	stacks := strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")
-	n := 0
-	for _, s := range stacks {
-		if !strings.Contains(s, "fasthttp.updateServerDate") {
-			n++
-		}
-	}
-	return n
-}
-
 // rawClient never asks for or decodes compression by itself, so tests see the wire bytes.
 func rawClient(t testing.TB) *http.Client {
 	t.Helper()
@@ -72,7 +43,7 @@ func rawClient(t testing.TB) *http.Client {
 }
 
 func TestServe(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	base := serve(t, Handler())
 	client := rawClient(t)
 	def := assets().prebuilt["script"]
@@ -182,7 +153,7 @@ func TestServe(t *testing.T) {
 // TestVariants requests every extension alone and several combinations in several orders: each
 // answers 200 with the variant of its sorted extension set, whatever the order.
 func TestVariants(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	base := serve(t, Handler())
 	client := rawClient(t)
 	get := func(path string) (int, string) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/kyomi/collector/internal/leakcheck"
 	"github.com/kyomi/collector/internal/testkit"
 )
 
@@ -178,7 +179,7 @@ func (r trackerRow) key() string {
 //	                 hidden: engagement (sd 40, e 2000); shown again, 4 s engaged; leaves: engagement
 //	                 (sd 40, e 4000; sent again since it is at least 3 s)
 func TestPlausibleTracker(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Register(t)
 	tracker := plausibleTracker(t)
 	keys := testkit.NewConnectKey(t)
 	coll := startCollectorProc(t, "-jwks", keys.JWKS)
