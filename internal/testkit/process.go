@@ -7,7 +7,10 @@ import (
 )
 
 // ProcessAlive reports whether process pid runs: it exists and is not a zombie (dead, not yet
-// reaped by its parent). Linux only: it reads /proc/PID/stat; elsewhere it reports false.
+// reaped by its parent). A zombie thread-group leader whose other threads are still being torn
+// down (SIGKILL reaches a thread in a system call, an fsync say, only when it returns) still
+// holds the process's files and locks, so it counts as alive until its last thread is gone.
+// Linux only: it reads /proc; elsewhere it reports false.
 func ProcessAlive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
@@ -15,5 +18,9 @@ func ProcessAlive(pid int) bool {
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')') // the command name in parentheses may hold anything
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+	if i < 0 || i+2 >= len(s) || s[i+2] != 'Z' {
+		return true
+	}
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	return err == nil && len(tasks) > 1
 }
