@@ -11,12 +11,15 @@ import (
 )
 
 // legacySessionsSQL is the former window design of the per-event rows (three window passes over
-// every event), kept as the reference the current design (rowsSQL) must match exactly.
+// every event), kept as the reference the current design (rowsSQL) must match exactly. The
+// running sum of e2 sorts again: among rows of the same instant (a row stored twice), the one
+// that starts a visit comes first, else a copy sorted before it would fall in the visit before
+// (or in a visit 0) and count one visit more.
 const legacySessionsSQL = `WITH ` +
 	`e1 AS (SELECT ts, name, pathname, visitor_id, interactive, referrer_source, utm_source, utm_medium, utm_campaign, device, browser, os, country_code, ` +
 	`if(dateDiff('second', lagInFrame(ts, 1, toDateTime64(0, 3, 'UTC')) OVER (PARTITION BY visitor_id ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW), ts) > 1800, 1, 0) AS is_new ` +
 	`FROM events WHERE %[1]s AND name != 'engagement'), ` +
-	`e2 AS (SELECT *, sum(is_new) OVER (PARTITION BY visitor_id ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS session_no FROM e1), ` +
+	`e2 AS (SELECT *, sum(is_new) OVER (PARTITION BY visitor_id ORDER BY ts, is_new DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS session_no FROM e1), ` +
 	`e3 AS (SELECT *, ` +
 	`first_value(referrer_source) OVER s AS v_source, first_value(utm_source) OVER s AS v_utm_source, ` +
 	`first_value(utm_medium) OVER s AS v_utm_medium, first_value(utm_campaign) OVER s AS v_utm_campaign, ` +
