@@ -191,10 +191,15 @@ var sessionMetrics = map[string]bool{"visits": true, "views_per_visit": true, "b
 //     lambda captures an array, which ClickHouse would copy for every element.
 //   - A report by page or time whose only use of visits is to place its
 //     engagements (scroll_depth, time_on_page, no other visit metric, no
-//     visit dimension or filter) scans the events and carries only the
-//     engagements' pages through the aggregation (engagementRowsSQL).
-//   - A report with no event dimension or filter gets one row per visit
-//     (ARRAY JOIN over the visits; visitMetricSQL), others one row per event,
+//     visit dimension or filter) scans the events, aggregates only their keys
+//     and joins the placed engagements (engagementRowsSQL).
+//   - A report with no event dimension and no visit attribute (the top line)
+//     gets one row per visitor (visitorRowsSQL; visitorMetricSQL).
+//   - A report with a visit attribute and no event dimension or filter gets
+//     one row per visit (ARRAY JOIN over the visits; visitMetricSQL) with the
+//     columns its metrics read, or, for visitors alone by attributes that are
+//     all dimensions, one row per visitor and distinct value
+//     (distinctVisitorMetricSQL); others one row per event,
 //     with the visit's columns (ARRAY JOIN over the events; metricSQL):
 //     session_no (the visit's number among the visitor's visits in the range),
 //     the visit's attributes (v_*, see visitAttrs), s_duration (seconds from
