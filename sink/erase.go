@@ -53,7 +53,7 @@ type EraseConfig struct {
 	WaitRemoval time.Duration
 }
 
-// DefaultEraseConfig is how `collector erase` waits.
+// DefaultEraseConfig is how `collector erase-workspace` waits.
 var DefaultEraseConfig = EraseConfig{
 	// 1s: the answer comes at most a second after the mutation ends, for
 	// one small read of the mutation's state a second.
