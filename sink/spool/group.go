@@ -4,7 +4,6 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"time"
 )
 
 // group is one group commit: the appends whose frames sit in the same
@@ -40,21 +39,15 @@ var waiters = sync.Pool{New: func() any { return &waiter{c: make(chan error, 1)}
 type groupCommit struct {
 	s      *Spool
 	kick   chan struct{}
-	group  *group    // the appends in buf
-	spareG *group    // the other group, reused by the next flush
-	cutG   *group    // the group of the write and fdatasync in flight (between cut and synced)
-	buf    []byte    // frames appended but not yet written
-	spare  []byte    // the other buffer, reused by the next flush
-	cutBuf []byte    // the buffer of the write in flight
-	lastIO time.Time // start of the last write and fdatasync
+	group  *group // the appends in buf
+	spareG *group // the other group, reused by the next flush
+	buf    []byte // frames appended but not yet written
+	spare  []byte // the other buffer, reused by the next flush
 }
 
 func newGroupCommit(s *Spool) *groupCommit {
 	return &groupCommit{s: s, kick: make(chan struct{}, 1), group: new(group), spareG: new(group)}
 }
-
-// fits: a group takes whatever fits in a segment.
-func (a *groupCommit) fits(int, int64) error { return nil }
 
 // room: the buffer grows as needed.
 func (a *groupCommit) room(int64) (bool, error) { return false, nil }
@@ -82,41 +75,35 @@ func (a *groupCommit) wait() error {
 	return err
 }
 
-func (a *groupCommit) dirty() bool { return len(a.buf) > 0 }
-
-// cut takes the buffer and its group for one write and fdatasync, and starts the next group
-// in the spare buffer. The frames end at the spool's tail.
-func (a *groupCommit) cut() ([]byte, int64, error) {
-	buf := a.buf
-	a.cutBuf, a.cutG = buf, a.group
+// sync takes the buffer and its group for one write and fdatasync, starts the next group in the
+// spare buffer, and wakes the group it took with the outcome. The frames end at the spool's
+// tail. On an error the group that filled meanwhile fails too: no append joins a group once the
+// spool has failed.
+func (a *groupCommit) sync() (bool, error) {
+	if len(a.buf) == 0 {
+		return false, nil
+	}
+	buf, g := a.buf, a.group
 	a.group, a.spareG = a.spareG, nil
-	a.lastIO = time.Now()
 	a.buf, a.spare = a.spare[:0], nil
 	if a.buf == nil {
 		// Size the next buffer like this one, so appends under mu do not
 		// copy a growing buffer.
 		a.buf = make([]byte, 0, min(cap(buf), 16<<20))
 	}
-	return buf, a.s.tail, nil
-}
-
-// synced wakes the group that was cut with the outcome of its write and fdatasync. On an
-// error the group that filled meanwhile fails too: no append joins a group once the spool
-// has failed.
-func (a *groupCommit) synced(err error) {
-	buf, g := a.cutBuf, a.cutG
-	a.cutBuf, a.cutG = nil, nil
+	err := a.s.writeSyncLocked(buf, a.s.tail) // releases mu: the next group fills meanwhile
 	if err != nil {
 		a.group.done(err)
 		g.done(err)
 		a.spareG = g
-		return
+		return true, err
 	}
-	if cap(buf) > 0 && cap(buf) <= 16<<20 { // double buffering: the next flush fills this one
+	if cap(buf) <= 16<<20 { // double buffering: the next flush fills this one
 		a.spare = buf[:0]
 	}
 	g.done(nil)
 	a.spareG = g
+	return true, nil
 }
 
 // rotated: the buffer is empty when a segment is sealed.
@@ -146,7 +133,7 @@ func (a *groupCommit) loop() {
 		for s.ioBusy {
 			s.cond.Wait()
 		}
-		_ = s.syncLocked() // a failure is logged and fails the waiting groups
+		_, _ = s.syncLocked() // a failure is logged and fails the waiting groups
 		s.mu.Unlock()
 	}
 }

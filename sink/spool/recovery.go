@@ -90,9 +90,9 @@ func (s *Spool) load() error {
 			f.Close()
 			return err
 		}
-		s.ack = newRingStager(s, r)
+		s.ack, s.stageBytes = newRingStager(s, r), int64(len(r.data))
 	} else {
-		s.ack = newGroupCommit(s)
+		s.ack, s.stageBytes = newGroupCommit(s), s.cfg.SegmentBytes
 		for _, dir := range s.ringDirs() {
 			if err := removeRing(dir, s.id); err != nil {
 				s.cfg.Logger.Warn("cannot remove the spool ring", "err", err)

@@ -153,11 +153,12 @@ func (s *Spool) rotateLocked(frame int64) error {
 		if s.tail+frame <= s.cfg.SegmentBytes {
 			return nil
 		}
-		if !s.ack.dirty() {
-			break
-		}
-		if err := s.syncLocked(); err != nil {
+		synced, err := s.syncLocked()
+		if err != nil {
 			return err
+		}
+		if !synced {
+			break
 		}
 	}
 	// Seal: cut the preallocated tail so that a sealed segment's size is

@@ -225,16 +225,19 @@ type Spool struct {
 	// ringDefaulted: Config.RingDir was empty, so the ring may fall back to Dir when the default
 	// directory cannot take it, and a ring is looked for in both.
 	ringDefaulted bool
-	tail          int64     // offset in the last segment after its last frame
-	durable       Position  // end of the data in the segment files, readable by the shipper
-	appended      uint64    // records appended since open (collector_spool_records_appended_total)
-	ioBusy        bool      // one goroutine writes and syncs at a time
-	failed        error     // a write or fsync failed: the spool refuses appends
-	total         int64     // bytes of all segments, including frames not yet written
-	oldest        int64     // append time (ns) of the oldest uncommitted record, 0 if none
-	openEnd       Position  // start of the segment made by Open
-	commit        Position  // written under ckMu and mu; read under either
-	pending       *Position // as commit
+	tail          int64    // offset in the last segment after its last frame
+	durable       Position // end of the data in the segment files, readable by the shipper
+	appended      uint64   // records appended since open (collector_spool_records_appended_total)
+	ioBusy        bool     // one goroutine writes and syncs at a time
+	// stageBytes is the most one AppendAll may take while its frames wait for the segment file:
+	// the ring's size with SyncInterval, else SegmentBytes. Set by load.
+	stageBytes int64
+	failed     error     // a write or fsync failed: the spool refuses appends
+	total      int64     // bytes of all segments, including frames not yet written
+	oldest     int64     // append time (ns) of the oldest uncommitted record, 0 if none
+	openEnd    Position  // start of the segment made by Open
+	commit     Position  // written under ckMu and mu; read under either
+	pending    *Position // as commit
 	// ckMu serializes MarkPending and Commit. Their checkpoint file writes
 	// (two fsyncs: about 1 ms each under load, up to 4.5 ms) run outside
 	// mu: with mu held, every append and the group commit in flight stalled
@@ -334,8 +337,8 @@ func (s *Spool) AppendAll(recs [][]byte) error {
 	if frames > s.cfg.SegmentBytes {
 		return fmt.Errorf("cannot append %d spool records of %d bytes together: more than a segment (%d bytes)", len(recs), frames, s.cfg.SegmentBytes)
 	}
-	if err := s.ack.fits(len(recs), frames); err != nil {
-		return err
+	if frames > s.stageBytes {
+		return fmt.Errorf("cannot append %d spool records of %d bytes together: more than the staging ring (%d bytes)", len(recs), frames, s.stageBytes)
 	}
 	now := time.Now().UnixNano()
 	s.mu.Lock()
@@ -409,28 +412,37 @@ func (s *Spool) failLocked(err error) {
 }
 
 // syncLocked makes every frame appended so far durable: the acknowledger
-// cuts what is to be written (group commit: the buffered frames; ring: none,
-// after copying the ring into the segment), the segment is written and
-// fdatasynced, and the acknowledger learns the outcome (group commit: it
-// wakes the group of appends that waited). It is called with mu held and
-// !ioBusy; it releases mu during the I/O, so that other callers keep
-// appending (the next group).
-func (s *Spool) syncLocked() error {
+// hands what the segment file lacks to writeSyncLocked (group commit: the
+// buffered frames; ring: none, after copying the ring into the segment) and
+// learns the outcome (group commit: it wakes the group of appends that
+// waited). It reports whether there was anything to make durable. It is
+// called with mu held and !ioBusy; it releases mu during the I/O, so that
+// other callers keep appending (the next group).
+func (s *Spool) syncLocked() (bool, error) {
 	if s.failed != nil {
-		return fmt.Errorf("cannot sync spool segment: %w", s.failed)
+		return false, fmt.Errorf("cannot sync spool segment: %w", s.failed)
 	}
-	if !s.ack.dirty() {
-		return nil
-	}
-	buf, end, err := s.ack.cut()
+	synced, err := s.ack.sync()
 	if err != nil {
-		return fmt.Errorf("cannot sync spool segment: %w", err)
+		return synced, fmt.Errorf("cannot sync spool segment: %w", err)
+	}
+	return synced, nil
+}
+
+// writeSyncLocked writes buf at the end of the segment file and fdatasyncs it,
+// after which its frames up to segment offset end are durable and readable. It
+// is called with mu held, by an acknowledger's sync; it waits for the I/O in
+// flight and releases mu during its own. A failure fails the spool.
+func (s *Spool) writeSyncLocked(buf []byte, end int64) error {
+	for s.ioBusy {
+		s.cond.Wait()
 	}
 	s.ioBusy = true
 	f := s.file
 	seg := s.segs[len(s.segs)-1].id
 	s.mu.Unlock()
 	start := time.Now()
+	var err error
 	if len(buf) > 0 {
 		_, err = f.Write(buf)
 	}
@@ -443,13 +455,11 @@ func (s *Spool) syncLocked() error {
 	s.cond.Broadcast()
 	if err != nil {
 		s.failLocked(err)
-		s.ack.synced(err)
-		return fmt.Errorf("cannot sync spool segment: %w", err)
+		return err
 	}
 	if p := (Position{Segment: seg, Offset: end}); s.durable.Less(p) {
 		s.durable = p
 	}
-	s.ack.synced(nil)
 	select {
 	case s.notify <- struct{}{}:
 	default:
@@ -467,7 +477,8 @@ func (s *Spool) Sync() error {
 	if s.file == nil {
 		return nil
 	}
-	return s.syncLocked()
+	_, err := s.syncLocked()
+	return err
 }
 
 // Ready reports whether Append can currently make records durable: the
@@ -499,7 +510,7 @@ func (s *Spool) Close() error {
 	}
 	var err error
 	if !wasClosed {
-		err = s.syncLocked()
+		_, err = s.syncLocked()
 	}
 	if err == nil && s.failed == nil {
 		err = sealFile(s.file, s.tail)

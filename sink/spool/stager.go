@@ -26,17 +26,10 @@ func newRingStager(s *Spool, r *ring) *ringStager {
 	return &ringStager{s: s, ring: r, copyEvery: copyInterval}
 }
 
-// fits refuses records that together take more than the ring.
-func (a *ringStager) fits(n int, frames int64) error {
-	if size := ringSize(a.s.cfg.SegmentBytes); frames > size {
-		return fmt.Errorf("cannot append %d spool records of %d bytes together: more than the staging ring (%d bytes)", n, frames, size)
-	}
-	return nil
-}
-
 // room reports whether frames more fit in the ring without overwriting frames that are not yet
 // in the segment file; when not, it frees room: it waits for the copy that runs, or copies the
-// frames not yet copied itself, releasing mu meanwhile, and the caller checks again.
+// frames not yet copied itself, releasing mu meanwhile, and the caller checks again. A copy
+// does not wait for an fdatasync in flight.
 func (a *ringStager) room(frames int64) (bool, error) {
 	if a.s.tail+frames-a.copied <= int64(len(a.ring.data)) {
 		return false, nil
@@ -69,24 +62,18 @@ func (a *ringStager) wait() error {
 	return nil
 }
 
-func (a *ringStager) dirty() bool { return a.unsynced || a.copied < a.s.tail }
-
-// cut copies the frames the segment file lacks into it, waits for an I/O that runs meanwhile,
-// and returns the end of what the fdatasync will cover; there is nothing for the caller to write.
-func (a *ringStager) cut() ([]byte, int64, error) {
-	s := a.s
-	if err := a.copyLocked(); err != nil {
-		return nil, 0, err
+// sync copies the frames the segment file lacks into it and has it fdatasynced; there is nothing
+// for writeSyncLocked to write.
+func (a *ringStager) sync() (bool, error) {
+	if !a.unsynced && a.copied == a.s.tail {
+		return false, nil
 	}
-	for s.ioBusy { // copyLocked released mu
-		s.cond.Wait()
+	if err := a.copyLocked(); err != nil {
+		return true, err
 	}
 	a.unsynced = false
-	return nil, a.copied, nil
+	return true, a.s.writeSyncLocked(nil, a.copied)
 }
-
-// synced: no append waits for an fdatasync.
-func (a *ringStager) synced(error) {}
 
 // rotated empties the ring for segment next: every frame of the sealed segment is in its file.
 func (a *ringStager) rotated(next uint64) {
