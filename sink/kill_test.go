@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kyomi/collector/internal/testkit"
+	"github.com/kyomi/collector/sink/engine"
 	"github.com/kyomi/collector/sink/engine/enginetest"
 	"github.com/kyomi/collector/sink/row"
 	"github.com/kyomi/collector/sink/row/rowtest"
@@ -148,7 +149,7 @@ func TestReplayAfterSIGKILLStoresOnce(t *testing.T) {
 		}
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("round %d: the engine (pid %d) to die with its killed parent", round, pid), func() bool {
-			return pid <= 0 || !testkit.ProcessAlive(pid)
+			return pid <= 0 || !engine.ProcessRunning(pid)
 		})
 	}
 	out, err := run("count").CombinedOutput()

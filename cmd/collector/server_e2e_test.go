@@ -109,12 +109,12 @@ func TestEngineDiesWithCollector(t *testing.T) {
 	}
 	_ = p.stop(syscall.SIGKILL, 30*time.Second)
 	t.Cleanup(func() {
-		if testkit.ProcessAlive(pid) {
+		if engine.ProcessRunning(pid) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
 	testkit.Eventually(t, 10*time.Second, fmt.Sprintf("engine %d to exit with its collector", pid), func() bool {
-		return !testkit.ProcessAlive(pid)
+		return !engine.ProcessRunning(pid)
 	})
 	p2 := startCollector(t, nil, args...)
 	if err := p2.stop(syscall.SIGTERM, time.Minute); err != nil {

@@ -1,8 +1,7 @@
 // Package testkit holds the small helpers that tests of several packages
 // share: waiting for a condition, reading a metric from a registry or another process's
 // /metrics, writing a fixture file or a self-signed TLS certificate, signing query tokens with a
-// key published in a JWKS file and telling whether a process runs.
-// It is imported by tests only.
+// key published in a JWKS file. It is imported by tests only.
 package testkit
 
 import (

@@ -4,14 +4,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"math/big"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -19,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func TestMetric(t *testing.T) {
@@ -124,71 +118,5 @@ func TestKeySign(t *testing.T) {
 	raw := k.SignRaw(t, `{"alg":"ES256"}`, `{"wid":"a","wid":"b"}`)
 	if p, _ := b64.DecodeString(strings.Split(raw, ".")[1]); string(p) != `{"wid":"a","wid":"b"}` || !verifies(raw) {
 		t.Errorf("SignRaw changed the claims text to %s or does not verify", p)
-	}
-}
-
-// TestProcessAlive: this process runs; a child that exited but is not yet reaped (a zombie) does
-// not, nor does one reaped.
-func TestProcessAlive(t *testing.T) {
-	if !ProcessAlive(os.Getpid()) {
-		t.Fatal("this process is not alive")
-	}
-	cmd := exec.Command("true")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	Eventually(t, 10*time.Second, "the child to exit (a zombie)", func() bool { return !ProcessAlive(pid) })
-	_ = cmd.Wait()
-	if ProcessAlive(pid) {
-		t.Fatal("a reaped child is alive")
-	}
-}
-
-// TestScraped reads the metrics of a registry through its text exposition over HTTP, as a test
-// reads those of a process it started.
-func TestScraped(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t_requests_total", Help: "h"}, []string{"code"})
-	lat := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "t_seconds", Help: "h"})
-	reg.MustRegister(reqs, lat)
-	reqs.WithLabelValues("202").Add(4)
-	lat.Observe(1)
-	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	defer srv.Close()
-	g := Scraped(srv.URL)
-	if got := Metric(t, g, "t_requests_total", "code", "202"); got != 4 {
-		t.Errorf("counter %v, want 4", got)
-	}
-	if got := Metric(t, g, "t_seconds"); got != 1 {
-		t.Errorf("histogram count %v, want 1", got)
-	}
-	reqs.WithLabelValues("202").Inc()
-	if got := MetricOrZero(t, g, "t_requests_total", "code", "202"); got != 5 {
-		t.Errorf("counter after a second scrape %v, want 5", got)
-	}
-	gone := httptest.NewServer(http.NotFoundHandler())
-	gone.Close()
-	if _, err := Scraped(gone.URL).Gather(); err == nil {
-		t.Error("a scrape of a closed server succeeded")
-	}
-}
-
-// TestWriteCert checks that the written pair loads as a TLS key pair and that a pool holding the
-// certificate verifies it for 127.0.0.1.
-func TestWriteCert(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	cert := WriteCert(t, certFile, keyFile)
-	if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: "127.0.0.1"}); err != nil {
-		t.Fatal(err)
-	}
-	if other := WriteCert(t, certFile, keyFile); other.SerialNumber.Cmp(cert.SerialNumber) == 0 {
-		t.Error("two certificates with one serial number")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -221,12 +222,12 @@ func TestNoOrphan(t *testing.T) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		t.Cleanup(func() {
-			if testkit.ProcessAlive(pid) {
+			if engine.ProcessRunning(pid) {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		})
 		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("round %d: engine %d to exit with its supervisor", round, pid), func() bool {
-			return !testkit.ProcessAlive(pid)
+			return !engine.ProcessRunning(pid)
 		})
 		resp, err := http.Get("http://" + addr + "/ping")
 		if err == nil {
@@ -323,4 +324,25 @@ func TestGoKeepsSignalHandlers(t *testing.T) {
 		}
 		return strings.Contains(log, "SIGABRT: abort") && strings.Contains(log, "goroutine ")
 	})
+}
+
+// TestProcessRunning: this process runs; a child that exited but is not yet reaped (a zombie
+// whose threads are all gone) does not, nor does one reaped.
+func TestProcessRunning(t *testing.T) {
+	if !engine.ProcessRunning(os.Getpid()) {
+		t.Fatal("this process is not running")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	testkit.Eventually(t, 10*time.Second, "the child to exit (a zombie)", func() bool { return !engine.ProcessRunning(pid) })
+	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err != nil || !strings.Contains(string(st), ") Z ") {
+		t.Fatalf("the child is not a zombie before it is reaped: %q %v", st, err)
+	}
+	_ = cmd.Wait()
+	if engine.ProcessRunning(pid) {
+		t.Fatal("a reaped child runs")
+	}
 }

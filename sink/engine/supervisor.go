@@ -275,7 +275,7 @@ func (e *Engine) Restarts() int64 { return e.restarts.Load() }
 func (e *Engine) PID() int { return int(e.pid.Load()) }
 
 // launch starts the child and waits until it answers. exited is closed when the child ends.
-func (e *Engine) launch(ctx context.Context) (exited chan error, err error) {
+func (e *Engine) launch(ctx context.Context) (chan error, error) {
 	c := e.cfg
 	logf, err := os.OpenFile(filepath.Join(c.Dir, "engine.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -297,7 +297,9 @@ func (e *Engine) launch(ctx context.Context) (exited chan error, err error) {
 	// as long as the child.
 	cmd.SysProcAttr = childAttr()
 	started := make(chan error, 1)
-	exited = make(chan error, 1)
+	// exited is this launch's own: the goroutine below closes it after the function returned,
+	// so it must not be a result variable that a return assigns.
+	exited := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
@@ -479,17 +481,44 @@ func killStale(pidFile, dataPath string) error {
 		return nil
 	}
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || !strings.Contains(string(cmdline), "\x00"+dataPath+"\x00") {
-		return nil
+	switch {
+	case err != nil:
+		return nil // gone
+	case len(cmdline) == 0:
+		// No memory left: a process exiting, perhaps the engine still releasing the data
+		// directory's lock while threads caught in system calls end. Wait for it below.
+	case !strings.Contains(string(cmdline), "\x00"+dataPath+"\x00"):
+		return nil // the pid is another program's now
+	default:
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
 	for range 200 {
-		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
+		if !ProcessRunning(pid) {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("cannot stop the engine left running as process %d", pid)
+}
+
+// ProcessRunning reports whether process pid runs: it exists and is not a zombie (dead, not yet
+// reaped by its parent). A zombie thread-group leader whose other threads are still being torn
+// down (SIGKILL reaches a thread in a system call, an fsync say, only when it returns) still
+// holds the process's files and locks, the engine's data directory lock among them, so it counts
+// as running until its last thread is gone. Linux only: it reads /proc; elsewhere it reports
+// false.
+func ProcessRunning(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')') // the command name in parentheses may hold anything
+	if i < 0 || i+2 >= len(s) || s[i+2] != 'Z' {
+		return true
+	}
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	return err == nil && len(tasks) > 1
 }
 
 // FreePorts returns n distinct TCP ports on host that were free a moment ago (the kernel's
