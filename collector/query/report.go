@@ -436,7 +436,8 @@ func visitorRowsSQL(where string, n rowNeeds) (with, from string, metrics map[st
 	visits := "arrayPopFront(arrayDifference(S)) AS D, arrayPushFront(arrayMap(d -> toUInt8(d > 1800), D), 1) AS NW, " +
 		visitSums("I", "VI") + ", length(VI) AS nv, arrayCount(x -> x <= 1, VI) AS nb, arraySum(d -> if(d <= 1800, d, 0), D) AS dur"
 	if !n.engagement {
-		key := "toUInt32(toUnixTimestamp(ts) - toUnixTimestamp(" + n.origin + ")) * 2 + interactive"
+		// toUInt32 around the whole: a UInt32 times 2 would widen to UInt64.
+		key := "toUInt32((toUnixTimestamp(ts) - toUnixTimestamp(" + n.origin + ")) * 2 + interactive)"
 		return "WITH a AS (SELECT arraySort(groupArray(" + key + ")) AS K, countIf(name = 'pageview') AS pv, count() AS ev " +
 			"FROM events WHERE " + where + " AND " + notEngagement + " GROUP BY visitor_id), " +
 			"b AS (SELECT pv, ev, arrayMap(k -> toInt64(intDiv(k, 2)), K) AS S, arrayMap(k -> toInt64(bitAnd(k, 1)), K) AS I, " + visits + " FROM a), " +
