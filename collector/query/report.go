@@ -430,8 +430,10 @@ func visitSums(x, alias string) string {
 // the differences that do not; the interactive events of each visit are differences of a
 // running sum read at each visit's first event (visitSums). With engagement, the keys are
 // rowsSQL's (milliseconds since the range's start times 8 plus the flags), so an engagement
-// follows the events at or before it, and its depth and time ride in a second array sorted
-// alike; the events alone then go through the same differences.
+// follows the events at or before it; the engagements' depth and time ride apart, in a sorted
+// (key, depth and time) array of the engagements only, in the order of the engagements' keys
+// (engagements of equal keys are placed alike); the events alone then go through the same
+// differences.
 func visitorRowsSQL(where string, n rowNeeds) (with, from string, metrics map[string]string) {
 	visits := "arrayPopFront(arrayDifference(S)) AS D, arrayPushFront(arrayMap(d -> toUInt8(d > 1800), D), 1) AS NW, " +
 		visitSums("I", "VI") + ", length(VI) AS nv, arrayCount(x -> x <= 1, VI) AS nb, arraySum(d -> if(d <= 1800, d, 0), D) AS dur"
@@ -447,17 +449,18 @@ func visitorRowsSQL(where string, n rowNeeds) (with, from string, metrics map[st
 	// T: the seconds since the range's start; LNE: the second of the last event (not
 	// engagement) at or before each element, far before the range for none; SN: the visit's
 	// number; KEEP: the engagement belongs to its last event's visit.
-	return "WITH a AS (SELECT groupArray(" + key + ") AS K0, arraySort(K0) AS K, " +
-		"arraySort((x, k) -> k, groupArray(toInt64(scroll_depth) * 4294967296 + engagement_time), K0) AS G, " +
+	return "WITH a AS (SELECT arraySort(groupArray(" + key + ")) AS K, " +
+		"arraySort(groupArrayIf((" + key + ", toInt64(scroll_depth) * 4294967296 + engagement_time), " + isEngagement + ")) AS GT, " +
 		"countIf(name = 'pageview') AS pv, countIf(" + notEngagement + ") AS ev FROM events WHERE " + where + " GROUP BY visitor_id), " +
-		"b AS (SELECT pv, ev, G, arrayMap(k -> intDiv(k, 8000), K) AS T, arrayMap(k -> toUInt8(bitAnd(k, 4) = 0), K) AS NE, " +
+		"b AS (SELECT pv, ev, GT.2 AS G, arrayMap(k -> intDiv(k, 8000), K) AS T, arrayMap(k -> toUInt8(bitAnd(k, 4) = 0), K) AS NE, " +
 		"arrayFill((x, ne) -> ne, arrayMap((x, ne) -> if(ne = 1, x, -1000000), T, NE), NE) AS LNE, " +
 		"arrayCumSum(arrayMap((ne, x, p) -> toUInt8(ne = 1 AND x - p > 1800), NE, T, arrayPushFront(arrayPopBack(LNE), -1000000))) AS SN, " +
-		"arrayMap((ne, x, l, s) -> ne = 0 AND s > 0 AND x - l <= 1800, NE, T, LNE, SN) AS KEEP, " +
+		"arrayFilter((kp, ne) -> ne = 0, arrayMap((x, l, s) -> s > 0 AND x - l <= 1800, T, LNE, SN), NE) AS KEEP, " +
+		"arrayFilter((s, ne) -> ne = 0, SN, NE) AS GSN, " +
 		"arrayFilter((x, ne) -> ne = 1, T, NE) AS S, arrayFilter((k, ne) -> ne = 1, arrayMap(k -> toInt64(bitAnd(k, 1)), K), NE) AS I, " + visits + ", " +
 		"arraySum((g, kp) -> if(kp, bitAnd(g, 4294967295), 0), G, KEEP) AS et, " +
-		"length(arrayDistinct(arrayFilter((s, kp) -> kp, SN, KEEP))) AS nve, " +
-		"arrayMax(arrayMap((g, kp) -> if(kp AND intDiv(g, 4294967296) <= 100, toInt16(intDiv(g, 4294967296)), -1), G, KEEP)) AS sdm " +
+		"length(arrayDistinct(arrayFilter((s, kp) -> kp, GSN, KEEP))) AS nve, " +
+		"arrayMax(arrayPushBack(arrayMap((g, kp) -> if(kp AND intDiv(g, 4294967296) <= 100, toInt16(intDiv(g, 4294967296)), -1), G, KEEP), -1)) AS sdm " +
 		"FROM a WHERE ev > 0), " +
 		"e AS (SELECT nv, pv, ev, nb, dur, et, nve, sdm FROM b) ", "e", visitorMetricSQL
 }
