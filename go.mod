@@ -14,6 +14,9 @@ require (
 	// Loads libchdb.so without cgo, so the binary builds with CGO_ENABLED=0.
 	github.com/ebitengine/purego v0.11.3
 	github.com/fasthttp/websocket v1.5.12
+	// zstd for insert bodies sent to a remote ClickHouse (sink/server.go); already linked
+	// through clickhouse-go and fasthttp.
+	github.com/klauspost/compress v1.20.3
 	github.com/mssola/useragent v1.0.0
 	// Reads both .mmdb layouts DESIGN 4 asks for: GeoIP2/GeoLite2 and DB-IP's flat records.
 	github.com/oschwald/maxminddb-golang/v2 v2.1.1
@@ -51,7 +54,6 @@ require (
 	github.com/go-faster/errors v0.7.1 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/kr/text v0.2.0 // indirect
 	github.com/molecule-man/go-brrr v1.3.1 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
