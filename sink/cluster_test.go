@@ -43,32 +43,23 @@ func TestDistributedCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two servers")
 	}
-	c, err := enginetest.StartCluster("kyomi_test", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	single, err := MigrationSQL(SchemaConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	layout, err := c.OperatorSchema(Database, single)
+	c, err := enginetest.StartOperatorCluster("kyomi_test", 2, Database, single)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(c.Close)
 	shards := make([]*Server, len(c.Shards))
 	for i, srv := range c.Shards {
 		if shards[i], err = OpenServer(srv.DSN("default")); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { shards[i].Close() })
-		for _, q := range layout {
-			if err := shards[i].Exec(ctx, q); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 	cluster := SchemaConfig{Cluster: "kyomi_test"}
 	if err := VerifySchema(ctx, shards[0], cluster); err != nil {

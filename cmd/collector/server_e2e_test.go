@@ -240,32 +240,23 @@ func TestBinaryThroughDistributed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two servers and the built binary")
 	}
-	c, err := enginetest.StartCluster("kyomi_e2e", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	stmts, err := sink.MigrationSQL(sink.SchemaConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	layout, err := c.OperatorSchema(sink.Database, stmts)
+	c, err := enginetest.StartOperatorCluster("kyomi_e2e", 2, sink.Database, stmts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(c.Close)
 	shards := make([]*sink.Server, len(c.Shards))
 	for i, srv := range c.Shards {
 		if shards[i], err = sink.OpenServer(srv.DSN("default")); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { shards[i].Close() })
-		for _, q := range layout {
-			if err := shards[i].Exec(ctx, q); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 
 	// Eight workspaces: cityHash64 puts some on each shard (checked below).

@@ -20,21 +20,17 @@ func TestIsolationThroughDistributed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two servers")
 	}
-	c, err := enginetest.StartCluster("kyomi_q", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	stmts, err := sink.MigrationSQL(sink.SchemaConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	layout, err := c.OperatorSchema("analytics", stmts)
+	c, err := enginetest.StartOperatorCluster("kyomi_q", 2, "analytics", stmts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(c.Close)
 	var stores []*sink.Server
 	for _, srv := range c.Shards {
 		s, err := sink.OpenServer(srv.DSN("default"))
@@ -42,11 +38,6 @@ func TestIsolationThroughDistributed(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Close() })
-		for _, q := range layout {
-			if err := s.Exec(ctx, q); err != nil {
-				t.Fatal(err)
-			}
-		}
 		stores = append(stores, s)
 	}
 	// ws_a's rows, and SECRET rows of 15 other workspaces, which land on both shards.

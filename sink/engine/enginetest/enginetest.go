@@ -11,7 +11,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -192,12 +194,40 @@ func StartCluster(name string, n int) (*Cluster, error) {
 	return c, nil
 }
 
-// OperatorSchema returns the statements that lay out, on one shard, the schema an operator makes
+// StartOperatorCluster is StartCluster with the schema an operator makes by hand where
+// ReplicatedMergeTree cannot run, laid out on every shard: the database db, a MergeTree table
+// db.events_local made by the CREATE TABLE IF NOT EXISTS of db.events among migrations (the
+// single-server migrations, sink.MigrationSQL, renamed), and a Distributed db.events over every
+// shard's events_local, sharded by cityHash64(workspace_id).
+func StartOperatorCluster(name string, n int, db string, migrations []string) (*Cluster, error) {
+	c, err := StartCluster(name, n)
+	if err != nil {
+		return nil, err
+	}
+	layout, err := c.operatorSchema(db, migrations)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i, s := range c.Shards {
+		for _, q := range layout {
+			if err := s.exec(ctx, q); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("cannot lay out shard %d of cluster %s: %w", i+1, name, err)
+			}
+		}
+	}
+	return c, nil
+}
+
+// operatorSchema returns the statements that lay out, on one shard, the schema an operator makes
 // by hand for this cluster where ReplicatedMergeTree cannot run: the database db, a MergeTree
 // table db.events_local made by the CREATE TABLE IF NOT EXISTS of db.events among migrations
 // (the single-server migrations, sink.MigrationSQL, renamed), and a Distributed db.events over
 // every shard's events_local, sharded by cityHash64(workspace_id). Run them on every shard.
-func (c *Cluster) OperatorSchema(db string, migrations []string) ([]string, error) {
+func (c *Cluster) operatorSchema(db string, migrations []string) ([]string, error) {
 	head := "CREATE TABLE IF NOT EXISTS " + db + ".events\n"
 	var eventsDDL string
 	for _, q := range migrations {
@@ -221,4 +251,23 @@ func (c *Cluster) Close() {
 	for _, s := range c.Shards {
 		s.Close()
 	}
+}
+
+// exec runs one statement on the server over its HTTP interface.
+func (s *Server) exec(ctx context.Context, q string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.HTTP+"/", strings.NewReader(q))
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(s.User, s.Password)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
 }
